@@ -1,0 +1,24 @@
+# spolab: one DAG from data to every figure. `snakemake --cores 2` runs the default scale;
+# `snakemake --cores 2 --config scale=smoke` the CI-sized one. Rules live in workflow/rules/.
+from snakemake.utils import min_version, validate
+
+min_version("8.0")
+
+
+configfile: "workflow/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/mlflow.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/sft.smk"
+include: "workflow/rules/eval.smk"
+
+
+rule all:
+    input:
+        rules.eval_all.input,
+    default_target: True

@@ -1,0 +1,1 @@
+"""Evaluation metrics: pass@k with bootstrap CIs and per-problem diversity."""

@@ -1,0 +1,153 @@
+"""Evaluation as three separate steps (DESIGN §6): generate -> execute -> score.
+
+- :func:`generate` samples n programs per problem under a protocol (n, temperature, top-p).
+- :func:`execute` runs every sample on its problem's tests and on the fixed probe inputs
+  (its behaviour signature, for functional diversity). Never raises.
+- :func:`score_samples` turns executed samples into pass@k and diversity metrics, with 95 % bootstrap
+  intervals over problems.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from spolab.eval import diversity as D
+from spolab.eval.passk import bootstrap_ci, pass_at_k_array
+from spolab.rollout.sampler import decode_responses, encode_prompts, sample
+from spolab.rollout.sampler import score as teacher_forced_logprobs
+from spolab.tasks import listdsl as dsl
+from spolab.tasks.problems import PROBES, Problem
+from spolab.tasks.render import prompt_text
+
+
+@torch.no_grad()
+def generate(
+    model,
+    tokenizer,
+    problems: list[Problem],
+    *,
+    n: int,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    batch_size: int = 1024,
+    generator: torch.Generator | None = None,
+    ref_model=None,
+    progress: bool = True,
+) -> list[dict]:
+    """n samples per problem. Each record: problem_id, sample, program, n_tokens, finished,
+    logprob (sum under the sampling distribution), entropy (sum of per-token policy entropy)
+    and, with ``ref_model``, logprob_policy / logprob_ref (teacher-forced at temperature 1)."""
+    model.eval()
+    rows = [(p, j) for p in problems for j in range(n)]
+    out: list[dict] = []
+    bar = tqdm(total=len(rows), desc="eval/generate", disable=not progress, mininterval=2, leave=False)
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        ids, mask = encode_prompts(tokenizer, [prompt_text(p.examples) for p, _ in chunk])
+        ro = sample(
+            model, ids, mask, max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_token_id,
+            pad_id=tokenizer.pad_token_id, temperature=temperature, top_p=top_p, generator=generator,
+        )
+        texts = decode_responses(tokenizer, ro.response_ids, ro.response_mask)
+        extra = {}
+        if ref_model is not None:
+            extra["logprob_policy"] = teacher_forced_logprobs(model, ids, mask, ro.response_ids, ro.response_mask).sum(-1)
+            extra["logprob_ref"] = teacher_forced_logprobs(ref_model, ids, mask, ro.response_ids, ro.response_mask).sum(-1)
+        for i, ((p, j), text) in enumerate(zip(chunk, texts)):
+            rec = {
+                "problem_id": p.id,
+                "sample": j,
+                "program": text,
+                "n_tokens": int(ro.response_mask[i].sum()),
+                "finished": bool(ro.finished[i]),
+                "logprob": float(ro.logprobs[i].sum()),
+                "entropy": float(ro.entropy[i].sum()),
+            }
+            rec.update({k: float(v[i]) for k, v in extra.items()})
+            out.append(rec)
+        bar.update(len(chunk))
+    bar.close()
+    return out
+
+
+def execute(problems: list[Problem], samples: list[dict], reward: str = "binary") -> list[dict]:
+    """Adds correct / reward / passed / error / signature to each sample (in place, returned).
+
+    A sample that hit the length limit without EOS is wrong ("too long"), whatever it parses to.
+    """
+    by_id = {p.id: p for p in problems}
+    for s in samples:
+        prob = by_id[s["problem_id"]]
+        if not s.get("finished", True):
+            res = dsl.ExecResult(False, 0, len(prob.all_tests()), "too long")
+        else:
+            res = dsl.execute(s["program"], prob.all_tests())
+        s["correct"] = res.success
+        s["reward"] = res.reward(reward)
+        s["passed"] = res.passed
+        s["error"] = res.error
+        sig = dsl.signature_of_text(s["program"], PROBES) if res.success else None
+        s["signature"] = repr(sig) if sig is not None else None
+    return samples
+
+
+def score_samples(
+    problems: list[Problem], samples: list[dict], ks=(1, 5, 10), prefix: str = "eval", seed: int = 0
+) -> tuple[dict, dict]:
+    """pass@k and diversity. Returns (metrics, per_problem) where metrics has ``{prefix}/<name>``
+    point estimates plus ``{prefix}/<name>_ci_lo|hi`` (95 % bootstrap over problems)."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for s in samples:
+        groups[s["problem_id"]].append(s)
+    pids = [p.id for p in problems if p.id in groups]
+    if not pids:
+        raise ValueError("no samples to score")
+    n = np.array([len(groups[i]) for i in pids])
+    c = np.array([sum(s["correct"] for s in groups[i]) for i in pids])
+    per_problem: dict[str, np.ndarray] = {}
+    for k in ks:
+        per_problem[f"pass@{k}"] = pass_at_k_array(n, c, k)  # raises if k > n
+    divs = [
+        D.problem_diversity(
+            [s["program"].split() for s in groups[i]],
+            [s["correct"] for s in groups[i]],
+            [s["signature"] for s in groups[i]],
+        )
+        for i in pids
+    ]
+    for key in divs[0]:
+        per_problem[key] = np.array([d[key] for d in divs], dtype=np.float64)
+    tokens = np.array([sum(s["n_tokens"] for s in groups[i]) for i in pids], dtype=np.float64)
+    per_problem["entropy_per_token"] = np.array([sum(s["entropy"] for s in groups[i]) for i in pids]) / tokens
+    per_problem["parse_rate"] = np.array([np.mean([s["error"] is None or not s["error"].startswith(("parse", "too"))
+                                                   for s in groups[i]]) for i in pids])
+    per_problem["mean_length"] = tokens / n
+    if "logprob_ref" in samples[0]:
+        # k1 estimator of KL(pi || pi_ref) per sequence: E_pi[sum_t log pi - log pi_ref]
+        per_problem["kl_ref"] = np.array([np.mean([s["logprob_policy"] - s["logprob_ref"] for s in groups[i]])
+                                          for i in pids])
+    rng = np.random.default_rng(seed)
+    metrics: dict[str, float] = {f"{prefix}/n_problems": float(len(pids)), f"{prefix}/n_samples": float(n.mean())}
+    for key, vals in per_problem.items():
+        point, lo, hi = bootstrap_ci(vals, rng, n_boot=1000)
+        metrics[f"{prefix}/{key}"] = point
+        metrics[f"{prefix}/{key}_ci_lo"] = lo
+        metrics[f"{prefix}/{key}_ci_hi"] = hi
+    return metrics, {"problem_id": pids, **{k: v.tolist() for k, v in per_problem.items()}}
+
+
+def evaluate_policy(model, tokenizer, problems, protocol, *, max_new_tokens, batch_size=1024, seed=0,
+                    prefix="eval", ref_model=None, reward="binary", progress=True):
+    """generate -> execute -> score in one call (used for periodic validation during training)."""
+    gen = torch.Generator().manual_seed(seed)
+    samples = generate(model, tokenizer, problems, n=protocol.n, temperature=protocol.temperature,
+                       top_p=protocol.top_p, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                       generator=gen, ref_model=ref_model, progress=progress)
+    execute(problems, samples, reward)
+    metrics, per_problem = score_samples(problems, samples, protocol.ks, prefix=prefix, seed=seed)  # k > n raises
+    return metrics, per_problem, samples

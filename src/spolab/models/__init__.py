@@ -1,0 +1,5 @@
+"""Tokenizer and model construction (DESIGN §4)."""
+
+from spolab.models.build import build_model, build_tokenizer, load_model, load_tokenizer
+
+__all__ = ["build_model", "build_tokenizer", "load_model", "load_tokenizer"]

@@ -1,0 +1,1 @@
+"""Sampling, teacher-forced scoring and (later) trajectories, replay and off-policy sources."""

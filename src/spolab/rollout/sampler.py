@@ -1,0 +1,160 @@
+"""Batched, KV-cached sampling and teacher-forced scoring.
+
+Dimensions: B batch, P prompt length (left-padded), T response length (right-padded), V vocab.
+
+:func:`sample` returns, for every generated token, the log-probability under the distribution
+it was actually drawn from (temperature and top-p applied). :func:`score` recomputes per-token
+log-probs of given responses under any model in one teacher-forced pass; at temperature 1 and
+top-p 1 the two agree (tests/test_sampler.py), which is what lets trajectories carry their
+behaviour log-probs.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class Rollout:
+    prompt_ids: torch.Tensor  # (B, P) left-padded
+    prompt_mask: torch.Tensor  # (B, P) 1 = real token
+    response_ids: torch.Tensor  # (B, T) right-padded with pad_id
+    response_mask: torch.Tensor  # (B, T) 1 = generated token (EOS included)
+    logprobs: torch.Tensor  # (B, T) log-prob of each token under the sampling distribution, 0 where masked
+    entropy: torch.Tensor  # (B, T) entropy of the untempered policy (T=1, no top-p) at each visited state
+    finished: torch.Tensor  # (B,) bool: ended with EOS within max_new_tokens
+
+
+def encode_prompts(tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded prompt ids and mask, (B, P), with the tokenizer's special tokens (BOS)."""
+    enc = tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=True)
+    return enc["input_ids"], enc["attention_mask"]
+
+
+def encode_responses(tokenizer, texts: list[str], add_eos: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded response ids and mask, (B, T); each response ends with EOS if ``add_eos``."""
+    rows = [tokenizer(t, add_special_tokens=False)["input_ids"] + ([tokenizer.eos_token_id] if add_eos else []) for t in texts]
+    T = max(len(r) for r in rows)
+    ids = torch.full((len(rows), T), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), T), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
+def decode_responses(tokenizer, response_ids: torch.Tensor, response_mask: torch.Tensor) -> list[str]:
+    """Response texts without EOS and padding."""
+    out = []
+    for ids, m in zip(response_ids.tolist(), response_mask.tolist()):
+        toks = [t for t, keep in zip(ids, m) if keep and t != tokenizer.eos_token_id]
+        out.append(tokenizer.decode(toks, skip_special_tokens=True))
+    return out
+
+
+def _cache_kw(model) -> str:
+    """transformers >= 5 names the KV cache argument ``cache``; older versions ``past_key_values``."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that ignore left padding: 0 at each row's first real token."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def process_logits(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """(B, V) raw logits -> (B, V) log-probs of the sampling distribution (temperature, top-p)."""
+    if temperature <= 0:
+        raise ValueError("temperature must be > 0 (use a small value for near-greedy decoding)")
+    logp = F.log_softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_logp, idx = logp.sort(dim=-1, descending=True)
+        cum = sorted_logp.exp().cumsum(-1)
+        drop_sorted = (cum - sorted_logp.exp()) >= top_p  # keep the smallest prefix with mass >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, idx, drop_sorted)
+        logp = F.log_softmax(logp.masked_fill(drop, float("-inf")), dim=-1)
+    return logp
+
+
+@torch.no_grad()
+def sample(
+    model,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    eos_id: int,
+    pad_id: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Rollout:
+    """Sample one response per prompt row with a KV cache; stops when every row emitted EOS."""
+    B = prompt_ids.shape[0]
+    device = prompt_ids.device
+    attn = prompt_mask.clone()
+    cache_kw = _cache_kw(model)
+    out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=_positions(attn), use_cache=True)
+    past, logits = out[cache_kw], out.logits[:, -1]  # (B, V)
+    pos = attn.sum(-1, keepdim=True)  # (B, 1) next position id
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    ids, lps, ents, masks = [], [], [], []
+    for _ in range(max_new_tokens):
+        raw = F.log_softmax(logits.float(), dim=-1)
+        ents.append(-(raw.exp() * raw).sum(-1))
+        logp = raw if (temperature == 1.0 and top_p == 1.0) else process_logits(logits, temperature, top_p)
+        tok = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)  # (B,)
+        lps.append(logp.gather(-1, tok[:, None]).squeeze(-1))
+        alive = ~done
+        masks.append(alive)
+        tok = torch.where(alive, tok, torch.full_like(tok, pad_id))
+        ids.append(tok)
+        done = done | (tok == eos_id)
+        if bool(done.all()):
+            break
+        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=-1)
+        out = model(input_ids=tok[:, None], attention_mask=attn, position_ids=pos, use_cache=True, **{cache_kw: past})
+        past, logits = out[cache_kw], out.logits[:, -1]
+        pos = pos + 1
+    mask = torch.stack(masks, 1).long()  # (B, T)
+    return Rollout(
+        prompt_ids=prompt_ids,
+        prompt_mask=prompt_mask,
+        response_ids=torch.stack(ids, 1),
+        response_mask=mask,
+        logprobs=torch.stack(lps, 1) * mask,
+        entropy=torch.stack(ents, 1) * mask,
+        finished=done,
+    )
+
+
+def score(
+    model,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    response_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    return_entropy: bool = False,
+):
+    """Teacher-forced per-token log-probs (B, T) of ``response_ids`` under ``model``.
+
+    Differentiable (call under ``torch.no_grad()`` for frozen models). Masked positions are 0.
+    With ``return_entropy`` also returns the (B, T) per-token entropy of the policy.
+    """
+    P = prompt_ids.shape[1]
+    input_ids = torch.cat([prompt_ids, response_ids], dim=1)  # (B, P+T)
+    attn = torch.cat([prompt_mask, response_mask], dim=1)
+    logits = model(input_ids=input_ids, attention_mask=attn, position_ids=_positions(attn)).logits
+    logits = logits[:, P - 1 : -1].float()  # (B, T, V): the logits that predict each response token
+    logp_all = F.log_softmax(logits / temperature, dim=-1)
+    logp = logp_all.gather(-1, response_ids[..., None]).squeeze(-1) * response_mask
+    if not return_entropy:
+        return logp
+    ent = -(logp_all.exp() * logp_all).sum(-1) * response_mask
+    return logp, ent

@@ -1,0 +1,184 @@
+"""``python -m spolab.sft``: supervised initialisation of the policy (π_ref of every RL run).
+
+Trains a small Llama from scratch (or fine-tunes ``model.name_or_path``) to write a problem's
+program after its prompt; the loss is the mean token cross-entropy over response tokens.
+Targets: ``generator`` (the generating program) or ``all_solvers`` (each epoch, one program
+drawn from all equivalent programs of <= ``solver_max_len`` primitives: a softer target).
+
+Checkpoints every ``ckpt_every`` steps into ``{out_dir}/checkpoint`` (model, optimizer,
+schedule, RNG); a killed run restarted with the same command resumes from there. The final
+model and tokenizer go to ``{out_dir}/model``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import shutil
+import time
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from spolab.config import CONF_DIR
+from spolab.data import load_split
+from spolab.eval.generate import evaluate_policy
+from spolab.models.build import build_model, load_model, load_tokenizer, n_params
+from spolab.rollout.sampler import encode_prompts, encode_responses, score
+from spolab.tasks import listdsl as dsl
+from spolab.tasks.render import prompt_text
+from spolab.tracking import Tracker
+from spolab.utils import seed_everything, set_threads
+
+log = logging.getLogger(__name__)
+
+
+def sft_targets(problems, kind: str, solver_max_len: int) -> list[list[str]]:
+    """Per problem, the list of programs it may be trained on."""
+    if kind == "generator":
+        return [[p.program] for p in problems]
+    if kind != "all_solvers":
+        raise ValueError(f"sft.targets={kind!r} is not valid; choose 'generator' or 'all_solvers'")
+    # Solvers per class, found once on the class's first problem, then checked on each problem.
+    by_class: dict[int, list[str]] = {}
+    out = []
+    for p in tqdm(problems, desc="sft/solvers", mininterval=2, leave=False):
+        if p.class_id not in by_class:
+            by_class[p.class_id] = [dsl.to_text(s) for s in dsl.enumerate_solvers(p.all_tests(), solver_max_len)]
+        ok = [s for s in by_class[p.class_id] if dsl.execute(s, p.all_tests()).success]
+        out.append(ok or [p.program])
+    return out
+
+
+def sft_loss(model, prompt_ids, prompt_mask, resp_ids, resp_mask) -> torch.Tensor:
+    """Mean negative log-likelihood per response token: -sum(mask * log p) / sum(mask)."""
+    logp = score(model, prompt_ids, prompt_mask, resp_ids, resp_mask)  # (B, T)
+    return -(logp.sum() / resp_mask.sum())
+
+
+def lr_at(step: int, total: int, lr: float, warmup: int, min_ratio: float) -> float:
+    """Linear warm-up to ``lr`` over ``warmup`` steps, then cosine decay to ``lr * min_ratio``."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    frac = min(1.0, (step - warmup) / max(1, total - warmup))
+    return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def _save_checkpoint(path: Path, model, tokenizer, optim, step: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    torch.save(
+        {"optim": optim.state_dict(), "step": step, "torch_rng": torch.get_rng_state(),
+         "py_rng": random.getstate(), "np_rng": np.random.get_state()},
+        tmp / "trainer_state.pt",
+    )
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)  # atomic swap: a kill mid-save leaves the previous checkpoint intact
+
+
+def run(cfg: DictConfig) -> dict:
+    threads = set_threads()
+    seed_everything(cfg.seed)
+    out = Path(cfg.out_dir)
+    ckpt_dir, final_dir = out / "checkpoint", out / "model"
+    tok = load_tokenizer(cfg.model.name_or_path or Path(cfg.data_dir) / "tokenizer")
+    train = load_split(cfg.data_dir, "sft")
+    val = load_split(cfg.data_dir, "val")[: cfg.val_problems]
+    targets = sft_targets(train, cfg.sft.targets, cfg.sft.solver_max_len)
+
+    # ---- model, optimiser, resume
+    resume = (ckpt_dir / "trainer_state.pt").exists()
+    if resume:
+        model = load_model(ckpt_dir)
+    elif cfg.model.name_or_path:
+        model = load_model(cfg.model.name_or_path)
+    else:
+        model = build_model(cfg.model, tok, seed=cfg.seed)
+    optim = torch.optim.AdamW(model.parameters(), lr=cfg.sft.lr, betas=(0.9, 0.95), weight_decay=cfg.sft.weight_decay)
+    steps_per_epoch = math.ceil(len(train) / cfg.sft.batch_size)
+    total = cfg.sft.epochs * steps_per_epoch
+    step = 0
+    if resume:
+        state = torch.load(ckpt_dir / "trainer_state.pt", weights_only=False)
+        optim.load_state_dict(state["optim"])
+        step = state["step"]
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["py_rng"])
+        np.random.set_state(state["np_rng"])
+        log.info("resuming from step %d / %d", step, total)
+
+    tracker = Tracker(
+        out, cfg, run_name=f"sft-{cfg.model.name}-s{cfg.seed}",
+        tags={"stage": "sft", "algo": "sft", "model": cfg.model.name, "seed": str(cfg.seed), "scale": cfg.scale.name},
+        tracking_uri=cfg.tracking.uri, experiment=cfg.tracking.experiment,
+        artifact_root=cfg.tracking.artifact_root, flush_every_s=cfg.tracking.flush_every_s,
+    )
+    if resume:
+        tracker.truncate_after(step)
+    log.info("SFT: %d problems, %d params, %d steps, %d threads", len(train), n_params(model), total, threads)
+
+    # ---- prompts are tokenised once; targets per step (all_solvers draws one per problem)
+    prompts = [prompt_text(p.examples) for p in train]
+    pick = random.Random(f"{cfg.seed}-targets")
+    bar = tqdm(total=total, initial=step, desc="sft", mininterval=2)
+    t_last, tok_count = time.perf_counter(), 0
+    metrics: dict = {}
+    with tracker:
+        while step < total:
+            # ---- batch: a fixed permutation per epoch, so a resumed run sees the same data
+            epoch, i = divmod(step, steps_per_epoch)
+            perm = np.random.default_rng([cfg.seed, epoch]).permutation(len(train))
+            idx = perm[i * cfg.sft.batch_size : (i + 1) * cfg.sft.batch_size]
+            p_ids, p_mask = encode_prompts(tok, [prompts[j] for j in idx])
+            r_ids, r_mask = encode_responses(tok, [pick.choice(targets[j]) for j in idx])
+            # ---- loss, step
+            model.train()
+            for g in optim.param_groups:
+                g["lr"] = lr_at(step, total, cfg.sft.lr, cfg.sft.warmup_steps, cfg.sft.min_lr_ratio)
+            loss = sft_loss(model, p_ids, p_mask, r_ids, r_mask)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.sft.grad_clip)
+            optim.step()
+            step += 1
+            tok_count += int(p_mask.sum() + r_mask.sum())
+            bar.update()
+            # ---- log, evaluate, checkpoint
+            if step % cfg.sft.log_every == 0 or step == total:
+                dt = time.perf_counter() - t_last
+                metrics = {"loss/sft": loss.item(), "opt/lr": optim.param_groups[0]["lr"],
+                           "opt/grad_norm": float(gnorm), "perf/tokens_per_s": tok_count / dt, "sft/epoch": epoch}
+                tracker.log(metrics, step)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+                t_last, tok_count = time.perf_counter(), 0
+            if (cfg.sft.eval_every and step % cfg.sft.eval_every == 0) or step == total:
+                m, _, _ = evaluate_policy(model, tok, val, cfg.val_protocol, max_new_tokens=cfg.task.max_new_tokens,
+                                          seed=cfg.seed, prefix="val", progress=False)
+                tracker.log({k: v for k, v in m.items() if not k.endswith(("_lo", "_hi"))}, step)
+                log.info("step %d: loss %.3f val pass@1 %.3f", step, loss.item(), m["val/pass@1"])
+                metrics.update(m)
+            if step % cfg.sft.ckpt_every == 0 and step < total:
+                _save_checkpoint(ckpt_dir, model, tok, optim, step)
+        bar.close()
+        model.save_pretrained(str(final_dir))
+        tok.save_pretrained(str(final_dir))
+        summary = {"steps": step, "n_params": n_params(model), **metrics}
+        tracker.log_summary(summary)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return summary
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="sft", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""SFT (loss falls, resume after a kill) and evaluation of a saved checkpoint."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import smoke_cfg
+from spolab import evaluate
+from spolab.tracking import read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_sft_loss_falls(smoke_sft):
+    out, summary = smoke_sft
+    losses = [r["loss/sft"] for r in read_metrics(out) if "loss/sft" in r]
+    assert len(losses) >= 2 and losses[-1] < 0.7 * losses[0]
+    assert (out / "model" / "config.json").exists() and (out / "model" / "tokenizer.json").exists()
+    assert not (out / "checkpoint").exists()  # removed once the final model is saved
+    assert "val/pass@1" in summary
+
+
+def test_evaluate_saved_checkpoint(smoke_sft, smoke_data, tmp_path):
+    out, _ = smoke_sft
+    cfg = smoke_cfg("evaluate", tmp_path, f"data_dir={smoke_data}", f"model_dir={out}/model",
+                    f"ref_model_dir={out}/model", f"out_dir={tmp_path}/eval", "protocol=paper")
+    m = evaluate.run(cfg)
+    assert 0.0 <= m["test/pass@1"] <= m["test/pass@5"] <= m["test/pass@10"] <= 1.0
+    assert m["test/pass@1_ci_lo"] <= m["test/pass@1"] <= m["test/pass@1_ci_hi"]
+    assert abs(m["test/kl_ref"]) < 1e-4  # the policy is its own reference
+    samples = [json.loads(line) for line in open(tmp_path / "eval" / "samples.jsonl")]
+    assert len(samples) == 40 * 20
+    assert {"problem_id", "program", "correct"} <= samples[0].keys()
+    saved = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert saved["test/pass@10"] == m["test/pass@10"] and saved["protocol"]["temperature"] == 0.4
+
+
+def test_evaluate_rejects_k_above_n(smoke_sft, smoke_data, tmp_path):
+    out, _ = smoke_sft
+    cfg = smoke_cfg("evaluate", tmp_path, f"data_dir={smoke_data}", f"model_dir={out}/model",
+                    f"out_dir={tmp_path}/eval", "protocol.n=5", "n_problems=3")
+    with pytest.raises(ValueError, match="k=10 exceeds"):
+        evaluate.run(cfg)
+
+
+def test_sft_resumes_after_kill(smoke_data, tmp_path):
+    """Start SFT, SIGKILL it once a checkpoint exists, rerun the same command: it resumes."""
+    out = tmp_path / "sft"
+    cmd = [sys.executable, "-m", "spolab.sft", "scale=smoke", f"data_dir={smoke_data}", f"out_dir={out}",
+           "tracking.uri=null", "sft.epochs=3", "sft.ckpt_every=8", "sft.log_every=1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / "checkpoint" / "trainer_state.pt").exists():
+        assert proc.poll() is None and time.time() < deadline, "SFT ended before writing a checkpoint"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "model").exists()
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resuming from step" in done.stderr + done.stdout
+    steps = [r["step"] for r in read_metrics(out) if "loss/sft" in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 36  # 3 epochs x 12 steps, no step logged twice
+    assert (out / "model" / "config.json").exists()

@@ -1,0 +1,16 @@
+# Create the MLflow database and experiment once, before any parallel job can race on it.
+rule mlflow_init:
+    output:
+        flag=f"{ROOT}/.mlflow_ready",
+    log:
+        f"{ROOT}/logs/mlflow_init.log",
+    threads: 1
+    conda:
+        ENV
+    params:
+        py=sys.executable,
+        uri="sqlite:///results/mlflow.db",
+        experiment=f"spolab-{SCALE}",
+    shell:
+        "{params.py} -m spolab.tracking init --uri {params.uri} --experiment {params.experiment} "
+        "--artifact-root results/mlartifacts > {log} 2>&1 && touch {output.flag}"
