@@ -1,0 +1,305 @@
+"""Pure losses and estimators of every algorithm, in one place (DESIGN §2).
+
+Tensors in, ``(loss, metrics)`` out: no model, no config object. Dimensions: B sequences,
+T response tokens (EOS included), G groups of sampled responses per prompt. ``mask`` is 1 on
+response tokens and 0 on padding; padding never changes a loss.
+
+Notation follows DESIGN §2: prompt x, response a = (a_1..a_T), reward r(x, a) at the end,
+π_ref the frozen SFT policy, β the KL coefficient, Q̂0(x) ≈ V*(x).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+Metrics = dict[str, float]
+
+# ---------------------------------------------------------------------------- registries
+
+TERMINAL_LOSSES: dict[str, Callable] = {}
+ADVANTAGE_ESTIMATORS: dict[str, Callable] = {}
+
+
+def _register(registry: dict, name: str):
+    def deco(fn):
+        registry[name] = fn
+        return fn
+
+    return deco
+
+
+def get(registry: dict, name: str, family: str) -> Callable:
+    """Look ``name`` up in a registry; an unknown name raises and lists the valid ones."""
+    if name not in registry:
+        raise ValueError(f"unknown {family} {name!r}; valid: {sorted(registry)}")
+    return registry[name]
+
+
+# ---------------------------------------------------------------------------- shared pieces
+
+
+def masked_sum(x: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    return (x * mask).sum(dim)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    if dim is None:
+        return (x * mask).sum() / mask.sum().clamp(min=1)
+    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
+
+
+def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
+    """(x - mean) / std over the masked entries (mean kept when ``shift_mean`` is False)."""
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    out = (x - mean) * torch.rsqrt(var + eps)
+    return (out if shift_mean else out + mean) * mask
+
+
+def log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(x)) for x < 0, stable at both ends (Mächler 2012)."""
+    return torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k1") -> torch.Tensor:
+    """Per-token estimators of KL(π‖π_ref) on tokens sampled from π (Schulman 2020).
+
+    k1 = log π - log π_ref (unbiased, signed); k3 = exp(log π_ref - log π) - (log π_ref - log π) - 1
+    (unbiased, non-negative: GRPO's choice).
+    """
+    d = ref_logp - logp
+    if kind == "k1":
+        return -d
+    if kind == "k3":
+        return torch.expm1(d) - d
+    raise ValueError(f"unknown KL estimator {kind!r}; valid: ['k1', 'k3']")
+
+
+def reduce_loss(per_token: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """``token-mean``: mean over all response tokens of the batch; ``seq-mean-token-mean``:
+    mean over sequences of each sequence's token mean; ``seq-mean-token-sum``: mean over
+    sequences of each sequence's token sum."""
+    if mode == "token-mean":
+        return masked_mean(per_token, mask)
+    if mode == "seq-mean-token-mean":
+        return masked_mean(per_token, mask, dim=-1).mean()
+    if mode == "seq-mean-token-sum":
+        return masked_sum(per_token, mask).mean()
+    raise ValueError(f"unknown loss reduction {mode!r}; valid: token-mean, seq-mean-token-mean, seq-mean-token-sum")
+
+
+# ---------------------------------------------------------------------------- SPO
+
+
+def _weighted_mean(x: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    return x.mean() if weights is None else (weights * x).mean()
+
+
+@_register(TERMINAL_LOSSES, "squared")
+def _spo_squared(log_ratio_sum, reward, q0, beta, weights):
+    q_t = q0 + beta * log_ratio_sum  # (B,) Q_θ(s_T, a_T)
+    loss = _weighted_mean((q_t - reward) ** 2, weights)
+    return loss, {"spo/q_terminal": q_t.mean().item(), "spo/abs_residual": (q_t - reward).abs().mean().item()}
+
+
+BCE_EPS = 1e-6  # log p is capped at -BCE_EPS so that log(1 - p) stays finite for failures
+
+
+@_register(TERMINAL_LOSSES, "bce")
+def _spo_bce(log_ratio_sum, reward, q0, beta, weights):
+    log_p = torch.clamp(q0 / beta + log_ratio_sum, max=0.0)  # log p_θ(success | x, a)
+    log_p_c = torch.clamp(log_p, max=-BCE_EPS)
+    nll = -(reward * log_p_c + (1 - reward) * log1mexp(log_p_c))  # binary cross-entropy
+    loss = _weighted_mean(nll, weights)
+    return loss, {"spo/p_success": log_p.exp().mean().item(), "spo/bce": nll.mean().item()}
+
+
+def spo_terminal_loss(
+    logp: torch.Tensor,
+    ref_logp: torch.Tensor,
+    mask: torch.Tensor,
+    reward: torch.Tensor,
+    q0: torch.Tensor,
+    beta: float,
+    kind: str = "squared",
+    weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, Metrics]:
+    """SPO's terminal loss (Cohen et al. 2025, §3; DESIGN §2), valid on any trajectory.
+
+    With the cumulative Q-parameterisation
+        Q_T = Q̂0(x) + β Σ_t mask_t (log π_θ(a_t|s_t) − log π_ref(a_t|s_t)),
+    soft-Bellman consistency holds at every non-terminal token by construction; the loss
+    enforces the terminal condition Q_T = r(x, a):
+
+    - ``squared``: mean_B w (Q_T − r)².
+    - ``bce``: log p = min(0, Q̂0/β + Σ_t mask_t (log π_θ − log π_ref)), with
+      Q̂0 = β log(reference success rate); loss = mean_B w BCE(r; p) with r ∈ {0, 1}, using
+      log(1 − p) = log1mexp(log p). β cancels: the optimum is π_ref conditioned on success.
+
+    Args:
+        logp: (B, T) log π_θ of the response tokens (differentiable).
+        ref_logp: (B, T) log π_ref of the same tokens (constant).
+        mask: (B, T) 1 on response tokens.
+        reward: (B,) terminal reward (0/1 for ``bce``).
+        q0: (B,) Q̂0(x) of each sequence's prompt.
+        beta: KL coefficient β > 0.
+        kind: ``squared`` | ``bce`` (registry ``TERMINAL_LOSSES``).
+        weights: optional (B,) per-sequence importance weights (e.g. truncated π/μ ratios).
+    """
+    if beta <= 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    fn = get(TERMINAL_LOSSES, kind, "SPO terminal loss")
+    log_ratio_sum = masked_sum(logp - ref_logp, mask)  # (B,) log π_θ(a|x) − log π_ref(a|x)
+    loss, metrics = fn(log_ratio_sum, reward.to(logp.dtype), q0.to(logp.dtype), beta, weights)
+    metrics["spo/log_ratio"] = log_ratio_sum.mean().item()
+    metrics["loss/spo"] = loss.item()
+    return loss, metrics
+
+
+# ---------------------------------------------------------------------------- Q̂0
+
+
+def q0_monte_carlo(rewards: torch.Tensor, beta: float) -> torch.Tensor:
+    """Q̂0(x) = β log mean_j exp(r_j / β) over (P, n) reference-sample rewards → (P,).
+
+    Monte-Carlo estimate of V*(x) = β log E_{π_ref}[exp(r/β)]. By Jensen (log is concave) it
+    is biased low: E[Q̂0] ≤ V*.
+    """
+    n = rewards.shape[-1]
+    return beta * (torch.logsumexp(rewards / beta, dim=-1) - math.log(n))
+
+
+def beta_binomial_prior(successes: torch.Tensor, n: torch.Tensor | int) -> tuple[float, float]:
+    """Method-of-moments Beta(a, b) prior of per-prompt success rates from (P,) success counts.
+
+    Pooled mean m and between-prompt variance (less the binomial noise) give a + b = m(1−m)/v − 1.
+    Falls back to a weak prior (a + b = 2) when the rates show no extra-binomial spread.
+    """
+    n = torch.as_tensor(n, dtype=torch.float64).expand_as(successes.double())
+    rate = successes.double() / n
+    m = float(rate.mean().clamp(1e-6, 1 - 1e-6))
+    var_between = float(rate.var(unbiased=True)) - float((m * (1 - m) / n).mean()) if len(rate) > 1 else 0.0
+    strength = m * (1 - m) / var_between - 1 if var_between > 0 else 2.0
+    strength = max(strength, 1e-3)
+    return m * strength, (1 - m) * strength
+
+
+def q0_from_success(
+    successes: torch.Tensor, n: int, beta: float, kind: str, estimator: str = "shrunk"
+) -> torch.Tensor:
+    """Q̂0 from binary rewards: (P,) success counts out of n reference samples → (P,).
+
+    The success rate p̂ is either ``plain`` (s/n; for ``bce`` smoothed as (s+1)/(n+2) so its
+    log is finite) or ``shrunk`` (the beta-binomial posterior mean (s+a)/(n+a+b), pulled
+    toward the pooled rate). Then, for binary rewards,
+    - ``squared``: Q̂0 = β log E[exp(r/β)] = β log(1 − p̂ + p̂ e^{1/β});
+    - ``bce``:     Q̂0 = β log p̂.
+    The plain ``squared`` estimate equals :func:`q0_monte_carlo` on the same samples.
+    """
+    s = successes.double()
+    if estimator == "plain":
+        p = s / n if kind == "squared" else (s + 1) / (n + 2)
+    elif estimator == "shrunk":
+        a, b = beta_binomial_prior(s, n)
+        p = (s + a) / (n + a + b)
+    else:
+        raise ValueError(f"unknown Q̂0 estimator {estimator!r}; valid: ['plain', 'shrunk']")
+    if kind == "squared":
+        # log(1 - p + p e^{1/β}) = 1/β + log(p + (1 - p) e^{-1/β}), stable for small β
+        return (1.0 + beta * torch.log(p + (1 - p) * math.exp(-1.0 / beta))).float()
+    if kind == "bce":
+        return (beta * torch.log(p)).float()
+    raise ValueError(f"unknown SPO terminal loss {kind!r}; valid: {sorted(TERMINAL_LOSSES)}")
+
+
+# ---------------------------------------------------------------------------- PPO
+
+
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0, lam: float = 0.95
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation (Schulman et al. 2016) over (B, T) token rewards.
+
+    δ_t = r_t + γ V_{t+1} m_{t+1} − V_t,  A_t = δ_t + γλ A_{t+1} m_{t+1},  R_t = A_t + V_t.
+    Each row is one episode ending at its last masked token (rows end at different t); values
+    past the end count as 0 (terminal state). Returns (advantages, returns), 0 where masked.
+    """
+    B, T = rewards.shape
+    adv = torch.zeros_like(rewards)
+    last = torch.zeros(B, dtype=rewards.dtype, device=rewards.device)
+    next_v = torch.zeros(B, dtype=rewards.dtype, device=rewards.device)
+    for t in reversed(range(T)):
+        m_next = mask[:, t + 1] if t + 1 < T else torch.zeros_like(next_v)
+        delta = rewards[:, t] + gamma * next_v * m_next - values[:, t]
+        last = delta + gamma * lam * last * m_next
+        adv[:, t] = last
+        next_v = values[:, t]
+    adv = adv * mask
+    return adv, (adv + values) * mask
+
+
+def ppo_policy_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip: float = 0.2,
+    reduction: str = "token-mean",
+) -> tuple[torch.Tensor, Metrics]:
+    """Clipped surrogate (Schulman et al. 2017): −min(ρ A, clip(ρ, 1−ε, 1+ε) A), ρ = π_θ/π_old.
+
+    Shapes (B, T); ``advantages`` may be (B, 1) for sequence-level advantages (GRPO, RLOO).
+    """
+    ratio = torch.exp(logp - old_logp)
+    adv = advantages.expand_as(logp)
+    per_token = -torch.min(ratio * adv, torch.clamp(ratio, 1 - clip, 1 + clip) * adv)
+    loss = reduce_loss(per_token, mask, reduction)
+    with torch.no_grad():
+        clipfrac = masked_mean(((ratio - 1).abs() > clip).float(), mask).item()
+        approx_kl = masked_mean(kl_penalty(old_logp, logp, "k3"), mask).item()  # KL(π_old‖π_θ), k3
+    return loss, {"policy/clipfrac": clipfrac, "policy/approx_kl_old": approx_kl, "loss/policy": loss.item()}
+
+
+def ppo_value_loss(
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, clip: float = 0.2
+) -> tuple[torch.Tensor, Metrics]:
+    """Clipped value loss (PPO2 baselines): ½ max((V − R)², (V_old + clip(V − V_old, ±ε) − R)²)."""
+    v_clipped = old_values + torch.clamp(values - old_values, -clip, clip)
+    per_token = 0.5 * torch.max((values - returns) ** 2, (v_clipped - returns) ** 2)
+    loss = masked_mean(per_token, mask)
+    with torch.no_grad():
+        clipfrac = masked_mean(((values - old_values).abs() > clip).float(), mask).item()
+    return loss, {"critic/vf_clipfrac": clipfrac, "loss/value": loss.item()}
+
+
+# ---------------------------------------------------------------------------- value-free advantages
+
+
+@_register(ADVANTAGE_ESTIMATORS, "grpo")
+def grpo_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-6, scale: bool = True) -> torch.Tensor:
+    """Group-normalised advantages (Shao et al. 2024, DeepSeekMath §4.1): (B,) → (B,).
+
+    Rows are consecutive groups of ``group_size`` responses to one prompt;
+    A_i = (r_i − mean_g r) / (std_g r + eps) (std unbiased; without ``scale`` only centred).
+    """
+    g = rewards.view(-1, group_size)  # (G, group_size)
+    centred = g - g.mean(-1, keepdim=True)
+    if scale:
+        centred = centred / (g.std(-1, keepdim=True) + eps)
+    return centred.reshape(-1)
+
+
+@_register(ADVANTAGE_ESTIMATORS, "rloo")
+def rloo_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """REINFORCE leave-one-out (Kool et al. 2019; Ahmadian et al. 2024): (B,) → (B,).
+
+    A_i = r_i − (1/(k−1)) Σ_{j≠i} r_j = k/(k−1) (r_i − mean_g r).
+    """
+    if group_size < 2:
+        raise ValueError("RLOO needs group_size >= 2")
+    g = rewards.view(-1, group_size)
+    baseline = (g.sum(-1, keepdim=True) - g) / (group_size - 1)
+    return (g - baseline).reshape(-1)
