@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from spolab.config import CONF_DIR
 from spolab.data import load_split
@@ -50,7 +50,7 @@ def run(cfg: DictConfig) -> dict:
         )
         write_jsonl(out / "samples.jsonl", samples)
         write_json(out / "per_problem.json", per_problem)
-        result = {"model_dir": str(cfg.model_dir), "split": cfg.split, "protocol": dict(cfg.protocol), **metrics}
+        result = {"model_dir": str(cfg.model_dir), "split": cfg.split, "protocol": OmegaConf.to_container(cfg.protocol), **metrics}
         write_json(out / "eval.json", result)
         tracker.log_summary(metrics)
         tracker.log_artifact(out / "eval.json")

@@ -275,6 +275,18 @@ def ppo_value_loss(
     return loss, {"critic/vf_clipfrac": clipfrac, "loss/value": loss.item()}
 
 
+def reinforce_loss(
+    logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, reduction: str = "seq-mean-token-sum"
+) -> tuple[torch.Tensor, Metrics]:
+    """REINFORCE with a baseline (Williams 1992): −A(x, a) Σ_t log π_θ(a_t|s_t), A constant.
+
+    Shapes: ``logp``, ``mask`` (B, T); ``advantages`` (B,) or (B, 1), sequence-level.
+    """
+    per_token = -advantages.reshape(-1, 1).detach() * logp
+    loss = reduce_loss(per_token, mask, reduction)
+    return loss, {"loss/policy": loss.item()}
+
+
 # ---------------------------------------------------------------------------- value-free advantages
 
 

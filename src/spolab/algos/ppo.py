@@ -1,0 +1,84 @@
+"""PPO, the paper's baseline (DESIGN §2), with its implementation details:
+
+1. a *separate* critic: a second copy of the SFT network with a scalar head (ValueModel);
+2. per-token KL penalty to π_ref in the reward, coefficient β, k1 estimator (Ziegler et al. 2019);
+3. GAE with γ = 1, λ = 0.95 (Schulman et al. 2016);
+4. advantage whitening over the batch (Andrychowicz et al. 2021, "what matters" §3);
+5. clipped policy ratio ε = 0.2 and clipped value loss (Schulman et al. 2017; PPO2 baselines);
+6. a few epochs of minibatches per rollout, on-policy only.
+Tested in tests/test_algos.py and on the exact testbed (spolab.exact, tabular version).
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModel
+
+from spolab.algos.base import Algorithm, minibatches, policy_logp, register
+from spolab.algos.losses import gae, ppo_policy_loss, ppo_value_loss, whiten
+from spolab.rollout.trajectories import Batch
+
+
+class ValueModel(torch.nn.Module):
+    """V(s_t) for every response position: a transformer body plus a linear head."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.body = AutoModel.from_pretrained(path)  # the SFT network without its LM head
+        self.head = torch.nn.Linear(self.body.config.hidden_size, 1)
+        torch.nn.init.zeros_(self.head.weight)
+        torch.nn.init.zeros_(self.head.bias)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        P = batch.prompt_ids.shape[1]
+        ids = torch.cat([batch.prompt_ids, batch.response_ids], 1)  # (B, P+T)
+        attn = torch.cat([batch.prompt_mask, batch.response_mask.long()], 1)
+        pos = (attn.cumsum(-1) - 1).clamp(min=0)
+        h = self.body(input_ids=ids, attention_mask=attn, position_ids=pos).last_hidden_state  # (B, P+T, H)
+        return self.head(h[:, P - 1 : -1]).squeeze(-1) * batch.response_mask  # (B, T): value of s_t
+
+
+@register("ppo")
+class PPO(Algorithm):
+    def __init__(self, cfg, policy, ref, tokenizer, **kw):
+        super().__init__(cfg, policy, ref, tokenizer, **kw)
+        self.critic = ValueModel(self.init_path or policy.name_or_path)
+        self.critic_optim = torch.optim.AdamW(self.critic.parameters(), lr=cfg.critic_lr, betas=(0.9, 0.95),
+                                              weight_decay=0.0)
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        cfg = self.cfg
+        mask = batch.response_mask
+        # ---- rewards: KL penalty per token, task reward on the last token
+        with torch.no_grad():
+            old_logp = batch.behaviour_logp  # π_old = the sampling policy (temperature 1)
+            old_v = self.critic(batch)
+            kl = (old_logp - batch.ref_logp) * mask  # k1
+            rewards = -cfg.beta * kl
+            last = mask.sum(-1).long() - 1
+            rewards[torch.arange(len(batch)), last] += batch.reward
+            adv, ret = gae(rewards, old_v, mask, gamma=cfg.gamma, lam=cfg.gae_lambda)
+            if cfg.whiten_advantages:
+                adv = whiten(adv, mask)
+        # ---- epochs of minibatch updates of actor and critic
+        for _ in range(cfg.epochs):
+            for idx in minibatches(len(batch), cfg.minibatches, self.gen):
+                mb = batch.select(idx)
+                pl, metrics = ppo_policy_loss(policy_logp(self.policy, mb), old_logp[idx], adv[idx],
+                                              mb.response_mask, cfg.clip)
+                vl, vm = ppo_value_loss(self.critic(mb), old_v[idx], ret[idx], mb.response_mask, cfg.value_clip)
+                (pl + cfg.vf_coef * vl).backward()
+                metrics["opt/grad_norm"] = self.step(self.optim, self.policy.parameters())
+                metrics["critic/grad_norm"] = self.step(self.critic_optim, self.critic.parameters())
+                metrics.update(vm)
+        metrics["critic/value_mean"] = (old_v.sum() / mask.sum()).item()
+        metrics["ppo/kl_reward"] = (kl.sum(-1)).mean().item()
+        return metrics
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "critic": self.critic.state_dict(), "critic_optim": self.critic_optim.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.critic.load_state_dict(state["critic"])
+        self.critic_optim.load_state_dict(state["critic_optim"])

@@ -1,0 +1,46 @@
+"""SPO update step (Cohen et al. 2025, arXiv:2503.05453, §3): the terminal loss on any batch.
+
+The loss is off-policy, so the batch may mix fresh samples of a stale behaviour policy and
+stored trajectories (``on_policy = False``), and may be reused for ``steps_per_batch``
+gradient steps: the fair counterpart of PPO's epochs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from spolab.algos.base import Algorithm, ConfigError, policy_logp, register
+from spolab.algos.losses import spo_terminal_loss
+from spolab.rollout.trajectories import Batch
+
+
+@register("spo")
+class SPO(Algorithm):
+    on_policy = False
+
+    def __init__(self, cfg, policy, ref, tokenizer, **kw):
+        super().__init__(cfg, policy, ref, tokenizer, **kw)
+        if self.q0 is None:
+            raise ConfigError("SPO needs Q̂0 per prompt: run `python -m spolab.q0` and set q0_path")
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        cfg = self.cfg
+        q0 = torch.tensor([self.q0[t.problem_id] for t in batch.trajs], dtype=torch.float32)  # (B,)
+        weights = None
+        for _ in range(cfg.steps_per_batch):
+            logp = policy_logp(self.policy, batch)  # (B, T)
+            if cfg.is_weights == "truncated":
+                if batch.behaviour_logp is None:
+                    raise ConfigError("algo.is_weights=truncated needs behaviour log-probs on every trajectory")
+                log_w = ((logp.detach() - batch.behaviour_logp) * batch.response_mask).sum(-1)
+                weights = log_w.exp().clamp(max=cfg.is_clip)  # truncated π_θ/μ per sequence
+            elif cfg.is_weights != "none":
+                raise ConfigError(f"algo.is_weights={cfg.is_weights!r}; valid: none, truncated")
+            loss, metrics = spo_terminal_loss(logp, batch.ref_logp, batch.response_mask, batch.reward, q0,
+                                              cfg.beta, cfg.loss, weights)
+            loss.backward()
+            metrics["opt/grad_norm"] = self.step(self.optim, self.policy.parameters())
+        metrics["spo/q0"] = q0.mean().item()
+        if weights is not None:
+            metrics["spo/is_weight"] = weights.mean().item()
+        return metrics

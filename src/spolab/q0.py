@@ -1,0 +1,67 @@
+"""``python -m spolab.q0``: reference samples and success counts per ``rl`` prompt, for Q̂0.
+
+Samples ``n_ref`` responses per prompt from π_ref (temperature 1), scores them and writes
+``q0.json`` (``n_ref`` and the success count of every prompt; SPO turns them into Q̂0 for its
+β, loss kind and estimator: spolab.algos.losses.q0_from_success) and ``ref_samples.jsonl``
+(the trajectories, kept as an off-policy source). Computed once per SFT model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from spolab.config import CONF_DIR
+from spolab.data import load_split
+from spolab.models.build import load_model, load_tokenizer
+from spolab.rollout.collect import collect
+from spolab.rollout.trajectories import save_trajectories
+from spolab.tracking import Tracker
+from spolab.utils import seed_everything, set_threads, write_json
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig) -> dict:
+    set_threads()
+    seed_everything(cfg.seed)
+    out = Path(cfg.out_dir)
+    tok = load_tokenizer(cfg.sft_dir)
+    ref = load_model(cfg.sft_dir).eval()
+    problems = load_split(cfg.data_dir, "rl")
+    with Tracker(out, cfg, run_name=f"q0-n{cfg.n_ref}", tags={"stage": "q0", "algo": "ref", "scale": cfg.scale.name},
+                 tracking_uri=cfg.tracking.uri, experiment=cfg.tracking.experiment,
+                 artifact_root=cfg.tracking.artifact_root) as tracker:
+        trajs, stats = collect(ref, tok, problems, group_size=cfg.n_ref, max_new_tokens=cfg.task.max_new_tokens,
+                               generator=torch.Generator().manual_seed(cfg.seed), source="ref_samples", version=0,
+                               reward_kind=cfg.task.reward, batch_size=cfg.batch_size)
+        for t in trajs:
+            t.ref_logp = t.behaviour_logp  # sampled from π_ref at temperature 1: the same numbers
+        succ = Counter()
+        for t in trajs:
+            succ[t.problem_id] += int(t.success)
+        successes = {p.id: succ[p.id] for p in problems}
+        rate = np.array(list(successes.values())) / cfg.n_ref
+        summary = {"q0/mean_success": float(rate.mean()), "q0/frac_no_success": float((rate == 0).mean()),
+                   "q0/n_prompts": len(problems), **stats}
+        write_json(out / "q0.json", {"n_ref": cfg.n_ref, "successes": successes})
+        save_trajectories(out / "ref_samples.jsonl", trajs)
+        tracker.log_summary(summary)
+    log.info("Q̂0 from %d samples on %d prompts: mean success %.3f, %.0f%% of prompts without a success",
+             cfg.n_ref, len(problems), summary["q0/mean_success"], 100 * summary["q0/frac_no_success"])
+    return summary
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="q0", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

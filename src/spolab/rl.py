@@ -1,0 +1,224 @@
+"""``python -m spolab.rl algo=spo|ppo|grpo|rloo data_mix=online|half_online``: RL from the SFT policy.
+
+One trainer loop for every algorithm: sample (fresh prompts of the ``rl`` split from the
+behaviour policy), score (rewards, cached π_ref log-probs), mix (stored sources), update (the
+algorithm's step from the registry), log, evaluate on ``val``, checkpoint. Budgets are matched:
+every algorithm sees ``batch_size`` trajectories per update and ``updates`` updates; fresh
+samples consumed and wall clock are logged so curves can use either axis.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from spolab.algos import ConfigError, get_algorithm
+from spolab.algos.losses import q0_from_success
+from spolab.config import CONF_DIR
+from spolab.data import load_split
+from spolab.eval.generate import evaluate_policy
+from spolab.models.build import load_model, load_tokenizer
+from spolab.rollout.collect import attach_ref_logp, collect
+from spolab.rollout.trajectories import ReplayBuffer, collate
+from spolab.tracking import Tracker
+from spolab.utils import seed_everything, set_threads
+
+log = logging.getLogger(__name__)
+
+STORED_SOURCES = ("replay",)
+
+
+def check_data_mix(algo_cls, mix) -> tuple[int, dict[str, float]]:
+    """Validate a data mix against an algorithm; returns (sync_every, stored-source shares)."""
+    sources = dict(mix.sources or {})
+    unknown = set(sources) - set(STORED_SOURCES)
+    if unknown:
+        raise ConfigError(f"data_mix.sources has unknown source(s) {sorted(unknown)}; valid: {list(STORED_SOURCES)}")
+    total = mix.fresh_fraction + sum(sources.values())
+    if abs(total - 1.0) > 1e-6 or mix.fresh_fraction <= 0:
+        raise ConfigError(f"data_mix={mix.name}: fresh_fraction + source shares must be 1 with fresh_fraction > 0 "
+                          f"(got {mix.fresh_fraction} + {sources})")
+    if algo_cls.on_policy and (mix.fresh_fraction < 1.0 or mix.sync_every != 1):
+        raise ConfigError(
+            f"algo={algo_cls.name} is on-policy but data_mix={mix.name} feeds it off-policy data "
+            f"(fresh_fraction={mix.fresh_fraction}, sync_every={mix.sync_every}); use data_mix=online "
+            "or an off-policy algorithm (algo=spo)")
+    return mix.sync_every, sources
+
+
+def load_q0(path: str | Path, beta: float, kind: str, estimator: str) -> dict[str, float]:
+    """Per-prompt Q̂0 for this run's β and loss kind, from the reference success counts."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run `python -m spolab.q0` (Snakemake rule q0) first")
+    d = json.loads(path.read_text())
+    ids = sorted(d["successes"])
+    s = torch.tensor([d["successes"][i] for i in ids], dtype=torch.float64)
+    q0 = q0_from_success(s, d["n_ref"], beta, kind, estimator)
+    return dict(zip(ids, q0.tolist()))
+
+
+class PromptStream:
+    """Fresh prompts: a seeded permutation of the pool, reshuffled when exhausted."""
+
+    def __init__(self, problems, seed: int, start: int = 0):
+        self.problems, self.seed, self.pos = problems, seed, start
+
+    def take(self, n: int):
+        out = []
+        for _ in range(n):
+            epoch, i = divmod(self.pos, len(self.problems))
+            perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.problems))
+            out.append(self.problems[perm[i]])
+            self.pos += 1
+        return out
+
+
+def run(cfg: DictConfig) -> dict:
+    threads = set_threads()
+    seed_everything(cfg.seed)
+    out = Path(cfg.out_dir)
+    ckpt_dir, final_dir = out / "checkpoint", out / "model"
+    algo_cls = get_algorithm(cfg.algo.name)
+    sync_every, sources = check_data_mix(algo_cls, cfg.data_mix)
+    if cfg.batch_size % cfg.group_size:
+        raise ConfigError(f"batch_size={cfg.batch_size} must be a multiple of group_size={cfg.group_size}")
+    n_fresh = round(cfg.batch_size * cfg.data_mix.fresh_fraction)
+    if n_fresh % cfg.group_size:
+        raise ConfigError(f"fresh samples per update ({n_fresh}) must be a multiple of group_size={cfg.group_size}")
+
+    # ---- models: policy (trained), reference (frozen SFT), behaviour (synced copy or the policy)
+    tok = load_tokenizer(cfg.sft_dir)
+    resume = (ckpt_dir / "trainer_state.pt").exists()
+    policy = load_model(ckpt_dir if resume else cfg.sft_dir)
+    ref = load_model(cfg.sft_dir).eval().requires_grad_(False)
+    q0 = load_q0(cfg.q0_path, cfg.algo.beta, cfg.algo.loss, cfg.algo.q0_estimator) if cfg.algo.name == "spo" else None
+    algo = algo_cls(cfg.algo, policy, ref, tok, q0=q0, seed=cfg.seed, init_path=str(cfg.sft_dir))
+    behaviour = policy if sync_every == 1 else copy.deepcopy(policy).requires_grad_(False)
+    replay = ReplayBuffer(cfg.replay_capacity, seed=cfg.seed)
+    problems = load_split(cfg.data_dir, "rl")
+    val = load_split(cfg.data_dir, "val")[: cfg.val_problems]
+    step, fresh_total, wall = 0, 0, 0.0
+    gen = torch.Generator().manual_seed(cfg.seed)
+    if resume:
+        state = torch.load(ckpt_dir / "trainer_state.pt", weights_only=False)
+        algo.load_state_dict(state["algo"])
+        step, fresh_total, wall = state["step"], state["fresh_total"], state["wall"]
+        gen.set_state(state["gen"])
+        replay.items = state["replay"]
+        log.info("resuming from update %d / %d", step, cfg.updates)
+    prompts = PromptStream(problems, cfg.seed, start=fresh_total // cfg.group_size)
+
+    tracker = Tracker(
+        out, cfg, run_name=cfg.name,
+        tags={"stage": "rl", "algo": cfg.algo.name, "data_mix": cfg.data_mix.name, "seed": str(cfg.seed),
+              "beta": str(cfg.algo.beta), "scale": cfg.scale.name},
+        tracking_uri=cfg.tracking.uri, experiment=cfg.tracking.experiment,
+        artifact_root=cfg.tracking.artifact_root, flush_every_s=cfg.tracking.flush_every_s,
+    )
+    if resume:
+        tracker.truncate_after(step)
+    log.info("%s: %d updates x %d trajectories (%d fresh), %d threads", cfg.name, cfg.updates, cfg.batch_size,
+             n_fresh, threads)
+
+    def evaluate(step: int) -> dict:
+        m, _, _ = evaluate_policy(policy, tok, val, cfg.val_protocol, max_new_tokens=cfg.task.max_new_tokens,
+                                  seed=cfg.seed, prefix="val", ref_model=ref, progress=False)
+        m = {k: v for k, v in m.items() if not k.endswith(("_lo", "_hi"))}
+        tracker.log({**m, "data/fresh_samples": fresh_total, "perf/wall_s": wall}, step)
+        return m
+
+    bar = tqdm(total=cfg.updates, initial=step, desc=cfg.name, mininterval=2)
+    metrics: dict = {}
+    with tracker:
+        if step == 0:
+            metrics.update(evaluate(0))  # the SFT policy, on the same axis
+        while step < cfg.updates:
+            t0 = time.perf_counter()
+            # ---- sample: fresh trajectories from the behaviour policy
+            if behaviour is not policy and step % sync_every == 0:
+                behaviour.load_state_dict(policy.state_dict())
+            version = step - step % sync_every
+            fresh, roll = collect(behaviour, tok, prompts.take(n_fresh // cfg.group_size), group_size=cfg.group_size,
+                                  max_new_tokens=cfg.task.max_new_tokens, temperature=cfg.temperature,
+                                  generator=gen, version=version, reward_kind=cfg.task.reward)
+            t1 = time.perf_counter()
+            # ---- score: frozen reference log-probs, cached on each trajectory
+            attach_ref_logp(ref, fresh, tok.pad_token_id)
+            # ---- mix: stored sources in their configured shares
+            stored = []
+            for src, share in sources.items():
+                if src == "replay":
+                    stored += replay.sample(round(cfg.batch_size * share))
+            replay.add(fresh)
+            batch = collate(fresh + stored, tok.pad_token_id)
+            t2 = time.perf_counter()
+            # ---- update
+            policy.train()
+            metrics = algo.update(batch)
+            t3 = time.perf_counter()
+            step += 1
+            fresh_total += len(fresh)
+            wall += t3 - t0
+            # ---- log, evaluate, checkpoint
+            r = torch.tensor([t.reward for t in fresh])
+            kl_b = np.mean([sum(t.behaviour_logp) - sum(t.ref_logp) for t in fresh])
+            metrics.update(roll)
+            metrics.update({
+                "rollout/reward": r.mean().item(), "rollout/success": np.mean([t.success for t in fresh]),
+                "rollout/kl_behaviour_ref": kl_b, "data/fresh_samples": fresh_total, "data/batch_size": len(batch),
+                "data/frac_fresh": len(fresh) / len(batch), "data/frac_replay": len(stored) / len(batch),
+                "data/stored_reward": np.mean([t.reward for t in stored]) if stored else float("nan"),
+                "perf/sample_s": t1 - t0, "perf/score_mix_s": t2 - t1, "perf/update_s": t3 - t2,
+                "perf/step_s": t3 - t0, "perf/wall_s": wall,
+            })
+            if step % cfg.log_every == 0 or step == cfg.updates:
+                tracker.log(metrics, step)
+            bar.update()
+            bar.set_postfix(reward=f"{metrics['rollout/reward']:.3f}", refresh=False)
+            if step % cfg.eval_every == 0 or step == cfg.updates:
+                metrics.update(evaluate(step))
+            if step % cfg.ckpt_every == 0 and step < cfg.updates:
+                _save(ckpt_dir, policy, tok, {"algo": algo.state_dict(), "step": step, "fresh_total": fresh_total,
+                                              "wall": wall, "gen": gen.get_state(), "replay": replay.items})
+        bar.close()
+        policy.save_pretrained(str(final_dir))
+        tok.save_pretrained(str(final_dir))
+        summary = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+        summary.update({"updates": step, "data/fresh_samples": fresh_total, "perf/wall_s": wall})
+        tracker.log_summary(summary)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return summary
+
+
+def _save(path: Path, policy, tok, state: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    policy.save_pretrained(str(tmp))
+    tok.save_pretrained(str(tmp))
+    torch.save(state, tmp / "trainer_state.pt")
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)  # atomic swap: a kill mid-save keeps the previous checkpoint
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="rl", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        run(cfg)
+    except ConfigError as e:  # a bad configuration is a message, not a stack trace
+        log.error("configuration error: %s", e)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Sample trajectories for problems, score them, and cache frozen reference log-probs."""
+
+from __future__ import annotations
+
+import torch
+
+from spolab.rollout.sampler import decode_responses, encode_prompts, sample, score
+from spolab.rollout.trajectories import Trajectory, collate
+from spolab.tasks import listdsl as dsl
+from spolab.tasks.problems import Problem
+from spolab.tasks.render import prompt_text
+
+
+def reward_of(problem: Problem, program: str, finished: bool, kind: str) -> tuple[float, bool]:
+    """(reward, success) of a response; unfinished responses (no EOS) score 0."""
+    if not finished:
+        return 0.0, False
+    res = dsl.execute(program, problem.all_tests())
+    return res.reward(kind), res.success
+
+
+@torch.no_grad()
+def collect(model, tokenizer, problems: list[Problem], *, group_size: int, max_new_tokens: int,
+            temperature: float = 1.0, top_p: float = 1.0, generator: torch.Generator | None = None,
+            source: str = "online", version: int = -1, reward_kind: str = "binary",
+            batch_size: int = 1024) -> tuple[list[Trajectory], dict]:
+    """``group_size`` samples per problem, consecutive (GRPO/RLOO groups). Returns the
+    trajectories (behaviour log-probs = the sampling distribution's) and rollout stats."""
+    model.eval()
+    rows = [p for p in problems for _ in range(group_size)]
+    out: list[Trajectory] = []
+    ent_sum, tok_sum = 0.0, 0
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        ids, mask = encode_prompts(tokenizer, [prompt_text(p.examples) for p in chunk])
+        ro = sample(model, ids, mask, max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_token_id,
+                    pad_id=tokenizer.pad_token_id, temperature=temperature, top_p=top_p, generator=generator)
+        texts = decode_responses(tokenizer, ro.response_ids, ro.response_mask)
+        ent_sum += float(ro.entropy.sum())
+        tok_sum += int(ro.response_mask.sum())
+        for i, p in enumerate(chunk):
+            n = int(ro.response_mask[i].sum())
+            r, ok = reward_of(p, texts[i], bool(ro.finished[i]), reward_kind)
+            prompt = ids[i][mask[i].bool()].tolist()
+            out.append(Trajectory(p.id, prompt, ro.response_ids[i, :n].tolist(), r, ok, source, version,
+                                  behaviour_logp=ro.logprobs[i, :n].tolist()))
+    stats = {"rollout/entropy_per_token": ent_sum / max(tok_sum, 1), "rollout/response_len": tok_sum / len(rows)}
+    return out, stats
+
+
+@torch.no_grad()
+def attach_ref_logp(ref_model, trajs: list[Trajectory], pad_id: int, batch_size: int = 1024) -> None:
+    """Fill ``ref_logp`` of trajectories that lack it (computed once, then cached on the record)."""
+    todo = [t for t in trajs if t.ref_logp is None]
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start : start + batch_size]
+        b = collate(chunk, pad_id)
+        lp = score(ref_model, b.prompt_ids, b.prompt_mask, b.response_ids, b.response_mask.long())
+        for i, t in enumerate(chunk):
+            t.ref_logp = lp[i, : len(t.response_ids)].tolist()
