@@ -100,3 +100,14 @@ def test_top_p_keeps_smallest_nucleus():
     assert torch.allclose(p, torch.tensor([0.625, 0.375, 0.0, 0.0]), atol=1e-6)
     with pytest.raises(ValueError):
         process_logits(logits, 0.0, 1.0)
+
+
+def test_sampler_shares_prefill_across_samples(tok, model):
+    ids, mask = encode_prompts(tok, ["x 1 2 prog", "x 1 2 3 4 5 ; x 7 prog", "prog"])
+    ro = sample(model, ids, mask, max_new_tokens=10, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id,
+                generator=torch.Generator().manual_seed(0), num_samples=4)
+    assert ro.response_ids.shape[0] == 12
+    assert torch.equal(ro.prompt_ids, ids.repeat_interleave(4, 0))
+    lp = score(model, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask)
+    assert (lp - ro.logprobs).abs().max() < 1e-5
+    assert len({tuple(r.tolist()) for r in ro.response_ids[:4]}) > 1  # the samples of one prompt differ

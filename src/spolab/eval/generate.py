@@ -43,16 +43,19 @@ def generate(
     logprob (sum under the sampling distribution), entropy (sum of per-token policy entropy)
     and, with ``ref_model``, logprob_policy / logprob_ref (teacher-forced at temperature 1)."""
     model.eval()
-    rows = [(p, j) for p in problems for j in range(n)]
     out: list[dict] = []
-    bar = tqdm(total=len(rows), desc="eval/generate", disable=not progress, mininterval=2, leave=False)
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        ids, mask = encode_prompts(tokenizer, [prompt_text(p.examples) for p, _ in chunk])
+    per_chunk = max(1, batch_size // n)  # problems per sampler call (n samples share one prefill)
+    bar = tqdm(total=len(problems) * n, desc="eval/generate", disable=not progress, mininterval=2, leave=False)
+    for start in range(0, len(problems), per_chunk):
+        unique = problems[start : start + per_chunk]
+        chunk = [(p, j) for p in unique for j in range(n)]
+        ids, mask = encode_prompts(tokenizer, [prompt_text(p.examples) for p in unique])
         ro = sample(
             model, ids, mask, max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_token_id,
             pad_id=tokenizer.pad_token_id, temperature=temperature, top_p=top_p, generator=generator,
+            num_samples=n,
         )
+        ids, mask = ro.prompt_ids, ro.prompt_mask
         texts = decode_responses(tokenizer, ro.response_ids, ro.response_mask)
         extra = {}
         if ref_model is not None:

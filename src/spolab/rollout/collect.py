@@ -27,14 +27,17 @@ def collect(model, tokenizer, problems: list[Problem], *, group_size: int, max_n
     """``group_size`` samples per problem, consecutive (GRPO/RLOO groups). Returns the
     trajectories (behaviour log-probs = the sampling distribution's) and rollout stats."""
     model.eval()
-    rows = [p for p in problems for _ in range(group_size)]
     out: list[Trajectory] = []
     ent_sum, tok_sum = 0.0, 0
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        ids, mask = encode_prompts(tokenizer, [prompt_text(p.examples) for p in chunk])
+    per_chunk = max(1, batch_size // group_size)  # problems per sampler call
+    for start in range(0, len(problems), per_chunk):
+        unique = problems[start : start + per_chunk]
+        chunk = [p for p in unique for _ in range(group_size)]
+        ids, mask = encode_prompts(tokenizer, [prompt_text(p.examples) for p in unique])
         ro = sample(model, ids, mask, max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_token_id,
-                    pad_id=tokenizer.pad_token_id, temperature=temperature, top_p=top_p, generator=generator)
+                    pad_id=tokenizer.pad_token_id, temperature=temperature, top_p=top_p, generator=generator,
+                    num_samples=group_size)
+        ids, mask = ro.prompt_ids, ro.prompt_mask
         texts = decode_responses(tokenizer, ro.response_ids, ro.response_mask)
         ent_sum += float(ro.entropy.sum())
         tok_sum += int(ro.response_mask.sum())
@@ -44,7 +47,8 @@ def collect(model, tokenizer, problems: list[Problem], *, group_size: int, max_n
             prompt = ids[i][mask[i].bool()].tolist()
             out.append(Trajectory(p.id, prompt, ro.response_ids[i, :n].tolist(), r, ok, source, version,
                                   behaviour_logp=ro.logprobs[i, :n].tolist()))
-    stats = {"rollout/entropy_per_token": ent_sum / max(tok_sum, 1), "rollout/response_len": tok_sum / len(rows)}
+    stats = {"rollout/entropy_per_token": ent_sum / max(tok_sum, 1),
+             "rollout/response_len": tok_sum / max(len(out), 1)}
     return out, stats
 
 

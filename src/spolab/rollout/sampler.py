@@ -92,14 +92,24 @@ def sample(
     temperature: float = 1.0,
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
+    num_samples: int = 1,
 ) -> Rollout:
-    """Sample one response per prompt row with a KV cache; stops when every row emitted EOS."""
+    """Sample ``num_samples`` responses per prompt row with a KV cache (rows of one prompt are
+    consecutive in the output); stops when every row emitted EOS.
+
+    The prompt is prefilled once and its cache repeated for the samples, so a group of k
+    responses to one prompt costs one prefill, not k.
+    """
+    cache_kw = _cache_kw(model)
+    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=_positions(prompt_mask), use_cache=True)
+    past, logits = out[cache_kw], out.logits[:, -1]  # (B0, V)
+    if num_samples > 1:
+        idx = torch.arange(prompt_ids.shape[0], device=prompt_ids.device).repeat_interleave(num_samples)
+        past.reorder_cache(idx)  # (B0, ...) -> (B0 * num_samples, ...)
+        logits, prompt_ids, prompt_mask = logits[idx], prompt_ids[idx], prompt_mask[idx]
     B = prompt_ids.shape[0]
     device = prompt_ids.device
     attn = prompt_mask.clone()
-    cache_kw = _cache_kw(model)
-    out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=_positions(attn), use_cache=True)
-    past, logits = out[cache_kw], out.logits[:, -1]  # (B, V)
     pos = attn.sum(-1, keepdim=True)  # (B, 1) next position id
     done = torch.zeros(B, dtype=torch.bool, device=device)
     ids, lps, ents, masks = [], [], [], []
