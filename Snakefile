@@ -15,10 +15,13 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/mlflow.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/sft.smk"
+include: "workflow/rules/rl.smk"
 include: "workflow/rules/eval.smk"
+include: "workflow/rules/exact.smk"
 
 
 rule all:
     input:
         rules.eval_all.input,
+        rules.exact.output,
     default_target: True

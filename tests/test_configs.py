@@ -12,7 +12,7 @@ SCALES = sorted(p.stem for p in (CONF_DIR / "scale").glob("*.yaml"))
 
 
 def test_entry_points_exist():
-    assert {"data", "sft", "evaluate"} <= set(ENTRY)
+    assert {"data", "sft", "evaluate", "q0", "rl", "exact", "bench"} <= set(ENTRY)
     assert {"smoke", "default"} <= set(SCALES)
 
 
@@ -21,15 +21,20 @@ def test_entry_points_exist():
 def test_compose(name, scale):
     cfg = load_config(name, [f"scale={scale}"])
     assert cfg.scale.name == scale
-    assert cfg.out_dir.startswith(f"results/{scale}/")
+    assert cfg.out_dir.startswith(f"results/{scale}/") or cfg.out_dir == f"results/bench/{scale}"
 
 
-@pytest.mark.parametrize("group", ["model", "protocol", "task", "tracking"])
+@pytest.mark.parametrize("group", ["model", "task", "tracking", "algo", "data_mix"])
 def test_compose_every_group_option(group):
     for opt in sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")):
-        name = "evaluate" if group == "protocol" else "sft"
-        cfg = load_config(name, [f"{group}={opt}"])
+        cfg = load_config("rl", [f"{group}={opt}"])
         assert cfg[group] is not None
+
+
+def test_protocols_load():
+    from spolab.evaluate import load_protocol
+
+    assert load_protocol("paper").temperature == 0.4 and load_protocol("policy").n == 20
 
 
 def test_bad_config_values_raise_clearly(tmp_path):

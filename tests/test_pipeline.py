@@ -24,7 +24,7 @@ def test_dry_run(scale, tmp_path):
     res = subprocess.run([*SNAKEMAKE, "-n", "--cores", "2", "--config", f"scale={scale}"],
                          cwd=wd, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
-    for rule in ["mlflow_init", "data", "sft", "eval_sft"]:
+    for rule in ["mlflow_init", "data", "sft", "q0", "rl", "eval", "exact"]:
         assert rule in res.stdout
 
 
@@ -39,19 +39,25 @@ def test_smoke_dag_end_to_end(tmp_path):
     cmd = [*SNAKEMAKE, "--cores", "2", "--config", "scale=smoke"]
     res = subprocess.run(cmd, cwd=wd, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-5000:]
-    evals = sorted((wd / "results/smoke/eval/sft").glob("*/eval.json"))
-    assert [p.parent.name for p in evals] == ["ood-paper", "ood-policy", "test-paper", "test-policy"]
+    evals = sorted(p.relative_to(wd / "results/smoke/eval").as_posix()
+                   for p in (wd / "results/smoke/eval").glob("*/*/eval.json"))
+    models = ["grpo-s0", "ppo-s0", "rloo-s0", "sft", "spo-s0", "spo_half_online-s0"]
+    assert evals == [f"{m}/{s}/eval.json" for m in models for s in ["ood-paper", "ood-policy", "test-paper", "test-policy"]]
     assert (wd / "results/smoke/benchmarks/sft.tsv").exists()
 
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{wd}/results/mlflow.db")
     exp = client.get_experiment_by_name("spolab-smoke")
-    runs = client.search_runs([exp.experiment_id])
-    assert len(runs) == 5 and all(r.info.status == "FINISHED" for r in runs)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    assert all(r.info.status == "FINISHED" for r in runs)
+    stages = sorted(r.data.tags["stage"] for r in runs)
+    assert stages == sorted(["sft", "q0"] + ["rl"] * 5 + ["eval"] * 24 + ["exact"] * 3)
     sft = [r for r in runs if r.data.tags["stage"] == "sft"][0]
     assert client.get_metric_history(sft.info.run_id, "loss/sft")
     assert sft.data.params["model.name"] == "xs" and "git_sha" in sft.data.tags
+    ppo = [r for r in runs if r.data.tags["stage"] == "rl" and r.data.tags["algo"] == "ppo"][0]
+    assert len(client.get_metric_history(ppo.info.run_id, "rollout/reward")) == 6
 
     again = subprocess.run([*cmd, "-n"], cwd=wd, capture_output=True, text=True)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr

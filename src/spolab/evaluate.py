@@ -2,7 +2,7 @@
 
 generate (n samples per problem under a named protocol) -> execute -> score, as separate
 steps (spolab.eval.generate). Writes ``{out_dir}/samples.jsonl`` (one line per sample:
-problem, program, correct, ...), ``{out_dir}/per_problem.json`` and ``{out_dir}/eval.json``
+problem, program, correct, ...), ``{out_dir}/per_problem.json`` and ``{out_dir}/eval.json``, one folder per split and protocol
 (metrics with 95 % bootstrap intervals over problems), and mirrors them into MLflow.
 """
 
@@ -24,39 +24,54 @@ from spolab.utils import seed_everything, set_threads, write_json, write_jsonl
 log = logging.getLogger(__name__)
 
 
+def load_protocol(name: str) -> DictConfig:
+    path = CONF_DIR / "protocol" / f"{name}.yaml"
+    if not path.exists():
+        valid = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ValueError(f"unknown evaluation protocol {name!r}; valid: {valid}")
+    return OmegaConf.load(path)
+
+
 def run(cfg: DictConfig) -> dict:
+    """Evaluate ``model_dir`` on every split of ``splits`` under every protocol of ``protocols``;
+    each pair writes ``{out_dir}/{split}-{protocol}/`` and is one MLflow run."""
     set_threads()
-    seed_everything(cfg.seed)
-    out = Path(cfg.out_dir)
     if not (Path(cfg.model_dir) / "config.json").exists():
         raise FileNotFoundError(f"model_dir={cfg.model_dir} holds no saved model (config.json missing)")
     tok = load_tokenizer(cfg.model_dir)
     model = load_model(cfg.model_dir).eval()
     ref = load_model(cfg.ref_model_dir).eval() if cfg.ref_model_dir else None
-    problems = load_split(cfg.data_dir, cfg.split)
-    if cfg.n_problems:
-        problems = problems[: cfg.n_problems]
-    prefix = f"{cfg.split}"
-    with Tracker(
-        out, cfg, run_name=f"eval-{cfg.name}-{cfg.split}-{cfg.protocol.name}",
-        tags={"stage": "eval", "algo": cfg.name, "split": cfg.split, "protocol": cfg.protocol.name,
-              "scale": cfg.scale.name, "seed": str(cfg.seed)},
-        tracking_uri=cfg.tracking.uri, experiment=cfg.tracking.experiment,
-        artifact_root=cfg.tracking.artifact_root,
-    ) as tracker:
-        metrics, per_problem, samples = evaluate_policy(
-            model, tok, problems, cfg.protocol, max_new_tokens=cfg.task.max_new_tokens,
-            batch_size=cfg.batch_size, seed=cfg.seed, prefix=prefix, ref_model=ref, reward=cfg.task.reward,
-        )
-        write_jsonl(out / "samples.jsonl", samples)
-        write_json(out / "per_problem.json", per_problem)
-        result = {"model_dir": str(cfg.model_dir), "split": cfg.split, "protocol": OmegaConf.to_container(cfg.protocol), **metrics}
-        write_json(out / "eval.json", result)
-        tracker.log_summary(metrics)
-        tracker.log_artifact(out / "eval.json")
-    log.info("%s %s: %s", cfg.split, cfg.protocol.name,
-             {k: round(v, 4) for k, v in metrics.items() if "/pass@" in k and "_ci" not in k})
-    return metrics
+    results = {}
+    for split in cfg.splits:
+        problems = load_split(cfg.data_dir, split)
+        if cfg.n_problems:
+            problems = problems[: cfg.n_problems]
+        for proto_name in cfg.protocols:
+            protocol = load_protocol(proto_name)
+            seed_everything(cfg.seed)
+            out = Path(cfg.out_dir) / f"{split}-{protocol.name}"
+            with Tracker(
+                out, cfg, run_name=f"eval-{cfg.name}-{split}-{protocol.name}",
+                tags={"stage": "eval", "algo": cfg.name, "split": split, "protocol": protocol.name,
+                      "scale": cfg.scale.name, "seed": str(cfg.seed)},
+                tracking_uri=cfg.tracking.uri, experiment=cfg.tracking.experiment,
+                artifact_root=cfg.tracking.artifact_root,
+            ) as tracker:
+                metrics, per_problem, samples = evaluate_policy(
+                    model, tok, problems, protocol, max_new_tokens=cfg.task.max_new_tokens,
+                    batch_size=cfg.batch_size, seed=cfg.seed, prefix=split, ref_model=ref, reward=cfg.task.reward,
+                )
+                write_jsonl(out / "samples.jsonl", samples)
+                write_json(out / "per_problem.json", per_problem)
+                result = {"model_dir": str(cfg.model_dir), "split": split,
+                          "protocol": OmegaConf.to_container(protocol), **metrics}
+                write_json(out / "eval.json", result)
+                tracker.log_summary(metrics)
+                tracker.log_artifact(out / "eval.json")
+            log.info("%s %s %s: %s", cfg.name, split, protocol.name,
+                     {k: round(v, 4) for k, v in metrics.items() if "/pass@" in k and "_ci" not in k})
+            results[f"{split}-{protocol.name}"] = metrics
+    return results
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="evaluate", version_base="1.3")

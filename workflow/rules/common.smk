@@ -1,5 +1,6 @@
 # Shared definitions: the interpreter that runs the Hydra entry points, and output roots.
 import sys
+from pathlib import Path
 
 SCALE = config["scale"]
 ROOT = f"results/{SCALE}"  # every run output of this scale lives here (git-ignored)
@@ -13,3 +14,8 @@ def hydra_cmd(module):
     """
     threads = "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
     return f"{threads} {{params.py}} -m spolab.{module} scale={{params.scale}} {{params.args}} > {{log}} 2>&1"
+
+
+def model_of(w):
+    """The checkpoint an eval job scores: the SFT model, or an RL run's final model."""
+    return f"{ROOT}/sft/model/config.json" if w.name == "sft" else f"{ROOT}/rl/{w.name}/model/config.json"
