@@ -1,11 +1,13 @@
 # spolab: one DAG from data to every figure. `snakemake --cores 2` runs the default scale;
 # `snakemake --cores 2 --config scale=smoke` the CI-sized one. Rules live in workflow/rules/.
+from pathlib import Path
+
 from snakemake.utils import min_version, validate
 
 min_version("8.0")
 
 
-configfile: "workflow/config.yaml"
+configfile: Path(workflow.basedir) / "workflow" / "config.yaml"
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
@@ -18,10 +20,12 @@ include: "workflow/rules/sft.smk"
 include: "workflow/rules/rl.smk"
 include: "workflow/rules/eval.smk"
 include: "workflow/rules/exact.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     input:
-        rules.eval_all.input,
+        rules.eval_table.output,
         rules.exact.output,
+        rules.bench.output,
     default_target: True

@@ -1,6 +1,5 @@
 """The Snakemake DAG: dry runs at every scale, and the smoke scale end to end."""
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,17 +11,15 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 SCALES = sorted(p.stem for p in (REPO / "conf" / "scale").glob("*.yaml"))
 
 
-def _copy_workflow(dst: Path) -> Path:
-    shutil.copy(REPO / "Snakefile", dst / "Snakefile")
-    shutil.copytree(REPO / "workflow", dst / "workflow")
-    return dst
+def snakemake(wd: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """The repo's workflow with ``wd`` as working directory: every output lands under wd."""
+    cmd = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(wd), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.parametrize("scale", SCALES)
 def test_dry_run(scale, tmp_path):
-    wd = _copy_workflow(tmp_path)
-    res = subprocess.run([*SNAKEMAKE, "-n", "--cores", "2", "--config", f"scale={scale}"],
-                         cwd=wd, capture_output=True, text=True)
+    res = snakemake(tmp_path, "-n", "--cores", "2", "--config", f"scale={scale}")
     assert res.returncode == 0, res.stderr[-3000:]
     for rule in ["mlflow_init", "data", "sft", "q0", "rl", "eval", "exact"]:
         assert rule in res.stdout
@@ -35,9 +32,9 @@ def test_lint():
 
 def test_smoke_dag_end_to_end(tmp_path):
     """`snakemake --cores 2 --config scale=smoke` runs everything, tracks it, and is then up to date."""
-    wd = _copy_workflow(tmp_path)
-    cmd = [*SNAKEMAKE, "--cores", "2", "--config", "scale=smoke"]
-    res = subprocess.run(cmd, cwd=wd, capture_output=True, text=True, timeout=900)
+    wd = tmp_path
+    args = ["--cores", "2", "--config", "scale=smoke"]
+    res = snakemake(wd, *args)
     assert res.returncode == 0, res.stderr[-5000:]
     evals = sorted(p.relative_to(wd / "results/smoke/eval").as_posix()
                    for p in (wd / "results/smoke/eval").glob("*/*/eval.json"))
@@ -59,5 +56,6 @@ def test_smoke_dag_end_to_end(tmp_path):
     ppo = [r for r in runs if r.data.tags["stage"] == "rl" and r.data.tags["algo"] == "ppo"][0]
     assert len(client.get_metric_history(ppo.info.run_id, "rollout/reward")) == 6
 
-    again = subprocess.run([*cmd, "-n"], cwd=wd, capture_output=True, text=True)
+    assert (wd / "results/smoke/tables/eval_smoke.md").exists() and (wd / "results/bench/smoke/bench_cpu.md").exists()
+    again = snakemake(wd, *args, "-n")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr

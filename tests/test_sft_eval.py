@@ -80,3 +80,18 @@ def test_sft_resumes_after_kill(smoke_data, tmp_path):
     steps = [r["step"] for r in read_metrics(out) if "loss/sft" in r]
     assert steps == sorted(set(steps)) and steps[-1] == 36  # 3 epochs x 12 steps, no step logged twice
     assert (out / "model" / "config.json").exists()
+
+
+def test_sft_targets_all_solvers(smoke_data):
+    from spolab.data import load_split
+    from spolab.sft import sft_targets
+    from spolab.tasks import listdsl as dsl
+
+    problems = load_split(smoke_data, "sft")[:20]
+    targets = sft_targets(problems, "all_solvers", 3)
+    assert sft_targets(problems, "generator", 3) == [[p.program] for p in problems]
+    assert sum(len(t) for t in targets) > len(problems)  # equivalent programs were found
+    for p, ts in zip(problems, targets):
+        assert all(dsl.execute(t, p.all_tests()).success for t in ts)
+    with pytest.raises(ValueError, match="generator"):
+        sft_targets(problems, "best", 3)

@@ -99,7 +99,7 @@ def bench_one(variant: str, size: str, cfg_dict: dict, queue) -> None:
         probs = problems[(i * n_fresh) % len(problems):][: n_fresh // cfg.group_size]
         t0 = time.perf_counter()
         fresh, _ = collect(policy, tok, probs, group_size=cfg.group_size, max_new_tokens=rl_cfg.task.max_new_tokens,
-                           generator=None, version=i)
+                           generator=gen, version=i)
         t1 = time.perf_counter()
         attach_ref_logp(ref, fresh, tok.pad_token_id)
         stored = replay.sample(cfg.batch_size - n_fresh) if n_fresh < cfg.batch_size else []

@@ -27,7 +27,7 @@ from spolab.algos.losses import q0_from_success
 from spolab.config import CONF_DIR
 from spolab.data import load_split
 from spolab.eval.generate import evaluate_policy
-from spolab.models.build import load_model, load_tokenizer
+from spolab.models.build import load_model, load_tokenizer, save_checkpoint
 from spolab.rollout.collect import attach_ref_logp, collect
 from spolab.rollout.trajectories import ReplayBuffer, collate
 from spolab.tracking import Tracker
@@ -189,7 +189,7 @@ def run(cfg: DictConfig) -> dict:
             if step % cfg.eval_every == 0 or step == cfg.updates:
                 metrics.update(evaluate(step))
             if step % cfg.ckpt_every == 0 and step < cfg.updates:
-                _save(ckpt_dir, policy, tok, {"algo": algo.state_dict(), "step": step, "fresh_total": fresh_total,
+                save_checkpoint(ckpt_dir, policy, tok, {"algo": algo.state_dict(), "step": step, "fresh_total": fresh_total,
                                               "wall": wall, "gen": gen.get_state(), "replay": replay.items})
         bar.close()
         policy.save_pretrained(str(final_dir))
@@ -199,16 +199,6 @@ def run(cfg: DictConfig) -> dict:
         tracker.log_summary(summary)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return summary
-
-
-def _save(path: Path, policy, tok, state: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    policy.save_pretrained(str(tmp))
-    tok.save_pretrained(str(tmp))
-    torch.save(state, tmp / "trainer_state.pt")
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)  # atomic swap: a kill mid-save keeps the previous checkpoint
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="rl", version_base="1.3")

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from spolab.config import CONF_DIR
 from spolab.data import load_split
 from spolab.eval.generate import evaluate_policy
-from spolab.models.build import build_model, load_model, load_tokenizer, n_params
+from spolab.models.build import build_model, load_model, load_tokenizer, n_params, save_checkpoint
 from spolab.rollout.sampler import encode_prompts, encode_responses, score
 from spolab.tasks import listdsl as dsl
 from spolab.tasks.render import prompt_text
@@ -67,20 +67,6 @@ def lr_at(step: int, total: int, lr: float, warmup: int, min_ratio: float) -> fl
         return lr * (step + 1) / warmup
     frac = min(1.0, (step - warmup) / max(1, total - warmup))
     return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
-
-
-def _save_checkpoint(path: Path, model, tokenizer, optim, step: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
-    torch.save(
-        {"optim": optim.state_dict(), "step": step, "torch_rng": torch.get_rng_state(),
-         "py_rng": random.getstate(), "np_rng": np.random.get_state()},
-        tmp / "trainer_state.pt",
-    )
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)  # atomic swap: a kill mid-save leaves the previous checkpoint intact
 
 
 def run(cfg: DictConfig) -> dict:
@@ -165,7 +151,9 @@ def run(cfg: DictConfig) -> dict:
                 log.info("step %d: loss %.3f val pass@1 %.3f", step, loss.item(), m["val/pass@1"])
                 metrics.update(m)
             if step % cfg.sft.ckpt_every == 0 and step < total:
-                _save_checkpoint(ckpt_dir, model, tok, optim, step)
+                save_checkpoint(ckpt_dir, model, tok, {
+                    "optim": optim.state_dict(), "step": step, "torch_rng": torch.get_rng_state(),
+                    "py_rng": random.getstate(), "np_rng": np.random.get_state()})
         bar.close()
         model.save_pretrained(str(final_dir))
         tok.save_pretrained(str(final_dir))

@@ -312,6 +312,7 @@ class Tracker:
 
         prev = read_metrics(self.run_dir)
         self.last_step: int = max((int(r["step"]) for r in prev if "step" in r), default=0)
+        self._at_last_step: dict[str, Any] = {}  # values logged at last_step (log_summary skips repeats)
         metrics_path = self.run_dir / METRICS_FILE
         self._fh = metrics_path.open("a")
         if metrics_path.stat().st_size:
@@ -398,6 +399,9 @@ class Tracker:
         values = {str(k): _json_safe(v) for k, v in metrics.items()}
         self._fh.write(json.dumps({"step": step, "time": now, **values}) + "\n")
         self._fh.flush()
+        if step != self.last_step:
+            self._at_last_step = {}
+        self._at_last_step.update(values)
         self.last_step = step
         if self.client is None:
             return
@@ -420,6 +424,7 @@ class Tracker:
         os.replace(tmp, path)
         self._fh = path.open("a")
         self.last_step = step
+        self._at_last_step = {}
 
     def flush(self, *, raise_errors: bool = False) -> None:
         """Send buffered metrics to MLflow; on persistent failure warn and keep them buffered."""
@@ -448,8 +453,10 @@ class Tracker:
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        self._buffer.extend(
-            Metric(mlflow_key(k), float(v), ts, self.last_step) for k, v in values.items() if v is not None
+        self._buffer.extend(  # a value already logged at the last step keeps a single point in its history
+            Metric(mlflow_key(k), float(v), ts, self.last_step)
+            for k, v in values.items()
+            if v is not None and self._at_last_step.get(k) != v
         )
         self.flush()
 

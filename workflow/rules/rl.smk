@@ -1,7 +1,7 @@
 # Q̂0 once per SFT model, then one node per RL run and seed of the study matrix (conf/study/<study>.yaml).
 import yaml
 
-STUDY = yaml.safe_load(open(f"conf/study/{config['study']}.yaml"))
+STUDY = yaml.safe_load(open(Path(workflow.basedir) / "conf" / "study" / f"{config['study']}.yaml"))
 RUNS = STUDY["runs"]
 SEEDS = STUDY["seeds"][SCALE]
 RUN_IDS = [f"{run}-s{seed}" for run in RUNS for seed in SEEDS]

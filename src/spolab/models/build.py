@@ -77,5 +77,20 @@ def load_model(path: str | Path, dtype: torch.dtype = torch.float32, device: str
     return model.to(device)
 
 
+def save_checkpoint(path: str | Path, model, tokenizer, state: dict) -> None:
+    """Model + tokenizer (``save_pretrained``) + ``trainer_state.pt``, swapped in atomically so
+    that a kill mid-save leaves the previous checkpoint intact."""
+    import shutil
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    torch.save(state, tmp / "trainer_state.pt")
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+
+
 def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
