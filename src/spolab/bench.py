@@ -53,6 +53,84 @@ def _state_bytes(modules, optimizers) -> int:
     return total
 
 
+def bench_trl_grpo(size: str, cfg, queue) -> None:
+    """TRL's GRPOTrainer on the same task, model, batch and reward, built offline (a peer)."""
+    import psutil
+    import torch
+
+    baseline = psutil.Process().memory_info().rss
+    try:
+        from datasets import Dataset
+        from transformers import TrainerCallback
+        from trl import GRPOConfig, GRPOTrainer
+    except ImportError as e:
+        raise ImportError("the trl_grpo bench variant needs TRL: pip install -e '.[bench]'") from e
+    from spolab.config import load_config
+    from spolab.data import load_split
+    from spolab.tasks import listdsl as dsl
+    from spolab.tasks.render import prompt_text
+
+    cfg = OmegaConf.create(cfg)
+    torch.set_num_threads(cfg.threads)
+    rl_cfg = load_config("rl", ["algo=grpo", f"model={size}"])
+    policy, tok, init = _policy_for(size, cfg, rl_cfg)
+    problems = load_split(cfg.data_dir, "rl")
+    by_id = {p.id: p for p in problems}
+    ds = Dataset.from_list([{"prompt": prompt_text(p.examples), "problem_id": p.id} for p in problems[:2000]])
+
+    def reward(prompts, completions, problem_id, **kw):
+        return [dsl.execute(c, by_id[i].all_tests()).reward() for c, i in zip(completions, problem_id)]
+
+    class Timer(TrainerCallback):
+        def __init__(self):
+            self.times, self.t0 = [], 0.0
+
+        def on_step_begin(self, args, state, control, **kw):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self.times.append(time.perf_counter() - self.t0)
+
+    args = GRPOConfig(
+        output_dir=f"/tmp/spolab-trl-{os.getpid()}", per_device_train_batch_size=cfg.batch_size,
+        num_generations=cfg.group_size, steps_per_generation=1, max_completion_length=rl_cfg.task.max_new_tokens,
+        beta=rl_cfg.algo.beta, learning_rate=rl_cfg.algo.lr, max_steps=cfg.warmup + cfg.repeats, logging_steps=1,
+        report_to="none", use_cpu=not torch.cuda.is_available(), save_strategy="no", temperature=1.0, top_p=1.0,
+        disable_tqdm=True, bf16=False, seed=0,
+    )
+    timer = Timer()
+    trainer = GRPOTrainer(model=policy, reward_funcs=reward, args=args, train_dataset=ds, processing_class=tok,
+                          callbacks=[timer])
+    trainer.train()
+    step = statistics.median(timer.times[cfg.warmup :])
+    nan = float("nan")
+    queue.put({
+        "variant": "trl_grpo", "size": size, "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "params_M": sum(p.numel() for p in policy.parameters()) / 1e6, "sample_s": nan, "score_s": nan,
+        "update_s": nan, "step_s": step, "sampled_tok_per_s": nan, "trained_tok_per_s": nan,
+        "gflop_per_step": nan, "achieved_gflop_s": nan, "update_gflop_s": nan,
+        "peak_rss_above_baseline_MB": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline) / 2**20,
+        "train_state_MB": _state_bytes([trainer.model] + ([trainer.ref_model] if trainer.ref_model is not None else []),
+                                       [trainer.optimizer]) / 2**20,
+        "cuda_max_allocated_MB": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else nan,
+    })
+
+
+def _policy_for(size: str, cfg, rl_cfg):
+    """(policy, tokenizer, checkpoint path): the SFT checkpoint for ``sft_size``, else a fresh model."""
+    from spolab.models.build import build_model, load_model, load_tokenizer
+
+    tok = load_tokenizer(Path(cfg.data_dir) / "tokenizer")
+    if size == cfg.sft_size and cfg.sft_dir and Path(cfg.sft_dir, "config.json").exists():
+        return load_model(cfg.sft_dir), tok, cfg.sft_dir  # the trained SFT policy: realistic lengths
+    init = f"/tmp/spolab-bench-{size}-{os.getpid()}"
+    build_model(rl_cfg.model, tok, seed=0).save_pretrained(init)
+    tok.save_pretrained(init)
+    return load_model(init), tok, init  # loaded from disk: name_or_path set (TRL builds its reference from it)
+
+
 def bench_one(variant: str, size: str, cfg_dict: dict, queue) -> None:
     """Runs in a spawned process: one algorithm, one model size."""
     import psutil
@@ -62,7 +140,7 @@ def bench_one(variant: str, size: str, cfg_dict: dict, queue) -> None:
     from spolab.algos.losses import q0_from_success
     from spolab.config import load_config
     from spolab.data import load_split
-    from spolab.models.build import build_model, load_model, load_tokenizer
+    from spolab.models.build import load_model
     from spolab.rollout.collect import attach_ref_logp, collect
     from spolab.rollout.trajectories import ReplayBuffer, collate
 
@@ -73,13 +151,7 @@ def bench_one(variant: str, size: str, cfg_dict: dict, queue) -> None:
     algo_name, mix_name = VARIANTS[variant]
     rl_cfg = load_config("rl", [f"algo={algo_name}", f"data_mix={mix_name}", f"model={size}",
                                 f"batch_size={cfg.batch_size}", f"group_size={cfg.group_size}"])
-    tok = load_tokenizer(Path(cfg.data_dir) / "tokenizer")
-    if size == cfg.sft_size and cfg.sft_dir and Path(cfg.sft_dir, "config.json").exists():
-        policy, init = load_model(cfg.sft_dir), cfg.sft_dir  # the trained SFT policy: realistic lengths
-    else:
-        policy = build_model(rl_cfg.model, tok, seed=0)
-        init = f"/tmp/spolab-bench-{size}-{os.getpid()}"
-        policy.save_pretrained(init)
+    policy, tok, init = _policy_for(size, cfg, rl_cfg)
     policy.to(device)
     ref = load_model(init).to(device).eval().requires_grad_(False)
     problems = load_split(cfg.data_dir, "rl")
@@ -124,6 +196,26 @@ def bench_one(variant: str, size: str, cfg_dict: dict, queue) -> None:
             times["update"].append(t3 - t2)
             tokens_sampled.append(sum(len(t.response_ids) for t in fresh))
             tokens_trained.append(float(batch.response_mask.sum() + batch.prompt_mask.sum()))
+    # one more iteration under the FLOP counter (matmuls and attention, forward and backward)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    flops = {}
+    probs = problems[: n_fresh // cfg.group_size]
+    with FlopCounterMode(display=False) as fc:
+        fresh, _ = collect(policy, tok, probs, group_size=cfg.group_size, max_new_tokens=rl_cfg.task.max_new_tokens,
+                           generator=gen, version=0)
+    flops["sample"] = fc.get_total_flops()
+    with FlopCounterMode(display=False) as fc:
+        attach_ref_logp(ref, fresh, tok.pad_token_id)
+    flops["score"] = fc.get_total_flops()
+    batch = collate(fresh + (fresh[: cfg.batch_size - n_fresh] if n_fresh < cfg.batch_size else []), tok.pad_token_id)
+    batch = type(batch)(batch.trajs, *(x.to(device) if x is not None else None for x in (
+        batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask, batch.reward,
+        batch.behaviour_logp, batch.ref_logp)))
+    with FlopCounterMode(display=False) as fc:
+        algo.update(batch)
+    flops["update"] = fc.get_total_flops()
+
     med = {k: statistics.median(v) for k, v in times.items()}
     optims = [algo.optim] + ([algo.critic_optim] if hasattr(algo, "critic_optim") else [])
     modules = [policy, ref] + ([algo.critic] if hasattr(algo, "critic") else [])
@@ -134,6 +226,9 @@ def bench_one(variant: str, size: str, cfg_dict: dict, queue) -> None:
         "step_s": med["sample"] + med["score"] + med["update"],
         "sampled_tok_per_s": statistics.median(tokens_sampled) / med["sample"],
         "trained_tok_per_s": statistics.median(tokens_trained) / med["update"],
+        "gflop_per_step": sum(flops.values()) / 1e9,
+        "achieved_gflop_s": sum(flops.values()) / 1e9 / (med["sample"] + med["score"] + med["update"]),
+        "update_gflop_s": flops["update"] / 1e9 / med["update"],
         "peak_rss_above_baseline_MB": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline) / 2**20,
         "train_state_MB": _state_bytes(modules, optims) / 2**20,
         "cuda_max_allocated_MB": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else float("nan"),
@@ -141,37 +236,130 @@ def bench_one(variant: str, size: str, cfg_dict: dict, queue) -> None:
     queue.put(row)
 
 
+def matmul_gflops(threads: int, device: str, n: int = 2048, repeats: int = 10) -> float:
+    """This machine's measured fp32 matmul throughput (GFLOP/s): the limit reported against."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    for _ in range(3):
+        a @ b
+    ts = []
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+        ts.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(ts) / 1e9
+
+
+def sampler_vs_generate(cfg, size: str, repeats: int = 5) -> list[dict]:
+    """Our KV-cached sampler (prefill shared by a prompt's samples, or not) against model.generate."""
+    import torch
+
+    from spolab.config import load_config
+    from spolab.data import load_split
+    from spolab.rollout.sampler import encode_prompts, sample
+    from spolab.tasks.render import prompt_text
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.set_num_threads(cfg.threads)
+    rl_cfg = load_config("rl", [f"model={size}"])
+    policy, tok, _ = _policy_for(size, cfg, rl_cfg)
+    policy.to(device).eval()
+    probs = load_split(cfg.data_dir, "rl")[: cfg.batch_size // cfg.group_size]
+    ids, mask = encode_prompts(tok, [prompt_text(p.examples) for p in probs])
+    ids, mask = ids.to(device), mask.to(device)
+    k, T = cfg.group_size, rl_cfg.task.max_new_tokens
+    kw = dict(max_new_tokens=T, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
+    ways = {
+        "spolab sample, shared prefill": lambda: sample(policy, ids, mask, num_samples=k, **kw),
+        "spolab sample, one prefill per row": lambda: sample(policy, ids.repeat_interleave(k, 0),
+                                                              mask.repeat_interleave(k, 0), **kw),
+        "transformers generate": lambda: policy.generate(
+            input_ids=ids, attention_mask=mask, do_sample=True, num_return_sequences=k, max_new_tokens=T,
+            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, top_k=0, top_p=1.0, temperature=1.0),
+    }
+    rows = []
+    with torch.no_grad():
+        for name, fn in ways.items():
+            ts = []
+            for i in range(repeats + 2):
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                t = time.perf_counter()
+                fn()
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                if i >= 2:
+                    ts.append(time.perf_counter() - t)
+            rows.append({"size": size, "method": name, "seconds": statistics.median(ts)})
+    base = rows[-1]["seconds"]
+    for r in rows:
+        r["vs_generate"] = r["seconds"] / base
+    return rows
+
+
+def _result(q, proc, what: str) -> dict:
+    """The child's row; a child that died without one is an error, not a hang."""
+    import queue
+
+    while True:
+        try:
+            row = q.get(timeout=5)
+            proc.join()
+            return row
+        except queue.Empty:
+            if not proc.is_alive():
+                raise RuntimeError(f"benchmark {what} failed (exit code {proc.exitcode}); see its traceback above") from None
+
+
 def run(cfg: DictConfig) -> list[dict]:
     import pandas as pd
+    import torch
 
     ctx = mp.get_context("spawn")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    peak = matmul_gflops(cfg.threads, device)
+    log.info("fp32 matmul throughput: %.1f GFLOP/s (%d threads, %s)", peak, cfg.threads, device)
     rows = []
     for size in cfg.sizes:
         for variant in cfg.variants:
-            if variant not in VARIANTS:
-                raise ValueError(f"unknown bench variant {variant!r}; valid: {sorted(VARIANTS)}")
+            if variant not in VARIANTS and variant != "trl_grpo":
+                raise ValueError(f"unknown bench variant {variant!r}; valid: {sorted(VARIANTS) + ['trl_grpo']}")
             q = ctx.Queue()
-            p = ctx.Process(target=bench_one, args=(variant, size, OmegaConf.to_container(cfg, resolve=True), q))
+            target = bench_trl_grpo if variant == "trl_grpo" else bench_one
+            args = (size, OmegaConf.to_container(cfg, resolve=True), q)
+            p = ctx.Process(target=target, args=args if variant == "trl_grpo" else (variant, *args))
             p.start()
-            row = q.get()
-            p.join()
+            row = _result(q, p, f"{size}/{variant}")
             log.info("%s/%s: step %.3f s (update %.3f s), peak RSS +%.0f MB", size, variant, row["step_s"],
                      row["update_s"], row["peak_rss_above_baseline_MB"])
             rows.append(row)
     df = pd.DataFrame(rows)
+    df["frac_of_matmul_peak"] = df["achieved_gflop_s"] / peak
     for col in ("step_s", "update_s", "peak_rss_above_baseline_MB", "train_state_MB"):
         ppo = df[df.variant == "ppo"].set_index("size")[col]
         df[f"{col}_vs_ppo"] = [r[col] / ppo[r["size"]] if r["size"] in ppo.index else float("nan")
                                for _, r in df.iterrows()]
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = rows[0]["device"]
     df.to_csv(out / f"bench_{device}.csv", index=False, float_format="%.4g")
-    header = (f"# Benchmark ({device}, {platform.processor() or platform.machine()}, {cfg.threads} threads, "
-              f"batch {cfg.batch_size} = {cfg.batch_size // cfg.group_size} prompts x {cfg.group_size}, "
-              f"median of {cfg.repeats} updates after {cfg.warmup} warm-up)\n\n")
-    (out / f"bench_{device}.md").write_text(header + df.to_markdown(index=False, floatfmt=".4g") + "\n")
-    print(header + df.to_markdown(index=False, floatfmt=".3g"))
+    sampler = pd.DataFrame([r for size in cfg.sizes for r in sampler_vs_generate(cfg, size)])
+    sampler.to_csv(out / f"sampler_{device}.csv", index=False, float_format="%.4g")
+    name = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine()
+    header = (f"# Benchmark ({device}: {name}, {cfg.threads} threads, fp32, batch {cfg.batch_size} = "
+              f"{cfg.batch_size // cfg.group_size} prompts x {cfg.group_size}, median of {cfg.repeats} updates after "
+              f"{cfg.warmup} warm-up; measured fp32 matmul peak {peak:.1f} GFLOP/s)\n\n")
+    text = (header + df.to_markdown(index=False, floatfmt=".4g") + "\n\n## Sampling "
+            f"{cfg.batch_size // cfg.group_size} prompts x {cfg.group_size} samples\n\n"
+            + sampler.to_markdown(index=False, floatfmt=".4g") + "\n")
+    (out / f"bench_{device}.md").write_text(text)
+    print(text)
     return rows
 
 

@@ -24,5 +24,9 @@ CONF_DIR = _find_conf_dir()
 
 def load_config(name: str, overrides: list[str] | None = None) -> DictConfig:
     """Compose ``conf/<name>.yaml`` with Hydra overrides, as ``python -m spolab.<name>`` would."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():  # inside a Hydra app, whose search path is CONF_DIR
+        return compose(config_name=name, overrides=overrides or [])
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name=name, overrides=overrides or [])

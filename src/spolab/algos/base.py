@@ -37,7 +37,7 @@ def policy_logp(model, batch: Batch) -> torch.Tensor:
 def minibatches(n: int, n_minibatches: int, generator: torch.Generator) -> list[torch.Tensor]:
     if n_minibatches < 1 or n % n_minibatches:
         raise ConfigError(f"batch of {n} cannot be split into {n_minibatches} equal minibatches")
-    return list(torch.randperm(n, generator=generator).chunk(n_minibatches))
+    return list(torch.randperm(n, generator=generator).chunk(n_minibatches))  # CPU indices index any device
 
 
 class Algorithm:

@@ -56,7 +56,7 @@ class PPO(Algorithm):
             kl = (old_logp - batch.ref_logp) * mask  # k1
             rewards = -cfg.beta * kl
             last = mask.sum(-1).long() - 1
-            rewards[torch.arange(len(batch)), last] += batch.reward
+            rewards[torch.arange(len(batch), device=mask.device), last] += batch.reward
             adv, ret = gae(rewards, old_v, mask, gamma=cfg.gamma, lam=cfg.gae_lambda)
             if cfg.whiten_advantages:
                 adv = whiten(adv, mask)

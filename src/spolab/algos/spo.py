@@ -25,7 +25,8 @@ class SPO(Algorithm):
 
     def update(self, batch: Batch) -> dict[str, float]:
         cfg = self.cfg
-        q0 = torch.tensor([self.q0[t.problem_id] for t in batch.trajs], dtype=torch.float32)  # (B,)
+        q0 = torch.tensor([self.q0[t.problem_id] for t in batch.trajs], dtype=torch.float32,
+                          device=batch.reward.device)  # (B,)
         weights = None
         for _ in range(cfg.steps_per_batch):
             logp = policy_logp(self.policy, batch)  # (B, T)

@@ -27,6 +27,7 @@ def collect(model, tokenizer, problems: list[Problem], *, group_size: int, max_n
     """``group_size`` samples per problem, consecutive (GRPO/RLOO groups). Returns the
     trajectories (behaviour log-probs = the sampling distribution's) and rollout stats."""
     model.eval()
+    device = next(model.parameters()).device
     out: list[Trajectory] = []
     ent_sum, tok_sum = 0.0, 0
     per_chunk = max(1, batch_size // group_size)  # problems per sampler call
@@ -34,7 +35,7 @@ def collect(model, tokenizer, problems: list[Problem], *, group_size: int, max_n
         unique = problems[start : start + per_chunk]
         chunk = [p for p in unique for _ in range(group_size)]
         ids, mask = encode_prompts(tokenizer, [prompt_text(p.examples) for p in unique])
-        ro = sample(model, ids, mask, max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_token_id,
+        ro = sample(model, ids.to(device), mask.to(device), max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_token_id,
                     pad_id=tokenizer.pad_token_id, temperature=temperature, top_p=top_p, generator=generator,
                     num_samples=group_size)
         ids, mask = ro.prompt_ids, ro.prompt_mask
@@ -59,6 +60,8 @@ def attach_ref_logp(ref_model, trajs: list[Trajectory], pad_id: int, batch_size:
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
         b = collate(chunk, pad_id)
-        lp = score(ref_model, b.prompt_ids, b.prompt_mask, b.response_ids, b.response_mask.long())
+        dev = next(ref_model.parameters()).device
+        lp = score(ref_model, b.prompt_ids.to(dev), b.prompt_mask.to(dev), b.response_ids.to(dev),
+                   b.response_mask.long().to(dev))
         for i, t in enumerate(chunk):
             t.ref_logp = lp[i, : len(t.response_ids)].tolist()
