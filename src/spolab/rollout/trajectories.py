@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from spolab.utils import write_jsonl
+
 
 @dataclass
 class Trajectory:
@@ -38,13 +40,7 @@ class Trajectory:
 
 
 def save_trajectories(path: str | Path, trajs: list[Trajectory]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
-        for t in trajs:
-            f.write(json.dumps(t.to_json()) + "\n")  # floats round-trip exactly through repr
-    tmp.replace(path)
+    write_jsonl(path, (t.to_json() for t in trajs))  # floats round-trip exactly through repr
 
 
 def load_trajectories(path: str | Path) -> list[Trajectory]:

@@ -80,8 +80,12 @@ def seq_logp(tb: Testbed, logp_table: torch.Tensor) -> torch.Tensor:
     return token_logp(tb, logp_table, torch.arange(len(tb.states))).sum(-1)
 
 
-def soft_optimum(tb: Testbed, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact V* (S,) and log π* (S, A) by backward induction (longest prefixes first)."""
+def _backup(tb: Testbed, aggregate) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backward induction over the response tree, longest prefixes first.
+
+    Action values: the response's reward for EOS, the child's value for a token. A state's value
+    is ``aggregate(i, action_values_row)``. Returns (values (S,), action values (S, A)).
+    """
     S, A = tb.ref_logp.shape
     index = {s: i for i, s in enumerate(tb.states)}
     V = torch.zeros(S, dtype=torch.float64)
@@ -92,7 +96,13 @@ def soft_optimum(tb: Testbed, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
         if len(s) < tb.L:
             for a in range(tb.K):
                 Q[i, a] = V[index[(*s, a)]]
-        V[i] = beta * torch.logsumexp(tb.ref_logp[i] + Q[i] / beta, dim=-1)
+        V[i] = aggregate(i, Q[i])
+    return V, Q
+
+
+def soft_optimum(tb: Testbed, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact V* (S,) and log π* (S, A): V*(s) = β log Σ_a π_ref(a|s) exp(Q*(s, a)/β)."""
+    V, Q = _backup(tb, lambda i, q: beta * torch.logsumexp(tb.ref_logp[i] + q / beta, dim=-1))
     log_pi = torch.where(tb.allowed, tb.ref_logp + (Q - V[:, None]) / beta, torch.full_like(Q, -math.inf))
     return V, log_pi
 
@@ -100,20 +110,11 @@ def soft_optimum(tb: Testbed, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
 def conditioned_on_success(tb: Testbed) -> torch.Tensor:
     """log π_ref(a|s, success) (S, A): the optimum of SPO's ``bce`` loss (binary rewards).
 
-    π(a|s, success) = π_ref(a|s) P(success|s·a) / P(success|s). Equals soft_optimum as β → 0
-    only in the limit; computed exactly here from success probabilities.
+    π(a|s, success) = π_ref(a|s) P(success|s·a) / P(success|s), with P(success|s) from the same
+    backward induction (value = Σ_a π_ref(a|s) P(success|s·a)).
     """
-    S, A = tb.ref_logp.shape
-    index = {s: i for i, s in enumerate(tb.states)}
-    P = torch.zeros(S, dtype=torch.float64)  # P_ref(success | s)
-    Pa = torch.zeros(S, A, dtype=torch.float64)
-    for i in reversed(range(S)):
-        s = tb.states[i]
-        Pa[i, tb.eos] = tb.reward[i]
-        if len(s) < tb.L:
-            for a in range(tb.K):
-                Pa[i, a] = P[index[(*s, a)]]
-        P[i] = (tb.ref_logp[i].exp() * Pa[i]).sum()
+    P, Pa = _backup(tb, lambda i, p: (tb.ref_logp[i].exp() * p.clamp(min=0)).sum())
+    Pa = Pa.clamp(min=0)  # disallowed actions carry -inf action values: probability 0
     return torch.where(Pa > 0, tb.ref_logp + Pa.log() - P[:, None].log(), torch.full_like(Pa, -math.inf))
 
 
