@@ -6,7 +6,8 @@ the policy, the frozen reference and whatever the algorithm carries (PPO: a crit
 times ``repeats`` updates after ``warmup``: sampling, scoring (π_ref log-probs), update.
 Reported per algorithm, all from one invocation: median seconds of each phase, sampled and
 trained tokens per second, peak RSS above the baseline, the exact bytes of the training state
-(parameters, gradients, optimizer moments of every model in memory) and, on a GPU,
+(parameters, gradients, optimizer moments of every model in memory), the peak bytes of
+activations saved for backward during one update (:class:`SavedActivations`) and, on a GPU,
 ``torch.cuda.max_memory_allocated``; ratios to PPO. Writes ``{out_dir}/bench_<device>.md|csv``.
 """
 
@@ -112,6 +113,7 @@ def bench_trl_grpo(size: str, cfg, queue) -> None:
         "update_s": nan, "step_s": step, "sampled_tok_per_s": nan, "trained_tok_per_s": nan,
         "gflop_per_step": nan, "achieved_gflop_s": nan, "update_gflop_s": nan,
         "peak_rss_above_baseline_MB": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline) / 2**20,
+        "peak_activations_MB": nan,
         "train_state_MB": _state_bytes([trainer.model] + ([trainer.ref_model] if trainer.ref_model is not None else []),
                                        [trainer.optimizer]) / 2**20,
         "cuda_max_allocated_MB": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else nan,
@@ -129,6 +131,44 @@ def _policy_for(size: str, cfg, rl_cfg):
     build_model(rl_cfg.model, tok, seed=0).save_pretrained(init)
     tok.save_pretrained(init)
     return load_model(init), tok, init  # loaded from disk: name_or_path set (TRL builds its reference from it)
+
+
+class SavedActivations:
+    """Live bytes of tensors autograd saves for backward (activations; parameters excluded), and
+    their peak: inside the context, each saved tensor is counted when packed and uncounted when
+    the graph that holds it is freed."""
+
+    def __init__(self):
+        self.live = self.peak = 0
+
+    class _Token:
+        def __init__(self, owner, n):
+            self.owner, self.n = owner, n
+            owner.live += n
+            owner.peak = max(owner.peak, owner.live)
+
+        def __del__(self):
+            self.owner.live -= self.n
+
+    def pack(self, t):
+        import torch
+
+        n = 0 if isinstance(t, torch.nn.Parameter) else t.numel() * t.element_size()
+        return t, self._Token(self, n)
+
+    @staticmethod
+    def unpack(packed):
+        return packed[0]
+
+    def __enter__(self):
+        import torch
+
+        self._ctx = torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)
 
 
 def bench_one(variant: str, size: str, cfg_dict: dict, queue) -> None:
@@ -212,7 +252,7 @@ def bench_one(variant: str, size: str, cfg_dict: dict, queue) -> None:
     batch = type(batch)(batch.trajs, *(x.to(device) if x is not None else None for x in (
         batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask, batch.reward,
         batch.behaviour_logp, batch.ref_logp)))
-    with FlopCounterMode(display=False) as fc:
+    with FlopCounterMode(display=False) as fc, SavedActivations() as acts:
         algo.update(batch)
     flops["update"] = fc.get_total_flops()
 
@@ -231,6 +271,7 @@ def bench_one(variant: str, size: str, cfg_dict: dict, queue) -> None:
         "update_gflop_s": flops["update"] / 1e9 / med["update"],
         "peak_rss_above_baseline_MB": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline) / 2**20,
         "train_state_MB": _state_bytes(modules, optims) / 2**20,
+        "peak_activations_MB": acts.peak / 2**20,  # saved for backward during one update
         "cuda_max_allocated_MB": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else float("nan"),
     }
     queue.put(row)
@@ -342,7 +383,7 @@ def run(cfg: DictConfig) -> list[dict]:
             rows.append(row)
     df = pd.DataFrame(rows)
     df["frac_of_matmul_peak"] = df["achieved_gflop_s"] / peak
-    for col in ("step_s", "update_s", "peak_rss_above_baseline_MB", "train_state_MB"):
+    for col in ("step_s", "update_s", "peak_rss_above_baseline_MB", "train_state_MB", "peak_activations_MB"):
         ppo = df[df.variant == "ppo"].set_index("size")[col]
         df[f"{col}_vs_ppo"] = [r[col] / ppo[r["size"]] if r["size"] in ppo.index else float("nan")
                                for _, r in df.iterrows()]
