@@ -218,10 +218,7 @@ def bench_one(variant: str, size: str, cfg_dict: dict, queue) -> None:
         replay.add(fresh)
         if n_fresh < cfg.batch_size and not stored:
             stored = fresh[: cfg.batch_size - n_fresh]  # first step: stand-in until the buffer has data
-        batch = collate(fresh + stored, tok.pad_token_id)
-        batch = type(batch)(batch.trajs, *(x.to(device) if x is not None else None for x in (
-            batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask, batch.reward,
-            batch.behaviour_logp, batch.ref_logp)))
+        batch = collate(fresh + stored, tok.pad_token_id).to(device)
         if device == "cuda":
             torch.cuda.synchronize()
         t2 = time.perf_counter()
@@ -248,10 +245,8 @@ def bench_one(variant: str, size: str, cfg_dict: dict, queue) -> None:
     with FlopCounterMode(display=False) as fc:
         attach_ref_logp(ref, fresh, tok.pad_token_id)
     flops["score"] = fc.get_total_flops()
-    batch = collate(fresh + (fresh[: cfg.batch_size - n_fresh] if n_fresh < cfg.batch_size else []), tok.pad_token_id)
-    batch = type(batch)(batch.trajs, *(x.to(device) if x is not None else None for x in (
-        batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask, batch.reward,
-        batch.behaviour_logp, batch.ref_logp)))
+    batch = collate(fresh + (fresh[: cfg.batch_size - n_fresh] if n_fresh < cfg.batch_size else []),
+                    tok.pad_token_id).to(device)
     with FlopCounterMode(display=False) as fc, SavedActivations() as acts:
         algo.update(batch)
     flops["update"] = fc.get_total_flops()

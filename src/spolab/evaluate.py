@@ -50,12 +50,10 @@ def run(cfg: DictConfig) -> dict:
             protocol = load_protocol(proto_name)
             seed_everything(cfg.seed)
             out = Path(cfg.out_dir) / f"{split}-{protocol.name}"
-            with Tracker(
+            with Tracker.from_config(
                 out, cfg, run_name=f"eval-{cfg.name}-{split}-{protocol.name}",
                 tags={"stage": "eval", "algo": cfg.name, "split": split, "protocol": protocol.name,
                       "scale": cfg.scale.name, "seed": str(cfg.seed)},
-                tracking_uri=cfg.tracking.uri, experiment=cfg.tracking.experiment,
-                artifact_root=cfg.tracking.artifact_root,
             ) as tracker:
                 metrics, per_problem, samples = evaluate_policy(
                     model, tok, problems, protocol, max_new_tokens=cfg.task.max_new_tokens,

@@ -123,10 +123,9 @@ def run(cfg: DictConfig) -> dict:
     results = {}
     for name in cfg.algos:
         out = Path(cfg.out_dir) / name
-        tracker = Tracker(out, cfg, run_name=f"exact-{name}-s{cfg.seed}",
-                          tags={"stage": "exact", "algo": name, "seed": str(cfg.seed), "scale": cfg.scale.name},
-                          tracking_uri=cfg.tracking.uri, experiment=cfg.tracking.experiment,
-                          artifact_root=cfg.tracking.artifact_root)
+        tracker = Tracker.from_config(
+            out, cfg, run_name=f"exact-{name}-s{cfg.seed}",
+            tags={"stage": "exact", "algo": name, "seed": str(cfg.seed), "scale": cfg.scale.name})
         bar = tqdm(total=cfg.exact.updates, desc=f"exact/{name}", mininterval=2, leave=False)
 
         def log_fn(step, logits, m, tracker=tracker, bar=bar):

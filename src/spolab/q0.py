@@ -35,9 +35,8 @@ def run(cfg: DictConfig) -> dict:
     tok = load_tokenizer(cfg.sft_dir)
     ref = load_model(cfg.sft_dir).eval()
     problems = load_split(cfg.data_dir, "rl")
-    with Tracker(out, cfg, run_name=f"q0-n{cfg.n_ref}", tags={"stage": "q0", "algo": "ref", "scale": cfg.scale.name},
-                 tracking_uri=cfg.tracking.uri, experiment=cfg.tracking.experiment,
-                 artifact_root=cfg.tracking.artifact_root) as tracker:
+    with Tracker.from_config(out, cfg, run_name=f"q0-n{cfg.n_ref}",
+                             tags={"stage": "q0", "algo": "ref", "scale": cfg.scale.name}) as tracker:
         trajs, stats = collect(ref, tok, problems, group_size=cfg.n_ref, max_new_tokens=cfg.task.max_new_tokens,
                                generator=torch.Generator().manual_seed(cfg.seed), source="ref_samples", version=0,
                                reward_kind=cfg.task.reward, batch_size=cfg.batch_size)

@@ -119,12 +119,10 @@ def run(cfg: DictConfig) -> dict:
         log.info("resuming from update %d / %d", step, cfg.updates)
     prompts = PromptStream(problems, cfg.seed, start=fresh_total // cfg.group_size)
 
-    tracker = Tracker(
+    tracker = Tracker.from_config(
         out, cfg, run_name=cfg.name,
         tags={"stage": "rl", "algo": cfg.algo.name, "data_mix": cfg.data_mix.name, "seed": str(cfg.seed),
               "beta": str(cfg.algo.beta), "scale": cfg.scale.name},
-        tracking_uri=cfg.tracking.uri, experiment=cfg.tracking.experiment,
-        artifact_root=cfg.tracking.artifact_root, flush_every_s=cfg.tracking.flush_every_s,
     )
     if resume:
         tracker.truncate_after(step)

@@ -100,11 +100,9 @@ def run(cfg: DictConfig) -> dict:
         np.random.set_state(state["np_rng"])
         log.info("resuming from step %d / %d", step, total)
 
-    tracker = Tracker(
+    tracker = Tracker.from_config(
         out, cfg, run_name=f"sft-{cfg.model.name}-s{cfg.seed}",
         tags={"stage": "sft", "algo": "sft", "model": cfg.model.name, "seed": str(cfg.seed), "scale": cfg.scale.name},
-        tracking_uri=cfg.tracking.uri, experiment=cfg.tracking.experiment,
-        artifact_root=cfg.tracking.artifact_root, flush_every_s=cfg.tracking.flush_every_s,
     )
     if resume:
         tracker.truncate_after(step)

@@ -366,6 +366,13 @@ class Tracker:
             _retry(client.log_batch, self.run_id, params=chunk, synchronous=True)
         self.log_artifact(config_path)
 
+    @classmethod
+    def from_config(cls, run_dir, cfg, *, run_name: str, tags: Mapping[str, Any]) -> Tracker:
+        """A tracker for a run whose config has the ``tracking`` group (conf/tracking/*.yaml)."""
+        t = cfg.tracking
+        return cls(run_dir, cfg, run_name=run_name, tags=tags, tracking_uri=t.uri, experiment=t.experiment,
+                   artifact_root=t.artifact_root, flush_every_s=t.flush_every_s)
+
     def _existing_run(self) -> Any:
         """The MLflow run named in ``run_dir/mlflow_run_id`` if it exists and is not deleted."""
         from mlflow.exceptions import MlflowException

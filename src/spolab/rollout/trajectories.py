@@ -64,6 +64,12 @@ class Batch:
     def __len__(self) -> int:
         return len(self.trajs)
 
+    def to(self, device) -> Batch:
+        """The same batch with every tensor on ``device``."""
+        move = lambda x: None if x is None else x.to(device)  # noqa: E731
+        return Batch(self.trajs, move(self.prompt_ids), move(self.prompt_mask), move(self.response_ids),
+                     move(self.response_mask), move(self.reward), move(self.behaviour_logp), move(self.ref_logp))
+
     def select(self, idx: torch.Tensor | list[int]) -> Batch:
         idx = torch.as_tensor(idx, dtype=torch.long)
         pick = lambda x: None if x is None else x[idx]  # noqa: E731
