@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
+
 import pytest
 
 from spolab.config import load_config
@@ -48,3 +53,25 @@ def rl_cfg(root, tmp, *overrides):
     """An RL config on the session's smoke data, SFT model and Q̂0, writing under tmp."""
     return smoke_cfg("rl", tmp, f"data_dir={root}/data", f"sft_dir={root}/sft/model", f"q0_path={root}/q0/q0.json",
                      f"out_dir={tmp}/rl", *overrides)
+
+
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def kill_after_checkpoint(cmd: list[str], out, cwd, timeout: float, settle: float = 0.0) -> None:
+    """Start an entry point, SIGKILL it once ``out/checkpoint`` holds a trainer state."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=ONE_THREAD, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while not (out / "checkpoint" / "trainer_state.pt").exists():
+        assert proc.poll() is None and time.time() < deadline, "the run ended before writing a checkpoint"
+        time.sleep(0.05)
+    time.sleep(settle)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def rerun(cmd: list[str], cwd) -> subprocess.CompletedProcess:
+    """The same command again, to completion; it must succeed."""
+    done = subprocess.run(cmd, cwd=cwd, env=ONE_THREAD, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done

@@ -132,29 +132,19 @@ def test_q0_file(smoke_q0):
 
 def test_rl_resumes_after_kill(smoke_q0, tmp_path):
     """PPO (critic and optimiser state included) killed after a checkpoint resumes where it was."""
-    import os
-    import signal
-    import subprocess
     import sys
-    import time
+
+    from conftest import kill_after_checkpoint, rerun
 
     root = smoke_q0.parent
     out = tmp_path / "rl"
     cmd = [sys.executable, "-m", "spolab.rl", "scale=smoke", "algo=ppo", f"data_dir={root}/data",
            f"sft_dir={root}/sft/model", f"out_dir={out}", "tracking.uri=null", "updates=12", "ckpt_every=3",
            "eval_every=100"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 180
-    while not (out / "checkpoint" / "trainer_state.pt").exists():
-        assert proc.poll() is None and time.time() < deadline, "RL ended before writing a checkpoint"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_checkpoint(cmd, out, tmp_path, timeout=180)
     state = torch.load(out / "checkpoint" / "trainer_state.pt", weights_only=False)
     assert "critic" in state["algo"] and state["step"] % 3 == 0 and state["step"] < 12
-    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = rerun(cmd, tmp_path)
     assert f"resuming from update {state['step']}" in done.stderr + done.stdout
     steps = [r["step"] for r in read_metrics(out) if "rollout/reward" in r]
     assert steps == list(range(1, 13))

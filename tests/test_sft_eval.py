@@ -1,16 +1,12 @@
 """SFT (loss falls, resume after a kill) and evaluation of a saved checkpoint."""
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import smoke_cfg
+from conftest import kill_after_checkpoint, rerun, smoke_cfg
 from spolab import evaluate
 from spolab.tracking import read_metrics
 
@@ -64,18 +60,9 @@ def test_sft_resumes_after_kill(smoke_data, tmp_path):
     out = tmp_path / "sft"
     cmd = [sys.executable, "-m", "spolab.sft", "scale=smoke", f"data_dir={smoke_data}", f"out_dir={out}",
            "tracking.uri=null", "sft.epochs=3", "sft.ckpt_every=8", "sft.log_every=1"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (out / "checkpoint" / "trainer_state.pt").exists():
-        assert proc.poll() is None and time.time() < deadline, "SFT ended before writing a checkpoint"
-        time.sleep(0.05)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_checkpoint(cmd, out, tmp_path, timeout=120, settle=0.3)
     assert not (out / "model").exists()
-    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = rerun(cmd, tmp_path)
     assert "resuming from step" in done.stderr + done.stdout
     steps = [r["step"] for r in read_metrics(out) if "loss/sft" in r]
     assert steps == sorted(set(steps)) and steps[-1] == 36  # 3 epochs x 12 steps, no step logged twice
