@@ -31,7 +31,7 @@ def test_data_mix_rules():
     assert rl.check_data_mix(get_algorithm("spo"), load_config("rl", ["data_mix=half_online"]).data_mix) == (
         10, {"replay": 0.5})
     bad = load_config("rl", ["data_mix=half_online", "data_mix.fresh_fraction=0.7"]).data_mix
-    with pytest.raises(ConfigError, match="must be 1"):
+    with pytest.raises(ConfigError, match="sum to 1"):
         rl.check_data_mix(get_algorithm("spo"), bad)
 
 

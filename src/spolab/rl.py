@@ -29,14 +29,12 @@ from spolab.data import load_split
 from spolab.eval.generate import evaluate_policy
 from spolab.models.build import load_model, load_tokenizer, save_checkpoint
 from spolab.rollout.collect import attach_ref_logp, collect
-from spolab.rollout.trajectories import ReplayBuffer, collate
+from spolab.rollout.sources import STORED_SOURCES, SourceMixer, allocate
+from spolab.rollout.trajectories import ReplayBuffer, collate, load_trajectories, save_trajectories
 from spolab.tracking import Tracker
 from spolab.utils import seed_everything, set_threads
 
 log = logging.getLogger(__name__)
-
-STORED_SOURCES = ("replay",)
-
 
 def check_data_mix(algo_cls, mix) -> tuple[int, dict[str, float]]:
     """Validate a data mix against an algorithm; returns (sync_every, stored-source shares)."""
@@ -44,16 +42,39 @@ def check_data_mix(algo_cls, mix) -> tuple[int, dict[str, float]]:
     unknown = set(sources) - set(STORED_SOURCES)
     if unknown:
         raise ConfigError(f"data_mix.sources has unknown source(s) {sorted(unknown)}; valid: {list(STORED_SOURCES)}")
-    total = mix.fresh_fraction + sum(sources.values())
-    if abs(total - 1.0) > 1e-6 or mix.fresh_fraction <= 0:
-        raise ConfigError(f"data_mix={mix.name}: fresh_fraction + source shares must be 1 with fresh_fraction > 0 "
-                          f"(got {mix.fresh_fraction} + {sources})")
-    if algo_cls.on_policy and (mix.fresh_fraction < 1.0 or mix.sync_every != 1):
+    shares = [mix.fresh_fraction, *sources.values()]
+    if abs(sum(shares) - 1.0) > 1e-6 or min(shares) < 0:
+        raise ConfigError(f"data_mix={mix.name}: fresh_fraction + source shares must be non-negative and sum to 1 "
+                          f"(got fresh_fraction={mix.fresh_fraction}, sources={sources})")
+    if "replay" in sources and mix.fresh_fraction == 0:
+        raise ConfigError(f"data_mix={mix.name}: replay stores the run's own fresh samples, so it needs "
+                          "fresh_fraction > 0")
+    if mix.sync_every < 1:
+        raise ConfigError(f"data_mix.sync_every must be >= 1, got {mix.sync_every}")
+    if algo_cls.on_policy and (mix.fresh_fraction < 1.0 or mix.sync_every != 1 or any(sources.values())):
         raise ConfigError(
             f"algo={algo_cls.name} is on-policy but data_mix={mix.name} feeds it off-policy data "
-            f"(fresh_fraction={mix.fresh_fraction}, sync_every={mix.sync_every}); use data_mix=online "
-            "or an off-policy algorithm (algo=spo)")
+            f"(data_mix.fresh_fraction={mix.fresh_fraction}, data_mix.sync_every={mix.sync_every}, "
+            f"data_mix.sources={sources}); use data_mix=online or an off-policy algorithm (algo=spo)")
     return mix.sync_every, sources
+
+
+def load_pools(cfg, sources: dict[str, float]) -> dict[str, list]:
+    """Stored pools of the mix's sources (replay excepted: the run fills it), relabelled with
+    their source name. earlier_run reads a finished run's dump (``cfg.earlier_run_path``)."""
+    pools = {}
+    for src, share in sources.items():
+        if src == "replay" or share == 0:
+            continue
+        path = Path(cfg.earlier_run_path) if src == "earlier_run" else Path(cfg.sources_dir) / f"{src}.jsonl"
+        if not path.exists():
+            hint = ("run the study's PPO run first (Snakemake does)" if src == "earlier_run"
+                    else "run `python -m spolab.sources` (Snakemake rule sources) first")
+            raise FileNotFoundError(f"data_mix source {src!r} reads {path}, which does not exist: {hint}")
+        pools[src] = load_trajectories(path)
+        for t in pools[src]:
+            t.source = src
+    return pools
 
 
 def load_q0(path: str | Path, beta: float, kind: str, estimator: str) -> dict[str, float]:
@@ -84,6 +105,15 @@ class PromptStream:
         return out
 
 
+def source_metrics(parts: dict[str, list], batch_size: int) -> dict[str, float]:
+    """Per-source accounting of one batch: the share each source actually filled and its mean reward."""
+    out = {}
+    for src, trajs in parts.items():
+        out[f"data/frac_{src}"] = len(trajs) / batch_size
+        out[f"data/reward_{src}"] = float(np.mean([t.reward for t in trajs])) if trajs else float("nan")
+    return out
+
+
 def run(cfg: DictConfig) -> dict:
     threads = set_threads()
     seed_everything(cfg.seed)
@@ -93,7 +123,8 @@ def run(cfg: DictConfig) -> dict:
     sync_every, sources = check_data_mix(algo_cls, cfg.data_mix)
     if cfg.batch_size % cfg.group_size:
         raise ConfigError(f"batch_size={cfg.batch_size} must be a multiple of group_size={cfg.group_size}")
-    n_fresh = round(cfg.batch_size * cfg.data_mix.fresh_fraction)
+    counts = allocate(cfg.batch_size, cfg.data_mix.fresh_fraction, sources)  # exact per-batch counts
+    n_fresh = counts["fresh"]
     if n_fresh % cfg.group_size:
         raise ConfigError(f"fresh samples per update ({n_fresh}) must be a multiple of group_size={cfg.group_size}")
 
@@ -106,6 +137,7 @@ def run(cfg: DictConfig) -> dict:
     algo = algo_cls(cfg.algo, policy, ref, tok, q0=q0, seed=cfg.seed, init_path=str(cfg.sft_dir))
     behaviour = policy if sync_every == 1 else copy.deepcopy(policy).requires_grad_(False)
     replay = ReplayBuffer(cfg.replay_capacity, seed=cfg.seed)
+    mixer = SourceMixer(load_pools(cfg, sources), replay, seed=cfg.seed)
     problems = load_split(cfg.data_dir, "rl")
     val = load_split(cfg.data_dir, "val")[: cfg.val_problems]
     step, fresh_total, wall = 0, 0, 0.0
@@ -116,13 +148,16 @@ def run(cfg: DictConfig) -> dict:
         step, fresh_total, wall = state["step"], state["fresh_total"], state["wall"]
         gen.set_state(state["gen"])
         replay.items = state["replay"]
+        replay.rng.setstate(state["replay_rng"])
+        mixer.rng.setstate(state["mixer_rng"])
         log.info("resuming from update %d / %d", step, cfg.updates)
     prompts = PromptStream(problems, cfg.seed, start=fresh_total // cfg.group_size)
 
     tracker = Tracker.from_config(
         out, cfg, run_name=cfg.name,
         tags={"stage": "rl", "algo": cfg.algo.name, "data_mix": cfg.data_mix.name, "seed": str(cfg.seed),
-              "beta": str(cfg.algo.beta), "scale": cfg.scale.name},
+              "beta": str(cfg.algo.beta), "scale": cfg.scale.name, "study_run": str(cfg.study_run),
+              "study_group": str(cfg.study_group)},
     )
     if resume:
         tracker.truncate_after(step)
@@ -147,19 +182,20 @@ def run(cfg: DictConfig) -> dict:
             if behaviour is not policy and step % sync_every == 0:
                 behaviour.load_state_dict(policy.state_dict())
             version = step - step % sync_every
-            fresh, roll = collect(behaviour, tok, prompts.take(n_fresh // cfg.group_size), group_size=cfg.group_size,
-                                  max_new_tokens=cfg.task.max_new_tokens, temperature=cfg.temperature,
-                                  generator=gen, version=version, reward_kind=cfg.task.reward)
+            fresh, roll = [], {}
+            if n_fresh:
+                fresh, roll = collect(behaviour, tok, prompts.take(n_fresh // cfg.group_size),
+                                      group_size=cfg.group_size, max_new_tokens=cfg.task.max_new_tokens,
+                                      temperature=cfg.temperature, generator=gen, version=version,
+                                      reward_kind=cfg.task.reward)
             t1 = time.perf_counter()
-            # ---- score: frozen reference log-probs, cached on each trajectory
-            attach_ref_logp(ref, fresh, tok.pad_token_id)
-            # ---- mix: stored sources in their configured shares
-            stored = []
-            for src, share in sources.items():
-                if src == "replay":
-                    stored += replay.sample(round(cfg.batch_size * share))
+            # ---- mix: stored sources in their exact per-batch counts
+            stored = mixer.draw(counts)
             replay.add(fresh)
-            batch = collate(fresh + stored, tok.pad_token_id)
+            # ---- score: frozen reference log-probs, cached on each trajectory (stored ones mostly have them)
+            trajs = fresh + [t for part in stored.values() for t in part]
+            attach_ref_logp(ref, trajs, tok.pad_token_id)
+            batch = collate(trajs, tok.pad_token_id)
             t2 = time.perf_counter()
             # ---- update
             policy.train()
@@ -168,28 +204,33 @@ def run(cfg: DictConfig) -> dict:
             step += 1
             fresh_total += len(fresh)
             wall += t3 - t0
-            # ---- log, evaluate, checkpoint
-            r = torch.tensor([t.reward for t in fresh])
-            kl_b = np.mean([sum(t.behaviour_logp) - sum(t.ref_logp) for t in fresh])
+            # ---- log: per-source accounting, rollout statistics, timings
             metrics.update(roll)
+            metrics.update(source_metrics({"fresh": fresh, **stored}, len(batch)))
+            if fresh:
+                metrics.update({
+                    "rollout/reward": np.mean([t.reward for t in fresh]),
+                    "rollout/success": np.mean([t.success for t in fresh]),
+                    "rollout/kl_behaviour_ref": np.mean([sum(t.behaviour_logp) - sum(t.ref_logp) for t in fresh]),
+                })
             metrics.update({
-                "rollout/reward": r.mean().item(), "rollout/success": np.mean([t.success for t in fresh]),
-                "rollout/kl_behaviour_ref": kl_b, "data/fresh_samples": fresh_total, "data/batch_size": len(batch),
-                "data/frac_fresh": len(fresh) / len(batch), "data/frac_replay": len(stored) / len(batch),
-                "data/stored_reward": np.mean([t.reward for t in stored]) if stored else float("nan"),
+                "data/fresh_samples": fresh_total, "data/batch_size": len(batch),
                 "perf/sample_s": t1 - t0, "perf/score_mix_s": t2 - t1, "perf/update_s": t3 - t2,
                 "perf/step_s": t3 - t0, "perf/wall_s": wall,
             })
             if step % cfg.log_every == 0 or step == cfg.updates:
                 tracker.log(metrics, step)
             bar.update()
-            bar.set_postfix(reward=f"{metrics['rollout/reward']:.3f}", refresh=False)
+            bar.set_postfix(reward=f"{metrics.get('rollout/reward', float('nan')):.3f}", refresh=False)
             if step % cfg.eval_every == 0 or step == cfg.updates:
                 metrics.update(evaluate(step))
             if step % cfg.ckpt_every == 0 and step < cfg.updates:
                 save_checkpoint(ckpt_dir, policy, tok, {"algo": algo.state_dict(), "step": step, "fresh_total": fresh_total,
-                                              "wall": wall, "gen": gen.get_state(), "replay": replay.items})
+                                              "wall": wall, "gen": gen.get_state(), "replay": replay.items,
+                                              "replay_rng": replay.rng.getstate(),
+                                              "mixer_rng": mixer.rng.getstate()})
         bar.close()
+        save_trajectories(out / "trajectories.jsonl", replay.items)  # the earlier_run source of later runs
         policy.save_pretrained(str(final_dir))
         tok.save_pretrained(str(final_dir))
         summary = {k: v for k, v in metrics.items() if isinstance(v, int | float)}

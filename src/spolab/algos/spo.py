@@ -28,15 +28,17 @@ class SPO(Algorithm):
         q0 = torch.tensor([self.q0[t.problem_id] for t in batch.trajs], dtype=torch.float32,
                           device=batch.reward.device)  # (B,)
         weights = None
+        if cfg.is_weights not in ("none", "truncated"):
+            raise ConfigError(f"algo.is_weights={cfg.is_weights!r}; valid: none, truncated")
+        # per-sequence behaviour log-prob; NaN where no behaviour policy is known (expert, random, decoding)
+        beh = torch.tensor([sum(t.behaviour_logp) if t.behaviour_logp is not None else float("nan")
+                            for t in batch.trajs], dtype=torch.float32, device=batch.reward.device)  # (B,)
         for _ in range(cfg.steps_per_batch):
             logp = policy_logp(self.policy, batch)  # (B, T)
             if cfg.is_weights == "truncated":
-                if batch.behaviour_logp is None:
-                    raise ConfigError("algo.is_weights=truncated needs behaviour log-probs on every trajectory")
-                log_w = ((logp.detach() - batch.behaviour_logp) * batch.response_mask).sum(-1)
-                weights = log_w.exp().clamp(max=cfg.is_clip)  # truncated π_θ/μ per sequence
-            elif cfg.is_weights != "none":
-                raise ConfigError(f"algo.is_weights={cfg.is_weights!r}; valid: none, truncated")
+                log_w = (logp.detach() * batch.response_mask).sum(-1) - beh  # log π_θ/μ per sequence, (B,)
+                # truncated π_θ/μ; weight 1 where μ is unknown
+                weights = torch.where(beh.isnan(), torch.ones_like(log_w), log_w.exp().clamp(max=cfg.is_clip))
             loss, metrics = spo_terminal_loss(logp, batch.ref_logp, batch.response_mask, batch.reward, q0,
                                               cfg.beta, cfg.loss, weights)
             loss.backward()

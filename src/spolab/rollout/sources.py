@@ -1,0 +1,142 @@
+"""Off-policy data sources (DESIGN §5) and the per-batch mixer.
+
+Every source yields :class:`~spolab.rollout.trajectories.Trajectory` records with the same
+schema as fresh samples; only provenance differs:
+
+=============== ============================================ =============== ==================
+source          what                                         policy_version  behaviour_logp
+=============== ============================================ =============== ==================
+replay          the run's own past fresh samples             sampler's       sampler's
+expert          the dataset's solution + enumerated solvers  -1              None (no policy)
+earlier_run     a finished PPO run's last trajectories       that run's      that run's sampler
+other_policy    π_ref sampled at a high temperature          0               at that temperature
+decoding        π_ref, greedy with diverse restarts          0               None (deterministic)
+random          programs drawn from the DSL grammar          -1              None
+=============== ============================================ =============== ==================
+
+Pools are built once per SFT model by ``python -m spolab.sources`` (Snakemake rule
+``sources``); earlier_run is the ``trajectories.jsonl`` an RL run dumps when it finishes.
+:func:`allocate` turns a data mix into exact per-batch counts.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import torch
+
+from spolab.rollout.collect import reward_of
+from spolab.rollout.sampler import decode_responses, encode_prompts, sample
+from spolab.rollout.trajectories import ReplayBuffer, Trajectory
+from spolab.tasks import listdsl as dsl
+from spolab.tasks.problems import Problem, random_program
+from spolab.tasks.render import prompt_text
+
+STORED_SOURCES = ("replay", "expert", "earlier_run", "other_policy", "decoding", "random")
+POOL_SOURCES = ("expert", "other_policy", "decoding", "random")  # built by spolab.sources
+
+
+def allocate(batch_size: int, fresh_fraction: float, shares: dict[str, float]) -> dict[str, int]:
+    """Exact per-batch counts of a data mix: ``{"fresh": n, source: n, ...}`` summing to
+    ``batch_size``. Largest-remainder rounding, so every count is floor or ceil of its share
+    and ties go to the order given (fresh first)."""
+    want = {"fresh": fresh_fraction * batch_size, **{k: v * batch_size for k, v in shares.items()}}
+    counts = {k: int(v) for k, v in want.items()}
+    left = batch_size - sum(counts.values())
+    for k in sorted(want, key=lambda k: -(want[k] - counts[k]))[:left]:
+        counts[k] += 1
+    return counts
+
+
+def _traj(tok, problem: Problem, program: str, source: str, reward_kind: str, *, finished: bool = True,
+          version: int = -1, behaviour_logp=None, prompt_ids: list[int] | None = None) -> Trajectory:
+    """A trajectory for a program text: prompt ids as the sampler builds them (BOS + prompt),
+    response ids = the program's tokens + EOS."""
+    if prompt_ids is None:
+        ids, mask = encode_prompts(tok, [prompt_text(problem.examples)])
+        prompt_ids = ids[0][mask[0].bool()].tolist()
+    response = tok(program, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if finished else [])
+    r, ok = reward_of(problem, program, finished, reward_kind)
+    return Trajectory(problem.id, prompt_ids, response, r, ok, source, version, behaviour_logp=behaviour_logp)
+
+
+def expert_trajectories(problems: Sequence[Problem], tok, *, per_problem: int, max_len: int,
+                        reward_kind: str = "binary") -> list[Trajectory]:
+    """The dataset's solution of each problem plus up to ``per_problem - 1`` enumerated
+    equivalent programs (≤ ``max_len`` primitives, no dead step), all correct by construction."""
+    out = []
+    for p in problems:
+        programs = [p.program]
+        if per_problem > 1:
+            for s in dsl.enumerate_solvers(p.all_tests(), max_len, limit=per_problem):
+                text = dsl.to_text(s)
+                if text not in programs:
+                    programs.append(text)
+        for prog in programs[:per_problem]:
+            out.append(_traj(tok, p, prog, "expert", reward_kind))
+    return out
+
+
+def random_trajectories(problems: Sequence[Problem], tok, *, per_problem: int, max_prims: int, seed: int,
+                        reward_kind: str = "binary") -> list[Trajectory]:
+    """``per_problem`` programs per problem drawn from the DSL grammar (spolab.tasks.problems.random_program)."""
+    rng = random.Random(f"{seed}-random-source")
+    return [_traj(tok, p, dsl.to_text(random_program(rng, max_prims)), "random", reward_kind)
+            for p in problems for _ in range(per_problem)]
+
+
+@torch.no_grad()
+def decoding_trajectories(model, tok, problems: Sequence[Problem], *, restarts: int, max_new_tokens: int,
+                          reward_kind: str = "binary", batch_size: int = 256) -> list[Trajectory]:
+    """Greedy decoding with diverse restarts: for each of the ``restarts`` most likely first
+    tokens (EOS excluded), force it and continue greedily. Deterministic, so no behaviour
+    log-probs: the records say ``behaviour_logp=None``."""
+    model.eval()
+    out = []
+    near_greedy = 1e-4  # temperature: the sampler's argmax (ties have probability ~0 with float logits)
+    for start in range(0, len(problems), batch_size):
+        chunk = list(problems[start : start + batch_size])
+        ids, mask = encode_prompts(tok, [prompt_text(p.examples) for p in chunk])
+        logits = model(input_ids=ids, attention_mask=mask,
+                       position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits[:, -1]  # (B, V)
+        logits[:, tok.eos_token_id] = float("-inf")
+        first = logits.topk(restarts, dim=-1).indices  # (B, R)
+        # prompts extended by each forced first token: (B * R, P + 1)
+        ext_ids = torch.cat([ids.repeat_interleave(restarts, 0), first.reshape(-1, 1)], dim=1)
+        ext_mask = torch.cat([mask.repeat_interleave(restarts, 0), torch.ones_like(first.reshape(-1, 1))], dim=1)
+        ro = sample(model, ext_ids, ext_mask, max_new_tokens=max_new_tokens - 1, eos_id=tok.eos_token_id,
+                    pad_id=tok.pad_token_id, temperature=near_greedy)
+        rest = decode_responses(tok, ro.response_ids, ro.response_mask)
+        for i, text in enumerate(rest):
+            p = chunk[i // restarts]
+            head = tok.convert_ids_to_tokens(int(first.reshape(-1)[i]))
+            program = f"{head} {text}".strip()
+            prompt = ids[i // restarts][mask[i // restarts].bool()].tolist()
+            out.append(_traj(tok, p, program, "decoding", reward_kind, finished=bool(ro.finished[i]), version=0,
+                             prompt_ids=prompt))
+    return out
+
+
+class SourceMixer:
+    """Draws the stored part of each batch: uniform samples of each source's pool, in the
+    exact counts of :func:`allocate`. ``replay`` is the run's own :class:`ReplayBuffer`."""
+
+    def __init__(self, pools: dict[str, list[Trajectory]], replay: ReplayBuffer, seed: int):
+        empty = [k for k, v in pools.items() if k != "replay" and not v]
+        if empty:
+            raise ValueError(f"stored source(s) {empty} have no trajectories")
+        self.pools, self.replay = pools, replay
+        self.rng = random.Random(f"{seed}-mixer")
+
+    def draw(self, counts: dict[str, int]) -> dict[str, list[Trajectory]]:
+        out = {}
+        for src, n in counts.items():
+            if src == "fresh" or n == 0:
+                continue
+            if src == "replay":
+                out[src] = self.replay.sample(n)  # empty until the first update has added samples
+            else:
+                pool = self.pools[src]
+                out[src] = [pool[self.rng.randrange(len(pool))] for _ in range(n)]
+        return out

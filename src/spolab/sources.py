@@ -1,0 +1,85 @@
+"""``python -m spolab.sources``: build the stored off-policy pools (DESIGN §5) from π_ref and the data.
+
+Writes ``{out_dir}/<source>.jsonl`` for expert, other_policy, decoding and random (every record
+with its frozen π_ref log-probs cached) and ``{out_dir}/summary.json`` (size, mean reward,
+success rate and distinct programs per prompt of each pool). earlier_run is not built here:
+it is the ``trajectories.jsonl`` a finished RL run dumps (spolab.rl).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from spolab.config import CONF_DIR
+from spolab.data import load_split
+from spolab.models.build import load_model, load_tokenizer
+from spolab.rollout import sources as S
+from spolab.rollout.collect import attach_ref_logp, collect
+from spolab.rollout.trajectories import save_trajectories
+from spolab.tracking import Tracker
+from spolab.utils import seed_everything, set_threads, write_json
+
+log = logging.getLogger(__name__)
+
+
+def pool_stats(trajs) -> dict[str, float]:
+    by_prompt = defaultdict(set)
+    for t in trajs:
+        by_prompt[t.problem_id].add(tuple(t.response_ids))
+    return {"n": len(trajs), "mean_reward": float(np.mean([t.reward for t in trajs])),
+            "success": float(np.mean([t.success for t in trajs])),
+            "distinct_per_prompt": float(np.mean([len(v) for v in by_prompt.values()])),
+            "ref_logp_per_seq": float(np.mean([sum(t.ref_logp) for t in trajs]))}
+
+
+def run(cfg: DictConfig) -> dict:
+    set_threads()
+    seed_everything(cfg.seed)
+    out = Path(cfg.out_dir)
+    tok = load_tokenizer(cfg.sft_dir)
+    ref = load_model(cfg.sft_dir).eval().requires_grad_(False)
+    problems = load_split(cfg.data_dir, "rl")[: cfg.problems]
+    builders = {
+        "expert": lambda: S.expert_trajectories(problems, tok, per_problem=cfg.expert.per_problem,
+                                                max_len=cfg.task.solver_max_len, reward_kind=cfg.task.reward),
+        "other_policy": lambda: collect(ref, tok, problems, group_size=cfg.other_policy.per_problem,
+                                        max_new_tokens=cfg.task.max_new_tokens,
+                                        temperature=cfg.other_policy.temperature,
+                                        generator=torch.Generator().manual_seed(cfg.seed), source="other_policy",
+                                        version=0, reward_kind=cfg.task.reward, batch_size=cfg.batch_size)[0],
+        "decoding": lambda: S.decoding_trajectories(ref, tok, problems, restarts=cfg.decoding.restarts,
+                                                    max_new_tokens=cfg.task.max_new_tokens,
+                                                    reward_kind=cfg.task.reward, batch_size=cfg.batch_size),
+        "random": lambda: S.random_trajectories(problems, tok, per_problem=cfg.random.per_problem,
+                                                max_prims=cfg.task.max_prims, seed=cfg.seed,
+                                                reward_kind=cfg.task.reward),
+    }
+    summary = {}
+    with Tracker.from_config(out, cfg, run_name="sources",
+                             tags={"stage": "sources", "algo": "ref", "scale": cfg.scale.name}) as tracker:
+        for name in tqdm(S.POOL_SOURCES, desc="sources"):
+            trajs = builders[name]()
+            attach_ref_logp(ref, trajs, tok.pad_token_id, batch_size=cfg.batch_size)
+            save_trajectories(out / f"{name}.jsonl", trajs)
+            summary[name] = pool_stats(trajs)
+            log.info("%s: %s", name, {k: round(v, 3) for k, v in summary[name].items()})
+        write_json(out / "summary.json", summary)
+        tracker.log_summary({f"sources/{s}/{k}": v for s, d in summary.items() for k, v in d.items()})
+    return summary
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="sources", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()
