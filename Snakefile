@@ -25,7 +25,5 @@ include: "workflow/rules/report.smk"
 
 rule all:
     input:
-        rules.eval_table.output,
-        rules.exact.output,
-        rules.bench.output,
+        rules.report.output,
     default_target: True

@@ -21,8 +21,29 @@ def snakemake(wd: Path, *args: str, timeout: float = 900) -> subprocess.Complete
 def test_dry_run(scale, tmp_path):
     res = snakemake(tmp_path, "-n", "--cores", "2", "--config", f"scale={scale}")
     assert res.returncode == 0, res.stderr[-3000:]
-    for rule in ["mlflow_init", "data", "sft", "q0", "rl", "eval", "exact"]:
-        assert rule in res.stdout
+    for rule in ["mlflow_init", "data", "sft", "q0", "sources", "rl", "eval", "exact", "bench", "export",
+                 "figure_f1_pass_vs_fresh", "figure_f9_frontier", "report"]:
+        assert rule in res.stdout, rule
+
+
+def test_study_matrix_has_the_issue_entries():
+    """conf/study/default.yaml: 5 algorithms with >= 3 seeds at default (>= 5 in paper), every off-policy
+    source, and the loss / β / steps / Q̂0 / importance-weight ablations."""
+    import yaml
+
+    study = yaml.safe_load((REPO / "conf/study/default.yaml").read_text())
+    runs, seeds = study["runs"], study["seeds"]
+    assert len(seeds["default"]["main"]) >= 3 and len(seeds["paper"]["main"]) >= 5
+    main = {r for r, e in runs.items() if e["group"] == "main"}
+    assert main == {"spo", "spo_half_online", "ppo", "grpo", "rloo"}
+    mixes = {e["overrides"].split("data_mix=")[1].split()[0] for e in runs.values()
+             if e["group"] == "offpolicy"}
+    assert mixes == {"expert", "earlier_run", "other_policy", "decoding", "random", "offline_only"}
+    assert all(runs[r]["seeds"] == "main" for r in runs if runs[r]["group"] == "offpolicy")
+    betas = {e["overrides"].split("algo.beta=")[1].split()[0] for e in runs.values() if "algo.beta=" in e["overrides"]}
+    assert len(betas | {"0.1"}) >= 3
+    assert {e.get("family") for e in runs.values() if e["group"] == "ablation"} == {"loss", "beta", "steps", "q0", "is"}
+    assert runs["spo_earlier_run"]["needs"] == ["ppo"]
 
 
 def test_lint():
@@ -30,32 +51,56 @@ def test_lint():
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
 
 
-def test_smoke_dag_end_to_end(tmp_path):
-    """`snakemake --cores 2 --config scale=smoke` runs everything, tracks it, and is then up to date."""
+FIGURES = ["f1_pass_vs_fresh", "f2_pass_at_k", "f3_diversity", "f4_offpolicy", "f5_cost", "f6_stability",
+           "f7_exact", "f8_ablations", "f9_frontier"]
+
+
+def test_smoke_study_end_to_end(tmp_path):
+    """`snakemake --cores 2 --config scale=smoke` runs the whole study (every run of the matrix, the
+    exports, every figure and the claims report), tracks it in MLflow, and is then up to date."""
+    import pandas as pd
+    import yaml
+
     wd = tmp_path
     args = ["--cores", "2", "--config", "scale=smoke"]
     res = snakemake(wd, *args)
     assert res.returncode == 0, res.stderr[-5000:]
-    evals = sorted(p.relative_to(wd / "results/smoke/eval").as_posix()
-                   for p in (wd / "results/smoke/eval").glob("*/*/eval.json"))
-    models = ["grpo-s0", "ppo-s0", "rloo-s0", "sft", "spo-s0", "spo_half_online-s0"]
-    assert evals == [f"{m}/{s}/eval.json" for m in models for s in ["ood-paper", "ood-policy", "test-paper", "test-policy"]]
-    assert (wd / "results/smoke/benchmarks/sft.tsv").exists()
+    root = wd / "results/smoke"
+    study = yaml.safe_load((REPO / "conf/study/default.yaml").read_text())
+    run_ids = sorted(f"{r}-s{s}" for r, e in study["runs"].items() for s in study["seeds"]["smoke"][e["seeds"]])
+    assert sorted(p.parent.name for p in (root / "eval").glob("*/summary.json")) == sorted(["sft", *run_ids])
+    assert (root / "eval/ppo-s0/test-paper/eval.json").exists() and not (root / "eval/spo_random-s0/test-paper").exists()
+    assert (root / "rl/ppo-s0/trajectories.jsonl").stat().st_size > 0  # the earlier_run edge
+    assert (root / "benchmarks/sft.tsv").exists()
 
+    # ---- MLflow holds every run, finished
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{wd}/results/mlflow.db")
     exp = client.get_experiment_by_name("spolab-smoke")
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     assert all(r.info.status == "FINISHED" for r in runs)
-    stages = sorted(r.data.tags["stage"] for r in runs)
-    assert stages == sorted(["sft", "q0"] + ["rl"] * 5 + ["eval"] * 24 + ["exact"] * 3)
-    sft = [r for r in runs if r.data.tags["stage"] == "sft"][0]
-    assert client.get_metric_history(sft.info.run_id, "loss/sft")
-    assert sft.data.params["model.name"] == "xs" and "git_sha" in sft.data.tags
+    stages = pd.Series([r.data.tags["stage"] for r in runs]).value_counts().to_dict()
+    n_eval = 4 + sum(4 if study["runs"][i.rsplit("-s", 1)[0]].get("protocols") else 2 for i in run_ids)
+    assert stages == {"sft": 1, "q0": 1, "sources": 1, "rl": len(run_ids), "eval": n_eval, "exact": 3}
     ppo = [r for r in runs if r.data.tags["stage"] == "rl" and r.data.tags["algo"] == "ppo"][0]
     assert len(client.get_metric_history(ppo.info.run_id, "rollout/reward")) == 6
+    assert ppo.data.tags["study_run"] == "ppo" and ppo.data.tags["study_group"] == "main"
 
-    assert (wd / "results/smoke/tables/eval_smoke.md").exists() and (wd / "results/bench/smoke/bench_cpu.md").exists()
+    # ---- exports, figures, report
+    export = root / "export"
+    runs_csv = pd.read_csv(export / "runs.csv")
+    assert sorted(runs_csv.run_name) == run_ids and runs_csv.group.isin(["main", "offpolicy", "ablation"]).all()
+    curves = pd.read_csv(export / "curves.csv")
+    assert {"val/pass@1", "val/kl_ref", "data/frac_expert", "data/reward_expert"} <= set(curves.columns)
+    assert len(pd.read_csv(export / "eval.csv")) == n_eval
+    for fig in FIGURES:
+        assert (root / "figures" / f"{fig}.png").stat().st_size > 10_000, fig
+    readme = (root / "README.md").read_text()
+    for claim in ["C1", "C2", "C3", "C4", "C5", "C6"]:
+        assert f"| {claim} |" in readme, claim
+    assert "How each verdict is computed" in readme and "Wall time" in readme
+    assert (root / "tables/eval_smoke.md").exists() and (wd / "results/bench/smoke/bench_cpu.md").exists()
+
     again = snakemake(wd, *args, "-n")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr

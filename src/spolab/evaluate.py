@@ -3,7 +3,8 @@
 generate (n samples per problem under a named protocol) -> execute -> score, as separate
 steps (spolab.eval.generate). Writes ``{out_dir}/samples.jsonl`` (one line per sample:
 problem, program, correct, ...), ``{out_dir}/per_problem.json`` and ``{out_dir}/eval.json``, one folder per split and protocol
-(metrics with 95 % bootstrap intervals over problems), and mirrors them into MLflow.
+(metrics with 95 % bootstrap intervals over problems), mirrors them into MLflow (metrics, and both
+JSON files as artifacts), and writes ``{out_dir}/summary.json`` with the metrics of every pair.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ def run(cfg: DictConfig) -> dict:
     results = {}
     for split in cfg.splits:
         problems = load_split(cfg.data_dir, split)
-        if cfg.n_problems:
-            problems = problems[: cfg.n_problems]
+        limit = (cfg.n_problems or {}).get(split)
+        if limit:
+            problems = problems[:limit]
         for proto_name in cfg.protocols:
             protocol = load_protocol(proto_name)
             seed_everything(cfg.seed)
@@ -66,9 +68,11 @@ def run(cfg: DictConfig) -> dict:
                 write_json(out / "eval.json", result)
                 tracker.log_summary(metrics)
                 tracker.log_artifact(out / "eval.json")
+                tracker.log_artifact(out / "per_problem.json")
             log.info("%s %s %s: %s", cfg.name, split, protocol.name,
                      {k: round(v, 4) for k, v in metrics.items() if "/pass@" in k and "_ci" not in k})
             results[f"{split}-{protocol.name}"] = metrics
+    write_json(Path(cfg.out_dir) / "summary.json", results)  # every pair of this model: the DAG's output
     return results
 
 

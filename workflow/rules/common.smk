@@ -1,10 +1,29 @@
-# Shared definitions: the interpreter that runs the Hydra entry points, and output roots.
+# Shared definitions: the interpreter that runs the Hydra entry points, output roots, the study matrix.
 import sys
 from pathlib import Path
+
+import yaml
 
 SCALE = config["scale"]
 ROOT = f"results/{SCALE}"  # every run output of this scale lives here (git-ignored)
 ENV = "../../environment.yml"  # software of every rule (with --software-deployment-method conda)
+# the default study's exported CSVs, figures, tables and README are committed under results/
+PUBLISH = "results" if SCALE == "default" else ROOT
+EXPORT = f"{PUBLISH}/data" if SCALE == "default" else f"{ROOT}/export"  # results/<scale>/data is the task data
+ANALYSIS = Path(workflow.basedir) / "analysis"
+
+STUDY = yaml.safe_load(open(Path(workflow.basedir) / "conf" / "study" / f"{config['study']}.yaml"))
+RUNS = STUDY["runs"]
+if SCALE not in STUDY["seeds"]:
+    raise ValueError(f"conf/study/{config['study']}.yaml has no seeds for scale {SCALE!r}")
+
+
+def seeds_of(run):
+    return STUDY["seeds"][SCALE][RUNS[run].get("seeds", "main")]
+
+
+POOL_SOURCES = ["expert", "other_policy", "decoding", "random"]  # spolab.rollout.sources.POOL_SOURCES
+RUN_IDS = [f"{run}-s{seed}" for run in RUNS for seed in seeds_of(run)]
 
 
 def hydra_cmd(module):
@@ -16,6 +35,33 @@ def hydra_cmd(module):
     return f"{threads} {{params.py}} -m spolab.{module} scale={{params.scale}} {{params.args}} > {{log}} 2>&1"
 
 
+def study_run(name):
+    """`spo_half_online-s1` -> `spo_half_online`; `sft` -> `sft`."""
+    return name.rsplit("-s", 1)[0] if name != "sft" else "sft"
+
+
 def model_of(w):
     """The checkpoint an eval job scores: the SFT model, or an RL run's final model."""
     return f"{ROOT}/sft/model/config.json" if w.name == "sft" else f"{ROOT}/rl/{w.name}/model/config.json"
+
+
+def protocols_of(name):
+    """Evaluation protocols of a model: the study entry's `protocols`, every configured one for SFT."""
+    if name == "sft":
+        return config["eval_protocols"]
+    wanted = RUNS[study_run(name)].get("protocols", ["policy"])
+    return [p for p in config["eval_protocols"] if p in wanted]
+
+
+def rl_inputs(w):
+    """An RL run reads the SFT model and Q̂0, the pools its data mix draws from, and the dumps of
+    the study runs it `needs` (earlier_run: the PPO run of the same seed)."""
+    spec = RUNS[w.run]
+    mix = next((o.split("=", 1)[1] for o in spec["overrides"].split() if o.startswith("data_mix=")), "online")
+    sources = yaml.safe_load(open(Path(workflow.basedir) / "conf" / "data_mix" / f"{mix}.yaml")).get("sources") or {}
+    inputs = {"model": rules.sft.output.model, "q0": rules.q0.output.q0, "mlflow": rules.mlflow_init.output.flag}
+    if set(sources) & set(POOL_SOURCES):
+        inputs["pools"] = rules.sources.output.summary
+    for i, other in enumerate(spec.get("needs", [])):
+        inputs[f"needs{i}"] = f"{ROOT}/rl/{other}-s{w.seed}/trajectories.jsonl"
+    return inputs

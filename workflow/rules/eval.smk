@@ -1,15 +1,12 @@
-# Held-out evaluation of the SFT policy and of every RL run: n samples per problem, execution,
-# pass@k and diversity (KL to π_ref included), for every split and protocol of workflow/config.yaml.
+# Held-out evaluation of the SFT policy and of every RL run (one job per model): n samples per
+# problem, execution, pass@k and diversity (KL to π_ref included), for every split of
+# workflow/config.yaml and the protocols the study entry asks for (protocols_of).
 rule eval:
     input:
         model=model_of,
         mlflow=rules.mlflow_init.output.flag,
     output:
-        expand(
-            f"{ROOT}/eval/{{{{name}}}}/{{split}}-{{protocol}}/eval.json",
-            split=config["eval_splits"],
-            protocol=config["eval_protocols"],
-        ),
+        summary=f"{ROOT}/eval/{{name}}/summary.json",
     log:
         f"{ROOT}/logs/eval_{{name}}.log",
     benchmark:
@@ -22,7 +19,7 @@ rule eval:
         scale=SCALE,
         args=lambda w, input: (
             f"name={w.name} splits=[{','.join(config['eval_splits'])}] "
-            f"protocols=[{','.join(config['eval_protocols'])}] data_dir={ROOT}/data "
+            f"protocols=[{','.join(protocols_of(w.name))}] data_dir={ROOT}/data "
             f"model_dir={Path(input.model).parent} ref_model_dir={ROOT}/sft/model out_dir={ROOT}/eval/{w.name}"
         ),
     shell:
@@ -31,9 +28,4 @@ rule eval:
 
 rule eval_all:
     input:
-        expand(
-            f"{ROOT}/eval/{{name}}/{{split}}-{{protocol}}/eval.json",
-            name=["sft"] + RUN_IDS,
-            split=config["eval_splits"],
-            protocol=config["eval_protocols"],
-        ),
+        expand(f"{ROOT}/eval/{{name}}/summary.json", name=["sft"] + RUN_IDS),

@@ -1,12 +1,25 @@
-# Tables and benchmarks of the default study (committed under results/), or under results/<scale>/.
-TABLES = "results/tables" if SCALE == "default" else f"{ROOT}/tables"
+# From MLflow to every figure, table and the claims report. export reads the study's runs from
+# MLflow into tidy CSVs; one rule per figure; report regenerates README.md. The default study's
+# outputs are committed under results/ (PUBLISH), other scales write under results/<scale>/.
+FIGURES = {
+    "f1_pass_vs_fresh": "F1",
+    "f2_pass_at_k": "F2",
+    "f3_diversity": "F3",
+    "f4_offpolicy": "F4",
+    "f5_cost": "F5",
+    "f6_stability": "F6",
+    "f7_exact": "F7",
+    "f8_ablations": "F8",
+    "f9_frontier": "F9",
+}
+CSVS = ["runs", "curves", "eval", "eval_per_problem", "exact", "bench", "jobs"]
 
 
 rule eval_table:
     input:
         rules.eval_all.input,
     output:
-        f"{TABLES}/eval_{SCALE}.md",
+        f"{PUBLISH}/tables/eval_{SCALE}.md",
     log:
         f"{ROOT}/logs/eval_table.log",
     threads: 1
@@ -15,7 +28,7 @@ rule eval_table:
     params:
         py=sys.executable,
         scale=SCALE,
-        script=Path(workflow.basedir) / "analysis" / "eval_table.py",
+        script=ANALYSIS / "eval_table.py",
     shell:
         "{params.py} {params.script} --scale {params.scale} --out {output} > {log} 2>&1"
 
@@ -25,6 +38,7 @@ rule bench:
         model=rules.sft.output.model,
     output:
         f"results/bench/{SCALE}/bench_cpu.md",
+        csv=f"results/bench/{SCALE}/bench_cpu.csv",
     log:
         f"{ROOT}/logs/bench.log",
     benchmark:
@@ -38,3 +52,77 @@ rule bench:
         args=f"sft_dir={ROOT}/sft/model data_dir={ROOT}/data",
     shell:
         hydra_cmd("bench")
+
+
+rule export:
+    input:
+        evals=rules.eval_all.input,
+        runs=expand(f"{ROOT}/rl/{{id}}/summary.json", id=RUN_IDS),
+        exact=rules.exact.output,
+        bench=rules.bench.output.csv,
+        sources=rules.sources.output.summary,
+    output:
+        expand(f"{EXPORT}/{{csv}}.csv", csv=CSVS),
+    log:
+        f"{ROOT}/logs/export.log",
+    benchmark:
+        f"{ROOT}/benchmarks/export.tsv"
+    threads: 1
+    conda:
+        ENV
+    params:
+        py=sys.executable,
+        script=ANALYSIS / "export.py",
+        study=config["study"],
+        scale=SCALE,
+        out=lambda w, output: Path(output[0]).parent,
+    shell:
+        "{params.py} {params.script} --scale {params.scale} --study {params.study} --bench {input.bench} "
+        "--out {params.out} > {log} 2>&1"
+
+
+for _fig in FIGURES:
+
+    rule:
+        name:
+            f"figure_{_fig}"
+        input:
+            rules.export.output,
+        output:
+            f"{PUBLISH}/figures/{_fig}.png",
+        log:
+            f"{ROOT}/logs/figure_{_fig}.log",
+        threads: 1
+        conda:
+            ENV
+        params:
+            py=sys.executable,
+            script=ANALYSIS / f"{_fig}.py",
+            data=lambda w, input: Path(input[0]).parent,
+        shell:
+            "{params.py} {params.script} --data {params.data} --out {output} > {log} 2>&1"
+
+
+rule report:
+    input:
+        csvs=rules.export.output,
+        figures=expand(f"{PUBLISH}/figures/{{fig}}.png", fig=FIGURES),
+        table=rules.eval_table.output,
+    output:
+        readme=f"{PUBLISH}/README.md",
+        claims=f"{PUBLISH}/tables/claims_{SCALE}.md",
+    log:
+        f"{ROOT}/logs/report.log",
+    threads: 1
+    conda:
+        ENV
+    params:
+        py=sys.executable,
+        script=ANALYSIS / "report.py",
+        study=config["study"],
+        scale=SCALE,
+        data=lambda w, input: Path(input.csvs[0]).parent,
+        figures=lambda w, input: Path(input.figures[0]).parent,
+    shell:
+        "{params.py} {params.script} --scale {params.scale} --study {params.study} --data {params.data} "
+        "--figures {params.figures} --out {output.readme} --claims {output.claims} > {log} 2>&1"

@@ -1,12 +1,5 @@
-# Q̂0 once per SFT model, then one node per RL run and seed of the study matrix (conf/study/<study>.yaml).
-import yaml
-
-STUDY = yaml.safe_load(open(Path(workflow.basedir) / "conf" / "study" / f"{config['study']}.yaml"))
-RUNS = STUDY["runs"]
-SEEDS = STUDY["seeds"][SCALE]
-RUN_IDS = [f"{run}-s{seed}" for run in RUNS for seed in SEEDS]
-
-
+# Q̂0 and the stored off-policy pools once per SFT model, then one node per RL run and seed of the
+# study matrix (conf/study/<study>.yaml).
 rule q0:
     input:
         model=rules.sft.output.model,
@@ -29,14 +22,35 @@ rule q0:
         hydra_cmd("q0")
 
 
-rule rl:
+rule sources:
     input:
         model=rules.sft.output.model,
-        q0=rules.q0.output.q0,
         mlflow=rules.mlflow_init.output.flag,
+    output:
+        pools=expand(f"{ROOT}/sources/{{source}}.jsonl", source=POOL_SOURCES),
+        summary=f"{ROOT}/sources/summary.json",
+    log:
+        f"{ROOT}/logs/sources.log",
+    benchmark:
+        f"{ROOT}/benchmarks/sources.tsv"
+    threads: 1
+    conda:
+        ENV
+    params:
+        py=sys.executable,
+        scale=SCALE,
+        args=f"data_dir={ROOT}/data sft_dir={ROOT}/sft/model out_dir={ROOT}/sources",
+    shell:
+        hydra_cmd("sources")
+
+
+rule rl:
+    input:
+        unpack(rl_inputs),
     output:
         summary=f"{ROOT}/rl/{{run}}-s{{seed}}/summary.json",
         model=f"{ROOT}/rl/{{run}}-s{{seed}}/model/config.json",
+        trajectories=f"{ROOT}/rl/{{run}}-s{{seed}}/trajectories.jsonl",
     log:
         f"{ROOT}/logs/rl_{{run}}_s{{seed}}.log",
     benchmark:
@@ -50,8 +64,10 @@ rule rl:
         py=sys.executable,
         scale=SCALE,
         args=lambda w: (
-            f"{RUNS[w.run]} seed={w.seed} name={w.run}-s{w.seed} data_dir={ROOT}/data "
-            f"sft_dir={ROOT}/sft/model q0_path={ROOT}/q0/q0.json out_dir={ROOT}/rl/{w.run}-s{w.seed}"
+            f"{RUNS[w.run]['overrides']} seed={w.seed} name={w.run}-s{w.seed} data_dir={ROOT}/data "
+            f"sft_dir={ROOT}/sft/model q0_path={ROOT}/q0/q0.json sources_dir={ROOT}/sources "
+            f"out_dir={ROOT}/rl/{w.run}-s{w.seed} study_run={w.run} study_group={RUNS[w.run]['group']}"
+            + "".join(f" earlier_run_path={ROOT}/rl/{o}-s{w.seed}/trajectories.jsonl" for o in RUNS[w.run].get("needs", []))
         ),
     shell:
         hydra_cmd("rl")

@@ -112,7 +112,7 @@ def score_samples(
         raise ValueError("no samples to score")
     n = np.array([len(groups[i]) for i in pids])
     c = np.array([sum(s["correct"] for s in groups[i]) for i in pids])
-    per_problem: dict[str, np.ndarray] = {}
+    per_problem: dict[str, np.ndarray] = {"n": n.astype(np.float64), "n_correct": c.astype(np.float64)}
     for k in ks:
         per_problem[f"pass@{k}"] = pass_at_k_array(n, c, k)  # raises if k > n
     divs = [
@@ -137,6 +137,8 @@ def score_samples(
     rng = np.random.default_rng(seed)
     metrics: dict[str, float] = {f"{prefix}/n_problems": float(len(pids)), f"{prefix}/n_samples": float(n.mean())}
     for key, vals in per_problem.items():
+        if key in ("n", "n_correct"):
+            continue  # counts behind pass@k, kept per problem only
         point, lo, hi = bootstrap_ci(vals, rng, n_boot=1000)
         metrics[f"{prefix}/{key}"] = point
         metrics[f"{prefix}/{key}_ci_lo"] = lo

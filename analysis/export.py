@@ -1,0 +1,188 @@
+"""Export the study's runs from MLflow into tidy CSVs (DESIGN §7): the only input of the figures
+and of the claims report.
+
+    python analysis/export.py --scale default --study default --out results/data [--bench results/bench/default/bench_cpu.csv]
+
+Reads experiment ``spolab-<scale>`` of ``sqlite:///results/mlflow.db``. For every run of the
+study matrix (conf/study/<study>.yaml) it takes the latest finished MLflow run of that name;
+a run of the matrix missing from MLflow is an error, never silently skipped. Writes:
+
+- ``runs.csv``: one row per RL run (study entry, group, label, config, wall times);
+- ``curves.csv``: one row per (RL run, logged update), one column per metric;
+- ``eval.csv``: final held-out metrics per (model, split, protocol), with 95 % intervals;
+- ``eval_per_problem.csv``: per-problem values behind them (n, n_correct, diversity, KL);
+- ``exact.csv``: the exact testbed's curves; ``bench.csv``: the per-update benchmark;
+- ``jobs.csv``: every Snakemake job's wall time and peak RSS (its ``benchmark:`` file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one download per evaluation: no bars
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_COLUMNS = {  # runs.csv column -> flattened config param logged by spolab.tracking
+    "algo": "algo.name", "data_mix": "data_mix.name", "beta": "algo.beta", "loss": "algo.loss",
+    "steps_per_batch": "algo.steps_per_batch", "q0_estimator": "algo.q0_estimator", "is_weights": "algo.is_weights",
+    "lr": "algo.lr", "updates": "updates", "batch_size": "batch_size",
+}
+PER_PROBLEM = ["n", "n_correct", "distinct_correct_programs", "functional_classes_correct", "entropy_per_token",
+               "kl_ref"]
+
+
+def metric_name(key: str) -> str:
+    """Our metric name of an MLflow key (spolab.tracking.mlflow_key writes ``@`` as ``_at_``)."""
+    return key.replace("_at_", "@")
+
+
+def latest_finished(client: MlflowClient, exp_id: str, filter_string: str) -> dict:
+    """run_name -> the latest FINISHED run among those matching the filter."""
+    out = {}
+    for r in client.search_runs([exp_id], filter_string=filter_string, max_results=50000,
+                                order_by=["attributes.start_time ASC"]):
+        if r.info.status == "FINISHED":
+            out[r.info.run_name] = r
+    return out
+
+
+def history(client: MlflowClient, run) -> pd.DataFrame:
+    """Every logged metric of a run, wide: one row per step."""
+    cols = {}
+    for key in run.data.metrics:
+        h = client.get_metric_history(run.info.run_id, key)
+        cols[metric_name(key)] = pd.Series({m.step: m.value for m in h})
+    df = pd.DataFrame(cols).sort_index()
+    df.index.name = "step"
+    return df.reset_index()
+
+
+def export(scale: str, study: str, out: Path, bench: Path | None, uri: str) -> dict[str, pd.DataFrame]:
+    spec = yaml.safe_load(open(REPO / "conf" / "study" / f"{study}.yaml"))
+    runs_spec = spec["runs"]
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(f"spolab-{scale}")
+    if exp is None:
+        raise SystemExit(f"no MLflow experiment spolab-{scale} in {uri}: run the pipeline first")
+    expected = [(run, seed) for run, e in runs_spec.items() for seed in spec["seeds"][scale][e.get("seeds", "main")]]
+
+    # ---- RL runs: config, summary and curves
+    rl = latest_finished(client, exp.experiment_id, "tags.stage = 'rl'")
+    missing = [f"{r}-s{s}" for r, s in expected if f"{r}-s{s}" not in rl]
+    if missing:
+        raise SystemExit(f"study runs missing from MLflow (not finished?): {missing}")
+    runs_rows, curves = [], []
+    jobs = read_jobs(REPO_ROOT / "results" / scale / "benchmarks")
+    for run, seed in expected:
+        name, e = f"{run}-s{seed}", runs_spec[run]
+        r = rl[name]
+        meta = {"run_name": name, "study_run": run, "group": e["group"], "label": e["label"],
+                "family": e.get("family", ""), "seed": seed}
+        p = r.data.params
+        row = {**meta, **{c: p.get(k) for c, k in CONFIG_COLUMNS.items()}}
+        row["algo"] = row["algo"] or r.data.tags.get("algo")
+        job = jobs[(jobs.rule == "rl") & (jobs.name == f"{run}_s{seed}")]
+        row.update({"train_wall_s": r.data.metrics.get("perf/wall_s"),
+                    "fresh_samples": r.data.metrics.get("data/fresh_samples"),
+                    "job_s": float(job.s.iloc[0]) if len(job) else None,
+                    "job_max_rss_mb": float(job.max_rss_mb.iloc[0]) if len(job) else None,
+                    "mlflow_run_id": r.info.run_id})
+        runs_rows.append(row)
+        h = history(client, r)
+        for k in ("algo", "data_mix"):
+            meta[k] = row[k]
+        curves.append(h.assign(**meta))
+    runs_df = pd.DataFrame(runs_rows)
+    curves_df = pd.concat(curves, ignore_index=True)
+    lead = ["run_name", "study_run", "group", "label", "algo", "data_mix", "seed", "step"]
+    curves_df = curves_df[lead + sorted(c for c in curves_df.columns if c not in lead)]
+
+    # ---- held-out evaluation of SFT and every run (metrics from MLflow, per-problem from its artifact)
+    ev = latest_finished(client, exp.experiment_id, "tags.stage = 'eval'")
+    meta_of = {r["run_name"]: r for r in runs_rows}
+    eval_rows, pp_rows = [], []
+    for model in ["sft", *[f"{r}-s{s}" for r, s in expected]]:
+        found = [n for n in ev if n.startswith(f"eval-{model}-")]
+        if not found:
+            raise SystemExit(f"no finished evaluation of {model} in MLflow")
+        m = meta_of.get(model, {"study_run": "sft", "group": "sft", "label": "SFT (π_ref)", "algo": "sft",
+                                "data_mix": "", "seed": 0})
+        for run_name in sorted(found):
+            r = ev[run_name]
+            split, protocol = r.data.tags["split"], r.data.tags["protocol"]
+            base = {"model": model, "study_run": m["study_run"], "group": m["group"], "label": m["label"],
+                    "algo": m["algo"], "data_mix": m["data_mix"], "seed": m["seed"], "split": split,
+                    "protocol": protocol}
+            metrics = {metric_name(k.split("/", 1)[1]): v for k, v in r.data.metrics.items()
+                       if k.startswith(f"{split}/")}
+            eval_rows.append({**base, **metrics})
+            local = client.download_artifacts(r.info.run_id, "per_problem.json")
+            pp = json.loads(Path(local).read_text())
+            df = pd.DataFrame({"problem_id": pp["problem_id"], **{k: pp[k] for k in PER_PROBLEM if k in pp}})
+            pp_rows.append(df.assign(**{k: base[k] for k in ("model", "study_run", "group", "seed", "split",
+                                                              "protocol")}))
+    eval_df = pd.DataFrame(eval_rows)
+    pp_df = pd.concat(pp_rows, ignore_index=True)
+    pp_df = pp_df[["model", "study_run", "group", "seed", "split", "protocol", "problem_id",
+                   *[c for c in PER_PROBLEM if c in pp_df.columns]]]
+    for c in ("n", "n_correct"):
+        pp_df[c] = pp_df[c].round().astype(int)
+
+    # ---- exact testbed, benchmark, jobs
+    exact = latest_finished(client, exp.experiment_id, "tags.stage = 'exact'")
+    if not exact:
+        raise SystemExit("no finished exact-testbed runs in MLflow")
+    exact_df = pd.concat([history(client, r).assign(run=r.data.tags["algo"])
+                          for n, r in sorted(exact.items())], ignore_index=True)
+    exact_df = exact_df[["run", "step", *sorted(c for c in exact_df.columns if c not in ("run", "step"))]]
+    bench_df = pd.read_csv(bench) if bench and Path(bench).exists() else pd.DataFrame()
+
+    tables = {"runs": runs_df, "curves": curves_df, "eval": eval_df, "eval_per_problem": pp_df,
+              "exact": exact_df, "bench": bench_df, "jobs": jobs}
+    out.mkdir(parents=True, exist_ok=True)
+    for name, df in tables.items():
+        df.to_csv(out / f"{name}.csv", index=False, float_format="%.10g")
+        print(f"wrote {out / name}.csv: {len(df)} rows")
+    return tables
+
+
+def read_jobs(bench_dir: Path) -> pd.DataFrame:
+    """One row per Snakemake job from its benchmark file: rule, wildcards, seconds, peak RSS, end time."""
+    rows = []
+    for f in sorted(Path(bench_dir).glob("*.tsv")):
+        d = pd.read_csv(f, sep="\t")
+        if d.empty:
+            continue
+        rule, _, name = f.stem.partition("_")
+        if rule == "figure":
+            continue
+        rows.append({"rule": rule, "name": name, "s": float(d["s"].iloc[-1]),
+                     "max_rss_mb": float(d["max_rss"].iloc[-1]) if "max_rss" in d else None,
+                     "end_time": f.stat().st_mtime})
+    return pd.DataFrame(rows, columns=["rule", "name", "s", "max_rss_mb", "end_time"])
+
+
+REPO_ROOT = Path.cwd()  # outputs are relative to the working directory (snakemake -d)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", default="default")
+    ap.add_argument("--study", default="default")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--bench", type=Path, default=None, help="the benchmark CSV (spolab.bench)")
+    ap.add_argument("--uri", default="sqlite:///results/mlflow.db")
+    args = ap.parse_args(argv)
+    export(args.scale, args.study, args.out, args.bench, args.uri)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
