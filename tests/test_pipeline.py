@@ -104,3 +104,18 @@ def test_smoke_study_end_to_end(tmp_path):
 
     again = snakemake(wd, *args, "-n")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+    # ---- editing conf/ reruns exactly the jobs whose resolved config changed (and what reads them)
+    import os
+    import re
+    import shutil
+
+    conf = tmp_path / "conf_edit"
+    shutil.copytree(REPO / "conf", conf)
+    ppo = conf / "algo" / "ppo.yaml"
+    ppo.write_text(re.sub(r"^lr: \S+", "lr: 3.0e-5", ppo.read_text(), flags=re.M))
+    edited = subprocess.run([*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(wd), "-n", *args],
+                            capture_output=True, text=True, env={**os.environ, "SPOLAB_CONF_DIR": str(conf)})
+    assert edited.returncode == 0, edited.stderr[-3000:]
+    reruns = sorted(set(re.findall(r"wildcards: run=(\w+), seed=0", edited.stdout)))
+    assert reruns == ["ppo", "spo_earlier_run"]  # the PPO runs and the run that reads PPO's trajectories

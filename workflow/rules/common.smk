@@ -2,7 +2,12 @@
 import sys
 from pathlib import Path
 
+import functools
+
 import yaml
+from omegaconf import OmegaConf
+from spolab.config import load_config
+from spolab.tracking import config_hash
 
 SCALE = config["scale"]
 ROOT = f"results/{SCALE}"  # every run output of this scale lives here (git-ignored)
@@ -33,6 +38,16 @@ def hydra_cmd(module):
     """
     threads = "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
     return f"{threads} {{params.py}} -m spolab.{module} scale={{params.scale}} {{params.args}} > {{log}} 2>&1"
+
+
+@functools.cache
+def conf_hash(entry, overrides=""):
+    """Hash of conf/<entry>.yaml composed at this scale with a study entry's overrides (tracking
+    settings excluded). Every rule that runs an entry point carries it as `params.conf`, so editing
+    anything under conf/ reruns exactly the jobs whose resolved configuration changed."""
+    cfg = OmegaConf.to_container(load_config(entry, [f"scale={SCALE}", *overrides.split()]), resolve=True)
+    cfg.pop("tracking", None)
+    return config_hash(cfg)
 
 
 def study_run(name):

@@ -17,6 +17,7 @@ rule data:
     params:
         py=sys.executable,
         scale=SCALE,
+        conf=conf_hash("data"),
         args=f"out_dir={ROOT}/data",
     shell:
         hydra_cmd("data")

@@ -17,6 +17,7 @@ rule eval:
     params:
         py=sys.executable,
         scale=SCALE,
+        conf=conf_hash("evaluate"),
         args=lambda w, input: (
             f"name={w.name} splits=[{','.join(config['eval_splits'])}] "
             f"protocols=[{','.join(protocols_of(w.name))}] data_dir={ROOT}/data "

@@ -16,6 +16,7 @@ rule exact:
     params:
         py=sys.executable,
         scale=SCALE,
+        conf=conf_hash("exact"),
         args=f"out_dir={ROOT}/exact",
     shell:
         hydra_cmd("exact")

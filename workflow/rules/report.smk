@@ -49,6 +49,7 @@ rule bench:
     params:
         py=sys.executable,
         scale=SCALE,
+        conf=conf_hash("bench"),
         args=f"sft_dir={ROOT}/sft/model data_dir={ROOT}/data",
     shell:
         hydra_cmd("bench")

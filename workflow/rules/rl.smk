@@ -17,6 +17,7 @@ rule q0:
     params:
         py=sys.executable,
         scale=SCALE,
+        conf=conf_hash("q0"),
         args=f"data_dir={ROOT}/data sft_dir={ROOT}/sft/model out_dir={ROOT}/q0",
     shell:
         hydra_cmd("q0")
@@ -39,6 +40,7 @@ rule sources:
     params:
         py=sys.executable,
         scale=SCALE,
+        conf=conf_hash("sources"),
         args=f"data_dir={ROOT}/data sft_dir={ROOT}/sft/model out_dir={ROOT}/sources",
     shell:
         hydra_cmd("sources")
@@ -63,6 +65,7 @@ rule rl:
     params:
         py=sys.executable,
         scale=SCALE,
+        conf=lambda w: conf_hash("rl", RUNS[w.run]["overrides"]),
         args=lambda w: (
             f"{RUNS[w.run]['overrides']} seed={w.seed} name={w.run}-s{w.seed} data_dir={ROOT}/data "
             f"sft_dir={ROOT}/sft/model q0_path={ROOT}/q0/q0.json sources_dir={ROOT}/sources "

@@ -16,6 +16,7 @@ rule sft:
     params:
         py=sys.executable,
         scale=SCALE,
+        conf=conf_hash("sft"),
         args=f"data_dir={ROOT}/data out_dir={ROOT}/sft",
     shell:
         hydra_cmd("sft")
