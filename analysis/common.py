@@ -14,10 +14,13 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 
 from spolab.eval.passk import pass_at_k_array
+
+matplotlib.use("Agg")  # figures are files: no display needed
 
 N_BOOT = 2000
 CONFIDENCE = 0.95
@@ -45,10 +48,12 @@ def colour(study_run: str, order: list[str] | None = None) -> str:
 
 
 def cli(description: str) -> argparse.Namespace:
-    """The arguments every figure script takes: the exported CSV folder and the output PNG."""
+    """The arguments every figure script takes (the exported CSV folder and the output PNG); also
+    applies the figures' shared matplotlib settings (:data:`RC`)."""
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--data", required=True, type=Path, help="folder of the exported CSVs (analysis/export.py)")
     ap.add_argument("--out", required=True, type=Path, help="PNG to write")
+    matplotlib.rcParams.update(RC)
     return ap.parse_args()
 
 

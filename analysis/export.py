@@ -80,7 +80,7 @@ def export(scale: str, study: str, out: Path, bench: Path | None, uri: str) -> d
     if missing:
         raise SystemExit(f"study runs missing from MLflow (not finished?): {missing}")
     runs_rows, curves = [], []
-    jobs = read_jobs(REPO_ROOT / "results" / scale / "benchmarks")
+    jobs = read_jobs(Path("results") / scale / "benchmarks")  # relative to the working directory, as the uri
     for run, seed in expected:
         name, e = f"{run}-s{seed}", runs_spec[run]
         r = rl[name]
@@ -168,9 +168,6 @@ def read_jobs(bench_dir: Path) -> pd.DataFrame:
                      "max_rss_mb": float(d["max_rss"].iloc[-1]) if "max_rss" in d else None,
                      "end_time": f.stat().st_mtime})
     return pd.DataFrame(rows, columns=["rule", "name", "s", "max_rss_mb", "end_time"])
-
-
-REPO_ROOT = Path.cwd()  # outputs are relative to the working directory (snakemake -d)
 
 
 def main(argv=None) -> None:

@@ -8,16 +8,12 @@ dashed line is the SFT policy. Claim tested (C6): SPO half-online matches online
 about half the fresh samples.
 """
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-import common  # noqa: E402
+import common
 
 args = common.cli(__doc__.splitlines()[0])
-plt.rcParams.update(common.RC)
 rng = np.random.default_rng(0)
 runs, curves = common.read(args.data, "runs"), common.read(args.data, "curves")
 pp, names = common.read_per_problem(args.data), common.labels(args.data)

@@ -7,16 +7,12 @@ the paper protocol (T = 0.4, top-p 0.95) where it was evaluated. Question: does 
 raises pass@1 keep pass@k at large k (coverage), or does it trade it away against the SFT policy?
 """
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-import common  # noqa: E402
+import common
 
 args = common.cli(__doc__.splitlines()[0])
-plt.rcParams.update(common.RC)
 rng = np.random.default_rng(0)
 pp, names = common.read_per_problem(args.data), common.labels(args.data)
 studies = ["sft", *common.present(pp, common.MAIN, "main")]

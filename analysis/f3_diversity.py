@@ -8,16 +8,12 @@ interval and one dot per seed. Question: does a method reach its pass@k by conce
 program per problem (falling distinct counts, falling entropy), or does it keep several?
 """
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-import common  # noqa: E402
+import common
 
 args = common.cli(__doc__.splitlines()[0])
-plt.rcParams.update(common.RC)
 rng = np.random.default_rng(0)
 runs, curves = common.read(args.data, "runs"), common.read(args.data, "curves")
 pp, names = common.read_per_problem(args.data), common.labels(args.data)

@@ -8,16 +8,12 @@ correct programs per problem (policy protocol), mean with the two-level (seeds, 
 line is online SPO. Question: which off-policy sources help, which are harmless, which hurt?
 """
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-import common  # noqa: E402
+import common
 
 args = common.cli(__doc__.splitlines()[0])
-plt.rcParams.update(common.RC)
 rng = np.random.default_rng(0)
 pp, names = common.read_per_problem(args.data), common.labels(args.data)
 REFERENCES = ["spo", "spo_half_online", "ppo"]

@@ -9,18 +9,14 @@ a: per-update wall time from the standalone benchmark (bench.csv, one process, m
    (dots: seeds). Question: is SPO's gain paid for in compute or memory?
 """
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, LogLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
-
-import common  # noqa: E402
+import common
 
 args = common.cli(__doc__.splitlines()[0])
-plt.rcParams.update(common.RC)
 rng = np.random.default_rng(0)
 runs, curves = common.read(args.data, "runs"), common.read(args.data, "curves")
 names = common.labels(args.data)

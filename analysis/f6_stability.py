@@ -6,15 +6,11 @@ rolling mean over 10 updates. No interval here: each seed is drawn, so a collaps
 diverging seed stays visible instead of being averaged away.
 """
 
-import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-import common  # noqa: E402
+import common
 
 args = common.cli(__doc__.splitlines()[0])
-plt.rcParams.update(common.RC)
 runs, curves = common.read(args.data, "runs"), common.read(args.data, "curves")
 names = common.labels(args.data)
 main = common.present(runs, common.MAIN, "main")

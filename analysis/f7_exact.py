@@ -9,17 +9,13 @@ to BCE's optimum; c: probability of success. A dotted line marks π*'s success p
 the export carries it (column exact/optimum_success_prob).
 """
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-import common  # noqa: E402
+import common
 
 args = common.cli(__doc__.splitlines()[0])
-plt.rcParams.update(common.RC)
 exact = common.read_optional(args.data, "exact")
 exact = exact if exact is not None else pd.DataFrame(columns=["run", "step"])
 RUNS = {"spo_squared": ("SPO, squared loss", common.colour("spo")),

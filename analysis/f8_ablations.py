@@ -9,16 +9,12 @@ correct programs per problem (policy protocol), mean with the two-level (seeds, 
 Question: which design choice of SPO matters, and which is free?
 """
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-import common  # noqa: E402
+import common
 
 args = common.cli(__doc__.splitlines()[0])
-plt.rcParams.update(common.RC)
 rng = np.random.default_rng(0)
 runs, pp, names = common.read(args.data, "runs"), common.read_per_problem(args.data), common.labels(args.data)
 FAMILIES = {"loss": "terminal loss", "beta": "β", "steps": "steps per batch", "q0": "Q̂0 estimator",

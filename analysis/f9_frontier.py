@@ -9,15 +9,11 @@ the same curve as the others, only further left; one that keeps diversity sits a
 at the same KL.
 """
 
-import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-import common  # noqa: E402
+import common
 
 args = common.cli(__doc__.splitlines()[0])
-plt.rcParams.update(common.RC)
 runs, curves = common.read(args.data, "runs"), common.read(args.data, "curves")
 names = common.labels(args.data)
 main = common.present(runs, common.MAIN, "main")

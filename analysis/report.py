@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common import diff_interval, interval, matrix, passk_value, read
+from common import MAIN, diff_interval, interval, matrix, passk_value, read
+from common import labels as common_labels
 
 SEED = 0  # the report's bootstrap generator
 MARGIN_C6 = 0.02  # non-inferiority margin of C6, in pass@10
@@ -66,7 +67,7 @@ def ci(p, lo, hi, d=3) -> str:
 class Study:
     def __init__(self, data: Path):
         self.data_dir = Path(data)
-        self.runs, self.eval, self.pp = read(data, "runs"), read(data, "eval"), read(data, "eval_per_problem")
+        self.runs, self.pp = read(data, "runs"), read(data, "eval_per_problem")
         self.curves, self.jobs = read(data, "curves"), read(data, "jobs")
         bench = Path(data) / "bench.csv"
         self.bench = pd.read_csv(bench) if bench.exists() and bench.stat().st_size > 2 else pd.DataFrame()
@@ -205,13 +206,13 @@ def wall_time(jobs: pd.DataFrame) -> tuple[float, float]:
 
 
 def render(s: Study, rows: list[dict], scale: str, study: str, figures: Path, out: Path) -> str:
-    labels = dict(zip(s.runs.study_run, s.runs.label)) | {"sft": "SFT (π_ref)"}
+    labels = common_labels(s.data_dir)
     rel = os.path.relpath(figures, out.parent)
     span, total = wall_time(s.jobs)
     r0 = s.runs.iloc[0]
     seeds = s.runs.groupby("group").seed.nunique().to_dict()
     n = int(s.pp.n.iloc[0])
-    main = [r for r in ["sft", "spo", "spo_half_online", "ppo", "grpo", "rloo"] if r == "sft" or r in labels]
+    main = ["sft", *[r for r in MAIN if r in labels]]
     off = ["spo", "spo_half_online", "ppo"] + list(s.runs[s.runs.group == "offpolicy"].study_run.unique())
     abl = list(s.runs[s.runs.group == "ablation"].study_run.unique())
     ref = {"is": "spo_half_online"}

@@ -36,6 +36,7 @@ from spolab.utils import seed_everything, set_threads
 
 log = logging.getLogger(__name__)
 
+
 def check_data_mix(algo_cls, mix) -> tuple[int, dict[str, float]]:
     """Validate a data mix against an algorithm; returns (sync_every, stored-source shares)."""
     sources = dict(mix.sources or {})

@@ -41,13 +41,16 @@ def hydra_cmd(module):
 
 
 @functools.cache
+def resolved(entry, overrides=""):
+    """conf/<entry>.yaml composed at this scale with a study entry's overrides, resolved (a dict)."""
+    return OmegaConf.to_container(load_config(entry, [f"scale={SCALE}", *overrides.split()]), resolve=True)
+
+
 def conf_hash(entry, overrides=""):
-    """Hash of conf/<entry>.yaml composed at this scale with a study entry's overrides (tracking
-    settings excluded). Every rule that runs an entry point carries it as `params.conf`, so editing
-    anything under conf/ reruns exactly the jobs whose resolved configuration changed."""
-    cfg = OmegaConf.to_container(load_config(entry, [f"scale={SCALE}", *overrides.split()]), resolve=True)
-    cfg.pop("tracking", None)
-    return config_hash(cfg)
+    """Hash of the resolved config (tracking settings excluded). Every rule that runs an entry point
+    carries it as `params.conf`, so editing anything under conf/ reruns exactly the jobs whose
+    resolved configuration changed."""
+    return config_hash({k: v for k, v in resolved(entry, overrides).items() if k != "tracking"})
 
 
 def study_run(name):
@@ -72,8 +75,7 @@ def rl_inputs(w):
     """An RL run reads the SFT model and Q̂0, the pools its data mix draws from, and the dumps of
     the study runs it `needs` (earlier_run: the PPO run of the same seed)."""
     spec = RUNS[w.run]
-    mix = next((o.split("=", 1)[1] for o in spec["overrides"].split() if o.startswith("data_mix=")), "online")
-    sources = yaml.safe_load(open(Path(workflow.basedir) / "conf" / "data_mix" / f"{mix}.yaml")).get("sources") or {}
+    sources = resolved("rl", spec["overrides"])["data_mix"]["sources"] or {}
     inputs = {"model": rules.sft.output.model, "q0": rules.q0.output.q0, "mlflow": rules.mlflow_init.output.flag}
     if set(sources) & set(POOL_SOURCES):
         inputs["pools"] = rules.sources.output.summary

@@ -30,9 +30,10 @@ class SPO(Algorithm):
         weights = None
         if cfg.is_weights not in ("none", "truncated"):
             raise ConfigError(f"algo.is_weights={cfg.is_weights!r}; valid: none, truncated")
-        # per-sequence behaviour log-prob; NaN where no behaviour policy is known (expert, random, decoding)
-        beh = torch.tensor([sum(t.behaviour_logp) if t.behaviour_logp is not None else float("nan")
-                            for t in batch.trajs], dtype=torch.float32, device=batch.reward.device)  # (B,)
+        if cfg.is_weights == "truncated":
+            # per-sequence behaviour log-prob; NaN where no behaviour policy is known (expert, random, decoding)
+            beh = torch.tensor([sum(t.behaviour_logp) if t.behaviour_logp is not None else float("nan")
+                                for t in batch.trajs], dtype=torch.float32, device=batch.reward.device)  # (B,)
         for _ in range(cfg.steps_per_batch):
             logp = policy_logp(self.policy, batch)  # (B, T)
             if cfg.is_weights == "truncated":

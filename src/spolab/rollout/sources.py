@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import torch
 
 from spolab.rollout.collect import reward_of
-from spolab.rollout.sampler import decode_responses, encode_prompts, sample
+from spolab.rollout.sampler import _positions, decode_responses, encode_prompts, sample
 from spolab.rollout.trajectories import ReplayBuffer, Trajectory
 from spolab.tasks import listdsl as dsl
 from spolab.tasks.problems import Problem, random_program
@@ -49,16 +49,19 @@ def allocate(batch_size: int, fresh_fraction: float, shares: dict[str, float]) -
     return counts
 
 
-def _traj(tok, problem: Problem, program: str, source: str, reward_kind: str, *, finished: bool = True,
-          version: int = -1, behaviour_logp=None, prompt_ids: list[int] | None = None) -> Trajectory:
-    """A trajectory for a program text: prompt ids as the sampler builds them (BOS + prompt),
-    response ids = the program's tokens + EOS."""
-    if prompt_ids is None:
-        ids, mask = encode_prompts(tok, [prompt_text(problem.examples)])
-        prompt_ids = ids[0][mask[0].bool()].tolist()
+def _prompt_ids(tok, problem: Problem) -> list[int]:
+    """The prompt as the sampler encodes it (BOS + prompt tokens, no padding)."""
+    ids, mask = encode_prompts(tok, [prompt_text(problem.examples)])
+    return ids[0][mask[0].bool()].tolist()
+
+
+def _traj(tok, problem: Problem, prompt_ids: list[int], program: str, source: str, reward_kind: str, *,
+          finished: bool = True, version: int = -1) -> Trajectory:
+    """A trajectory for a program text: response ids = the program's tokens + EOS (if finished);
+    no behaviour log-probs (no sampling distribution produced it)."""
     response = tok(program, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if finished else [])
     r, ok = reward_of(problem, program, finished, reward_kind)
-    return Trajectory(problem.id, prompt_ids, response, r, ok, source, version, behaviour_logp=behaviour_logp)
+    return Trajectory(problem.id, prompt_ids, response, r, ok, source, version)
 
 
 def expert_trajectories(problems: Sequence[Problem], tok, *, per_problem: int, max_len: int,
@@ -73,8 +76,8 @@ def expert_trajectories(problems: Sequence[Problem], tok, *, per_problem: int, m
                 text = dsl.to_text(s)
                 if text not in programs:
                     programs.append(text)
-        for prog in programs[:per_problem]:
-            out.append(_traj(tok, p, prog, "expert", reward_kind))
+        prompt = _prompt_ids(tok, p)
+        out += [_traj(tok, p, prompt, prog, "expert", reward_kind) for prog in programs[:per_problem]]
     return out
 
 
@@ -82,8 +85,12 @@ def random_trajectories(problems: Sequence[Problem], tok, *, per_problem: int, m
                         reward_kind: str = "binary") -> list[Trajectory]:
     """``per_problem`` programs per problem drawn from the DSL grammar (spolab.tasks.problems.random_program)."""
     rng = random.Random(f"{seed}-random-source")
-    return [_traj(tok, p, dsl.to_text(random_program(rng, max_prims)), "random", reward_kind)
-            for p in problems for _ in range(per_problem)]
+    out = []
+    for p in problems:
+        prompt = _prompt_ids(tok, p)
+        out += [_traj(tok, p, prompt, dsl.to_text(random_program(rng, max_prims)), "random", reward_kind)
+                for _ in range(per_problem)]
+    return out
 
 
 @torch.no_grad()
@@ -98,8 +105,7 @@ def decoding_trajectories(model, tok, problems: Sequence[Problem], *, restarts: 
     for start in range(0, len(problems), batch_size):
         chunk = list(problems[start : start + batch_size])
         ids, mask = encode_prompts(tok, [prompt_text(p.examples) for p in chunk])
-        logits = model(input_ids=ids, attention_mask=mask,
-                       position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits[:, -1]  # (B, V)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask)).logits[:, -1]  # (B, V)
         logits[:, tok.eos_token_id] = float("-inf")
         first = logits.topk(restarts, dim=-1).indices  # (B, R)
         # prompts extended by each forced first token: (B * R, P + 1)
@@ -113,8 +119,8 @@ def decoding_trajectories(model, tok, problems: Sequence[Problem], *, restarts: 
             head = tok.convert_ids_to_tokens(int(first.reshape(-1)[i]))
             program = f"{head} {text}".strip()
             prompt = ids[i // restarts][mask[i // restarts].bool()].tolist()
-            out.append(_traj(tok, p, program, "decoding", reward_kind, finished=bool(ro.finished[i]), version=0,
-                             prompt_ids=prompt))
+            out.append(_traj(tok, p, prompt, program, "decoding", reward_kind, finished=bool(ro.finished[i]),
+                             version=0))
     return out
 
 
