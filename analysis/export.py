@@ -29,6 +29,8 @@ import yaml
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one download per evaluation: no bars
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from spolab.tracking import verify_mirror  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_COLUMNS = {  # runs.csv column -> flattened config param logged by spolab.tracking
     "algo": "algo.name", "data_mix": "data_mix.name", "beta": "algo.beta", "loss": "algo.loss",
@@ -52,6 +54,21 @@ def latest_finished(client: MlflowClient, exp_id: str, filter_string: str) -> di
         if r.info.status == "FINISHED":
             out[r.info.run_name] = r
     return out
+
+
+def check_mirror(client: MlflowClient, runs: list) -> None:
+    """Every exported run's MLflow metrics equal its run folder's metrics.jsonl, point for point
+    (spolab.tracking.verify_mirror); a run whose folder is gone is taken from MLflow as it is."""
+    bad = {}
+    for r in runs:
+        folder = Path(r.data.tags.get("run_dir", ""))
+        if (folder / "metrics.jsonl").exists():
+            diff = verify_mirror(folder, client, r.info.run_id)
+            if diff:
+                bad[r.info.run_name] = f"{len(diff)} points differ, e.g. {diff[0]}"
+    if bad:
+        raise SystemExit("MLflow does not mirror these runs' metrics.jsonl (replay them with "
+                         f"`python -m spolab.tracking sync <run_dir>`): {bad}")
 
 
 def history(client: MlflowClient, run) -> pd.DataFrame:
@@ -143,6 +160,7 @@ def export(scale: str, study: str, out: Path, bench: Path | None, uri: str) -> d
     exact_df = pd.concat([history(client, r).assign(run=r.data.tags["algo"])
                           for n, r in sorted(exact.items())], ignore_index=True)
     exact_df = exact_df[["run", "step", *sorted(c for c in exact_df.columns if c not in ("run", "step"))]]
+    check_mirror(client, [rl[f"{r}-s{s}"] for r, s in expected] + list(ev.values()) + list(exact.values()))
     bench_df = pd.read_csv(bench) if bench and Path(bench).exists() else pd.DataFrame()
 
     tables = {"runs": runs_df, "curves": curves_df, "eval": eval_df, "eval_per_problem": pp_df,

@@ -9,18 +9,31 @@ import torch
 
 from conftest import rl_cfg
 from spolab import rl
-from spolab.algos import ALGORITHMS, ConfigError, get_algorithm
+from spolab.algos import ALGORITHMS, Algorithm, ConfigError, get_algorithm
+from spolab.algos.base import minibatches, policy_logp, register
 from spolab.config import load_config
 from spolab.models.build import load_model, load_tokenizer
 from spolab.rollout.collect import attach_ref_logp, collect
-from spolab.rollout.trajectories import Trajectory, collate, load_trajectories, save_trajectories
+from spolab.rollout.sources import SourceMixer, allocate
+from spolab.rollout.trajectories import (
+    ReplayBuffer,
+    Trajectory,
+    collate,
+    load_trajectories,
+    save_trajectories,
+)
 from spolab.tracking import read_metrics
+from spolab.train import train_step
 
 
 def test_registry():
     assert set(ALGORITHMS) == {"spo", "ppo", "grpo", "rloo"}
-    with pytest.raises(ConfigError, match=r"valid: \['grpo', 'ppo', 'rloo', 'spo'\]"):
+    with pytest.raises(ConfigError, match=r"unknown algo 'dpo'; valid: \['grpo', 'ppo', 'rloo', 'spo'\]"):
         get_algorithm("dpo")
+    spo = ALGORITHMS["spo"]
+    with pytest.raises(ValueError, match="algo 'spo' is already registered"):
+        register("spo")(type("AnotherSPO", (Algorithm,), {}))
+    assert ALGORITHMS["spo"] is spo
 
 
 def test_data_mix_rules():
@@ -83,6 +96,98 @@ def test_spo_update_is_a_no_op_at_its_optimum(setup):
     assert all(torch.allclose(before[k], v) for k, v in policy.state_dict().items())
 
 
+def test_algorithm_interface(setup):
+    """What the trainer and the benchmark ask of an algorithm, instead of asking which one it is."""
+    assert sorted(n for n, cls in ALGORITHMS.items() if cls.needs_q0) == ["spo"]
+    for name in ALGORITHMS:
+        algo, policy = _algo(name, setup)
+        modules = algo.modules()
+        trained = {id(p) for m in modules for p in m.parameters()}
+        optimised = {id(p) for o in algo.optimizers() for g in o.param_groups for p in g["params"]}
+        assert modules[0] is policy and trained == optimised  # every trained network, each with its optimizer
+        assert len(modules) == (2 if name == "ppo" else 1)  # PPO's critic
+        assert algo.to("cpu") is algo and algo.device == torch.device("cpu")
+        assert set(algo.state_dict()) >= {"optim", "gen"}
+
+
+@pytest.mark.parametrize("name", ["ppo", "grpo"])
+def test_minibatch_metrics_are_means_over_all_minibatches_and_epochs(name, setup):
+    """With lr 0 the policy stays put, so each minibatch's clip fraction can be computed by hand."""
+    _, tok, _, trajs = setup
+    over = {"lr": 0.0, "epochs": 2, "minibatches": 2} | ({"critic_lr": 0.0} if name == "ppo" else {})
+    algo, policy = _algo(name, setup, **over)
+    batch = collate(trajs, tok.pad_token_id)
+    noise = torch.randn(batch.behaviour_logp.shape, generator=torch.Generator().manual_seed(1))
+    batch.behaviour_logp = batch.behaviour_logp + 0.3 * noise  # π_old ≠ π_θ: some ratios leave [0.8, 1.2]
+    mask = batch.response_mask
+    with torch.no_grad():
+        ratio = (policy_logp(policy, batch) - batch.behaviour_logp).exp()
+    clipped = ((ratio - 1).abs() > 0.2).float() * mask
+    order = torch.Generator().manual_seed(0)  # the algorithm's own minibatch generator (seed 0)
+    per_mb = [float(clipped[idx].sum() / mask[idx].sum()) for _ in range(2) for idx in minibatches(16, 2, order)]
+    m = algo.update(batch)
+    mean = sum(per_mb) / 4
+    assert abs(per_mb[-1] - mean) > 1e-3  # the last minibatch alone would not pass
+    assert m["policy/clipfrac"] == pytest.approx(mean, abs=1e-6)
+
+
+def test_spo_metrics_are_means_over_its_gradient_steps(setup):
+    """steps_per_batch=2 reports the mean of what two single-step updates on the same batch report."""
+    _, tok, _, trajs = setup
+    batch = collate(trajs, tok.pad_token_id)
+    single, _ = _algo("spo", setup, is_weights="truncated")
+    per_step = [single.update(batch) for _ in range(2)]
+    double, _ = _algo("spo", setup, steps_per_batch=2, is_weights="truncated")
+    m = double.update(batch)
+    assert per_step[0]["loss/spo"] != pytest.approx(per_step[1]["loss/spo"])  # the first step moved the loss
+    for k in ("loss/spo", "opt/grad_norm", "spo/q_terminal", "spo/log_ratio", "spo/is_weight"):
+        assert m[k] == pytest.approx((per_step[0][k] + per_step[1][k]) / 2, rel=1e-5), k
+    assert m["spo/q0"] == pytest.approx(0.3) and 0 < m["spo/is_weight"] <= 2.0
+
+
+def test_loss_reduction_is_read_from_the_config(setup):
+    """RLOO's −A Σ_t log π: seq-mean-token-sum divides by B, token-mean by the number of response tokens."""
+    _, tok, _, trajs = setup
+    batch = collate(trajs, tok.pad_token_id)
+    loss = {red: _algo("rloo", setup, loss_reduction=red)[0].update(batch)["loss/policy"]
+            for red in ("seq-mean-token-sum", "token-mean")}
+    assert abs(loss["token-mean"]) > 1e-6
+    tokens = float(batch.response_mask.sum())
+    assert loss["seq-mean-token-sum"] / loss["token-mean"] == pytest.approx(tokens / len(batch), rel=1e-4)
+    assert load_config("rl", ["algo=rloo"]).algo.loss_reduction == "seq-mean-token-sum"
+    with pytest.raises(ConfigError, match=r"unknown loss reduction 'sum'; valid: \['seq-mean-token-mean'"):
+        _algo("rloo", setup, loss_reduction="sum")[0].update(batch)
+
+
+def test_train_step_draws_the_exact_counts(setup, smoke_data):
+    """One update's data path: fresh samples, then the stored parts in allocate's counts, replay filled after."""
+    from spolab.data import load_split
+
+    _, tok, _, trajs = setup
+    algo, policy = _algo("spo", setup)
+    problems = load_split(smoke_data, "rl")[:4]  # the prompts the setup's Q̂0 covers
+    counts = allocate(16, 0.5, {"replay": 0.25, "expert": 0.25})
+    assert counts == {"fresh": 8, "replay": 4, "expert": 4}
+    replay = ReplayBuffer(100, seed=0)
+    mixer = SourceMixer({"expert": trajs}, replay, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    kw = dict(group_size=4, max_new_tokens=16, temperature=1.0, generator=gen, reward_kind="binary")
+    sizes = []
+    for i in range(2):
+        m, fresh, parts, times = train_step(algo, policy, problems[2 * i : 2 * i + 2], mixer, replay, counts,
+                                            version=i, **kw)
+        sizes.append({k: len(v) for k, v in parts.items()})
+        assert parts["fresh"] is fresh and {t.policy_version for t in fresh} == {i}
+        assert all(t.ref_logp is not None for part in parts.values() for t in part)
+        assert math.isfinite(m["loss/spo"]) and "rollout/entropy_per_token" in m
+        assert set(times) == {"sample", "score_mix", "update"} and min(times.values()) > 0
+    # the replay part is empty until the first fresh samples have joined the buffer
+    assert sizes == [{"fresh": 8, "replay": 0, "expert": 4}, {"fresh": 8, "replay": 4, "expert": 4}]
+    assert len(replay) == 16
+    with pytest.raises(ValueError, match="fresh samples"):
+        train_step(algo, policy, problems[:1], mixer, replay, counts, version=2, **kw)
+
+
 def test_ppo_critic_learns(setup):
     _, tok, _, trajs = setup
     algo, _ = _algo("ppo", setup)
@@ -141,8 +246,8 @@ def test_rl_resumes_after_kill(smoke_q0, tmp_path):
     cmd = [sys.executable, "-m", "spolab.rl", "scale=smoke", "algo=ppo", f"data_dir={root}/data",
            f"sft_dir={root}/sft/model", f"out_dir={out}", "tracking.uri=null", "updates=12", "ckpt_every=3",
            "eval_every=100"]
-    kill_after_checkpoint(cmd, out, tmp_path, timeout=180)
-    state = torch.load(out / "checkpoint" / "trainer_state.pt", weights_only=False)
+    kill_after_checkpoint(cmd, out, tmp_path)
+    state = torch.load(sorted((out / "checkpoint").glob("step_*"))[-1] / "trainer_state.pt", weights_only=False)
     assert "critic" in state["algo"] and state["step"] % 3 == 0 and state["step"] < 12
     done = rerun(cmd, tmp_path)
     assert f"resuming from update {state['step']}" in done.stderr + done.stdout

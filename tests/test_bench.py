@@ -24,3 +24,29 @@ def test_state_bytes_counts_params_grads_and_adam_moments():
     m(torch.randn(3, 10)).sum().backward()
     opt.step()
     assert _state_bytes([m], [opt]) == 55 * 4 * 4 + 2 * 4  # params, grads, exp_avg, exp_avg_sq, 2 step counters
+
+
+def test_bench_times_the_trainers_own_step(smoke_sft, smoke_data):
+    """bench_one (in this process) runs spolab.train.train_step: the data mix's exact counts from a real
+    replay buffer, and the memory of every network the algorithm holds."""
+    import queue
+
+    from omegaconf import OmegaConf
+
+    from spolab.bench import bench_one
+    from spolab.config import load_config
+
+    cfg = load_config("bench", ["scale=smoke", "tracking.uri=null", f"data_dir={smoke_data}",
+                                f"sft_dir={smoke_sft[0] / 'model'}", "sft_size=xs", "warmup=1", "repeats=1"])
+    rows = {}
+    for variant in ("spo_half_online", "ppo"):
+        q = queue.Queue()
+        bench_one(variant, "xs", OmegaConf.to_container(cfg, resolve=True), q)
+        rows[variant] = q.get_nowait()
+    for row in rows.values():
+        assert min(row[k] for k in ("sample_s", "score_s", "update_s", "gflop_per_step", "peak_activations_MB")) > 0
+        assert row["step_s"] == row["sample_s"] + row["score_s"] + row["update_s"]
+    # half-online: 32 fresh + 32 replayed from the buffer the warm-up step filled (no stand-ins)
+    assert rows["spo_half_online"]["batch_trajectories"] == rows["ppo"]["batch_trajectories"] == 64
+    # PPO trains a second network (the critic) with its own optimizer: almost twice the training state
+    assert rows["ppo"]["train_state_MB"] > 1.5 * rows["spo_half_online"]["train_state_MB"]

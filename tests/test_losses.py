@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from spolab.algos import losses as L
+from spolab.errors import ConfigError
 from spolab.tasks import exact as E
+from spolab.utils import Registry
 
 D = torch.float64
 
@@ -24,7 +26,7 @@ def test_spo_squared_golden():
     # log ratio sum = 0.5 - 1 = -0.5; Q_T = 0.2 + 0.5 * -0.5 = -0.05; (Q_T - 1)^2 = 1.1025
     loss, m = L.spo_terminal_loss(logp, ref, mask, t([1.0]), t([0.2]), beta=0.5)
     assert loss.item() == pytest.approx(1.1025)
-    assert m["spo/q_terminal"] == pytest.approx(-0.05)
+    assert float(m["spo/q_terminal"]) == pytest.approx(-0.05)
     w = t([3.0])
     assert L.spo_terminal_loss(logp, ref, mask, t([1.0]), t([0.2]), 0.5, weights=w)[0].item() == pytest.approx(3.3075)
 
@@ -47,12 +49,78 @@ def test_spo_bce_golden():
 
 
 def test_unknown_names_list_valid_ones():
-    with pytest.raises(ValueError, match=r"valid: \['bce', 'squared'\]"):
+    with pytest.raises(ConfigError, match=r"unknown SPO terminal loss 'huber'; valid: \['bce', 'squared'\]"):
         L.spo_terminal_loss(t([[0.0]]), t([[0.0]]), t([[1.0]]), t([1.0]), t([0.0]), 0.1, kind="huber")
-    with pytest.raises(ValueError, match="valid"):
-        L.get(L.ADVANTAGE_ESTIMATORS, "gae2", "advantage estimator")
+    with pytest.raises(ConfigError, match=r"unknown SPO terminal loss 'huber'; valid: \['bce', 'squared'\]"):
+        L.q0_from_success(t([1.0]), 4, 0.1, "huber")
+    with pytest.raises(ConfigError, match=r"unknown advantage estimator 'gae2'; valid: \['grpo', 'rloo'\]"):
+        L.ADVANTAGE_ESTIMATORS["gae2"]
+    with pytest.raises(ConfigError, match=r"unknown loss reduction 'sum'; valid: \['seq-mean-token-mean', "
+                                          r"'seq-mean-token-sum', 'token-mean'\]"):
+        L.reduce_loss(t([[1.0]]), t([[1.0]]), "sum")
     with pytest.raises(ValueError, match="beta"):
         L.spo_terminal_loss(t([[0.0]]), t([[0.0]]), t([[1.0]]), t([1.0]), t([0.0]), 0.0)
+
+
+def test_registry_rejects_duplicate_names():
+    reg = Registry("widget")
+    reg.register("a")(abs)
+    with pytest.raises(ValueError, match="widget 'a' is already registered"):
+        reg.register("a")(round)
+    assert reg["a"] is abs and list(reg) == ["a"]
+    with pytest.raises(ConfigError, match=r"unknown widget 'b'; valid: \['a'\]"):
+        reg["b"]
+    # the library's registries refuse a second function under a taken name, keeping the first
+    first = L.TERMINAL_LOSSES["squared"]
+    for registry, name in ((L.TERMINAL_LOSSES, "squared"), (L.ADVANTAGE_ESTIMATORS, "grpo"),
+                           (L.LOSS_REDUCTIONS, "token-mean")):
+        with pytest.raises(ValueError, match="already registered"):
+            registry.register(name)(lambda *a: None)
+    assert L.TERMINAL_LOSSES["squared"] is first
+
+
+def test_reductions_by_hand():
+    per_token = t([[1.0, 2.0, 3.0], [4.0, 50.0, 60.0]])
+    mask = t([[1, 1, 1], [1, 0, 0]])  # row 2 has one response token; 50 and 60 are padding
+    assert L.reduce_loss(per_token, mask, "token-mean").item() == pytest.approx((1 + 2 + 3 + 4) / 4)
+    assert L.reduce_loss(per_token, mask, "seq-mean-token-mean").item() == pytest.approx((2.0 + 4.0) / 2)
+    assert L.reduce_loss(per_token, mask, "seq-mean-token-sum").item() == pytest.approx((6.0 + 4.0) / 2)
+    assert sorted(L.LOSS_REDUCTIONS) == ["seq-mean-token-mean", "seq-mean-token-sum", "token-mean"]
+
+
+def test_kl_shaped_rewards_by_hand():
+    beh = t([[-1.0, -2.0, 0.0], [-0.5, 7.0, 7.0]])  # padding (7.0) must not leak into the rewards
+    ref = t([[-1.5, -1.0, 5.0], [-0.25, 1.0, 1.0]])
+    mask = t([[1, 1, 0], [1, 0, 0]])
+    rewards, kl = L.kl_shaped_rewards(beh, ref, mask, t([1.0, 3.0]), beta=0.5)
+    # k1 = log π − log π_ref: row 1 (0.5, −1), row 2 (−0.25); r_t = −0.5 k1, + the task reward on the last token
+    assert torch.allclose(kl, t([[0.5, -1.0, 0.0], [-0.25, 0.0, 0.0]]))
+    assert torch.allclose(rewards, t([[-0.25, 0.5 + 1.0, 0.0], [0.125 + 3.0, 0.0, 0.0]]))
+
+
+def test_truncated_is_weights_by_hand():
+    logp = t([[math.log(0.5), math.log(0.5), 9.0], [math.log(0.9), 9.0, 9.0], [math.log(0.2), 9.0, 9.0],
+              [-1.0, -1.0, 9.0]])
+    mask = t([[1, 1, 0], [1, 0, 0], [1, 0, 0], [1, 1, 0]])  # the 9.0 entries are padding
+    beh = t([math.log(0.5), math.log(0.1), math.log(0.4), float("nan")])  # log μ(a|x); NaN: μ unknown
+    w = L.truncated_is_weights(logp.requires_grad_(), beh, mask, clip=2.0)
+    # π/μ = 0.25/0.5 = 0.5; 0.9/0.1 = 9 -> capped at 2; 0.2/0.4 = 0.5; unknown μ -> 1
+    assert torch.allclose(w, t([0.5, 2.0, 0.5, 1.0]))
+    assert not w.requires_grad
+
+
+def test_loss_metrics_are_detached_scalar_tensors():
+    """Losses never sync the device: every metric is a 0-d tensor outside the graph."""
+    g = torch.Generator().manual_seed(0)
+    logp = (-torch.rand(2, 3, generator=g, dtype=D)).requires_grad_()
+    ref, old, mask, v = -torch.rand(2, 3, dtype=D), -torch.rand(2, 3, dtype=D), t([[1, 1, 0], [1, 1, 1]]), t([0.3, 0.1])
+    outs = [L.spo_terminal_loss(logp, ref, mask, t([1, 0]), v, 0.2, kind) for kind in ("squared", "bce")]
+    outs += [L.ppo_policy_loss(logp, old, logp.detach(), mask), L.ppo_value_loss(logp, old, ref, mask),
+             L.reinforce_loss(logp, v, mask)]
+    for loss, metrics in outs:
+        assert loss.requires_grad and metrics
+        for k, x in metrics.items():
+            assert torch.is_tensor(x) and x.dim() == 0 and not x.requires_grad, k
 
 
 def test_ppo_policy_and_value_golden():
@@ -61,7 +129,7 @@ def test_ppo_policy_and_value_golden():
     adv = t([[1.0, -1.0]])
     loss, m = L.ppo_policy_loss(new, old, adv, torch.ones(1, 2, dtype=D), clip=0.2)
     assert loss.item() == pytest.approx((-1.2 + 0.8) / 2)  # min(1.5, 1.2) and min(-0.5, -0.8)
-    assert m["policy/clipfrac"] == 1.0
+    assert float(m["policy/clipfrac"]) == 1.0
     vloss, _ = L.ppo_value_loss(t([[1.0]]), t([[0.5]]), t([[2.0]]), t([[1.0]]), clip=0.2)
     assert vloss.item() == pytest.approx(0.5 * (0.7 - 2.0) ** 2)  # clipped value is further: max wins
 

@@ -111,3 +111,21 @@ def test_sampler_shares_prefill_across_samples(tok, model):
     lp = score(model, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask)
     assert (lp - ro.logprobs).abs().max() < 1e-5
     assert len({tuple(r.tolist()) for r in ro.response_ids[:4]}) > 1  # the samples of one prompt differ
+
+
+@pytest.mark.parametrize("special", ["<pad>", "<bos>", "<unk>", "<eos>"])
+def test_special_tokens_inside_a_response_score_zero(tok, special):
+    """Score what the model wrote: a correct program with a special token inside it (anything but its
+    final EOS) keeps the token in its text, fails to parse, and gets reward 0."""
+    from spolab.rollout.collect import reward_of
+    from spolab.rollout.sampler import decode_responses
+    from spolab.tasks.problems import Problem
+
+    prob = Problem("p", "test", 0, "sort", [[[3, 1, 2], [1, 2, 3]]], [[[5, 4], [4, 5]], [[2, 9, 1], [1, 2, 9]]])
+    ids = tok("sort", add_special_tokens=False)["input_ids"]
+    clean = torch.tensor([ids + [tok.eos_token_id, tok.pad_token_id]])
+    dirty = torch.tensor([ids[:1] + [tok.convert_tokens_to_ids(special)] + ids[1:] + [tok.eos_token_id]])
+    masks = torch.tensor([[1] * (len(ids) + 1) + [0]]), torch.ones_like(dirty)
+    (good,), (bad,) = decode_responses(tok, clean, masks[0]), decode_responses(tok, dirty, masks[1])
+    assert good == "sort" and reward_of(prob, good, True, "binary") == (1.0, True)
+    assert special in bad and reward_of(prob, bad, True, "binary") == (0.0, False)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from spolab.tracking import read_metrics
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 SCALES = sorted(p.stem for p in (REPO / "conf" / "scale").glob("*.yaml"))
@@ -55,16 +57,28 @@ FIGURES = ["f1_pass_vs_fresh", "f2_pass_at_k", "f3_diversity", "f4_offpolicy", "
            "f7_exact", "f8_ablations", "f9_frontier"]
 
 
-def test_smoke_study_end_to_end(tmp_path):
+SMOKE = ["--cores", "2", "--config", "scale=smoke"]
+
+
+@pytest.fixture(scope="module")
+def smoke_study(tmp_path_factory):
+    """The whole smoke study, uninterrupted: its working directory."""
+    wd = tmp_path_factory.mktemp("smoke_study")
+    res = snakemake(wd, *SMOKE)
+    assert res.returncode == 0, res.stderr[-5000:]
+    return wd
+
+
+def test_smoke_study_end_to_end(smoke_study, tmp_path):
     """`snakemake --cores 2 --config scale=smoke` runs the whole study (every run of the matrix, the
-    exports, every figure and the claims report), tracks it in MLflow, and is then up to date."""
+    exports, every figure and the claims report), tracks it in MLflow, learns something, and is then
+    up to date."""
+    import json
+
     import pandas as pd
     import yaml
 
-    wd = tmp_path
-    args = ["--cores", "2", "--config", "scale=smoke"]
-    res = snakemake(wd, *args)
-    assert res.returncode == 0, res.stderr[-5000:]
+    wd, args = smoke_study, SMOKE
     root = wd / "results/smoke"
     study = yaml.safe_load((REPO / "conf/study/default.yaml").read_text())
     run_ids = sorted(f"{r}-s{s}" for r, e in study["runs"].items() for s in study["seeds"]["smoke"][e["seeds"]])
@@ -72,6 +86,13 @@ def test_smoke_study_end_to_end(tmp_path):
     assert (root / "eval/ppo-s0/test-paper/eval.json").exists() and not (root / "eval/spo_random-s0/test-paper").exists()
     assert (root / "rl/ppo-s0/trajectories.jsonl").stat().st_size > 0  # the earlier_run edge
     assert (root / "benchmarks/sft.tsv").exists()
+
+    # ---- the smoke task has a learning signal: rewards are not all 0, and the value-free updates move
+    q0 = json.loads((root / "q0/summary.json").read_text())
+    assert q0["q0/mean_success"] >= 0.10, q0  # share of π_ref's samples with reward 1
+    for algo in ("spo", "grpo", "rloo"):
+        norms = [r["opt/grad_norm"] for r in read_metrics(root / f"rl/{algo}-s0") if "opt/grad_norm" in r]
+        assert len(norms) == 6 and all(n > 0 for n in norms), (algo, norms)
 
     # ---- MLflow holds every run, finished
     from mlflow.tracking import MlflowClient
@@ -110,7 +131,7 @@ def test_smoke_study_end_to_end(tmp_path):
     import re
     import shutil
 
-    conf = tmp_path / "conf_edit"
+    conf = tmp_path / "conf_edit"  # (tmp_path: this test's own folder)
     shutil.copytree(REPO / "conf", conf)
     ppo = conf / "algo" / "ppo.yaml"
     ppo.write_text(re.sub(r"^lr: \S+", "lr: 3.0e-5", ppo.read_text(), flags=re.M))
@@ -119,3 +140,61 @@ def test_smoke_study_end_to_end(tmp_path):
     assert edited.returncode == 0, edited.stderr[-3000:]
     reruns = sorted(set(re.findall(r"wildcards: run=(\w+), seed=0", edited.stdout)))
     assert reruns == ["ppo", "spo_earlier_run"]  # the PPO runs and the run that reads PPO's trajectories
+
+
+def _outputs(wd: Path) -> dict:
+    """What a study run leaves that must not depend on whether it was interrupted: every run folder's
+    metrics.jsonl and summary.json (times and perf/ keys aside), and the MLflow points per run and key."""
+    import json
+    from collections import Counter
+
+    from mlflow.tracking import MlflowClient
+
+    root = wd / "results/smoke"
+    strip = lambda d: {k: v for k, v in d.items() if k != "time" and not k.startswith("perf/")}  # noqa: E731
+    out = {}
+    for f in sorted(root.rglob("metrics.jsonl")):
+        rel = str(f.parent.relative_to(root))
+        out[f"{rel}/metrics"] = [strip(r) for r in read_metrics(f.parent)]
+        if (f.parent / "summary.json").exists():
+            out[f"{rel}/summary"] = strip(json.loads((f.parent / "summary.json").read_text()))
+    client = MlflowClient(f"sqlite:///{wd}/results/mlflow.db")
+    exp = client.get_experiment_by_name("spolab-smoke")
+    for r in client.search_runs([exp.experiment_id], max_results=1000):
+        assert r.info.status == "FINISHED", r.info.run_name
+        out[f"mlflow/{r.info.run_name}"] = Counter(
+            {k: len(client.get_metric_history(r.info.run_id, k)) for k in r.data.metrics})
+    return out
+
+
+@pytest.mark.slow  # a second whole smoke DAG (~6 min on 2 cores): CI runs one end-to-end DAG, this is the other
+def test_killed_study_reruns_to_the_same_results(smoke_study, tmp_path):
+    """Fault injection (issue 10): SIGKILL the whole smoke DAG (Snakemake and its jobs) at three
+    moments (SFT mid-training, an RL run past a checkpoint, evaluations under way), then
+    `snakemake --unlock` and rerun as the README says. The outputs equal the uninterrupted study's."""
+    import os
+    import signal
+    import time
+
+    wd = tmp_path / "killed"
+    wd.mkdir()
+    root = wd / "results/smoke"
+    moments = [("SFT mid-training", lambda: list(root.glob("sft/checkpoint/step_*"))),
+               ("an RL run past a checkpoint", lambda: list(root.glob("rl/*/checkpoint/step_*"))),
+               ("evaluations under way", lambda: len(list(root.glob("eval/*/summary.json"))) >= 3)]
+    for what, reached in moments:
+        cmd = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(wd), *SMOKE]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        while not reached():
+            assert proc.poll() is None, f"the study ended before {what}"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)  # Snakemake and every job it started
+        proc.wait()
+        unlock = snakemake(wd, "--unlock", *SMOKE)  # the README's command after a killed Snakemake
+        assert unlock.returncode == 0, unlock.stderr[-3000:]
+    res = snakemake(wd, *SMOKE)
+    assert res.returncode == 0, res.stderr[-5000:]
+    got, want = _outputs(wd), _outputs(smoke_study)
+    assert sorted(got) == sorted(want)
+    for key in want:
+        assert got[key] == want[key], key

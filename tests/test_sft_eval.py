@@ -59,8 +59,8 @@ def test_sft_resumes_after_kill(smoke_data, tmp_path):
     """Start SFT, SIGKILL it once a checkpoint exists, rerun the same command: it resumes."""
     out = tmp_path / "sft"
     cmd = [sys.executable, "-m", "spolab.sft", "scale=smoke", f"data_dir={smoke_data}", f"out_dir={out}",
-           "tracking.uri=null", "sft.epochs=3", "sft.ckpt_every=8", "sft.log_every=1"]
-    kill_after_checkpoint(cmd, out, tmp_path, timeout=120, settle=0.3)
+           "tracking.uri=null", "sft.epochs=3", "sft.batch_size=128", "sft.ckpt_every=8", "sft.log_every=1"]
+    kill_after_checkpoint(cmd, out, tmp_path, settle=0.3)
     assert not (out / "model").exists()
     done = rerun(cmd, tmp_path)
     assert "resuming from step" in done.stderr + done.stdout

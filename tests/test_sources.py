@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from conftest import rl_cfg, smoke_cfg
+from conftest import rl_cfg
 from spolab import rl
 from spolab.algos import ConfigError, get_algorithm
 from spolab.config import load_config
@@ -77,16 +77,9 @@ def test_on_policy_algorithms_refuse_off_policy_mixes(algo, mix, tmp_path):
     assert "Traceback" not in res.stderr
 
 
-@pytest.fixture(scope="module")
-def pools(smoke_q0, tmp_path_factory):
-    """The stored pools of the smoke SFT model, built by the entry point."""
-    from spolab import sources
-
-    root = smoke_q0.parent
-    out = tmp_path_factory.mktemp("sources")
-    cfg = smoke_cfg("sources", out, f"data_dir={root}/data", f"sft_dir={root}/sft/model", f"out_dir={out}")
-    summary = sources.run(cfg)
-    return out, summary
+@pytest.fixture
+def pools(smoke_pools):
+    return smoke_pools
 
 
 def test_pools_have_provenance_and_round_trip(pools, smoke_data):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -15,15 +16,16 @@ import pytest
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
+from spolab.config import config_hash, flatten, run_identity
+from spolab.errors import OperationalError
 from spolab.tracking import (
     Tracker,
     _retry,
-    config_hash,
-    flatten,
     git_sha,
     init_mlflow,
     mlflow_key,
     read_metrics,
+    verify_mirror,
 )
 
 EXP = "test-exp"
@@ -60,23 +62,18 @@ def test_helpers() -> None:
     assert mlflow_key("x" * 300) == "x" * 250
 
 
-def test_git_sha_reads_dot_git(tmp_path: Path) -> None:
-    sha1, sha2 = "a" * 40, "b" * 40
-    git = tmp_path / "repo" / ".git"
-    (git / "refs" / "heads").mkdir(parents=True)
-    (tmp_path / "repo" / "sub").mkdir()
-    (git / "HEAD").write_text("ref: refs/heads/main\n")
-    assert git_sha(tmp_path / "repo" / "sub") == "unknown"  # no commits yet
-    (git / "packed-refs").write_text(f"# pack-refs\n{sha2} refs/heads/main\n")
-    assert git_sha(tmp_path / "repo" / "sub") == sha2[:12]
-    (git / "refs" / "heads" / "main").write_text(sha1 + "\n")
-    assert git_sha(tmp_path / "repo") == sha1[:12]
-    (git / "HEAD").write_text(sha2 + "\n")  # detached
-    assert git_sha(tmp_path / "repo") == sha2[:12]
-    wt = tmp_path / "wt"
-    wt.mkdir()
-    (wt / ".git").write_text(f"gitdir: {git}\n")
-    assert git_sha(wt) == sha2[:12]
+def test_git_sha_from_git(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "sub").mkdir(parents=True)
+    assert git_sha(repo / "sub") == "unknown"  # not a repository
+    run = lambda *a: subprocess.run(["git", "-C", str(repo), *a], check=True, capture_output=True)  # noqa: E731
+    run("init", "-q")
+    assert git_sha(repo) == "unknown"  # no commit yet
+    (repo / "f").write_text("x")
+    run("add", "f")
+    run("-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "x")
+    sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    assert git_sha(repo / "sub") == sha.strip()[:12]
 
 
 def test_retry_on_locked_only() -> None:
@@ -104,7 +101,8 @@ def test_local_only(tmp_path: Path) -> None:
     assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "metrics.jsonl", "summary.json"]
     assert not list(tmp_path.rglob("*.db"))
     rows = read_metrics(run)
-    assert [r["step"] for r in rows] == [1, 2]
+    assert [r["step"] for r in rows] == [1, 2, 2]  # the summary's new values are the last row
+    assert {k for k in rows[2] if k != "time"} == {"step", "final"}
     assert rows[0]["eval/pass@1"] == 0.25 and rows[0]["bad"] is None and rows[0]["n"] == 7
     assert all(isinstance(r["time"], float) for r in rows)
     assert "NaN" not in (run / "metrics.jsonl").read_text()  # strict JSON
@@ -116,7 +114,7 @@ def test_local_only(tmp_path: Path) -> None:
 
 def test_torn_jsonl_line_is_skipped(tmp_path: Path) -> None:
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "time": 0, "a": 1}\n{"step": 2, "ti')
-    with Tracker(tmp_path, {}, tracking_uri=None) as t:
+    with Tracker(tmp_path, {}, tracking_uri=None, resume_step=1) as t:
         assert t.last_step == 1
         t.log({"a": 3.0}, step=3)
     assert [r["step"] for r in read_metrics(tmp_path)] == [1, 3]
@@ -130,7 +128,7 @@ def test_mlflow_params_tags_history(tmp_path: Path, store: dict[str, str]) -> No
         t.log_summary({"eval/pass@1": 0.9})
     client = MlflowClient(store["tracking_uri"])
     r = client.get_run(t.run_id)
-    assert (run / "mlflow_run_id").read_text().strip() == t.run_id
+    assert (run / "mlflow_run_id").read_text().split()[0] == t.run_id
     assert r.info.status == "FINISHED" and r.info.run_name == "run1"
     assert r.info.experiment_id == store["exp_id"]
     assert r.data.params["algo.lr"] == "1e-05" and r.data.params["algo.betas.1"] == "0.95"
@@ -154,7 +152,7 @@ def test_resume_reopens_same_run(tmp_path: Path, store: dict[str, str]) -> None:
     t1 = _tracker(run, store, flush_every_s=0)
     t1.log({"loss": 2.0}, step=1)
     t1.finish("KILLED")  # simulate a killed job
-    t2 = _tracker(run, store, flush_every_s=0)
+    t2 = _tracker(run, store, flush_every_s=0, resume_step=1)
     client = MlflowClient(store["tracking_uri"])
     assert t2.resumed and t2.run_id == t1.run_id and t2.last_step == 1
     assert client.get_run(t2.run_id).info.status == "RUNNING"
@@ -163,8 +161,158 @@ def test_resume_reopens_same_run(tmp_path: Path, store: dict[str, str]) -> None:
     assert client.get_run(t1.run_id).info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(t1.run_id, "loss")] == [1, 2]
     assert [r["step"] for r in read_metrics(run)] == [1, 2]
-    runs = client.search_runs([store["exp_id"]], filter_string="attributes.run_name = 'run'")
+    runs = client.search_runs([store["exp_id"]], filter_string=f"tags.run_dir = '{run.resolve()}'")
     assert len(runs) == 1
+    assert verify_mirror(run, client) == []
+
+
+def _abandon(t: Tracker) -> None:
+    """What a SIGKILL leaves: the file as written, MLflow as last flushed, no finish()."""
+    t._fh.close()
+    t._finished = True
+
+
+def test_clean_start_never_inherits(tmp_path: Path, store: dict[str, str]) -> None:
+    """A rerun without a checkpoint (killed before its first one, or finished) starts clean: the
+    old rows are gone and the folder's old MLflow run is superseded (soft-deleted)."""
+    run, client = tmp_path / "run", MlflowClient(store["tracking_uri"])
+    t1 = _tracker(run, store, flush_every_s=0)
+    for step in range(3):
+        t1.log({"loss": float(step)}, step=step)
+    _abandon(t1)
+    t2 = _tracker(run, store, flush_every_s=0)
+    assert t2.run_id != t1.run_id and read_metrics(run) == []
+    assert client.get_run(t1.run_id).info.lifecycle_stage == "deleted"
+    assert client.get_run(t1.run_id).data.tags["superseded_by"] == t2.run_id
+    for step in range(3):
+        t2.log({"loss": float(step)}, step=step)
+    t2.finish()
+    assert [r["step"] for r in read_metrics(run)] == [0, 1, 2] and verify_mirror(run, client) == []
+    live = client.search_runs([store["exp_id"]], filter_string=f"tags.run_dir = '{run.resolve()}'")
+    assert [r.info.run_id for r in live] == [t2.run_id]
+
+
+def test_other_config_is_a_new_run(tmp_path: Path, store: dict[str, str]) -> None:
+    """A folder rerun with another config gets a fresh MLflow run whose params are the new config's."""
+    run, client = tmp_path / "run", MlflowClient(store["tracking_uri"])
+    with _tracker(run, store) as t1:
+        t1.log({"loss": 1.0}, step=1)
+    other = {**CFG, "algo": {**CFG["algo"], "lr": 3e-5}}
+    with _tracker(run, store, cfg=other) as t2:
+        t2.log({"loss": 0.5}, step=1)
+    assert t2.run_id != t1.run_id
+    assert client.get_run(t2.run_id).data.params["algo.lr"] == "3e-05"
+    assert client.get_run(t2.run_id).data.tags["config_hash"] == run_identity(other)
+    assert [m.value for m in client.get_metric_history(t2.run_id, "loss")] == [0.5]
+    assert [r["loss"] for r in read_metrics(run)] == [0.5]
+
+
+def test_resume_replays_what_mlflow_lacks(tmp_path: Path, store: dict[str, str]) -> None:
+    """Killed between flushes: MLflow has the points up to an older flush only; the resumed run
+    replays the rest up to the checkpoint from metrics.jsonl, then the mirror is exact."""
+    run, client = tmp_path / "run", MlflowClient(store["tracking_uri"])
+    t1 = _tracker(run, store, flush_every_s=3600)
+    for step in range(1, 7):
+        t1.log({"loss": 1.0 / step, "eval/pass@1": step / 10}, step=step)
+        if step == 2:
+            t1.flush()  # an older flush; the checkpoint at step 4 was written but its flush never ran
+    _abandon(t1)
+    assert sorted(m.step for m in client.get_metric_history(t1.run_id, "loss")) == [1, 2]
+    t2 = _tracker(run, store, flush_every_s=3600, resume_step=4)
+    assert t2.run_id == t1.run_id
+    assert sorted(m.step for m in client.get_metric_history(t1.run_id, "loss")) == [1, 2, 3, 4]
+    for step in range(5, 8):
+        t2.log({"loss": 1.0 / step, "eval/pass@1": step / 10}, step=step)
+    t2.log_summary({"final": 1.0, "loss": 1.0 / 7})
+    t2.finish()
+    assert [r["step"] for r in read_metrics(run)] == [1, 2, 3, 4, 5, 6, 7, 7]
+    assert verify_mirror(run, client) == []
+    assert sorted(m.step for m in client.get_metric_history(t1.run_id, "eval/pass_at_1")) == list(range(1, 8))
+
+
+def test_resume_recreates_a_run_that_is_ahead(tmp_path: Path, store: dict[str, str]) -> None:
+    """Killed after a flush past the checkpoint: MLflow holds points the resumed run will log again,
+    so the run is recreated from metrics.jsonl (points cannot be deleted from MLflow)."""
+    run, client = tmp_path / "run", MlflowClient(store["tracking_uri"])
+    t1 = _tracker(run, store, flush_every_s=0)  # every step flushed
+    for step in range(1, 6):
+        t1.log({"loss": float(step)}, step=step)
+    _abandon(t1)
+    t2 = _tracker(run, store, flush_every_s=0, resume_step=3)
+    assert t2.run_id != t1.run_id and client.get_run(t1.run_id).info.lifecycle_stage == "deleted"
+    for step in range(4, 6):
+        t2.log({"loss": float(step) + 0.5}, step=step)
+    t2.finish()
+    assert [(m.step, m.value) for m in sorted(client.get_metric_history(t2.run_id, "loss"), key=lambda m: m.step)] == [
+        (1, 1.0), (2, 2.0), (3, 3.0), (4, 4.5), (5, 5.5)]
+    assert verify_mirror(run, client) == []
+
+
+def test_verify_mirror_detects_a_gap(tmp_path: Path, store: dict[str, str]) -> None:
+    run, client = tmp_path / "run", MlflowClient(store["tracking_uri"])
+    t = _tracker(run, store, flush_every_s=3600)
+    t.log({"loss": 1.0}, step=1)
+    t.flush()
+    t.log({"loss": 2.0}, step=2)
+    _abandon(t)
+    diff = verify_mirror(run, client)
+    assert len(diff) == 1 and "step 2" in diff[0] and "MLflow 0" in diff[0]
+    done = subprocess.run([sys.executable, "-m", "spolab.tracking", "sync", str(run)], capture_output=True, text=True)
+    assert done.returncode == 0 and "replayed 1 points" in done.stdout, done.stderr
+    assert verify_mirror(run, client) == []
+
+
+def test_read_only_database_names_the_uri(tmp_path: Path, tmpfs) -> None:
+    """A database on a read-only file system (root ignores chmod): one line that names the URI."""
+    init_mlflow(f"sqlite:///{tmp_path / 'made.db'}", EXP, str(tmp_path / "art"))
+    db = tmpfs.path / "mlflow.db"
+    shutil.copy(tmp_path / "made.db", db)  # made elsewhere: no open handle keeps the mount busy
+    tmpfs.remount(ro=True)
+    with pytest.raises(OperationalError, match=rf"MLflow tracking database sqlite:///{db}: .*(?i:read-?only)"):
+        Tracker(tmp_path / "run", CFG, tracking_uri=f"sqlite:///{db}", experiment=EXP,
+                artifact_root=str(tmp_path / "art"))
+    done = subprocess.run([sys.executable, "-m", "spolab.tracking", "init", "--uri", f"sqlite:///{db}",
+                           "--experiment", "another", "--artifact-root", str(tmp_path / "art")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and str(db) in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+_INIT = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from spolab.tracking import Tracker
+    run_dir, uri, art, go = sys.argv[1:5]
+    while not Path(go).exists():
+        time.sleep(0.005)
+    with Tracker(run_dir, {"worker": Path(run_dir).name}, run_name=Path(run_dir).name, tags={},
+                 tracking_uri=uri, experiment="parallel", artifact_root=art, flush_every_s=0) as t:
+        for step in range(20):
+            t.log({"loss": step * 0.5}, step=step)
+    """
+)
+
+
+def test_parallel_first_use_of_a_fresh_database(tmp_path: Path) -> None:
+    """8 jobs start together on a database that does not exist yet (DESIGN §7): none crashes,
+    none loses a point, and the database is usable afterwards."""
+    uri, art, go = f"sqlite:///{tmp_path / 'db' / 'mlflow.db'}", str(tmp_path / "art"), tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", _INIT, str(tmp_path / f"w{i}"), uri, art, str(go)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(8)]
+    inits = [subprocess.Popen([sys.executable, "-m", "spolab.tracking", "init", "--uri", uri, "--experiment",
+                               "parallel", "--artifact-root", art], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for _ in range(2)]
+    go.touch()
+    outs = [p.communicate()[0] for p in procs + inits]
+    assert [p.returncode for p in procs + inits] == [0] * 10, outs
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("parallel")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 8 and all(r.info.status == "FINISHED" for r in runs)
+    for i in range(8):
+        assert verify_mirror(tmp_path / f"w{i}", client) == []
+        assert len(client.get_metric_history((tmp_path / f"w{i}" / "mlflow_run_id").read_text().split()[0], "loss")) == 20
 
 
 def test_context_manager_marks_failed(tmp_path: Path, store: dict[str, str]) -> None:
@@ -228,7 +376,7 @@ def test_two_processes_same_db(tmp_path: Path, store: dict[str, str]) -> None:
     outs = [p.communicate(timeout=60)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     client = MlflowClient(store["tracking_uri"])
-    run_ids = {(d / "mlflow_run_id").read_text().strip() for d in dirs}
+    run_ids = {(d / "mlflow_run_id").read_text().split()[0] for d in dirs}
     assert len(run_ids) == 2
     for run_id in run_ids:
         assert client.get_run(run_id).info.status == "FINISHED"
@@ -236,4 +384,5 @@ def test_two_processes_same_db(tmp_path: Path, store: dict[str, str]) -> None:
             hist = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
             assert [(m.step, m.value) for m in hist] == [(s, f(s)) for s in range(200)]
     for d in dirs:
-        assert len(read_metrics(d)) == 200
+        assert len(read_metrics(d)) == 201  # 200 steps and the summary's row
+        assert verify_mirror(d, client) == []

@@ -3,7 +3,9 @@
 Each (model size, algorithm) runs in its own fresh process, so memory is attributable: the
 process measures its RSS after imports (the baseline, ~400 MB of libraries on CPU), builds
 the policy, the frozen reference and whatever the algorithm carries (PPO: a critic), then
-times ``repeats`` updates after ``warmup``: sampling, scoring (π_ref log-probs), update.
+times ``repeats`` trainer steps after ``warmup``, each the RL loop's own
+:func:`spolab.train.train_step` (fresh prompts, the data mix's exact counts, a real replay
+buffer): sampling, scoring (π_ref log-probs and the stored part), update.
 Reported per algorithm, all from one invocation: median seconds of each phase, sampled and
 trained tokens per second, peak RSS above the baseline, the exact bytes of the training state
 (parameters, gradients, optimizer moments of every model in memory), the peak bytes of
@@ -16,16 +18,15 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
-import platform
 import resource
 import statistics
 import time
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from spolab.config import CONF_DIR
+from spolab.cli import entry
+from spolab.validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +71,11 @@ def bench_trl_grpo(size: str, cfg, queue) -> None:
     from spolab.data import load_split
     from spolab.tasks import listdsl as dsl
     from spolab.tasks.render import prompt_text
+    from spolab.utils import default_device, peak_memory_mb, sync
 
     cfg = OmegaConf.create(cfg)
     torch.set_num_threads(cfg.threads)
+    device = default_device()
     rl_cfg = load_config("rl", ["algo=grpo", f"model={size}"])
     policy, tok, init = _policy_for(size, cfg, rl_cfg)
     problems = load_split(cfg.data_dir, "rl")
@@ -90,15 +93,14 @@ def bench_trl_grpo(size: str, cfg, queue) -> None:
             self.t0 = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
+            sync(device)
             self.times.append(time.perf_counter() - self.t0)
 
     args = GRPOConfig(
         output_dir=f"/tmp/spolab-trl-{os.getpid()}", per_device_train_batch_size=cfg.batch_size,
         num_generations=cfg.group_size, steps_per_generation=1, max_completion_length=rl_cfg.task.max_new_tokens,
         beta=rl_cfg.algo.beta, learning_rate=rl_cfg.algo.lr, max_steps=cfg.warmup + cfg.repeats, logging_steps=1,
-        report_to="none", use_cpu=not torch.cuda.is_available(), save_strategy="no", temperature=1.0, top_p=1.0,
+        report_to="none", use_cpu=device.type == "cpu", save_strategy="no", temperature=1.0, top_p=1.0,
         disable_tqdm=True, bf16=False, seed=0,
     )
     timer = Timer()
@@ -108,15 +110,15 @@ def bench_trl_grpo(size: str, cfg, queue) -> None:
     step = statistics.median(timer.times[cfg.warmup :])
     nan = float("nan")
     queue.put({
-        "variant": "trl_grpo", "size": size, "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "variant": "trl_grpo", "size": size, "device": device.type,
         "params_M": sum(p.numel() for p in policy.parameters()) / 1e6, "sample_s": nan, "score_s": nan,
         "update_s": nan, "step_s": step, "sampled_tok_per_s": nan, "trained_tok_per_s": nan,
-        "gflop_per_step": nan, "achieved_gflop_s": nan, "update_gflop_s": nan,
+        "gflop_per_step": nan, "achieved_gflop_s": nan, "batch_trajectories": nan,
         "peak_rss_above_baseline_MB": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline) / 2**20,
         "peak_activations_MB": nan,
         "train_state_MB": _state_bytes([trainer.model] + ([trainer.ref_model] if trainer.ref_model is not None else []),
                                        [trainer.optimizer]) / 2**20,
-        "cuda_max_allocated_MB": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else nan,
+        "cuda_max_allocated_MB": peak_memory_mb(device),
     })
 
 
@@ -172,109 +174,93 @@ class SavedActivations:
 
 
 def bench_one(variant: str, size: str, cfg_dict: dict, queue) -> None:
-    """Runs in a spawned process: one algorithm, one model size."""
+    """Runs in a spawned process: one algorithm, one model size; puts its row on ``queue``."""
     import psutil
     import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
     from spolab.algos import get_algorithm
     from spolab.algos.losses import q0_from_success
     from spolab.config import load_config
     from spolab.data import load_split
     from spolab.models.build import load_model
-    from spolab.rollout.collect import attach_ref_logp, collect
-    from spolab.rollout.trajectories import ReplayBuffer, collate
+    from spolab.rl import PromptStream, check_data_mix, load_pools
+    from spolab.rollout.sources import SourceMixer, allocate
+    from spolab.rollout.trajectories import ReplayBuffer
+    from spolab.train import train_step
+    from spolab.utils import default_device, peak_memory_mb, reset_peak_memory
 
     cfg = OmegaConf.create(cfg_dict)
     torch.set_num_threads(cfg.threads)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    baseline = psutil.Process().memory_info().rss
+    device = default_device()
+    baseline = psutil.Process().memory_info().rss  # after imports: libraries are not the algorithm's
     algo_name, mix_name = VARIANTS[variant]
     rl_cfg = load_config("rl", [f"algo={algo_name}", f"data_mix={mix_name}", f"model={size}",
                                 f"batch_size={cfg.batch_size}", f"group_size={cfg.group_size}"])
+    algo_cls = get_algorithm(algo_name)
     policy, tok, init = _policy_for(size, cfg, rl_cfg)
-    policy.to(device)
-    ref = load_model(init).to(device).eval().requires_grad_(False)
+    ref = load_model(init).eval().requires_grad_(False)
     problems = load_split(cfg.data_dir, "rl")
-    q0 = dict(zip([p.id for p in problems], q0_from_success(torch.full((len(problems),), 3.0), 16, rl_cfg.algo.beta,
-                                                             rl_cfg.algo.get("loss", "squared"), "plain").tolist()))
-    algo = get_algorithm(algo_name)(rl_cfg.algo, policy, ref, tok, q0=q0, seed=0, init_path=init)
-    if hasattr(algo, "critic"):
-        algo.critic.to(device)
-    n_fresh = round(cfg.batch_size * rl_cfg.data_mix.fresh_fraction)
-    replay = ReplayBuffer(4 * cfg.batch_size)
+    q0 = None
+    if algo_cls.needs_q0:  # 3 of 16 reference samples succeed on every prompt: a plausible Q̂0
+        q0 = dict(zip([p.id for p in problems], q0_from_success(
+            torch.full((len(problems),), 3.0), 16, rl_cfg.algo.beta, rl_cfg.algo.loss, "plain").tolist()))
+    algo = algo_cls(rl_cfg.algo, policy, ref, tok, q0=q0, seed=0, init_path=init).to(device)
+    # ---- the RL loop's data path: exact counts of the mix, a real replay buffer, fresh prompts
+    _, sources = check_data_mix(algo_cls, rl_cfg.data_mix)
+    counts = allocate(cfg.batch_size, rl_cfg.data_mix.fresh_fraction, sources)
+    replay = ReplayBuffer(rl_cfg.replay_capacity, seed=0)
+    mixer = SourceMixer(load_pools(rl_cfg, sources), replay, seed=0)
+    prompts = PromptStream(problems, seed=0)
     gen = torch.Generator(device=device).manual_seed(0)
-    times: dict[str, list[float]] = {"sample": [], "score": [], "update": []}
-    tokens_sampled, tokens_trained = [], []
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    for i in range(cfg.warmup + cfg.repeats):
-        probs = problems[(i * n_fresh) % len(problems):][: n_fresh // cfg.group_size]
-        t0 = time.perf_counter()
-        fresh, _ = collect(policy, tok, probs, group_size=cfg.group_size, max_new_tokens=rl_cfg.task.max_new_tokens,
-                           generator=gen, version=i)
-        t1 = time.perf_counter()
-        attach_ref_logp(ref, fresh, tok.pad_token_id)
-        stored = replay.sample(cfg.batch_size - n_fresh) if n_fresh < cfg.batch_size else []
-        replay.add(fresh)
-        if n_fresh < cfg.batch_size and not stored:
-            stored = fresh[: cfg.batch_size - n_fresh]  # first step: stand-in until the buffer has data
-        batch = collate(fresh + stored, tok.pad_token_id).to(device)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t2 = time.perf_counter()
-        policy.train()
-        algo.update(batch)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t3 = time.perf_counter()
-        if i >= cfg.warmup:
-            times["sample"].append(t1 - t0)
-            times["score"].append(t2 - t1)
-            times["update"].append(t3 - t2)
-            tokens_sampled.append(sum(len(t.response_ids) for t in fresh))
-            tokens_trained.append(float(batch.response_mask.sum() + batch.prompt_mask.sum()))
-    # one more iteration under the FLOP counter (matmuls and attention, forward and backward)
-    from torch.utils.flop_counter import FlopCounterMode
 
-    flops = {}
-    probs = problems[: n_fresh // cfg.group_size]
-    with FlopCounterMode(display=False) as fc:
-        fresh, _ = collect(policy, tok, probs, group_size=cfg.group_size, max_new_tokens=rl_cfg.task.max_new_tokens,
-                           generator=gen, version=0)
-    flops["sample"] = fc.get_total_flops()
-    with FlopCounterMode(display=False) as fc:
-        attach_ref_logp(ref, fresh, tok.pad_token_id)
-    flops["score"] = fc.get_total_flops()
-    batch = collate(fresh + (fresh[: cfg.batch_size - n_fresh] if n_fresh < cfg.batch_size else []),
-                    tok.pad_token_id).to(device)
+    def step(i: int):  # the policy itself samples (sync_every 1): the cost of the online setting
+        return train_step(algo, policy, prompts.take(counts["fresh"] // cfg.group_size), mixer, replay, counts,
+                          group_size=cfg.group_size, max_new_tokens=rl_cfg.task.max_new_tokens, temperature=1.0,
+                          generator=gen, version=i, reward_kind=rl_cfg.task.reward)
+
+    times: dict[str, list[float]] = {"sample": [], "score_mix": [], "update": []}
+    tokens_sampled, tokens_trained, batch_trajs = [], [], []
+    reset_peak_memory(device)
+    for i in range(cfg.warmup + cfg.repeats):  # the first step finds the replay buffer empty, as in rl.py
+        _, fresh, parts, t = step(i)
+        if i >= cfg.warmup:
+            for k in times:
+                times[k].append(t[k])
+            trajs = [x for part in parts.values() for x in part]
+            tokens_sampled.append(sum(len(x.response_ids) for x in fresh))
+            tokens_trained.append(sum(len(x.prompt_ids) + len(x.response_ids) for x in trajs))
+            batch_trajs.append(len(trajs))
+    # one more step under the FLOP counter (matmuls and attention of sampling, scoring, forward and
+    # backward) and the saved-tensor counter (only the update saves tensors for backward)
     with FlopCounterMode(display=False) as fc, SavedActivations() as acts:
-        algo.update(batch)
-    flops["update"] = fc.get_total_flops()
+        step(cfg.warmup + cfg.repeats)
+    flops = fc.get_total_flops()
 
     med = {k: statistics.median(v) for k, v in times.items()}
-    optims = [algo.optim] + ([algo.critic_optim] if hasattr(algo, "critic_optim") else [])
-    modules = [policy, ref] + ([algo.critic] if hasattr(algo, "critic") else [])
+    step_s = sum(med.values())
     row = {
-        "variant": variant, "size": size, "device": device,
+        "variant": variant, "size": size, "device": device.type,
         "params_M": sum(p.numel() for p in policy.parameters()) / 1e6,
-        "sample_s": med["sample"], "score_s": med["score"], "update_s": med["update"],
-        "step_s": med["sample"] + med["score"] + med["update"],
+        "sample_s": med["sample"], "score_s": med["score_mix"], "update_s": med["update"], "step_s": step_s,
         "sampled_tok_per_s": statistics.median(tokens_sampled) / med["sample"],
         "trained_tok_per_s": statistics.median(tokens_trained) / med["update"],
-        "gflop_per_step": sum(flops.values()) / 1e9,
-        "achieved_gflop_s": sum(flops.values()) / 1e9 / (med["sample"] + med["score"] + med["update"]),
-        "update_gflop_s": flops["update"] / 1e9 / med["update"],
+        "gflop_per_step": flops / 1e9,
+        "achieved_gflop_s": flops / 1e9 / step_s,
+        "batch_trajectories": statistics.median(batch_trajs),
         "peak_rss_above_baseline_MB": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline) / 2**20,
-        "train_state_MB": _state_bytes(modules, optims) / 2**20,
+        "train_state_MB": _state_bytes([*algo.modules(), algo.ref], algo.optimizers()) / 2**20,
         "peak_activations_MB": acts.peak / 2**20,  # saved for backward during one update
-        "cuda_max_allocated_MB": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else float("nan"),
+        "cuda_max_allocated_MB": peak_memory_mb(device),
     }
     queue.put(row)
 
 
-def matmul_gflops(threads: int, device: str, n: int = 2048, repeats: int = 10) -> float:
+def matmul_gflops(threads: int, device, n: int = 2048, repeats: int = 10) -> float:
     """This machine's measured fp32 matmul throughput (GFLOP/s): the limit reported against."""
     import torch
+
+    from spolab.utils import sync
 
     torch.set_num_threads(threads)
     a = torch.randn(n, n, device=device)
@@ -283,12 +269,10 @@ def matmul_gflops(threads: int, device: str, n: int = 2048, repeats: int = 10) -
         a @ b
     ts = []
     for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         t = time.perf_counter()
         a @ b
-        if device == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         ts.append(time.perf_counter() - t)
     return 2 * n**3 / statistics.median(ts) / 1e9
 
@@ -301,8 +285,9 @@ def sampler_vs_generate(cfg, size: str, repeats: int = 5) -> list[dict]:
     from spolab.data import load_split
     from spolab.rollout.sampler import encode_prompts, sample
     from spolab.tasks.render import prompt_text
+    from spolab.utils import default_device, sync
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = default_device()
     torch.set_num_threads(cfg.threads)
     rl_cfg = load_config("rl", [f"model={size}"])
     policy, tok, _ = _policy_for(size, cfg, rl_cfg)
@@ -325,12 +310,10 @@ def sampler_vs_generate(cfg, size: str, repeats: int = 5) -> list[dict]:
         for name, fn in ways.items():
             ts = []
             for i in range(repeats + 2):
-                if device == "cuda":
-                    torch.cuda.synchronize()
+                sync(device)
                 t = time.perf_counter()
                 fn()
-                if device == "cuda":
-                    torch.cuda.synchronize()
+                sync(device)
                 if i >= 2:
                     ts.append(time.perf_counter() - t)
             rows.append({"size": size, "method": name, "seconds": statistics.median(ts)})
@@ -356,10 +339,12 @@ def _result(q, proc, what: str) -> dict:
 
 def run(cfg: DictConfig) -> list[dict]:
     import pandas as pd
-    import torch
 
+    from spolab.utils import default_device, device_name
+
+    validate(cfg, "bench")
     ctx = mp.get_context("spawn")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = default_device()
     peak = matmul_gflops(cfg.threads, device)
     log.info("fp32 matmul throughput: %.1f GFLOP/s (%d threads, %s)", peak, cfg.threads, device)
     rows = []
@@ -384,24 +369,21 @@ def run(cfg: DictConfig) -> list[dict]:
                                for _, r in df.iterrows()]
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out / f"bench_{device}.csv", index=False, float_format="%.4g")
+    df.to_csv(out / f"bench_{device.type}.csv", index=False, float_format="%.4g")
     sampler = pd.DataFrame([r for size in cfg.sizes for r in sampler_vs_generate(cfg, size)])
-    sampler.to_csv(out / f"sampler_{device}.csv", index=False, float_format="%.4g")
-    name = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine()
-    header = (f"# Benchmark ({device}: {name}, {cfg.threads} threads, fp32, batch {cfg.batch_size} = "
+    sampler.to_csv(out / f"sampler_{device.type}.csv", index=False, float_format="%.4g")
+    header = (f"# Benchmark ({device.type}: {device_name(device)}, {cfg.threads} threads, fp32, batch {cfg.batch_size} = "
               f"{cfg.batch_size // cfg.group_size} prompts x {cfg.group_size}, median of {cfg.repeats} updates after "
               f"{cfg.warmup} warm-up; measured fp32 matmul peak {peak:.1f} GFLOP/s)\n\n")
     text = (header + df.to_markdown(index=False, floatfmt=".4g") + "\n\n## Sampling "
             f"{cfg.batch_size // cfg.group_size} prompts x {cfg.group_size} samples\n\n"
             + sampler.to_markdown(index=False, floatfmt=".4g") + "\n")
-    (out / f"bench_{device}.md").write_text(text)
+    (out / f"bench_{device.type}.md").write_text(text)
     print(text)
     return rows
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="bench", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    run(cfg)
+main = entry("bench", run)
 
 
 if __name__ == "__main__":

@@ -11,16 +11,16 @@ import random
 import statistics
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from spolab.config import CONF_DIR
+from spolab.cli import entry
 from spolab.models.build import build_tokenizer
 from spolab.tasks import listdsl as dsl
 from spolab.tasks import problems as P
 from spolab.tasks.render import task_vocab
 from spolab.utils import set_threads, write_json, write_jsonl
+from spolab.validate import check_task, validate
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +29,7 @@ SPLITS_IN_ORDER = ("test", "val", "ood", "rl", "sft")  # earlier splits claim pr
 
 def build_dataset(task: DictConfig, seed: int) -> tuple[dict[str, list[P.Problem]], dict]:
     """All splits (DESIGN §3) and a summary. Pure function of (task config, seed)."""
-    unknown = set(task.splits) - set(SPLITS_IN_ORDER)
-    if unknown:
-        raise ValueError(f"unknown split(s) {sorted(unknown)}; valid: {list(SPLITS_IN_ORDER)}")
-    if not 0.0 < task.ood_fraction < 1.0:
-        raise ValueError(f"task.ood_fraction must lie in (0, 1), got {task.ood_fraction}")
+    check_task(task)  # ConfigError: split names and sizes, ood_fraction, n_classes feasibility, ...
     classes = P.sample_classes(random.Random(f"{seed}-classes"), task.n_classes, task.max_prims)
     ids = list(range(len(classes)))
     random.Random(f"{seed}-ood").shuffle(ids)
@@ -80,6 +76,7 @@ def build_dataset(task: DictConfig, seed: int) -> tuple[dict[str, list[P.Problem
 
 def run(cfg: DictConfig) -> dict:
     set_threads()
+    validate(cfg, "data")
     out = Path(cfg.out_dir)
     splits, meta = build_dataset(cfg.task, cfg.seed)
     for split, probs in splits.items():
@@ -100,9 +97,7 @@ def load_split(data_dir: str | Path, split: str) -> list[P.Problem]:
     return [P.Problem.from_json(d) for d in read_jsonl(path)]
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="data", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    run(cfg)
+main = entry("data", run)
 
 
 if __name__ == "__main__":

@@ -12,15 +12,16 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from spolab.cli import entry
 from spolab.config import CONF_DIR
 from spolab.data import load_split
 from spolab.eval.generate import evaluate_policy
 from spolab.models.build import load_model, load_tokenizer
 from spolab.tracking import Tracker
 from spolab.utils import seed_everything, set_threads, write_json, write_jsonl
+from spolab.validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ def run(cfg: DictConfig) -> dict:
     """Evaluate ``model_dir`` on every split of ``splits`` under every protocol of ``protocols``;
     each pair writes ``{out_dir}/{split}-{protocol}/`` and is one MLflow run."""
     set_threads()
+    validate(cfg, "evaluate")
     if not (Path(cfg.model_dir) / "config.json").exists():
         raise FileNotFoundError(f"model_dir={cfg.model_dir} holds no saved model (config.json missing)")
     tok = load_tokenizer(cfg.model_dir)
@@ -76,9 +78,7 @@ def run(cfg: DictConfig) -> dict:
     return results
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="evaluate", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    run(cfg)
+main = entry("evaluate", run)
 
 
 if __name__ == "__main__":

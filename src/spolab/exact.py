@@ -14,16 +14,17 @@ import logging
 import math
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
 from spolab.algos import losses as L
-from spolab.config import CONF_DIR
+from spolab.algos.base import mean_metrics
+from spolab.cli import entry
 from spolab.tasks import exact as E
 from spolab.tracking import Tracker
 from spolab.utils import set_threads
+from spolab.validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def train_spo(tb, cfg, kind: str, q0_kind: str, behaviour: str, seed: int, log_f
         loss.backward()
         opt.step()
         if log_fn and (step % cfg.log_every == 0 or step == cfg.updates):
-            log_fn(step, logits, m)
+            log_fn(step, logits, mean_metrics([m]))
     return _table(logits, tb).detach()
 
 
@@ -93,12 +94,11 @@ def train_ppo(tb, cfg, seed: int, log_fn=None) -> torch.Tensor:
             old_lp = E.token_logp(tb, _table(logits, tb), seqs)
             ref_lp = E.token_logp(tb, tb.ref_logp, seqs)
             old_v = values[tb.path_states[seqs]] * mask
-            rewards = -cfg.beta * (old_lp - ref_lp) * mask  # per-token KL penalty (k1)
-            last = mask.sum(-1).long() - 1
-            rewards[torch.arange(B), last] += tb.reward[seqs]
+            rewards, _ = L.kl_shaped_rewards(old_lp, ref_lp, mask, tb.reward[seqs], cfg.beta)  # (B, T)
             adv, ret = L.gae(rewards, old_v, mask, gamma=1.0, lam=cfg.gae_lambda)
             adv = L.whiten(adv, mask)
         # ---- epochs of minibatch updates
+        steps = []
         for _ in range(cfg.ppo_epochs):
             perm = torch.randperm(B, generator=g)
             for i in range(0, B, mb):
@@ -110,13 +110,15 @@ def train_ppo(tb, cfg, seed: int, log_fn=None) -> torch.Tensor:
                 opt.zero_grad()
                 (pl + cfg.vf_coef * vl).backward()
                 opt.step()
+                steps.append({**m, **mv})
         if log_fn and (step % cfg.log_every == 0 or step == cfg.updates):
-            log_fn(step, logits, {**m, **mv})
+            log_fn(step, logits, mean_metrics(steps))  # means over the update's minibatches
     return _table(logits, tb).detach()
 
 
 def run(cfg: DictConfig) -> dict:
     set_threads()
+    validate(cfg, "exact")
     tb = E.make_testbed(cfg.exact.K, cfg.exact.L, cfg.exact.p_success, binary=True, seed=cfg.exact.seed)
     V, log_pi_star = E.soft_optimum(tb, cfg.exact.beta)
     cond = E.conditioned_on_success(tb)
@@ -152,9 +154,7 @@ def run(cfg: DictConfig) -> dict:
     return results
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="exact", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    run(cfg)
+main = entry("exact", run)
 
 
 if __name__ == "__main__":

@@ -12,24 +12,25 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from spolab.config import CONF_DIR
+from spolab.cli import entry
 from spolab.data import load_split
 from spolab.models.build import load_model, load_tokenizer
 from spolab.rollout.collect import collect
 from spolab.rollout.trajectories import save_trajectories
 from spolab.tracking import Tracker
 from spolab.utils import seed_everything, set_threads, write_json
+from spolab.validate import validate
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict:
     set_threads()
+    validate(cfg, "q0")
     seed_everything(cfg.seed)
     out = Path(cfg.out_dir)
     tok = load_tokenizer(cfg.sft_dir)
@@ -57,9 +58,7 @@ def run(cfg: DictConfig) -> dict:
     return summary
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="q0", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    run(cfg)
+main = entry("q0", run)
 
 
 if __name__ == "__main__":

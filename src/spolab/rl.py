@@ -16,7 +16,6 @@ import shutil
 import time
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
@@ -24,15 +23,18 @@ from tqdm import tqdm
 
 from spolab.algos import ConfigError, get_algorithm
 from spolab.algos.losses import q0_from_success
-from spolab.config import CONF_DIR
+from spolab.checkpoint import load_state, remove_checkpoints, resume_point, save_checkpoint, save_model
+from spolab.cli import entry
+from spolab.config import run_identity
 from spolab.data import load_split
 from spolab.eval.generate import evaluate_policy
-from spolab.models.build import load_model, load_tokenizer, save_checkpoint
-from spolab.rollout.collect import attach_ref_logp, collect
+from spolab.models.build import load_model, load_tokenizer
 from spolab.rollout.sources import STORED_SOURCES, SourceMixer, allocate
-from spolab.rollout.trajectories import ReplayBuffer, collate, load_trajectories, save_trajectories
+from spolab.rollout.trajectories import ReplayBuffer, load_trajectories, save_trajectories
 from spolab.tracking import Tracker
+from spolab.train import train_step
 from spolab.utils import seed_everything, set_threads
+from spolab.validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +119,10 @@ def source_metrics(parts: dict[str, list], batch_size: int) -> dict[str, float]:
 
 def run(cfg: DictConfig) -> dict:
     threads = set_threads()
+    validate(cfg, "rl")
     seed_everything(cfg.seed)
     out = Path(cfg.out_dir)
-    ckpt_dir, final_dir = out / "checkpoint", out / "model"
+    final_dir = out / "model"
     algo_cls = get_algorithm(cfg.algo.name)
     sync_every, sources = check_data_mix(algo_cls, cfg.data_mix)
     if cfg.batch_size % cfg.group_size:
@@ -130,11 +133,14 @@ def run(cfg: DictConfig) -> dict:
         raise ConfigError(f"fresh samples per update ({n_fresh}) must be a multiple of group_size={cfg.group_size}")
 
     # ---- models: policy (trained), reference (frozen SFT), behaviour (synced copy or the policy)
+    ckpt, start = resume_point(out, cfg)  # a checkpoint of this very config, or a clean start
+    if ckpt is None:  # outputs of a previous run in this folder belong to another config, or are stale
+        shutil.rmtree(final_dir, ignore_errors=True)
+        (out / "trajectories.jsonl").unlink(missing_ok=True)
     tok = load_tokenizer(cfg.sft_dir)
-    resume = (ckpt_dir / "trainer_state.pt").exists()
-    policy = load_model(ckpt_dir if resume else cfg.sft_dir)
+    policy = load_model(ckpt if ckpt is not None else cfg.sft_dir)
     ref = load_model(cfg.sft_dir).eval().requires_grad_(False)
-    q0 = load_q0(cfg.q0_path, cfg.algo.beta, cfg.algo.loss, cfg.algo.q0_estimator) if cfg.algo.name == "spo" else None
+    q0 = load_q0(cfg.q0_path, cfg.algo.beta, cfg.algo.loss, cfg.algo.q0_estimator) if algo_cls.needs_q0 else None
     algo = algo_cls(cfg.algo, policy, ref, tok, q0=q0, seed=cfg.seed, init_path=str(cfg.sft_dir))
     behaviour = policy if sync_every == 1 else copy.deepcopy(policy).requires_grad_(False)
     replay = ReplayBuffer(cfg.replay_capacity, seed=cfg.seed)
@@ -143,9 +149,11 @@ def run(cfg: DictConfig) -> dict:
     val = load_split(cfg.data_dir, "val")[: cfg.val_problems]
     step, fresh_total, wall = 0, 0, 0.0
     gen = torch.Generator().manual_seed(cfg.seed)
-    if resume:
-        state = torch.load(ckpt_dir / "trainer_state.pt", weights_only=False)
+    if ckpt is not None:
+        state = load_state(ckpt)
         algo.load_state_dict(state["algo"])
+        if behaviour is not policy:  # the stale behaviour policy is what the next fresh samples come from
+            behaviour.load_state_dict(state["behaviour"])
         step, fresh_total, wall = state["step"], state["fresh_total"], state["wall"]
         gen.set_state(state["gen"])
         replay.items = state["replay"]
@@ -155,13 +163,11 @@ def run(cfg: DictConfig) -> dict:
     prompts = PromptStream(problems, cfg.seed, start=fresh_total // cfg.group_size)
 
     tracker = Tracker.from_config(
-        out, cfg, run_name=cfg.name,
+        out, cfg, run_name=cfg.name, resume_step=start,
         tags={"stage": "rl", "algo": cfg.algo.name, "data_mix": cfg.data_mix.name, "seed": str(cfg.seed),
               "beta": str(cfg.algo.beta), "scale": cfg.scale.name, "study_run": str(cfg.study_run),
               "study_group": str(cfg.study_group)},
     )
-    if resume:
-        tracker.truncate_after(step)
     log.info("%s: %d updates x %d trajectories (%d fresh), %d threads", cfg.name, cfg.updates, cfg.batch_size,
              n_fresh, threads)
 
@@ -179,35 +185,20 @@ def run(cfg: DictConfig) -> dict:
             metrics.update(evaluate(0))  # the SFT policy, on the same axis
         while step < cfg.updates:
             t0 = time.perf_counter()
-            # ---- sample: fresh trajectories from the behaviour policy
+            # ---- sync the stale behaviour policy; sample, mix, score, update (spolab.train)
             if behaviour is not policy and step % sync_every == 0:
                 behaviour.load_state_dict(policy.state_dict())
-            version = step - step % sync_every
-            fresh, roll = [], {}
-            if n_fresh:
-                fresh, roll = collect(behaviour, tok, prompts.take(n_fresh // cfg.group_size),
-                                      group_size=cfg.group_size, max_new_tokens=cfg.task.max_new_tokens,
-                                      temperature=cfg.temperature, generator=gen, version=version,
-                                      reward_kind=cfg.task.reward)
-            t1 = time.perf_counter()
-            # ---- mix: stored sources in their exact per-batch counts
-            stored = mixer.draw(counts)
-            replay.add(fresh)
-            # ---- score: frozen reference log-probs, cached on each trajectory (stored ones mostly have them)
-            trajs = fresh + [t for part in stored.values() for t in part]
-            attach_ref_logp(ref, trajs, tok.pad_token_id)
-            batch = collate(trajs, tok.pad_token_id)
-            t2 = time.perf_counter()
-            # ---- update
-            policy.train()
-            metrics = algo.update(batch)
-            t3 = time.perf_counter()
+            metrics, fresh, parts, times = train_step(
+                algo, behaviour, prompts.take(n_fresh // cfg.group_size), mixer, replay, counts,
+                group_size=cfg.group_size, max_new_tokens=cfg.task.max_new_tokens, temperature=cfg.temperature,
+                generator=gen, version=step - step % sync_every, reward_kind=cfg.task.reward)
+            step_s = time.perf_counter() - t0
             step += 1
             fresh_total += len(fresh)
-            wall += t3 - t0
+            wall += step_s
             # ---- log: per-source accounting, rollout statistics, timings
-            metrics.update(roll)
-            metrics.update(source_metrics({"fresh": fresh, **stored}, len(batch)))
+            batch_size = sum(len(part) for part in parts.values())
+            metrics.update(source_metrics(parts, batch_size))
             if fresh:
                 metrics.update({
                     "rollout/reward": np.mean([t.reward for t in fresh]),
@@ -215,9 +206,9 @@ def run(cfg: DictConfig) -> dict:
                     "rollout/kl_behaviour_ref": np.mean([sum(t.behaviour_logp) - sum(t.ref_logp) for t in fresh]),
                 })
             metrics.update({
-                "data/fresh_samples": fresh_total, "data/batch_size": len(batch),
-                "perf/sample_s": t1 - t0, "perf/score_mix_s": t2 - t1, "perf/update_s": t3 - t2,
-                "perf/step_s": t3 - t0, "perf/wall_s": wall,
+                "data/fresh_samples": fresh_total, "data/batch_size": batch_size,
+                "perf/sample_s": times["sample"], "perf/score_mix_s": times["score_mix"],
+                "perf/update_s": times["update"], "perf/step_s": step_s, "perf/wall_s": wall,
             })
             if step % cfg.log_every == 0 or step == cfg.updates:
                 tracker.log(metrics, step)
@@ -226,28 +217,24 @@ def run(cfg: DictConfig) -> dict:
             if step % cfg.eval_every == 0 or step == cfg.updates:
                 metrics.update(evaluate(step))
             if step % cfg.ckpt_every == 0 and step < cfg.updates:
-                save_checkpoint(ckpt_dir, policy, tok, {"algo": algo.state_dict(), "step": step, "fresh_total": fresh_total,
-                                              "wall": wall, "gen": gen.get_state(), "replay": replay.items,
-                                              "replay_rng": replay.rng.getstate(),
-                                              "mixer_rng": mixer.rng.getstate()})
+                state = {"algo": algo.state_dict(), "step": step, "fresh_total": fresh_total, "wall": wall,
+                         "gen": gen.get_state(), "replay": replay.items, "replay_rng": replay.rng.getstate(),
+                         "mixer_rng": mixer.rng.getstate()}
+                if behaviour is not policy:
+                    state["behaviour"] = behaviour.state_dict()
+                save_checkpoint(out, step, policy, tok, state, run_identity(cfg))
+                tracker.flush()  # MLflow holds every point up to the checkpoint
         bar.close()
         save_trajectories(out / "trajectories.jsonl", replay.items)  # the earlier_run source of later runs
-        policy.save_pretrained(str(final_dir))
-        tok.save_pretrained(str(final_dir))
+        save_model(final_dir, policy, tok)
         summary = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
         summary.update({"updates": step, "data/fresh_samples": fresh_total, "perf/wall_s": wall})
         tracker.log_summary(summary)
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    remove_checkpoints(out)
     return summary
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="rl", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except ConfigError as e:  # a bad configuration is a message, not a stack trace
-        log.error("configuration error: %s", e)
-        raise SystemExit(2) from None
+main = entry("rl", run)
 
 
 if __name__ == "__main__":

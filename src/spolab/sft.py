@@ -19,21 +19,23 @@ import shutil
 import time
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from spolab.config import CONF_DIR
+from spolab.checkpoint import load_state, remove_checkpoints, resume_point, save_checkpoint, save_model
+from spolab.cli import entry
+from spolab.config import run_identity
 from spolab.data import load_split
 from spolab.eval.generate import evaluate_policy
-from spolab.models.build import build_model, load_model, load_tokenizer, n_params, save_checkpoint
+from spolab.models.build import build_model, load_model, load_tokenizer, n_params
 from spolab.rollout.sampler import encode_prompts, encode_responses, score
 from spolab.tasks import listdsl as dsl
 from spolab.tasks.render import prompt_text
 from spolab.tracking import Tracker
 from spolab.utils import seed_everything, set_threads
+from spolab.validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -71,18 +73,21 @@ def lr_at(step: int, total: int, lr: float, warmup: int, min_ratio: float) -> fl
 
 def run(cfg: DictConfig) -> dict:
     threads = set_threads()
+    validate(cfg, "sft")
     seed_everything(cfg.seed)
     out = Path(cfg.out_dir)
-    ckpt_dir, final_dir = out / "checkpoint", out / "model"
+    final_dir = out / "model"
     tok = load_tokenizer(cfg.model.name_or_path or Path(cfg.data_dir) / "tokenizer")
     train = load_split(cfg.data_dir, "sft")
     val = load_split(cfg.data_dir, "val")[: cfg.val_problems]
     targets = sft_targets(train, cfg.sft.targets, cfg.sft.solver_max_len)
 
     # ---- model, optimiser, resume
-    resume = (ckpt_dir / "trainer_state.pt").exists()
-    if resume:
-        model = load_model(ckpt_dir)
+    ckpt, start = resume_point(out, cfg)  # a checkpoint of this very config, or a clean start
+    if ckpt is None:
+        shutil.rmtree(final_dir, ignore_errors=True)  # a previous run's model belongs to another config
+    if ckpt is not None:
+        model = load_model(ckpt)
     elif cfg.model.name_or_path:
         model = load_model(cfg.model.name_or_path)
     else:
@@ -91,8 +96,8 @@ def run(cfg: DictConfig) -> dict:
     steps_per_epoch = math.ceil(len(train) / cfg.sft.batch_size)
     total = cfg.sft.epochs * steps_per_epoch
     step = 0
-    if resume:
-        state = torch.load(ckpt_dir / "trainer_state.pt", weights_only=False)
+    if ckpt is not None:
+        state = load_state(ckpt)
         optim.load_state_dict(state["optim"])
         step = state["step"]
         torch.set_rng_state(state["torch_rng"])
@@ -101,16 +106,16 @@ def run(cfg: DictConfig) -> dict:
         log.info("resuming from step %d / %d", step, total)
 
     tracker = Tracker.from_config(
-        out, cfg, run_name=f"sft-{cfg.model.name}-s{cfg.seed}",
+        out, cfg, run_name=f"sft-{cfg.model.name}-s{cfg.seed}", resume_step=start,
         tags={"stage": "sft", "algo": "sft", "model": cfg.model.name, "seed": str(cfg.seed), "scale": cfg.scale.name},
     )
-    if resume:
-        tracker.truncate_after(step)
     log.info("SFT: %d problems, %d params, %d steps, %d threads", len(train), n_params(model), total, threads)
 
     # ---- prompts are tokenised once; targets per step (all_solvers draws one per problem)
     prompts = [prompt_text(p.examples) for p in train]
     pick = random.Random(f"{cfg.seed}-targets")
+    if ckpt is not None:
+        pick.setstate(state["pick_rng"])
     bar = tqdm(total=total, initial=step, desc="sft", mininterval=2)
     t_last, tok_count = time.perf_counter(), 0
     metrics: dict = {}
@@ -149,21 +154,20 @@ def run(cfg: DictConfig) -> dict:
                 log.info("step %d: loss %.3f val pass@1 %.3f", step, loss.item(), m["val/pass@1"])
                 metrics.update(m)
             if step % cfg.sft.ckpt_every == 0 and step < total:
-                save_checkpoint(ckpt_dir, model, tok, {
+                save_checkpoint(out, step, model, tok, {
                     "optim": optim.state_dict(), "step": step, "torch_rng": torch.get_rng_state(),
-                    "py_rng": random.getstate(), "np_rng": np.random.get_state()})
+                    "py_rng": random.getstate(), "np_rng": np.random.get_state(), "pick_rng": pick.getstate()},
+                    run_identity(cfg))
+                tracker.flush()  # MLflow holds every point up to the checkpoint
         bar.close()
-        model.save_pretrained(str(final_dir))
-        tok.save_pretrained(str(final_dir))
+        save_model(final_dir, model, tok)
         summary = {"steps": step, "n_params": n_params(model), **metrics}
         tracker.log_summary(summary)
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    remove_checkpoints(out)
     return summary
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="sft", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    run(cfg)
+main = entry("sft", run)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,12 @@ import logging
 from collections import defaultdict
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from spolab.config import CONF_DIR
+from spolab.cli import entry
 from spolab.data import load_split
 from spolab.models.build import load_model, load_tokenizer
 from spolab.rollout import sources as S
@@ -26,6 +25,7 @@ from spolab.rollout.collect import attach_ref_logp, collect
 from spolab.rollout.trajectories import save_trajectories
 from spolab.tracking import Tracker
 from spolab.utils import seed_everything, set_threads, write_json
+from spolab.validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ def pool_stats(trajs) -> dict[str, float]:
 
 def run(cfg: DictConfig) -> dict:
     set_threads()
+    validate(cfg, "sources")
     seed_everything(cfg.seed)
     out = Path(cfg.out_dir)
     tok = load_tokenizer(cfg.sft_dir)
@@ -76,9 +77,7 @@ def run(cfg: DictConfig) -> dict:
     return summary
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="sources", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    run(cfg)
+main = entry("sources", run)
 
 
 if __name__ == "__main__":

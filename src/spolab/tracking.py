@@ -1,47 +1,54 @@
-"""Per-run experiment tracking: local ``metrics.jsonl``/``config.yaml`` plus an MLflow mirror.
+"""Per-run tracking: the run folder's ``metrics.jsonl`` / ``config.yaml`` / ``summary.json``, and
+their MLflow mirror.
 
-Every run (one Hydra job, one run folder) writes its own files, which are the source of truth.
-When a tracking URI is given, the same data is mirrored into MLflow (sqlite backend by default)
-through an explicit ``MlflowClient``; no MLflow global state (``set_tracking_uri``,
-``start_run``) is touched, so several trackers and processes can share one database.
+The run folder is the source of truth; MLflow mirrors it exactly (DESIGN §7):
 
-Call :func:`init_mlflow` once before parallel jobs start, so that jobs never race on creating
-or migrating the sqlite database.
+- **A run is its config.** A :class:`Tracker` either starts a run *clean* (the folder's previous
+  metrics and summary are removed, the MLflow run they belonged to is soft-deleted and a fresh
+  one is created) or *resumes* one at the step of its checkpoint (``resume_step``; the caller
+  checks that the checkpoint belongs to the same config, :mod:`spolab.checkpoint`). Nothing is
+  ever appended to another config's metrics, and params are never merged.
+- **Every point of metrics.jsonl reaches MLflow, whatever was killed.** Buffered points are sent
+  every ``flush_every_s``, at every checkpoint (:meth:`Tracker.flush`) and at the end. On resume
+  the file is cut at the checkpoint's step, and whatever MLflow lacks up to it is replayed from
+  the file; if MLflow holds points the file does not (sent after the checkpoint, before the
+  kill), the run is recreated from the file. :func:`verify_mirror` checks the two agree, and
+  ``python -m spolab.tracking sync <run_dir>`` replays a folder by hand.
+- **Parallel first use is safe.** Creating the sqlite database (its migrations) and the
+  experiment happens under a file lock next to the database, so jobs started together never race.
+
+MLflow is reached only through an explicit ``MlflowClient`` (no global state), so several
+trackers and processes share one database. An MLflow failure (read-only or locked database)
+becomes an :class:`~spolab.errors.OperationalError` that names the URI.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import fcntl
 import json
 import logging
 import math
 import os
 import random
 import re
+import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
+
+from spolab.config import flatten, run_identity, to_container
+from spolab.errors import OperationalError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
-    from mlflow.entities import Metric
 
-__all__ = [
-    "DEFAULT_ARTIFACT_ROOT",
-    "DEFAULT_EXPERIMENT",
-    "DEFAULT_TRACKING_URI",
-    "Tracker",
-    "config_hash",
-    "flatten",
-    "git_sha",
-    "init_mlflow",
-    "mlflow_key",
-    "read_metrics",
-]
+__all__ = ["Tracker", "git_sha", "init_mlflow", "mlflow_key", "read_metrics", "verify_mirror"]
 
 DEFAULT_TRACKING_URI = "sqlite:///results/mlflow.db"
 DEFAULT_EXPERIMENT = "spolab"
@@ -55,7 +62,6 @@ RUN_ID_FILE = "mlflow_run_id"
 # MLflow limits (mlflow.utils.validation, MLflow 3.x).
 MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
-MAX_PARAM_VAL_LENGTH = 6000
 MAX_TAG_VAL_LENGTH = 8000
 MAX_KEY_LENGTH = 250
 
@@ -69,10 +75,15 @@ T = TypeVar("T")
 # --------------------------------------------------------------------------- helpers
 
 
-def _quiet_mlflow_env() -> None:
-    """Default MLflow's env switches to quiet/offline (only where the user has not set them)."""
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+def mlflow_key(key: str) -> str:
+    """Sanitise a metric/param/tag key for MLflow (``@`` -> ``_at_``, bad chars -> ``_``).
+
+    MLflow keys may hold only ``[/\\w.\\- :]``, must be path-normalised (no ``//``, ``.``/``..``
+    segments, leading or trailing ``/``) and at most 250 characters.
+    """
+    k = _INVALID_KEY_CHARS.sub("_", str(key).replace("@", "_at_"))
+    parts = [{".": "_", "..": "__"}.get(p, p) for p in k.split("/") if p]
+    return "/".join(parts)[:MAX_KEY_LENGTH].rstrip("/") or "_"
 
 
 def _abs_sqlite_uri(uri: str) -> str:
@@ -83,6 +94,44 @@ def _abs_sqlite_uri(uri: str) -> str:
         if path and not path.startswith("/") and not path.startswith(":memory:"):
             return prefix + str(Path(path).resolve())
     return uri
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix) :].startswith(":memory:"):
+        return Path(uri[len(prefix) :])
+    return None
+
+
+@contextlib.contextmanager
+def _db_lock(uri: str) -> Iterator[None]:
+    """An exclusive file lock next to a sqlite database (``<db>.lock``): the first use of a fresh
+    database (its migrations) and the creation of experiments happen under it, one process at a
+    time. A no-op for other stores."""
+    path = _sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost cause of an exception chain, one line (SQLAlchemy wraps sqlite3's message)."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    last = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        last = e
+        e = e.__cause__ or e.__context__
+    text = str(last).strip().splitlines()
+    return f"{type(last).__name__}: {text[0] if text else ''}"
 
 
 def _is_lock_error(exc: BaseException) -> bool:
@@ -98,7 +147,7 @@ def _is_lock_error(exc: BaseException) -> bool:
 
 
 def _retry(fn: Callable[..., T], *args: Any, attempts: int = 8, base_delay: float = 0.1, **kwargs: Any) -> T:
-    """Call ``fn`` retrying sqlite lock errors with jittered exponential backoff."""
+    """Call ``fn`` retrying sqlite lock errors with jittered exponential backoff (~12 s in all)."""
     for i in range(attempts):
         try:
             return fn(*args, **kwargs)
@@ -111,22 +160,28 @@ def _retry(fn: Callable[..., T], *args: Any, attempts: int = 8, base_delay: floa
     raise AssertionError("unreachable")
 
 
+def _operational(uri: str, what: str, exc: BaseException) -> OperationalError:
+    """An MLflow failure as one actionable line that names the database."""
+    cause = _root_cause(exc)
+    hint = ("another process holds the database's write lock; wait for it or stop it, then rerun"
+            if _is_lock_error(exc) else
+            "check that the database file and its folder exist and are writable, or run with tracking.uri=null")
+    return OperationalError(f"MLflow tracking database {uri}: {what} failed ({cause}); {hint}")
+
+
 def _client(tracking_uri: str) -> MlflowClient:
-    _quiet_mlflow_env()
+    """An MlflowClient; its store (and, for a fresh sqlite file, the migrations) is created under the lock."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=tracking_uri)
+    with _db_lock(tracking_uri):
+        return _retry(MlflowClient, tracking_uri=tracking_uri)
 
 
 def _chunks(seq: Sequence[T], n: int) -> Iterator[Sequence[T]]:
     for i in range(0, len(seq), n):
         yield seq[i : i + n]
-
-
-def _to_container(cfg: Any) -> Any:
-    if isinstance(cfg, DictConfig | ListConfig):
-        return OmegaConf.to_container(cfg, resolve=True)
-    return cfg
 
 
 def _json_safe(v: Any) -> Any:
@@ -139,119 +194,18 @@ def _json_safe(v: Any) -> Any:
     return f if math.isfinite(f) else None
 
 
-def mlflow_key(key: str) -> str:
-    """Sanitise a metric/param/tag key for MLflow (``@`` -> ``_at_``, bad chars -> ``_``).
-
-    MLflow keys may hold only ``[/\\w.\\- :]``, must be path-normalised (no ``//``, ``.``/``..``
-    segments, leading or trailing ``/``) and at most 250 characters.
-    """
-    k = _INVALID_KEY_CHARS.sub("_", str(key).replace("@", "_at_"))
-    parts = [{".": "_", "..": "__"}.get(p, p) for p in k.split("/") if p]
-    k = "/".join(parts)[:MAX_KEY_LENGTH].rstrip("/") or "_"
-    return k
-
-
-# --------------------------------------------------------------------------- public helpers
-
-
-def init_mlflow(tracking_uri: str, experiment: str, artifact_root: str) -> str:
-    """Create the MLflow DB (running migrations) and ``experiment`` if missing; return its id.
-
-    The experiment's artifact location is ``file://<abs artifact_root>/<experiment>``.
-    Idempotent; call once before parallel jobs start.
-    """
-    from mlflow.exceptions import MlflowException
-
-    client = _retry(_client, _abs_sqlite_uri(tracking_uri))
-    exp = _retry(client.get_experiment_by_name, experiment)
-    if exp is None:
-        location = (Path(artifact_root).resolve() / experiment).as_uri()
-        try:
-            return _retry(client.create_experiment, experiment, artifact_location=location)
-        except MlflowException as e:  # created concurrently by someone else
-            exp = client.get_experiment_by_name(experiment)
-            if exp is None:
-                raise e
-    if exp.lifecycle_stage == "deleted":
-        _retry(client.restore_experiment, exp.experiment_id)
-    return exp.experiment_id
-
-
-def flatten(d: Mapping[str, Any] | DictConfig, prefix: str = "", sep: str = ".") -> dict[str, str]:
-    """Flatten nested dicts/lists into ``{"a.b.0": "value"}`` with stringified, truncated values."""
-    out: dict[str, str] = {}
-
-    def rec(obj: Any, key: str) -> None:
-        if isinstance(obj, Mapping) and obj:
-            for k, v in obj.items():
-                rec(v, f"{key}{sep}{k}" if key else str(k))
-        elif isinstance(obj, list | tuple) and obj:
-            for i, v in enumerate(obj):
-                rec(v, f"{key}{sep}{i}" if key else str(i))
-        else:
-            if isinstance(obj, Mapping):
-                s = "{}"
-            elif isinstance(obj, list | tuple):
-                s = "[]"
-            else:
-                s = str(obj)
-            out[key] = s[:MAX_PARAM_VAL_LENGTH]
-
-    rec(_to_container(d), prefix)
-    return out
-
-
-def config_hash(cfg: Any) -> str:
-    """12-hex sha256 of the resolved config serialised as sorted JSON."""
-    blob = json.dumps(_to_container(cfg), sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
 def git_sha(path: str | os.PathLike[str] | None = None) -> str:
-    """Short (12 hex) HEAD commit of the repo containing ``path`` (default: this file), or ``"unknown"``.
-
-    Reads ``.git`` directly (loose refs, packed-refs, worktrees); never spawns git, never raises.
-    """
+    """Short (12 hex) HEAD commit of the repository holding ``path`` (default: this file), from
+    ``git rev-parse``; ``"unknown"`` without git or outside a repository. Never raises."""
+    where = Path(path if path is not None else __file__).resolve()
+    where = where if where.is_dir() else where.parent
     try:
-        here = Path(path if path is not None else __file__).resolve()
-        here = here if here.is_dir() else here.parent
-        for d in (here, *here.parents):
-            dotgit = d / ".git"
-            if dotgit.is_file():  # worktree / submodule: "gitdir: <path>"
-                gitdir = Path(dotgit.read_text().split("gitdir:", 1)[1].strip())
-                gitdir = gitdir if gitdir.is_absolute() else (d / gitdir).resolve()
-                break
-            if dotgit.is_dir():
-                gitdir = dotgit
-                break
-        else:
-            return "unknown"
-        common = gitdir
-        if (gitdir / "commondir").is_file():
-            common = (gitdir / (gitdir / "commondir").read_text().strip()).resolve()
-        head = (gitdir / "HEAD").read_text().strip()
-        if not head.startswith("ref:"):
-            sha = head
-        else:
-            ref = head[4:].strip()
-            sha = ""
-            for base in (gitdir, common):
-                if (base / ref).is_file():
-                    sha = (base / ref).read_text().strip()
-                    break
-            else:
-                packed = common / "packed-refs"
-                if packed.is_file():
-                    for line in packed.read_text().splitlines():
-                        parts = line.split()
-                        if len(parts) == 2 and parts[1] == ref:
-                            sha = parts[0]
-                            break
-        if re.fullmatch(r"[0-9a-f]{40}([0-9a-f]{24})?", sha):
-            return sha[:12]
-    except Exception:
-        pass
-    return "unknown"
+        out = subprocess.run(["git", "-C", str(where), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                             text=True, timeout=10)
+        sha = out.stdout.strip()
+        return sha if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{12,40}", sha) else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
 
 
 def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -272,15 +226,111 @@ def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return rows
 
 
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in rows))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def points(rows: Sequence[Mapping[str, Any]]) -> Counter:
+    """The MLflow points a list of metrics.jsonl rows stands for: a multiset of (MLflow key, step,
+    value); ``None`` (a non-finite value) is not sent to MLflow."""
+    out: Counter = Counter()
+    for r in rows:
+        for k, v in r.items():
+            if k not in _RESERVED_KEYS and v is not None:
+                out[(mlflow_key(k), int(r["step"]), float(v))] += 1
+    return out
+
+
+def mlflow_points(client: MlflowClient, run_id: str) -> Counter:
+    """Every metric point of an MLflow run, as the same multiset as :func:`points`."""
+    run = _retry(client.get_run, run_id)
+    out: Counter = Counter()
+    for key in run.data.metrics:
+        for m in _retry(client.get_metric_history, run_id, key):
+            out[(key, int(m.step), float(m.value))] += 1
+    return out
+
+
+def _replay(client: MlflowClient, run_id: str, rows: Sequence[Mapping[str, Any]], have: Counter) -> int:
+    """Log the points of ``rows`` that MLflow does not ``have`` yet (with their original timestamps)."""
+    from mlflow.entities import Metric
+
+    have = Counter(have)
+    todo = []
+    for r in rows:
+        ts = int(float(r.get("time", time.time())) * 1000)
+        for k, v in r.items():
+            if k in _RESERVED_KEYS or v is None:
+                continue
+            p = (mlflow_key(k), int(r["step"]), float(v))
+            if have[p] > 0:
+                have[p] -= 1
+            else:
+                todo.append(Metric(p[0], p[2], ts, p[1]))
+    for chunk in _chunks(todo, MAX_METRICS_PER_BATCH):
+        _retry(client.log_batch, run_id, metrics=chunk, synchronous=True)
+    return len(todo)
+
+
+def run_link(run_dir: str | os.PathLike[str]) -> tuple[str, str]:
+    """(MLflow run id, tracking URI) of a run folder, from its ``mlflow_run_id`` file."""
+    lines = (Path(run_dir) / RUN_ID_FILE).read_text().split()
+    return lines[0], lines[1] if len(lines) > 1 else DEFAULT_TRACKING_URI
+
+
+def verify_mirror(run_dir: str | os.PathLike[str], client: MlflowClient | None = None,
+                  run_id: str | None = None) -> list[str]:
+    """Differences between a run folder's metrics.jsonl and its MLflow run (empty: they agree).
+
+    Each entry names a (key, step, value) point and how many times each side holds it."""
+    run_dir = Path(run_dir)
+    linked, uri = run_link(run_dir)
+    run_id = run_id or linked
+    client = client or _client(uri)
+    want, have = points(read_metrics(run_dir)), mlflow_points(client, run_id)
+    return [f"{k} step {s} value {v}: metrics.jsonl {want[(k, s, v)]}, MLflow {have[(k, s, v)]}"
+            for (k, s, v) in sorted(set(want) | set(have), key=str) if want[(k, s, v)] != have[(k, s, v)]]
+
+
+# --------------------------------------------------------------------------- public helpers
+
+
+def init_mlflow(tracking_uri: str, experiment: str, artifact_root: str) -> str:
+    """Create the MLflow DB (running migrations) and ``experiment`` if missing; return its id.
+
+    Runs under the database's file lock, so any number of processes may call it at once. The
+    experiment's artifact location is ``file://<abs artifact_root>/<experiment>``. Idempotent.
+    """
+    tracking_uri = _abs_sqlite_uri(tracking_uri)
+    client = _client(tracking_uri)
+    with _db_lock(tracking_uri):
+        exp = _retry(client.get_experiment_by_name, experiment)
+        if exp is None:
+            location = (Path(artifact_root).resolve() / experiment).as_uri()
+            return _retry(client.create_experiment, experiment, artifact_location=location)
+        if exp.lifecycle_stage == "deleted":
+            _retry(client.restore_experiment, exp.experiment_id)
+        return exp.experiment_id
+
+
 # --------------------------------------------------------------------------- tracker
 
 
 class Tracker:
     """Writes ``config.yaml``/``metrics.jsonl``/``summary.json`` into ``run_dir``, mirrored to MLflow.
 
-    ``tracking_uri=None`` disables MLflow (local files only). The MLflow run id is kept in
-    ``run_dir/mlflow_run_id``; constructing a tracker on the same ``run_dir`` again reopens
-    that run (resume). Use as a context manager to get status FAILED on exceptions.
+    ``resume_step=None`` starts the run clean; ``resume_step=k`` continues the same run after its
+    checkpoint at step k (metrics past k are dropped: the resumed run logs them again).
+    ``tracking_uri=None`` disables MLflow (local files only). Use as a context manager: the
+    MLflow run ends FINISHED, or FAILED on an exception.
     """
 
     def __init__(
@@ -288,6 +338,7 @@ class Tracker:
         run_dir: str | os.PathLike[str],
         cfg: Mapping[str, Any] | DictConfig,
         *,
+        resume_step: int | None = None,
         run_name: str | None = None,
         tags: Mapping[str, Any] | None = None,
         tracking_uri: str | None = DEFAULT_TRACKING_URI,
@@ -298,99 +349,92 @@ class Tracker:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.flush_every_s = flush_every_s
-        self.cfg = _to_container(cfg)
-        self.config_hash = config_hash(self.cfg)
+        self.cfg = to_container(cfg)
+        self.config_hash = run_identity(self.cfg)
         self.git_sha = git_sha()
+        self.resumed = resume_step is not None
         self._finished = False
-        self._buffer: list[Metric] = []
+        self._buffer: list = []
         self._last_flush = time.monotonic()
+        self.client: MlflowClient | None = None
+        self.run_id: str | None = None
+        self.tracking_uri = _abs_sqlite_uri(tracking_uri) if tracking_uri else None
 
+        # ---- local files: a clean start drops the folder's old metrics; a resume cuts them at its step
+        metrics_path = self.run_dir / METRICS_FILE
+        rows = [r for r in read_metrics(self.run_dir) if "step" in r and self.resumed and r["step"] <= resume_step]
+        _write_rows(metrics_path, rows)
+        (self.run_dir / SUMMARY_FILE).unlink(missing_ok=True)
         config_path = self.run_dir / CONFIG_FILE
         tmp = config_path.with_suffix(".yaml.tmp")
         OmegaConf.save(config=OmegaConf.create(self.cfg), f=tmp, resolve=True)
         os.replace(tmp, config_path)
-
-        prev = read_metrics(self.run_dir)
-        self.last_step: int = max((int(r["step"]) for r in prev if "step" in r), default=0)
+        self.last_step: int = resume_step if self.resumed else 0
         self._at_last_step: dict[str, Any] = {}  # values logged at last_step (log_summary skips repeats)
-        metrics_path = self.run_dir / METRICS_FILE
         self._fh = metrics_path.open("a")
-        if metrics_path.stat().st_size:
-            with metrics_path.open("rb") as f:
-                f.seek(-1, os.SEEK_END)
-                if f.read(1) != b"\n":
-                    self._fh.write("\n")  # terminate a torn line left by a killed job
 
-        self.client: MlflowClient | None = None
-        self.run_id: str | None = None
-        self.resumed = False
-        if tracking_uri is None:
+        # ---- MLflow: the same run when it is a prefix of the file, else a fresh one replayed from it
+        if self.tracking_uri is None:
+            (self.run_dir / RUN_ID_FILE).unlink(missing_ok=True)
             return
+        try:
+            self._open_mlflow(rows, run_name, tags or {}, experiment, str(artifact_root))
+        except OperationalError:
+            raise
+        except Exception as e:
+            raise _operational(self.tracking_uri, "opening the run", e) from e
 
-        from mlflow.entities import Param, RunTag
-
-        tracking_uri = _abs_sqlite_uri(tracking_uri)
-        exp_id = init_mlflow(tracking_uri, experiment, str(artifact_root))
-        self.client = client = _client(tracking_uri)
-        all_tags = {str(k): str(v) for k, v in (tags or {}).items()}
-        all_tags |= {
-            "git_sha": self.git_sha,
-            "config_hash": self.config_hash,
-            "run_dir": str(self.run_dir.resolve()),
-        }
-        all_tags = {mlflow_key(k): v[:MAX_TAG_VAL_LENGTH] for k, v in all_tags.items()}
-        params = {mlflow_key(k): v for k, v in flatten(self.cfg).items()}
-
-        existing_params: dict[str, str] = {}
-        run = self._existing_run()
-        if run is not None:
-            self.run_id = run.info.run_id
-            self.resumed = True
-            _retry(client.update_run, self.run_id, status="RUNNING")
-            existing_params = dict(run.data.params)
-            changed = [k for k, v in params.items() if k in existing_params and existing_params[k] != v]
-            if changed:
-                log.warning("resumed run %s: params changed, keeping old values: %s", self.run_id, changed)
-        else:
-            run = _retry(client.create_run, exp_id, run_name=run_name, tags=all_tags)
-            self.run_id = run.info.run_id
-            tmp_id = self.run_dir / (RUN_ID_FILE + ".tmp")
-            tmp_id.write_text(self.run_id + "\n")
-            os.replace(tmp_id, self.run_dir / RUN_ID_FILE)
-
-        tag_objs = [RunTag(k, v) for k, v in all_tags.items()]
-        param_objs = [Param(k, v) for k, v in params.items() if k not in existing_params]
-        for chunk in _chunks(tag_objs, MAX_PARAMS_PER_BATCH):
-            _retry(client.log_batch, self.run_id, tags=chunk, synchronous=True)
-        for chunk in _chunks(param_objs, MAX_PARAMS_PER_BATCH):
-            _retry(client.log_batch, self.run_id, params=chunk, synchronous=True)
-        self.log_artifact(config_path)
-
-    @classmethod
-    def from_config(cls, run_dir, cfg, *, run_name: str, tags: Mapping[str, Any]) -> Tracker:
-        """A tracker for a run whose config has the ``tracking`` group (conf/tracking/*.yaml)."""
-        t = cfg.tracking
-        return cls(run_dir, cfg, run_name=run_name, tags=tags, tracking_uri=t.uri, experiment=t.experiment,
-                   artifact_root=t.artifact_root, flush_every_s=t.flush_every_s)
-
-    def _existing_run(self) -> Any:
-        """The MLflow run named in ``run_dir/mlflow_run_id`` if it exists and is not deleted."""
+    def _open_mlflow(self, rows, run_name, tags, experiment, artifact_root) -> None:
+        from mlflow.entities import Param
         from mlflow.exceptions import MlflowException
 
-        assert self.client is not None
+        exp_id = init_mlflow(self.tracking_uri, experiment, artifact_root)
+        self.client = client = _client(self.tracking_uri)
         id_file = self.run_dir / RUN_ID_FILE
-        if not id_file.exists():
-            return None
-        run_id = id_file.read_text().strip()
-        try:
-            run = _retry(self.client.get_run, run_id)
-        except MlflowException:
-            log.warning("run id %s from %s not in MLflow DB; starting a new run", run_id, id_file)
-            return None
-        if run.info.lifecycle_stage == "deleted":
-            log.warning("MLflow run %s was deleted; starting a new run", run_id)
-            return None
-        return run
+        old = None
+        if id_file.exists():
+            try:
+                old = _retry(client.get_run, run_link(self.run_dir)[0])
+                old = None if old.info.lifecycle_stage == "deleted" else old
+            except MlflowException:
+                old = None  # another database, or deleted for good
+        if old is not None and self.resumed:
+            have = mlflow_points(client, old.info.run_id)
+            if not (have - points(rows)):  # MLflow holds nothing the file does not: continue that run
+                self.run_id = old.info.run_id
+                _retry(client.update_run, self.run_id, status="RUNNING")
+                n = _replay(client, self.run_id, rows, have)
+                log.info("resumed MLflow run %s; replayed %d points from %s", self.run_id, n, METRICS_FILE)
+                return
+            log.info("MLflow run %s holds points past the checkpoint: recreating it from %s", old.info.run_id,
+                     METRICS_FILE)
+        all_tags = {str(k): str(v) for k, v in tags.items()}
+        all_tags |= {"git_sha": self.git_sha, "config_hash": self.config_hash, "run_dir": str(self.run_dir.resolve())}
+        all_tags = {mlflow_key(k): v[:MAX_TAG_VAL_LENGTH] for k, v in all_tags.items()}
+        run = _retry(client.create_run, exp_id, run_name=run_name, tags=all_tags)
+        self.run_id = run.info.run_id
+        if old is not None:  # the folder's previous run: another config, a finished run, or a stale mirror
+            _retry(client.set_tag, old.info.run_id, "superseded_by", self.run_id)
+            _retry(client.delete_run, old.info.run_id)
+            log.info("MLflow run %s of this folder superseded by %s (soft-deleted)", old.info.run_id, self.run_id)
+        tmp_id = id_file.with_name(RUN_ID_FILE + ".tmp")
+        tmp_id.write_text(f"{self.run_id}\n{self.tracking_uri}\n")  # the folder's link to its MLflow run
+        os.replace(tmp_id, id_file)
+        # params: the run's own config (where it is mirrored is not part of it)
+        params = [Param(mlflow_key(k), v) for k, v in flatten({k: v for k, v in self.cfg.items()
+                                                                if k != "tracking"}).items()]
+        for chunk in _chunks(params, MAX_PARAMS_PER_BATCH):
+            _retry(client.log_batch, self.run_id, params=chunk, synchronous=True)
+        _replay(client, self.run_id, rows, Counter())
+        self.log_artifact(self.run_dir / CONFIG_FILE)
+
+    @classmethod
+    def from_config(cls, run_dir, cfg, *, run_name: str, tags: Mapping[str, Any],
+                    resume_step: int | None = None) -> Tracker:
+        """A tracker for a run whose config has the ``tracking`` group (conf/tracking/*.yaml)."""
+        t = cfg.tracking
+        return cls(run_dir, cfg, resume_step=resume_step, run_name=run_name, tags=tags, tracking_uri=t.uri,
+                   experiment=t.experiment, artifact_root=t.artifact_root, flush_every_s=t.flush_every_s)
 
     # ------------------------------------------------------------------ logging
 
@@ -401,9 +445,13 @@ class Tracker:
         bad = _RESERVED_KEYS.intersection(metrics)
         if bad:
             raise ValueError(f"metric keys {sorted(bad)} are reserved")
-        now = time.time()
         step = int(step)
-        values = {str(k): _json_safe(v) for k, v in metrics.items()}
+        self._write({str(k): _json_safe(v) for k, v in metrics.items()}, step)
+        if self.client is not None and time.monotonic() - self._last_flush >= self.flush_every_s:
+            self.flush()
+
+    def _write(self, values: dict[str, Any], step: int) -> None:
+        now = time.time()
         self._fh.write(json.dumps({"step": step, "time": now, **values}) + "\n")
         self._fh.flush()
         if step != self.last_step:
@@ -415,26 +463,11 @@ class Tracker:
         from mlflow.entities import Metric
 
         ts = int(now * 1000)
-        self._buffer.extend(
-            Metric(mlflow_key(k), float(v), ts, step) for k, v in values.items() if v is not None
-        )
-        if time.monotonic() - self._last_flush >= self.flush_every_s:
-            self.flush()
-
-    def truncate_after(self, step: int) -> None:
-        """Drop metrics.jsonl lines logged after ``step`` (a resumed run replays those steps)."""
-        self._fh.close()
-        path = self.run_dir / METRICS_FILE
-        rows = [r for r in read_metrics(self.run_dir) if r["step"] <= step]
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        os.replace(tmp, path)
-        self._fh = path.open("a")
-        self.last_step = step
-        self._at_last_step = {}
+        self._buffer.extend(Metric(mlflow_key(k), float(v), ts, step) for k, v in values.items() if v is not None)
 
     def flush(self, *, raise_errors: bool = False) -> None:
-        """Send buffered metrics to MLflow; on persistent failure warn and keep them buffered."""
+        """Send buffered metrics to MLflow (call it after every checkpoint); on failure warn and
+        keep them buffered (``raise_errors``: raise an OperationalError instead)."""
         self._last_flush = time.monotonic()
         if self.client is None or not self._buffer:
             return
@@ -445,26 +478,20 @@ class Tracker:
                 del self._buffer[: len(chunk)]
         except Exception as e:
             if raise_errors:
-                raise
+                raise _operational(self.tracking_uri, f"sending {len(self._buffer)} metric points", e) from e
             log.warning("MLflow metric flush failed (%d buffered, will retry): %s", len(self._buffer), e)
 
     def log_summary(self, metrics: Mapping[str, float]) -> None:
-        """Log final metrics at the last step to MLflow and write ``summary.json``."""
+        """Write ``summary.json``; its values not already logged at the last step become one more
+        metrics.jsonl row at that step (so MLflow's copy of them mirrors the file too)."""
         values = {str(k): _json_safe(v) for k, v in metrics.items()}
         path = self.run_dir / SUMMARY_FILE
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
         os.replace(tmp, path)
-        if self.client is None:
-            return
-        from mlflow.entities import Metric
-
-        ts = int(time.time() * 1000)
-        self._buffer.extend(  # a value already logged at the last step keeps a single point in its history
-            Metric(mlflow_key(k), float(v), ts, self.last_step)
-            for k, v in values.items()
-            if v is not None and self._at_last_step.get(k) != v
-        )
+        new = {k: v for k, v in values.items() if v is not None and self._at_last_step.get(k) != v}
+        if new:
+            self._write(new, self.last_step)
         self.flush()
 
     def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
@@ -477,14 +504,21 @@ class Tracker:
             log.warning("MLflow log_artifact(%s) failed: %s", path, e)
 
     def finish(self, status: str = "FINISHED") -> None:
-        """Flush, mirror metrics.jsonl/summary.json as artifacts, and terminate the run. Idempotent."""
+        """Flush, mirror metrics.jsonl/summary.json as artifacts, and terminate the run. Idempotent.
+
+        A flush that still fails after the retries raises an OperationalError (the file is complete:
+        ``python -m spolab.tracking sync <run_dir>`` replays it later)."""
         if self._finished:
             return
         self._finished = True
         self._fh.close()
         if self.client is None:
             return
-        self.flush()
+        try:
+            self.flush(raise_errors=True)
+        except OperationalError as e:
+            raise OperationalError(f"{e}; {self.run_dir / METRICS_FILE} is complete: replay it with "
+                                   f"`python -m spolab.tracking sync {self.run_dir}`") from None
         for name in (METRICS_FILE, SUMMARY_FILE):
             if (self.run_dir / name).exists():
                 self.log_artifact(self.run_dir / name)
@@ -496,28 +530,65 @@ class Tracker:
     def __enter__(self) -> Tracker:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.finish("FINISHED" if exc_type is None else "FAILED")
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.finish("FINISHED")
+            return
+        try:
+            self.finish("FAILED")
+        except OperationalError as e:  # the original error matters more
+            log.warning("%s", e)
+
+
+def sync(run_dir: str | os.PathLike[str]) -> int:
+    """Replay a run folder's metrics.jsonl into its MLflow run (whatever MLflow lacks); returns the
+    number of points sent. The folder's ``mlflow_run_id`` file names the run and the database."""
+    run_id, uri = run_link(run_dir)
+    client = _client(uri)
+    try:
+        return _replay(client, run_id, read_metrics(run_dir), mlflow_points(client, run_id))
+    except Exception as e:
+        raise _operational(uri, f"replaying {run_dir}", e) from e
 
 
 def _main(argv: list[str] | None = None) -> None:
-    """``python -m spolab.tracking init --uri ... --experiment ... --artifact-root ...``."""
+    """``python -m spolab.tracking init|sync|verify ...``."""
     import argparse
+    import sys
 
     ap = argparse.ArgumentParser(prog="python -m spolab.tracking")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    init = sub.add_parser("init", help="create the MLflow DB and experiment (run once before parallel jobs)")
+    init = sub.add_parser("init", help="create the MLflow DB and experiment (safe to run in parallel)")
     init.add_argument("--uri", default=DEFAULT_TRACKING_URI)
     init.add_argument("--experiment", default=DEFAULT_EXPERIMENT)
     init.add_argument("--artifact-root", default=DEFAULT_ARTIFACT_ROOT)
+    for name, text in (("sync", "replay run folders' metrics.jsonl into MLflow"),
+                       ("verify", "check that MLflow mirrors run folders' metrics.jsonl exactly")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("run_dirs", nargs="+", type=Path)
     args = ap.parse_args(argv)
-    exp_id = init_mlflow(args.uri, args.experiment, args.artifact_root)
-    print(f"MLflow ready: {args.uri} experiment {args.experiment!r} (id {exp_id})")
+    try:
+        if args.cmd == "init":
+            try:
+                exp_id = init_mlflow(args.uri, args.experiment, args.artifact_root)
+            except Exception as e:
+                raise _operational(args.uri, "creating the database and experiment", e) from e
+            print(f"MLflow ready: {args.uri} experiment {args.experiment!r} (id {exp_id})")
+        elif args.cmd == "sync":
+            for d in args.run_dirs:
+                print(f"{d}: replayed {sync(d)} points")
+        else:
+            bad = {d: verify_mirror(d) for d in args.run_dirs}
+            for d, diff in bad.items():
+                print(f"{d}: " + ("mirror exact" if not diff else f"{len(diff)} differences, e.g. {diff[0]}"))
+            if any(bad.values()):
+                raise SystemExit(1)
+    except OperationalError as e:
+        if os.environ.get("SPOLAB_DEBUG") == "1":
+            raise
+        print(f"spolab.tracking: {e.kind}: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import functools
 import yaml
 from omegaconf import OmegaConf
 from spolab.config import load_config
-from spolab.tracking import config_hash
+from spolab.config import run_identity
 
 SCALE = config["scale"]
 ROOT = f"results/{SCALE}"  # every run output of this scale lives here (git-ignored)
@@ -47,10 +47,10 @@ def resolved(entry, overrides=""):
 
 
 def conf_hash(entry, overrides=""):
-    """Hash of the resolved config (tracking settings excluded). Every rule that runs an entry point
-    carries it as `params.conf`, so editing anything under conf/ reruns exactly the jobs whose
-    resolved configuration changed."""
-    return config_hash({k: v for k, v in resolved(entry, overrides).items() if k != "tracking"})
+    """The run identity of the resolved config (spolab.config.run_identity: its hash, tracking settings
+    excluded). Every rule that runs an entry point carries it as `params.conf`, so editing anything under
+    conf/ reruns exactly the jobs whose resolved configuration changed."""
+    return run_identity(resolved(entry, overrides))
 
 
 def study_run(name):

@@ -1,32 +1,30 @@
-"""The algorithm registry and what every update step shares (log-probs, optimiser steps)."""
+"""The algorithm registry, the interface every algorithm offers the trainer, and what every
+update step shares (log-probs, minibatches, optimiser steps, one metrics conversion)."""
 
 from __future__ import annotations
 
 import torch
 
+from spolab.errors import ConfigError
 from spolab.rollout.sampler import score
 from spolab.rollout.trajectories import Batch
+from spolab.utils import Registry, device_of
 
-ALGORITHMS: dict[str, type[Algorithm]] = {}
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot work, with the option to change in the message."""
+ALGORITHMS = Registry("algo")  # algo.name -> Algorithm subclass
 
 
 def register(name: str):
+    """Class decorator: registers an :class:`Algorithm` under ``name`` (a duplicate raises)."""
+
     def deco(cls):
         cls.name = name
-        ALGORITHMS[name] = cls
-        return cls
+        return ALGORITHMS.register(name)(cls)
 
     return deco
 
 
 def get_algorithm(name: str) -> type[Algorithm]:
-    if name not in ALGORITHMS:
-        raise ConfigError(f"unknown algo {name!r}; valid: {sorted(ALGORITHMS)}")
-    return ALGORITHMS[name]
+    return ALGORITHMS[name]  # unknown: ConfigError "unknown algo 'x'; valid: [...]"
 
 
 def policy_logp(model, batch: Batch) -> torch.Tensor:
@@ -40,11 +38,25 @@ def minibatches(n: int, n_minibatches: int, generator: torch.Generator) -> list[
     return list(torch.randperm(n, generator=generator).chunk(n_minibatches))  # CPU indices index any device
 
 
+def mean_metrics(steps: list[dict[str, torch.Tensor]], once: dict[str, torch.Tensor] | None = None
+                 ) -> dict[str, float]:
+    """An update's metrics as floats: each key's mean over ``steps`` (one dict of 0-d tensors per
+    minibatch and epoch, or per gradient step) plus the per-update values ``once``. One stack and
+    one device→host copy (``tolist``) per update, instead of a sync per value."""
+    once = once or {}
+    keys = list(dict.fromkeys(k for m in steps for k in m))
+    vals = [torch.stack([m[k].double() for m in steps if k in m]).mean() for k in keys]
+    vals += [v.double() for v in once.values()]
+    return dict(zip(keys + list(once), torch.stack(vals).tolist())) if vals else {}
+
+
 class Algorithm:
-    """One update step: ``update(batch) -> metrics``. Subclasses read top to bottom."""
+    """One update step, ``update(batch) -> metrics``, read top to bottom in each subclass; and the
+    interface the trainer uses, so that no caller asks which algorithm it holds."""
 
     name: str = ""
     on_policy: bool = True  # True: refuses stored or stale data (PPO, GRPO, RLOO)
+    needs_q0: bool = False  # True: the trainer loads per-prompt Q̂0 (SPO)
 
     def __init__(self, cfg, policy, ref, tokenizer, *, q0: dict[str, float] | None = None, seed: int = 0,
                  init_path: str | None = None):
@@ -54,16 +66,36 @@ class Algorithm:
         self.gen = torch.Generator().manual_seed(seed)
         self.optim = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
 
-    def step(self, optim: torch.optim.Optimizer, params) -> float:
-        gnorm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
-        optim.step()
-        optim.zero_grad(set_to_none=True)
-        return float(gnorm)
-
     def update(self, batch: Batch) -> dict[str, float]:
         raise NotImplementedError
 
-    # checkpointing: everything besides the policy weights
+    def step(self, optim: torch.optim.Optimizer, params) -> torch.Tensor:
+        """Clip, step, zero the gradients; returns the gradient norm before clipping (0-d tensor)."""
+        gnorm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        optim.step()
+        optim.zero_grad(set_to_none=True)
+        return gnorm.detach()
+
+    # ---- the trainer's view: what is trained, by what, where
+    def modules(self) -> list[torch.nn.Module]:
+        """Every trained network (the policy; PPO adds its critic)."""
+        return [self.policy]
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.optim]
+
+    @property
+    def device(self) -> torch.device:
+        return device_of(self.policy)
+
+    def to(self, device) -> Algorithm:
+        """Moves every network it holds (trained ones and the frozen π_ref); optimizer state follows
+        the parameters, which are moved in place."""
+        for m in (*self.modules(), self.ref):
+            m.to(device)
+        return self
+
+    # ---- checkpointing: everything besides the policy weights
     def state_dict(self) -> dict:
         return {"optim": self.optim.state_dict(), "gen": self.gen.get_state()}
 

@@ -2,37 +2,38 @@
 
 from __future__ import annotations
 
-from spolab.algos.base import Algorithm, minibatches, policy_logp, register
+from spolab.algos.base import Algorithm, mean_metrics, minibatches, policy_logp, register
 from spolab.algos.losses import (
-    grpo_advantages,
+    ADVANTAGE_ESTIMATORS,
     kl_penalty,
-    masked_mean,
     masked_sum,
     ppo_policy_loss,
+    reduce_loss,
     reinforce_loss,
-    rloo_advantages,
 )
 from spolab.rollout.trajectories import Batch
 
 
 @register("grpo")
 class GRPO(Algorithm):
-    """Group-normalised advantages, clipped ratio, k3 KL(π_θ‖π_ref) in the loss (coefficient β)."""
+    """Group-normalised advantages, clipped ratio, k3 KL(π_θ‖π_ref) in the loss (coefficient β);
+    the policy-gradient and KL terms are reduced alike (``algo.loss_reduction``)."""
 
     def update(self, batch: Batch) -> dict[str, float]:
         cfg = self.cfg
-        adv = grpo_advantages(batch.reward, cfg.group_size)[:, None]  # (B, 1)
+        adv = ADVANTAGE_ESTIMATORS[self.name](batch.reward, cfg.group_size)[:, None]  # (B, 1)
         old = batch.behaviour_logp  # sampled by the current policy at temperature 1
+        steps = []
         for _ in range(cfg.epochs):
             for idx in minibatches(len(batch), cfg.minibatches, self.gen):
                 mb = batch.select(idx)
                 logp = policy_logp(self.policy, mb)
-                pl, metrics = ppo_policy_loss(logp, old[idx], adv[idx], mb.response_mask, cfg.clip)
-                kl = masked_mean(kl_penalty(logp, mb.ref_logp, "k3"), mb.response_mask)
+                pl, pm = ppo_policy_loss(logp, old[idx], adv[idx], mb.response_mask, cfg.clip, cfg.loss_reduction)
+                kl = reduce_loss(kl_penalty(logp, mb.ref_logp, "k3"), mb.response_mask, cfg.loss_reduction)
                 (pl + cfg.beta * kl).backward()
-                metrics["opt/grad_norm"] = self.step(self.optim, self.policy.parameters())
-                metrics["policy/kl_k3"] = kl.item()
-        return metrics
+                steps.append({**pm, "opt/grad_norm": self.step(self.optim, self.policy.parameters()),
+                              "policy/kl_k3": kl.detach()})
+        return mean_metrics(steps)
 
 
 @register("rloo")
@@ -42,12 +43,13 @@ class RLOO(Algorithm):
     def update(self, batch: Batch) -> dict[str, float]:
         cfg = self.cfg
         kl_seq = masked_sum(batch.behaviour_logp - batch.ref_logp, batch.response_mask)  # (B,)
-        adv = rloo_advantages(batch.reward - cfg.beta * kl_seq, cfg.group_size)
+        adv = ADVANTAGE_ESTIMATORS[self.name](batch.reward - cfg.beta * kl_seq, cfg.group_size)  # (B,)
+        steps = []
         for _ in range(cfg.epochs):
             for idx in minibatches(len(batch), cfg.minibatches, self.gen):
                 mb = batch.select(idx)
-                loss, metrics = reinforce_loss(policy_logp(self.policy, mb), adv[idx], mb.response_mask)
+                loss, lm = reinforce_loss(policy_logp(self.policy, mb), adv[idx], mb.response_mask,
+                                          cfg.loss_reduction)
                 loss.backward()
-                metrics["opt/grad_norm"] = self.step(self.optim, self.policy.parameters())
-        metrics["rloo/kl_seq"] = kl_seq.mean().item()
-        return metrics
+                steps.append({**lm, "opt/grad_norm": self.step(self.optim, self.policy.parameters())})
+        return mean_metrics(steps, {"rloo/kl_seq": kl_seq.mean()})

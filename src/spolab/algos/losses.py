@@ -2,7 +2,9 @@
 
 Tensors in, ``(loss, metrics)`` out: no model, no config object. Dimensions: B sequences,
 T response tokens (EOS included), G groups of sampled responses per prompt. ``mask`` is 1 on
-response tokens and 0 on padding; padding never changes a loss.
+response tokens and 0 on padding; padding never changes a loss. Metrics are detached 0-d
+tensors (no device sync here); the update steps turn them into floats once per update
+(:func:`spolab.algos.base.mean_metrics`).
 
 Notation follows DESIGN §2: prompt x, response a = (a_1..a_T), reward r(x, a) at the end,
 π_ref the frozen SFT policy, β the KL coefficient, Q̂0(x) ≈ V*(x).
@@ -11,31 +13,18 @@ Notation follows DESIGN §2: prompt x, response a = (a_1..a_T), reward r(x, a) a
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 
-Metrics = dict[str, float]
+from spolab.utils import Registry
 
-# ---------------------------------------------------------------------------- registries
+Metrics = dict[str, torch.Tensor]  # key -> detached 0-d tensor
 
-TERMINAL_LOSSES: dict[str, Callable] = {}
-ADVANTAGE_ESTIMATORS: dict[str, Callable] = {}
+# ---------------------------------------------------------------------------- registries (config name -> function)
 
-
-def _register(registry: dict, name: str):
-    def deco(fn):
-        registry[name] = fn
-        return fn
-
-    return deco
-
-
-def get(registry: dict, name: str, family: str) -> Callable:
-    """Look ``name`` up in a registry; an unknown name raises and lists the valid ones."""
-    if name not in registry:
-        raise ValueError(f"unknown {family} {name!r}; valid: {sorted(registry)}")
-    return registry[name]
+TERMINAL_LOSSES = Registry("SPO terminal loss")  # algo.loss
+ADVANTAGE_ESTIMATORS = Registry("advantage estimator")  # GRPO and RLOO look theirs up by algo.name
+LOSS_REDUCTIONS = Registry("loss reduction")  # algo.loss_reduction
 
 
 # ---------------------------------------------------------------------------- shared pieces
@@ -78,17 +67,74 @@ def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k1") -> 
     raise ValueError(f"unknown KL estimator {kind!r}; valid: ['k1', 'k3']")
 
 
+@LOSS_REDUCTIONS.register("token-mean")
+def _token_mean(per_token, mask):
+    return masked_mean(per_token, mask)  # Σ_{b,t} m ℓ / Σ_{b,t} m
+
+
+@LOSS_REDUCTIONS.register("seq-mean-token-mean")
+def _seq_mean_token_mean(per_token, mask):
+    return masked_mean(per_token, mask, dim=-1).mean()  # (B,) token means -> mean over B
+
+
+@LOSS_REDUCTIONS.register("seq-mean-token-sum")
+def _seq_mean_token_sum(per_token, mask):
+    return masked_sum(per_token, mask).mean()  # (B,) token sums -> mean over B
+
+
 def reduce_loss(per_token: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
-    """``token-mean``: mean over all response tokens of the batch; ``seq-mean-token-mean``:
-    mean over sequences of each sequence's token mean; ``seq-mean-token-sum``: mean over
-    sequences of each sequence's token sum."""
-    if mode == "token-mean":
-        return masked_mean(per_token, mask)
-    if mode == "seq-mean-token-mean":
-        return masked_mean(per_token, mask, dim=-1).mean()
-    if mode == "seq-mean-token-sum":
-        return masked_sum(per_token, mask).mean()
-    raise ValueError(f"unknown loss reduction {mode!r}; valid: token-mean, seq-mean-token-mean, seq-mean-token-sum")
+    """(B, T) per-token loss → scalar, by a named mode (registry ``LOSS_REDUCTIONS``):
+
+    - ``token-mean``: Σ_{b,t} m_bt ℓ_bt / Σ_{b,t} m_bt, every response token of the batch weighs the same;
+    - ``seq-mean-token-mean``: (1/B) Σ_b (Σ_t m_bt ℓ_bt / Σ_t m_bt), every sequence weighs the same;
+    - ``seq-mean-token-sum``: (1/B) Σ_b Σ_t m_bt ℓ_bt, a sequence weighs by its length (REINFORCE's
+      −A Σ_t log π).
+    """
+    return LOSS_REDUCTIONS[mode](per_token, mask)
+
+
+def kl_shaped_rewards(
+    logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, reward: torch.Tensor, beta: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """KL-in-reward shaping (Ziegler et al. 2019; Stiennon et al. 2020): per-token rewards
+
+        r_t = −β k1_t + [t = last response token] r(x, a),   k1_t = log π(a_t|s_t) − log π_ref(a_t|s_t),
+
+    on tokens sampled from π (PPO: the behaviour policy π_old), so that Σ_t r_t = r − β k1-KL.
+
+    Args:
+        logp: (B, T) log π of the sampled tokens.
+        ref_logp: (B, T) log π_ref of the same tokens.
+        mask: (B, T) 1 on response tokens; every row has at least one.
+        reward: (B,) task reward r(x, a), added on each row's last response token.
+        beta: KL coefficient β.
+
+    Returns ``(rewards, kl)``, both (B, T) and 0 on padding; ``kl`` is the per-token k1.
+    """
+    kl = kl_penalty(logp, ref_logp, "k1") * mask  # (B, T)
+    rewards = -beta * kl
+    last = mask.sum(-1).long() - 1  # (B,) index of each row's last response token
+    rewards[torch.arange(len(rewards), device=rewards.device), last] += reward
+    return rewards, kl
+
+
+def truncated_is_weights(
+    logp: torch.Tensor, behaviour_seq_logp: torch.Tensor, mask: torch.Tensor, clip: float
+) -> torch.Tensor:
+    """Per-sequence truncated importance weights w = min(c, π_θ(a|x) / μ(a|x)) → (B,), constant.
+
+    log π_θ(a|x) = Σ_t mask_t log π_θ(a_t|s_t). Where the behaviour policy μ is unknown (NaN: expert,
+    random or greedy-decoded data) the weight is 1. Truncation at c bounds the variance a stale
+    or foreign μ adds (as in Retrace/ACER, Munos et al. 2016; Wang et al. 2017).
+
+    Args:
+        logp: (B, T) log π_θ of the response tokens (gradients are not taken through the weights).
+        behaviour_seq_logp: (B,) log μ(a|x) per sequence, NaN where μ is unknown.
+        mask: (B, T) 1 on response tokens.
+        clip: the cap c > 0.
+    """
+    log_w = masked_sum(logp.detach(), mask) - behaviour_seq_logp  # (B,) log π_θ/μ
+    return torch.where(behaviour_seq_logp.isnan(), torch.ones_like(log_w), log_w.exp().clamp(max=clip))
 
 
 # ---------------------------------------------------------------------------- SPO
@@ -98,23 +144,24 @@ def _weighted_mean(x: torch.Tensor, weights: torch.Tensor | None) -> torch.Tenso
     return x.mean() if weights is None else (weights * x).mean()
 
 
-@_register(TERMINAL_LOSSES, "squared")
+@TERMINAL_LOSSES.register("squared")
 def _spo_squared(log_ratio_sum, reward, q0, beta, weights):
     q_t = q0 + beta * log_ratio_sum  # (B,) Q_θ(s_T, a_T)
     loss = _weighted_mean((q_t - reward) ** 2, weights)
-    return loss, {"spo/q_terminal": q_t.mean().item(), "spo/abs_residual": (q_t - reward).abs().mean().item()}
+    q_t = q_t.detach()
+    return loss, {"spo/q_terminal": q_t.mean(), "spo/abs_residual": (q_t - reward).abs().mean()}
 
 
 BCE_EPS = 1e-6  # log p is capped at -BCE_EPS so that log(1 - p) stays finite for failures
 
 
-@_register(TERMINAL_LOSSES, "bce")
+@TERMINAL_LOSSES.register("bce")
 def _spo_bce(log_ratio_sum, reward, q0, beta, weights):
     log_p = torch.clamp(q0 / beta + log_ratio_sum, max=0.0)  # log p_θ(success | x, a)
     log_p_c = torch.clamp(log_p, max=-BCE_EPS)
     nll = -(reward * log_p_c + (1 - reward) * log1mexp(log_p_c))  # binary cross-entropy
     loss = _weighted_mean(nll, weights)
-    return loss, {"spo/p_success": log_p.exp().mean().item(), "spo/bce": nll.mean().item()}
+    return loss, {"spo/p_success": log_p.detach().exp().mean(), "spo/bce": nll.detach().mean()}
 
 
 def spo_terminal_loss(
@@ -151,11 +198,11 @@ def spo_terminal_loss(
     """
     if beta <= 0:
         raise ValueError(f"beta must be > 0, got {beta}")
-    fn = get(TERMINAL_LOSSES, kind, "SPO terminal loss")
+    fn = TERMINAL_LOSSES[kind]
     log_ratio_sum = masked_sum(logp - ref_logp, mask)  # (B,) log π_θ(a|x) − log π_ref(a|x)
     loss, metrics = fn(log_ratio_sum, reward.to(logp.dtype), q0.to(logp.dtype), beta, weights)
-    metrics["spo/log_ratio"] = log_ratio_sum.mean().item()
-    metrics["loss/spo"] = loss.item()
+    metrics["spo/log_ratio"] = log_ratio_sum.detach().mean()
+    metrics["loss/spo"] = loss.detach()
     return loss, metrics
 
 
@@ -212,7 +259,8 @@ def q0_from_success(
         return (1.0 + beta * torch.log(p + (1 - p) * math.exp(-1.0 / beta))).float()
     if kind == "bce":
         return (beta * torch.log(p)).float()
-    raise ValueError(f"unknown SPO terminal loss {kind!r}; valid: {sorted(TERMINAL_LOSSES)}")
+    TERMINAL_LOSSES[kind]  # an unknown kind raises here, listing the valid ones
+    raise NotImplementedError(f"no closed-form Q̂0 for the SPO terminal loss {kind!r}")
 
 
 # ---------------------------------------------------------------------------- PPO
@@ -249,18 +297,21 @@ def ppo_policy_loss(
     clip: float = 0.2,
     reduction: str = "token-mean",
 ) -> tuple[torch.Tensor, Metrics]:
-    """Clipped surrogate (Schulman et al. 2017): −min(ρ A, clip(ρ, 1−ε, 1+ε) A), ρ = π_θ/π_old.
+    """Clipped surrogate (Schulman et al. 2017): −min(ρ A, clip(ρ, 1−ε, 1+ε) A), ρ = π_θ/π_old,
+    reduced by ``reduction`` (:func:`reduce_loss`).
 
     Shapes (B, T); ``advantages`` may be (B, 1) for sequence-level advantages (GRPO, RLOO).
+    Metrics (token means): ``policy/clipfrac`` share of tokens with |ρ − 1| > ε,
+    ``policy/approx_kl_old`` k3 estimate of KL(π_old‖π_θ).
     """
     ratio = torch.exp(logp - old_logp)
     adv = advantages.expand_as(logp)
     per_token = -torch.min(ratio * adv, torch.clamp(ratio, 1 - clip, 1 + clip) * adv)
     loss = reduce_loss(per_token, mask, reduction)
     with torch.no_grad():
-        clipfrac = masked_mean(((ratio - 1).abs() > clip).float(), mask).item()
-        approx_kl = masked_mean(kl_penalty(old_logp, logp, "k3"), mask).item()  # KL(π_old‖π_θ), k3
-    return loss, {"policy/clipfrac": clipfrac, "policy/approx_kl_old": approx_kl, "loss/policy": loss.item()}
+        clipfrac = masked_mean(((ratio - 1).abs() > clip).float(), mask)
+        approx_kl = masked_mean(kl_penalty(old_logp, logp, "k3"), mask)  # KL(π_old‖π_θ), k3
+    return loss, {"policy/clipfrac": clipfrac, "policy/approx_kl_old": approx_kl, "loss/policy": loss.detach()}
 
 
 def ppo_value_loss(
@@ -271,8 +322,8 @@ def ppo_value_loss(
     per_token = 0.5 * torch.max((values - returns) ** 2, (v_clipped - returns) ** 2)
     loss = masked_mean(per_token, mask)
     with torch.no_grad():
-        clipfrac = masked_mean(((values - old_values).abs() > clip).float(), mask).item()
-    return loss, {"critic/vf_clipfrac": clipfrac, "loss/value": loss.item()}
+        clipfrac = masked_mean(((values - old_values).abs() > clip).float(), mask)
+    return loss, {"critic/vf_clipfrac": clipfrac, "loss/value": loss.detach()}
 
 
 def reinforce_loss(
@@ -284,13 +335,13 @@ def reinforce_loss(
     """
     per_token = -advantages.reshape(-1, 1).detach() * logp
     loss = reduce_loss(per_token, mask, reduction)
-    return loss, {"loss/policy": loss.item()}
+    return loss, {"loss/policy": loss.detach()}
 
 
 # ---------------------------------------------------------------------------- value-free advantages
 
 
-@_register(ADVANTAGE_ESTIMATORS, "grpo")
+@ADVANTAGE_ESTIMATORS.register("grpo")
 def grpo_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-6, scale: bool = True) -> torch.Tensor:
     """Group-normalised advantages (Shao et al. 2024, DeepSeekMath §4.1): (B,) → (B,).
 
@@ -304,7 +355,7 @@ def grpo_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-6, s
     return centred.reshape(-1)
 
 
-@_register(ADVANTAGE_ESTIMATORS, "rloo")
+@ADVANTAGE_ESTIMATORS.register("rloo")
 def rloo_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     """REINFORCE leave-one-out (Kool et al. 2019; Ahmadian et al. 2024): (B,) → (B,).
 

@@ -1,11 +1,12 @@
 """PPO, the paper's baseline (DESIGN §2), with its implementation details:
 
 1. a *separate* critic: a second copy of the SFT network with a scalar head (ValueModel);
-2. per-token KL penalty to π_ref in the reward, coefficient β, k1 estimator (Ziegler et al. 2019);
+2. per-token KL penalty to π_ref in the reward, coefficient β, k1 estimator (Ziegler et al. 2019;
+   :func:`~spolab.algos.losses.kl_shaped_rewards`);
 3. GAE with γ = 1, λ = 0.95 (Schulman et al. 2016);
 4. advantage whitening over the batch (Andrychowicz et al. 2021, "what matters" §3);
 5. clipped policy ratio ε = 0.2 and clipped value loss (Schulman et al. 2017; PPO2 baselines);
-6. a few epochs of minibatches per rollout, on-policy only.
+6. a few epochs of minibatches per rollout, on-policy only; metrics are means over all of them.
 Tested in tests/test_algos.py and on the exact testbed (spolab.exact, tabular version).
 """
 
@@ -14,8 +15,8 @@ from __future__ import annotations
 import torch
 from transformers import AutoModel
 
-from spolab.algos.base import Algorithm, minibatches, policy_logp, register
-from spolab.algos.losses import gae, ppo_policy_loss, ppo_value_loss, whiten
+from spolab.algos.base import Algorithm, mean_metrics, minibatches, policy_logp, register
+from spolab.algos.losses import gae, kl_shaped_rewards, ppo_policy_loss, ppo_value_loss, whiten
 from spolab.rollout.trajectories import Batch
 
 
@@ -49,31 +50,33 @@ class PPO(Algorithm):
     def update(self, batch: Batch) -> dict[str, float]:
         cfg = self.cfg
         mask = batch.response_mask
-        # ---- rewards: KL penalty per token, task reward on the last token
+        # ---- rewards: KL penalty per token, task reward on the last token; GAE on the critic's values
         with torch.no_grad():
             old_logp = batch.behaviour_logp  # π_old = the sampling policy (temperature 1)
             old_v = self.critic(batch)
-            kl = (old_logp - batch.ref_logp) * mask  # k1
-            rewards = -cfg.beta * kl
-            last = mask.sum(-1).long() - 1
-            rewards[torch.arange(len(batch), device=mask.device), last] += batch.reward
+            rewards, kl = kl_shaped_rewards(old_logp, batch.ref_logp, mask, batch.reward, cfg.beta)  # (B, T)
             adv, ret = gae(rewards, old_v, mask, gamma=cfg.gamma, lam=cfg.gae_lambda)
             if cfg.whiten_advantages:
                 adv = whiten(adv, mask)
         # ---- epochs of minibatch updates of actor and critic
+        steps = []
         for _ in range(cfg.epochs):
             for idx in minibatches(len(batch), cfg.minibatches, self.gen):
                 mb = batch.select(idx)
-                pl, metrics = ppo_policy_loss(policy_logp(self.policy, mb), old_logp[idx], adv[idx],
-                                              mb.response_mask, cfg.clip)
+                pl, pm = ppo_policy_loss(policy_logp(self.policy, mb), old_logp[idx], adv[idx], mb.response_mask,
+                                         cfg.clip, cfg.loss_reduction)
                 vl, vm = ppo_value_loss(self.critic(mb), old_v[idx], ret[idx], mb.response_mask, cfg.value_clip)
                 (pl + cfg.vf_coef * vl).backward()
-                metrics["opt/grad_norm"] = self.step(self.optim, self.policy.parameters())
-                metrics["critic/grad_norm"] = self.step(self.critic_optim, self.critic.parameters())
-                metrics.update(vm)
-        metrics["critic/value_mean"] = (old_v.sum() / mask.sum()).item()
-        metrics["ppo/kl_reward"] = (kl.sum(-1)).mean().item()
-        return metrics
+                steps.append({**pm, "opt/grad_norm": self.step(self.optim, self.policy.parameters()),
+                              "critic/grad_norm": self.step(self.critic_optim, self.critic.parameters()), **vm})
+        return mean_metrics(steps, {"critic/value_mean": old_v.sum() / mask.sum(),
+                                    "ppo/kl_reward": kl.sum(-1).mean()})
+
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.policy, self.critic]
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.optim, self.critic_optim]
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "critic": self.critic.state_dict(), "critic_optim": self.critic_optim.state_dict()}

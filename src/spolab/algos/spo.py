@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import torch
 
-from spolab.algos.base import Algorithm, ConfigError, policy_logp, register
-from spolab.algos.losses import spo_terminal_loss
+from spolab.algos.base import Algorithm, ConfigError, mean_metrics, policy_logp, register
+from spolab.algos.losses import spo_terminal_loss, truncated_is_weights
 from spolab.rollout.trajectories import Batch
 
 
 @register("spo")
 class SPO(Algorithm):
     on_policy = False
+    needs_q0 = True
 
     def __init__(self, cfg, policy, ref, tokenizer, **kw):
         super().__init__(cfg, policy, ref, tokenizer, **kw)
@@ -34,17 +35,16 @@ class SPO(Algorithm):
             # per-sequence behaviour log-prob; NaN where no behaviour policy is known (expert, random, decoding)
             beh = torch.tensor([sum(t.behaviour_logp) if t.behaviour_logp is not None else float("nan")
                                 for t in batch.trajs], dtype=torch.float32, device=batch.reward.device)  # (B,)
+        steps = []
         for _ in range(cfg.steps_per_batch):
             logp = policy_logp(self.policy, batch)  # (B, T)
             if cfg.is_weights == "truncated":
-                log_w = (logp.detach() * batch.response_mask).sum(-1) - beh  # log π_θ/μ per sequence, (B,)
-                # truncated π_θ/μ; weight 1 where μ is unknown
-                weights = torch.where(beh.isnan(), torch.ones_like(log_w), log_w.exp().clamp(max=cfg.is_clip))
-            loss, metrics = spo_terminal_loss(logp, batch.ref_logp, batch.response_mask, batch.reward, q0,
-                                              cfg.beta, cfg.loss, weights)
+                weights = truncated_is_weights(logp, beh, batch.response_mask, cfg.is_clip)  # (B,)
+            loss, m = spo_terminal_loss(logp, batch.ref_logp, batch.response_mask, batch.reward, q0,
+                                        cfg.beta, cfg.loss, weights)
             loss.backward()
-            metrics["opt/grad_norm"] = self.step(self.optim, self.policy.parameters())
-        metrics["spo/q0"] = q0.mean().item()
-        if weights is not None:
-            metrics["spo/is_weight"] = weights.mean().item()
-        return metrics
+            m["opt/grad_norm"] = self.step(self.optim, self.policy.parameters())
+            if weights is not None:
+                m["spo/is_weight"] = weights.mean()
+            steps.append(m)
+        return mean_metrics(steps, {"spo/q0": q0.mean()})

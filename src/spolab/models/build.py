@@ -41,8 +41,13 @@ def build_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:
     return tok
 
 
+def _local(path: str | Path) -> dict:
+    """``local_files_only`` for a path on disk: a local checkpoint never triggers a hub lookup."""
+    return {"local_files_only": True} if Path(path).exists() else {}
+
+
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
-    tok = AutoTokenizer.from_pretrained(str(path))
+    tok = AutoTokenizer.from_pretrained(str(path), **_local(path))
     if tok.pad_token is None:  # many HF causal LMs ship without one
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
@@ -73,23 +78,8 @@ def build_model(model_cfg, tokenizer, seed: int | None = None) -> LlamaForCausal
 
 def load_model(path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu"):
     """Any Hugging Face causal LM checkpoint: ours, or ``model.name_or_path`` of a real one."""
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, **_local(path))
     return model.to(device)
-
-
-def save_checkpoint(path: str | Path, model, tokenizer, state: dict) -> None:
-    """Model + tokenizer (``save_pretrained``) + ``trainer_state.pt``, swapped in atomically so
-    that a kill mid-save leaves the previous checkpoint intact."""
-    import shutil
-
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
-    torch.save(state, tmp / "trainer_state.pt")
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
 
 
 def n_params(model: torch.nn.Module) -> int:

@@ -9,6 +9,7 @@ from spolab.rollout.trajectories import Trajectory, collate
 from spolab.tasks import listdsl as dsl
 from spolab.tasks.problems import Problem
 from spolab.tasks.render import prompt_text
+from spolab.utils import device_of
 
 
 def reward_of(problem: Problem, program: str, finished: bool, kind: str) -> tuple[float, bool]:
@@ -27,7 +28,7 @@ def collect(model, tokenizer, problems: list[Problem], *, group_size: int, max_n
     """``group_size`` samples per problem, consecutive (GRPO/RLOO groups). Returns the
     trajectories (behaviour log-probs = the sampling distribution's) and rollout stats."""
     model.eval()
-    device = next(model.parameters()).device
+    device = device_of(model)
     out: list[Trajectory] = []
     ent_sum, tok_sum = 0.0, 0
     per_chunk = max(1, batch_size // group_size)  # problems per sampler call
@@ -60,7 +61,7 @@ def attach_ref_logp(ref_model, trajs: list[Trajectory], pad_id: int, batch_size:
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
         b = collate(chunk, pad_id)
-        dev = next(ref_model.parameters()).device
+        dev = device_of(ref_model)
         lp = score(ref_model, b.prompt_ids.to(dev), b.prompt_mask.to(dev), b.response_ids.to(dev),
                    b.response_mask.long().to(dev))
         for i, t in enumerate(chunk):

@@ -48,11 +48,18 @@ def encode_responses(tokenizer, texts: list[str], add_eos: bool = True) -> tuple
 
 
 def decode_responses(tokenizer, response_ids: torch.Tensor, response_mask: torch.Tensor) -> list[str]:
-    """Response texts without EOS and padding."""
+    """What the model wrote, as text: every generated token but the final EOS (and the padding after it).
+
+    Special tokens the model generated *inside* its response (``<pad>``, ``<bos>``, ``<unk>``, an EOS
+    that is not last) are kept in the text, so a program containing one fails to parse and scores 0:
+    the reward scores what the model wrote, never a cleaned-up version of it. The sampler does not
+    constrain which tokens may be generated."""
     out = []
     for ids, m in zip(response_ids.tolist(), response_mask.tolist()):
-        toks = [t for t, keep in zip(ids, m) if keep and t != tokenizer.eos_token_id]
-        out.append(tokenizer.decode(toks, skip_special_tokens=True))
+        toks = [t for t, keep in zip(ids, m) if keep]
+        if toks and toks[-1] == tokenizer.eos_token_id:
+            toks = toks[:-1]
+        out.append(tokenizer.decode(toks, skip_special_tokens=False))
     return out
 
 

@@ -67,14 +67,34 @@ def nontrivial_outputs(inputs, outs, min_distinct: int) -> str | None:
     return None
 
 
-def sample_classes(rng: random.Random, n_classes: int, max_prims: int = 4) -> list[dsl.Program]:
-    """Distinct, non-trivial behaviour classes, each with the first program that produced it."""
+def sample_classes(rng: random.Random, n_classes: int, max_prims: int = 4, *, window: int = 20_000,
+                   max_projected: int = 500_000) -> list[dsl.Program]:
+    """Distinct, non-trivial behaviour classes, each with the first program that produced it.
+
+    Gives up (ConfigError) when the draws stall: no new class in the last ``window`` draws, or so
+    few that, at that rate, the missing classes would need more than ``max_projected`` further
+    draws (the rate only falls). The checks only read counters: the programs drawn, hence the
+    dataset of a feasible setting, are the same with or without them.
+    """
     seen: dict[tuple, dsl.Program] = {}
     tries = 0
+    at_window_start = 0  # classes found when the current window of draws began
+
+    def infeasible(why: str):
+        from spolab.errors import ConfigError
+
+        return ConfigError(f"task.n_classes={n_classes}: only {len(seen)} distinct non-trivial behaviour classes "
+                           f"found with task.max_prims={max_prims} ({why}); lower task.n_classes or raise "
+                           "task.max_prims")
+
     while len(seen) < n_classes:
         tries += 1
         if tries > 200 * n_classes:
-            raise RuntimeError(f"only {len(seen)} non-trivial classes found; lower n_classes")
+            raise infeasible(f"{tries - 1} draws")
+        if tries % window == 0:
+            new, at_window_start = len(seen) - at_window_start, len(seen)
+            if new == 0 or (n_classes - len(seen)) * window / new > max_projected:
+                raise infeasible(f"{new} new in the last {window} of {tries} draws")
         prog = random_program(rng, max_prims)
         sig = signature(prog)
         if sig in seen or nontrivial_outputs(PROBES, sig, min_distinct=6) or has_dead_step(prog):

@@ -1,0 +1,30 @@
+"""The two kinds of error an entry point turns into a one-line message and exit status 2.
+
+- :class:`ConfigError`: a configuration value that cannot work (names the key, its value and the
+  valid range), raised at start-up before any model is loaded or any sample drawn.
+- :class:`OperationalError`: the machine said no (a full disk, a read-only or locked tracking
+  database, ...); the message says what happened, where, and what to do.
+
+``python -m spolab.<step>`` prints ``spolab.<step>: <kind>: <message>`` on stderr and exits 2,
+without a traceback; ``SPOLAB_DEBUG=1`` re-raises so the traceback is shown.
+"""
+
+from __future__ import annotations
+
+
+class SpolabError(Exception):
+    """Base of the errors an entry point reports as one line (exit status 2)."""
+
+    kind = "error"
+
+
+class ConfigError(SpolabError, ValueError):
+    """A configuration that cannot work, with the key to change, its value and the valid range."""
+
+    kind = "configuration error"
+
+
+class OperationalError(SpolabError, OSError):
+    """The environment refused (disk full, database read-only or locked): what, where, what to do."""
+
+    kind = "operational error"

@@ -1,0 +1,62 @@
+"""One trainer step, shared by the RL loop (spolab.rl) and the benchmark (spolab.bench).
+
+Not an entry point: :func:`train_step` does one update's work top to bottom, whatever the
+algorithm (the :class:`~spolab.algos.base.Algorithm` interface hides which one it is).
+"""
+
+from __future__ import annotations
+
+import time
+
+from spolab.algos.base import Algorithm
+from spolab.rollout.collect import attach_ref_logp, collect
+from spolab.rollout.sources import SourceMixer
+from spolab.rollout.trajectories import ReplayBuffer, Trajectory, collate
+from spolab.tasks.problems import Problem
+from spolab.utils import sync
+
+
+def train_step(algo: Algorithm, behaviour, problems: list[Problem], mixer: SourceMixer, replay: ReplayBuffer,
+               counts: dict[str, int], *, group_size: int, max_new_tokens: int, temperature: float, generator,
+               version: int, reward_kind: str
+               ) -> tuple[dict[str, float], list[Trajectory], dict[str, list[Trajectory]], dict[str, float]]:
+    """Sample, mix, score, update: one update of ``algo`` on a batch of ``sum(counts.values())``.
+
+    ``counts`` are the exact per-batch counts of :func:`~spolab.rollout.sources.allocate`;
+    ``problems`` the fresh prompts (``counts["fresh"] / group_size`` of them), sampled
+    ``group_size`` times each by ``behaviour`` (the policy itself, or its stale copy) with
+    ``generator``; the stored part is drawn by ``mixer`` before this step's fresh samples join
+    ``replay``. Random state is consumed in this order: sampler generator, mixer (and replay)
+    draws, the algorithm's own generator.
+
+    Returns ``(metrics, fresh, parts, timings)``: the algorithm's metrics plus rollout
+    statistics; the fresh trajectories; every source's part of the batch (``fresh`` first, a
+    part may fall short of its count while the replay buffer is empty); and seconds of
+    ``sample`` / ``score_mix`` / ``update``, the device synced at each boundary.
+    """
+    if len(problems) * group_size != counts["fresh"]:
+        raise ValueError(f"{len(problems)} prompts x group_size {group_size} != {counts['fresh']} fresh samples")
+    device = algo.device
+    t0 = time.perf_counter()
+    # ---- sample: fresh trajectories from the behaviour policy
+    fresh, roll = [], {}
+    if problems:
+        fresh, roll = collect(behaviour, algo.tok, problems, group_size=group_size, max_new_tokens=max_new_tokens,
+                              temperature=temperature, generator=generator, version=version, reward_kind=reward_kind)
+    t1 = time.perf_counter()
+    # ---- mix: stored sources in their exact per-batch counts; then this step's samples join the replay
+    stored = mixer.draw(counts)
+    replay.add(fresh)
+    parts = {"fresh": fresh, **stored}
+    # ---- score: frozen reference log-probs, cached on each trajectory (stored ones mostly have them)
+    trajs = [t for part in parts.values() for t in part]
+    attach_ref_logp(algo.ref, trajs, algo.tok.pad_token_id)
+    batch = collate(trajs, algo.tok.pad_token_id).to(device)
+    sync(device)
+    t2 = time.perf_counter()
+    # ---- update
+    algo.policy.train()
+    metrics = algo.update(batch)
+    sync(device)
+    t3 = time.perf_counter()
+    return {**metrics, **roll}, fresh, parts, {"sample": t1 - t0, "score_mix": t2 - t1, "update": t3 - t2}
