@@ -1,61 +1,76 @@
 """F1: pass@1 and pass@10 against fresh samples for every algorithm of the main group.
 
-Top row: validation pass@1 / pass@10 during training against the cumulative number of fresh
-(newly sampled) completions, seed mean with a 95 % bootstrap band over seeds. Bottom row: final
-held-out pass@1 / pass@10 on the test and OOD splits (policy protocol, T = 1, n = 20) at x = the
-run's total fresh samples, with the two-level (seeds, then problems) 95 % bootstrap interval; the
-dashed line is the SFT policy. Claim tested (C6): SPO half-online matches online SPO's pass@k with
-about half the fresh samples.
+Top two rows, one panel per algorithm (small multiples, so no band hides another): validation
+pass@1 / pass@10 during training against the cumulative number of fresh (newly sampled)
+completions, seed mean with a 95 % bootstrap band over seeds; thin grey lines are the other
+algorithms' seed means, the dashed line the SFT policy (step 0). Bottom row: final held-out pass@1
+/ pass@10 on the test and OOD splits (policy protocol) per run, its total fresh samples in the tick
+label, with the two-level (seeds, then problems) 95 % bootstrap interval and one dot per seed;
+the dashed line and grey span are the SFT policy and its interval. Claims tested: C1 (SPO against
+PPO on pass@10) and C6 (SPO half-online matches online SPO with about half the fresh samples).
 """
 
-import matplotlib.pyplot as plt
+from __future__ import annotations
+
 import numpy as np
+from matplotlib.figure import Figure
 
-import common
+from common import MAIN, Data, labels, passk_value, per_problem, present, table, try_matrix
+from plot import CI_TEXT, SEED, cli, colour, errpoint, fig_legend, has_data, no_data, small_multiples, styled
+from stats import interval
 
-args = common.cli(__doc__.splitlines()[0])
-rng = np.random.default_rng(0)
-runs, curves = common.read(args.data, "runs"), common.read(args.data, "curves")
-pp, names = common.read_per_problem(args.data), common.labels(args.data)
-main = common.present(runs, common.MAIN, "main")
 
-fig = plt.figure(figsize=(19, 10), layout="constrained")
-gs = fig.add_gridspec(2, 4)
-top = [fig.add_subplot(gs[0, :2]), fig.add_subplot(gs[0, 2:])]
-bottom = [fig.add_subplot(gs[1, i]) for i in range(4)]
+@styled
+def plot(data: Data) -> Figure:
+    rng = np.random.default_rng(SEED)
+    runs, curves, pp, names = table(data, "runs"), table(data, "curves"), per_problem(data), labels(data)
+    main = present(runs, MAIN, "main")
+    fresh = runs.groupby("study_run").fresh_samples.mean()
 
-for ax, k in zip(top, (1, 10)):
-    metric = f"val/pass@{k}"
-    for sr in main:
-        if metric in curves and sr in set(curves.study_run[curves[metric].notna()]):
-            x, m = common.curve_xy(curves, sr, metric, "data/fresh_samples")
-            common.band(ax, x, m, rng, common.colour(sr), names.get(sr, sr), marker="o", ms=4)
-    if not ax.lines:
-        common.no_data(ax, f"{metric} of the main runs")
-    ax.set(xlabel="fresh samples drawn (cumulative, completions)", ylabel=f"validation pass@{k}",
-           title=f"validation pass@{k} during training ({common.CI_TEXT} band)")
+    fig = Figure(figsize=(4 * max(len(main), 4) + 1, 15), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[2, 1.15])
+    grid = top.subplots(2, max(len(main), 1), sharex=True, sharey="row", squeeze=False)
+    for row, k in zip(grid, (1, 10)):
+        small_multiples(row, curves, main, f"val/pass@{k}", "data/fresh_samples", rng, names)
+        row[0].set_ylabel(f"validation pass@{k}")
+    for ax, sr in zip(grid[0], main):
+        ax.set_title(names.get(sr, sr))
+    for ax in grid[-1]:
+        ax.set_xlabel("fresh samples drawn (cumulative)")
+    top.suptitle(f"validation pass@1 (upper row) and pass@10 (lower row) during training ({CI_TEXT} band)")
 
-for ax, (split, k) in zip(bottom, [("test", 1), ("test", 10), ("ood", 1), ("ood", 10)]):
-    where = dict(split=split, protocol="policy")
-    sft = common.try_matrix(pp, common.passk_value(k), study_run="sft", **where)
-    if sft is not None:
-        p, lo, hi = common.interval(sft, rng)
-        ax.axhline(p, ls="--", color=common.colour("sft"), label=names["sft"] + " (shaded: its 95 % CI)")
-        ax.axhspan(lo, hi, color=common.colour("sft"), alpha=0.12, lw=0)
-    dodge = 0.015 * max(runs.fresh_samples.max(), 1)  # runs with equal budgets side by side, not on top
-    for i, sr in enumerate(main):
-        m = common.try_matrix(pp, common.passk_value(k), study_run=sr, **where)
-        if m is not None:
-            fresh = runs.loc[runs.study_run == sr, "fresh_samples"].mean() + (i - (len(main) - 1) / 2) * dodge
-            common.errpoint(ax, fresh, m, rng, common.colour(sr), names.get(sr, sr), dots=False)
-    ax.set_xlim(0, 1.1 * max(runs.fresh_samples.max(), 1))
-    if not ax.lines and not ax.collections:
-        common.no_data(ax, f"final {split} pass@{k}")
-    name = "OOD" if split == "ood" else split
-    ax.set(xlabel="total fresh samples of the run (completions)", ylabel=f"{name} pass@{k}",
-           title=f"final {name} pass@{k}, policy protocol")
+    finals = bottom.subplots(1, 4)
+    shown = [sr for sr in main if try_matrix(pp, passk_value(1), study_run=sr, split="test", protocol="policy")
+             is not None]
+    for ax, (split, k) in zip(finals, [("test", 1), ("test", 10), ("ood", 1), ("ood", 10)]):
+        where = dict(split=split, protocol="policy")
+        sft = try_matrix(pp, passk_value(k), study_run="sft", **where)
+        if sft is not None:
+            p, lo, hi = interval(sft, rng)
+            ax.axhline(p, ls="--", color=colour("sft"), lw=1.2)
+            ax.axhspan(lo, hi, color=colour("sft"), alpha=0.12, lw=0, label=names["sft"] + " and its 95 % CI")
+        for i, sr in enumerate(shown):
+            m = try_matrix(pp, passk_value(k), study_run=sr, **where)
+            if m is not None:
+                errpoint(ax, i, m, rng, colour(sr))
+        name = "OOD" if split == "ood" else split
+        if not has_data(ax):
+            no_data(ax, f"final {name} pass@{k}")
+            continue
+        ax.set_xticks(range(len(shown)), [f"{names.get(s, s)}\n{fresh.get(s, np.nan):,.0f} fresh" for s in shown],
+                      rotation=35, ha="right", fontsize=9)
+        ax.set_xlim(-0.6, len(shown) - 0.4)
+        ax.set(ylabel=f"{name} pass@{k}", title=f"final {name} pass@{k}, policy protocol")
+    bottom.suptitle(f"final evaluation per run ({CI_TEXT}, seeds then problems; dots: seeds; "
+                    "tick label: the run's total fresh samples)")
+    fig_legend(fig, [*grid.flat, *finals])
+    fig.suptitle("F1 pass@1 and pass@10 against fresh samples, main runs (claims C1, C6)")
+    return fig
 
-common.fig_legend(fig, [*top, *bottom])
-fig.suptitle("F1 pass@1 and pass@10 against fresh samples (main runs; "
-             f"{common.CI_TEXT}: over seeds for curves, over seeds then problems for final points)")
-common.savefig(fig, args.out)
+
+def main() -> None:
+    cli(plot, __doc__)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,49 +1,75 @@
 """F2: pass@k for k = 1..20 at the end of training, main runs and the SFT policy.
 
-Unbiased pass@k per problem from eval_per_problem.csv (n samples, n_correct correct), mean over
-seeds and problems with the two-level 95 % bootstrap band (seeds, then problems; one draw of
-seeds and problems serves every k). Columns: test | OOD split; rows: policy protocol (T = 1), then
-the paper protocol (T = 0.4, top-p 0.95) where it was evaluated. Question: does an RL method that
-raises pass@1 keep pass@k at large k (coverage), or does it trade it away against the SFT policy?
+Unbiased pass@k per problem from eval_per_problem (n samples, n_correct correct), mean over seeds
+and problems with the two-level 95 % bootstrap band (seeds, then problems; one draw of seeds and
+problems serves every k). Rows: policy protocol, then the paper protocol where it was evaluated;
+columns: the test split's pass@k (band: the SFT policy's interval) and its difference to the SFT
+policy (paired over problems; intervals at k = 1, 5, 10, 20), then the same for the OOD split. Each panel's y-range fits its own data. Claim tested: C1 (does an RL
+method that raises pass@1 keep pass@k at large k, or trade coverage away against SFT?).
 """
 
-import matplotlib.pyplot as plt
+from __future__ import annotations
+
 import numpy as np
+from matplotlib.figure import Figure
 
-import common
+from common import MAIN, Data, labels, matrix, passk_value, per_problem, present, protocol_text
+from plot import CI_TEXT, SEED, cli, colour, fig_legend, no_data, styled
+from stats import diff_intervals, intervals
 
-args = common.cli(__doc__.splitlines()[0])
-rng = np.random.default_rng(0)
-pp, names = common.read_per_problem(args.data), common.labels(args.data)
-studies = ["sft", *common.present(pp, common.MAIN, "main")]
-protocols = ["policy"] + (["paper"] if (pp.protocol == "paper").any() else [])
-PROTOCOL = {"policy": "policy protocol (T = 1, n = 20)",
-            "paper": "paper protocol (T = 0.4, top-p 0.95, n = 20)"}
-k_max = int(min(20, pp.n.min())) if len(pp) else 20
-ks = np.arange(1, k_max + 1)
-evaluated = set(zip(pp.study_run, pp.split, pp.protocol))
+K_MAX = 20  # largest k drawn (capped by the samples per problem)
+BARS_AT = (1, 5, 10, 20)  # k where the difference panels draw their intervals
 
-fig, axes = plt.subplots(len(protocols), 2, figsize=(14, 5.2 * len(protocols)), squeeze=False, sharey=True,
-                         layout="constrained")
-for row, protocol in zip(axes, protocols):
-    for ax, split in zip(row, ("test", "ood")):
-        for sr in studies:
-            if (sr, split, protocol) not in evaluated:
-                continue
-            where = dict(study_run=sr, split=split, protocol=protocol)
-            # (K, seeds, problems)
-            ms = np.stack([common.matrix(pp, common.passk_value(k), **where) for k in ks])
-            point, lo, hi = common.intervals(ms, rng)
-            style = dict(ls="--", lw=2) if sr == "sft" else dict(lw=2)
-            ax.plot(ks, point, color=common.colour(sr), label=names.get(sr, sr), **style)
-            ax.fill_between(ks, lo, hi, color=common.colour(sr), alpha=0.18, lw=0)
-        if not ax.lines:
-            common.no_data(ax, f"{split} / {protocol}")
-            continue
-        ax.set(xscale="log", xlabel="k (samples per problem)", ylabel="pass@k (fraction of problems)",
-               title=f"{split.upper() if split == 'ood' else split} split, {PROTOCOL[protocol]}")
-        ticks = [k for k in (1, 2, 5, 10, 20) if k <= k_max]
-        ax.set_xticks(ticks, [str(k) for k in ticks])
-common.fig_legend(fig, axes)
-fig.suptitle(f"F2 pass@k at the end of training ({common.CI_TEXT}, seeds then problems)")
-common.savefig(fig, args.out)
+
+@styled
+def plot(data: Data) -> Figure:
+    rng = np.random.default_rng(SEED)
+    pp, names = per_problem(data), labels(data)
+    studies = ["sft", *present(pp, MAIN, "main")]
+    protocols = [p for p in ("policy", "paper") if (pp.protocol == p).any()] or ["policy"]
+    ks = np.arange(1, int(min(K_MAX, pp.n.min())) + 1 if len(pp) else K_MAX + 1)
+    evaluated = set(zip(pp.study_run, pp.split, pp.protocol))
+
+    fig = Figure(figsize=(22, 5.4 * len(protocols) + 0.8), layout="constrained")
+    axes = fig.subplots(len(protocols), 4, squeeze=False)
+    for row, protocol in zip(axes, protocols):
+        n = int(pp.n[pp.protocol == protocol].min()) if (pp.protocol == protocol).any() else 0
+        for (ax, dax), split in zip((row[:2], row[2:]), ("test", "ood")):
+            name = "OOD" if split == "ood" else split
+            ms = {sr: np.stack([matrix(pp, passk_value(k), study_run=sr, split=split, protocol=protocol)
+                                for k in ks]) for sr in studies if (sr, split, protocol) in evaluated}  # (K, S, P)
+            for i, (sr, m) in enumerate(ms.items()):
+                point, lo, hi = intervals(m, rng)
+                ax.plot(ks, point, color=colour(sr), label=names.get(sr, sr), lw=2, ls="--" if sr == "sft" else "-")
+                if sr == "sft":  # one band only: the runs' intervals are in the difference panel
+                    ax.fill_between(ks, lo, hi, color=colour(sr), alpha=0.15, lw=0, label="SFT's 95 % CI")
+                elif "sft" in ms:
+                    d, dlo, dhi = diff_intervals(m, ms["sft"], rng)
+                    dax.plot(ks, d, color=colour(sr), lw=2)
+                    at = np.isin(ks, BARS_AT)
+                    dodge = np.exp(0.05 * (i - len(ms) / 2))  # side by side on the log axis
+                    dax.errorbar(ks[at] * dodge, d[at], yerr=[d[at] - dlo[at], dhi[at] - d[at]], fmt="o",
+                                 ms=4, color=colour(sr), capsize=3, lw=1.4)
+            title = f"{name}, {protocol} protocol ({protocol_text(protocol)}, n = {n})"
+            for a, ylabel, what in ((ax, "pass@k (fraction of problems)", title),
+                                    (dax, "pass@k − pass@k(SFT)", f"{name}, {protocol}: difference to SFT")):
+                if not a.lines:
+                    no_data(a, f"{split} / {protocol}")
+                    continue
+                a.set(xscale="log", xlabel="k (samples per problem)", ylabel=ylabel, title=what)
+                ticks = [k for k in (1, 2, 5, 10, 20) if k <= ks[-1]]
+                a.set_xticks(ticks, [str(k) for k in ticks])
+            if dax.lines:
+                dax.axhline(0, color=colour("sft"), ls="--", lw=1.2)
+    fig_legend(fig, axes)
+    fig.suptitle(f"F2 pass@k at the end of training ({CI_TEXT}, seeds then problems; "
+                 "differences paired over problems)")
+    return fig
+
+
+def main() -> None:
+    cli(plot, __doc__)
+
+
+if __name__ == "__main__":
+    main()

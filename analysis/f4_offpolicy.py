@@ -1,4 +1,5 @@
-"""F4: the off-policy data-source ablation of SPO (claim C3: SPO learns from data it did not sample).
+"""F4: the off-policy data-source ablation of SPO (claims C3: SPO learns from data it did not
+sample, and C6: half-online SPO against online SPO).
 
 For every off-policy study run (SPO trained on expert programs, an earlier run's samples, another
 policy's samples, other decoding settings, random programs, or offline data only) and the
@@ -8,43 +9,56 @@ correct programs per problem (policy protocol), mean with the two-level (seeds, 
 line is online SPO. Question: which off-policy sources help, which are harmless, which hurt?
 """
 
-import matplotlib.pyplot as plt
+from __future__ import annotations
+
 import numpy as np
+from matplotlib.figure import Figure
 
-import common
+from common import OFFPOLICY, Data, labels, passk_value, per_problem, present, try_matrix
+from plot import CI_TEXT, SEED, cli, colour, errpoint, fig_legend, has_data, no_data, styled
 
-args = common.cli(__doc__.splitlines()[0])
-rng = np.random.default_rng(0)
-pp, names = common.read_per_problem(args.data), common.labels(args.data)
 REFERENCES = ["spo", "spo_half_online", "ppo"]
-studies = [s for s in REFERENCES if s in set(pp.study_run)]
-studies += common.present(pp, common.OFFPOLICY, "offpolicy")
-METRICS = [(common.passk_value(1), "pass@1"), (common.passk_value(10), "pass@10"),
+METRICS = [(passk_value(1), "pass@1"), (passk_value(10), "pass@10"),
            ("distinct_correct_programs", "distinct correct programs per problem")]
 
-fig, axes = plt.subplots(2, 3, figsize=(17, 4 + 1.1 * max(len(studies), 3)), sharey=True,
-                         layout="constrained")
-for row, split in zip(axes, ("test", "ood")):
-    for ax, (value, name) in zip(row, METRICS):
-        for y, sr in enumerate(studies):
-            m = common.try_matrix(pp, value, study_run=sr, split=split, protocol="policy")
-            if m is None:
+
+@styled
+def plot(data: Data) -> Figure:
+    rng = np.random.default_rng(SEED)
+    pp, names = per_problem(data), labels(data)
+    studies = [s for s in REFERENCES if s in set(pp.study_run)] + present(pp, OFFPOLICY, "offpolicy")
+    n_ref = sum(s in REFERENCES for s in studies)
+
+    fig = Figure(figsize=(17, 4 + 1.1 * max(len(studies), 3)), layout="constrained")
+    axes = fig.subplots(2, 3, sharey=True)
+    for row, split in zip(axes, ("test", "ood")):
+        for ax, (value, name) in zip(row, METRICS):
+            for y, sr in enumerate(studies):
+                m = try_matrix(pp, value, study_run=sr, split=split, protocol="policy")
+                if m is None:
+                    continue
+                point, _, _ = errpoint(ax, y, m, rng, colour(sr), horizontal=True)
+                if sr == "spo":
+                    ax.axvline(point, ls="--", color=colour("spo"), lw=1.2, label="online SPO (reference)")
+            if not has_data(ax):
+                no_data(ax, f"{split} {name} of the off-policy runs")
                 continue
-            point, _, _ = common.errpoint(ax, y, m, rng, common.colour(sr), horizontal=True)
-            if sr == "spo":
-                ax.axvline(point, ls="--", color=common.colour("spo"), lw=1.2, label="online SPO (reference)")
-        if not ax.collections and not ax.lines:
-            common.no_data(ax, f"{split} {name} of the off-policy runs")
-            continue
-        ax.set(xlabel=name, title=f"{'OOD' if split == 'ood' else 'test'}: {name}")
-        n_ref = sum(s in REFERENCES for s in studies)
-        if 0 < n_ref < len(studies):
-            ax.axhline(n_ref - 0.5, color="0.5", lw=0.8)  # references above, off-policy sources below
-for ax in axes[:, 0]:
-    ax.set_yticks(range(len(studies)), [names.get(s, s) for s in studies])
-    ax.set_ylim(len(studies) - 0.5, -0.5)
-common.fig_legend(fig, axes)
-missing = "" if set(studies) - set(REFERENCES) else "\n(this export has no off-policy runs: references only)"
-fig.suptitle(f"F4 SPO with off-policy data sources, final evaluation, policy protocol ({common.CI_TEXT}, "
-             f"seeds then problems; dots: seeds){missing}")
-common.savefig(fig, args.out)
+            ax.set(xlabel=name, title=f"{'OOD' if split == 'ood' else 'test'}: {name}")
+            if 0 < n_ref < len(studies):
+                ax.axhline(n_ref - 0.5, color="0.5", lw=0.8)  # references above, off-policy sources below
+    for ax in axes[:, 0]:
+        ax.set_yticks(range(len(studies)), [names.get(s, s) for s in studies])
+        ax.set_ylim(len(studies) - 0.5, -0.5)
+    fig_legend(fig, axes)
+    missing = "" if set(studies) - set(REFERENCES) else "\n(this export has no off-policy runs: references only)"
+    fig.suptitle(f"F4 SPO with off-policy data sources, final evaluation, policy protocol ({CI_TEXT}, "
+                 f"seeds then problems; dots: seeds) (claims C3, C6){missing}")
+    return fig
+
+
+def main() -> None:
+    cli(plot, __doc__)
+
+
+if __name__ == "__main__":
+    main()

@@ -9,39 +9,52 @@ to BCE's optimum; c: probability of success. A dotted line marks π*'s success p
 the export carries it (column exact/optimum_success_prob).
 """
 
-import matplotlib.pyplot as plt
+from __future__ import annotations
+
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
-import common
+from common import Data, table
+from plot import cli, colour, no_data, styled
 
-args = common.cli(__doc__.splitlines()[0])
-exact = common.read_optional(args.data, "exact")
-exact = exact if exact is not None else pd.DataFrame(columns=["run", "step"])
-RUNS = {"spo_squared": ("SPO, squared loss", common.colour("spo")),
-        "spo_bce": ("SPO, BCE loss", common.colour("spo_bce")), "ppo": ("PPO", common.colour("ppo"))}
+RUNS = {"spo_squared": ("SPO, squared loss", "spo"), "spo_bce": ("SPO, BCE loss", "spo_bce"),
+        "ppo": ("PPO", "ppo")}  # exact.csv run -> label, the study run whose colour it takes
 PANELS = [("exact/kl_to_optimum", True, "KL(π_θ‖π*) (nats, log scale)", "a  KL(π_θ‖π*) against updates"),
           ("exact/kl_conditioned_to_policy", True, "KL(π_ref(·|success)‖π_θ) (nats, log scale)",
            "b  KL to BCE's optimum π_ref(·|success)"),
           ("exact/success_prob", False, "P(success) under π_θ", "c  probability of success")]
+KL_FLOOR = 1e-8  # a KL of exactly 0 cannot sit on a log axis: drawn at this floor
 
-fig, axes = plt.subplots(1, 3, figsize=(18, 5.5), layout="constrained")
-for ax, (metric, log, ylabel, title) in zip(axes, PANELS):
-    for run in [r for r in RUNS if r in set(exact.run)] + sorted(set(exact.run) - set(RUNS)):
-        d = exact[(exact.run == run)].sort_values("step") if metric in exact else exact.iloc[:0]
-        d = d[d[metric].notna()]
-        if d.empty:
+
+@styled
+def plot(data: Data) -> Figure:
+    exact = table(data, "exact", optional=True)
+    exact = exact if exact is not None else pd.DataFrame(columns=["run", "step"])
+    fig = Figure(figsize=(18, 5.5), layout="constrained")
+    axes = fig.subplots(1, 3)
+    for ax, (metric, log, ylabel, title) in zip(axes, PANELS):
+        for run in [r for r in RUNS if r in set(exact.run)] + sorted(set(exact.run) - set(RUNS)):
+            d = exact[(exact.run == run)].sort_values("step") if metric in exact else exact.iloc[:0]
+            d = d[d[metric].notna()]
+            if d.empty:
+                continue
+            label, sr = RUNS.get(run, (run, run))
+            ax.plot(d.step, d[metric].clip(lower=KL_FLOOR) if log else d[metric], color=colour(sr), lw=2, label=label)
+        if metric == "exact/success_prob" and "exact/optimum_success_prob" in exact and ax.lines:
+            ax.axhline(np.nanmean(exact["exact/optimum_success_prob"]), ls=":", color="k", label="π* (soft optimum)")
+        if not ax.lines:
+            no_data(ax, metric)
             continue
-        y = d[metric].clip(lower=1e-8) if log else d[metric]  # a KL of exactly 0 cannot sit on a log axis
-        label, col = RUNS.get(run, (run, common.colour(run)))
-        ax.plot(d.step, y, color=col, lw=2, label=label)
-    if metric == "exact/success_prob" and "exact/optimum_success_prob" in exact and ax.lines:
-        ax.axhline(np.nanmean(exact["exact/optimum_success_prob"]), ls=":", color="k",
-                   label="π* (soft optimum)")
-    if not ax.lines:
-        common.no_data(ax, metric)
-        continue
-    ax.set(xlabel="update", ylabel=ylabel, title=title, yscale="log" if log else "linear")
-    ax.legend(loc="best")
-fig.suptitle("F7 exact testbed: KL(π_θ‖π*) against updates (exact enumeration, one seed)")
-common.savefig(fig, args.out)
+        ax.set(xlabel="update", ylabel=ylabel, title=title, yscale="log" if log else "linear")
+        ax.legend(loc="best")
+    fig.suptitle("F7 exact testbed: KL(π_θ‖π*) against updates (exact enumeration, one seed)")
+    return fig
+
+
+def main() -> None:
+    cli(plot, __doc__)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,13 +1,20 @@
-"""The figure scripts of analysis/ on a small synthetic export (the seven CSVs of analysis/export.py),
-and the interval helpers of analysis/common.py against independent calculations.
+"""The figures of analysis/ drawn from the real committed export (results/data/*.csv, which
+analysis/export.py wrote from the default study's MLflow runs), and the interval core
+analysis/stats.py against independent calculations.
 
-Two exports: a full one (3 seeds, every group, bench.csv) and a smoke-like one (1 seed, three main
-runs, no off-policy or ablation runs, no bench.csv). Every script must exit 0 on both and write a
-real PNG.
+Each figure module's ``plot(data)`` must return a figure whose panels all hold data, whose axis
+limits contain that data and fit it (no panel squashed into a corner of a shared range), plus
+per-figure checks (F5: bars on linear axes from 0; F8: every tick label gives its seeds; F1: one
+panel per algorithm). A smaller export cut from the real one (one seed, three main runs, no
+off-policy runs, ablations or benchmark) must still draw, through the command line that
+workflow/rules/report.smk runs.
 """
 
 from __future__ import annotations
 
+import doctest
+import importlib
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -18,199 +25,229 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.collections import LineCollection, PathCollection, PolyCollection
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "analysis"))
 import common  # noqa: E402
+import stats  # noqa: E402
 
-SCRIPTS = sorted((ROOT / "analysis").glob("f[0-9]_*.py"))
-STEPS, EVAL_EVERY, N_PROBLEMS, N = 30, 10, 20, 20
-
-# study_run -> group, label, family, algo, data_mix, beta, loss, steps_per_batch, q0_estimator, is_weights,
-# and "skill" (how fast the synthetic run improves)
-_S = ("squared", 1, "mc", False)  # SPO's defaults of loss, steps_per_batch, q0_estimator, is_weights
-STUDY = {
-    "spo": ("main", "SPO online", "", "spo", "online", 0.1, *_S, 0.8),
-    "spo_half_online": ("main", "SPO half-online", "", "spo", "half_online", 0.1, *_S, 0.7),
-    "ppo": ("main", "PPO", "", "ppo", "online", 0.1, "", 1, "", False, 0.6),
-    "grpo": ("main", "GRPO", "", "grpo", "online", 0.1, "", 1, "", False, 0.65),
-    "rloo": ("main", "RLOO", "", "rloo", "online", 0.1, "", 1, "", False, 0.55),
-    "spo_expert": ("offpolicy", "SPO + expert", "", "spo", "expert", 0.1, *_S, 0.9),
-    "spo_random": ("offpolicy", "SPO + random", "", "spo", "random", 0.1, *_S, 0.3),
-    "spo_offline_only": ("offpolicy", "SPO offline only", "", "spo", "offline_only", 0.1, *_S, 0.2),
-    "spo_bce": ("ablation", "SPO BCE loss", "loss", "spo", "online", 0.1, "bce", 1, "mc", False, 0.7),
-    "spo_beta003": ("ablation", "SPO β=0.03", "beta", "spo", "online", 0.03, *_S, 0.9),
-    "spo_beta03": ("ablation", "SPO β=0.3", "beta", "spo", "online", 0.3, *_S, 0.5),
-    "spo_steps4": ("ablation", "SPO 4 steps/batch", "steps", "spo", "online", 0.1, "squared", 4, "mc", False,
-                   0.85),
-    "spo_q0_shrunk": ("ablation", "SPO shrunk Q̂0", "q0", "spo", "online", 0.1, "squared", 1, "shrunk", False,
-                      0.8),
-    "spo_half_online_is": ("ablation", "SPO half-online + IS", "is", "spo", "half_online", 0.1, "squared", 1,
-                           "mc", True, 0.75),
-}
-SMOKE = ["spo", "ppo", "grpo"]
-VAL = ["val/pass@1", "val/pass@10", "val/distinct_correct_programs", "val/functional_classes_correct",
-       "val/entropy_per_token", "val/kl_ref", "val/distinct_programs"]
-
-
-def _runs_and_curves(rng, study_runs, seeds):
-    runs, curves = [], []
-    for sr in study_runs:
-        group, label, family, algo, mix, beta, loss, spb, q0, isw, skill = STUDY[sr]
-        fresh = {"online": 64, "half_online": 32, "offline_only": 0}.get(mix, 48)  # fresh samples per update
-        for seed in seeds:
-            name, step_s = f"{sr}-s{seed}", (2.5 if algo == "ppo" else 1.2) * rng.uniform(0.9, 1.1)
-            runs.append(dict(run_name=name, study_run=sr, group=group, label=label, family=family, algo=algo,
-                             data_mix=mix, seed=seed, beta=beta, loss=loss, steps_per_batch=spb,
-                             q0_estimator=q0, is_weights=isw, lr=1e-5, updates=STEPS,
-                             train_wall_s=STEPS * step_s, job_s=STEPS * step_s + 30, job_max_rss_mb=900.0,
-                             fresh_samples=fresh * STEPS))
-            for step in range(STEPS + 1):
-                t = step / STEPS
-                row = {"run_name": name, "study_run": sr, "group": group, "label": label, "algo": algo,
-                       "data_mix": mix, "seed": seed, "step": step, "perf/wall_s": step * step_s,
-                       "data/fresh_samples": step * fresh}
-                if step > 0:
-                    row.update({"rollout/reward": 0.2 + 0.6 * skill * t + rng.normal(0, 0.05),
-                                "rollout/success": 0.2 + 0.6 * skill * t,
-                                "rollout/entropy_per_token": 1 - 0.5 * t,
-                                "rollout/kl_behaviour_ref": 2 * t, "opt/grad_norm": abs(rng.normal(1, 0.3)),
-                                "perf/step_s": step_s * rng.uniform(0.8, 1.2), "perf/update_s": step_s / 2,
-                                "data/frac_fresh": fresh / 64, "data/frac_online": fresh / 64})
-                if step % EVAL_EVERY == 0 or step == STEPS:
-                    p1 = 0.25 + 0.4 * skill * t + rng.normal(0, 0.02)
-                    noise = rng.normal(0, 0.1, size=4)
-                    row.update(dict(zip(VAL, [p1, min(1.0, p1 + 0.3), 3 + 2 * skill * t + noise[0],
-                                              2 + skill * t + noise[1], 1 - 0.4 * t + noise[2] / 5,
-                                              (8 - 4 * skill) * t + abs(noise[3]) * t, 12 - 4 * t])))
-                curves.append(row)
-    return pd.DataFrame(runs), pd.DataFrame(curves)
-
-
-def _per_problem(rng, study_runs, seeds):
-    difficulty = {"test": rng.normal(0, 1.5, N_PROBLEMS), "ood": rng.normal(-1, 1.5, N_PROBLEMS)}
-    rows = []
-    for sr in ["sft", *study_runs]:
-        group, skill = ("sft", 0.35) if sr == "sft" else (STUDY[sr][0], STUDY[sr][-1])
-        seeds_sr = [None] if sr == "sft" else seeds
-        for split in ("test", "ood"):
-            for protocol in ("policy", "paper") if sr in ("sft", "spo", "ppo") else ("policy",):
-                for seed in seeds_sr:  # the SFT policy has no seed: an empty cell, as in the export
-                    z = 3 * skill - 1.5 + difficulty[split] + rng.normal(0, 0.3, N_PROBLEMS)
-                    correct = rng.binomial(N, 1 / (1 + np.exp(-z)))
-                    for j, c in enumerate(correct):
-                        rows.append(dict(model="sft" if seed is None else f"{sr}-s{seed}", study_run=sr,
-                                         group=group, seed=seed, split=split, protocol=protocol,
-                                         problem_id=f"{split}-{j:03d}", n=N, n_correct=c,
-                                         distinct_correct_programs=min(c, rng.integers(1, 6)),
-                                         functional_classes_correct=min(c, rng.integers(1, 3)),
-                                         entropy_per_token=rng.uniform(0.3, 1.0), kl_ref=rng.uniform(0, 5)))
-    pp = pd.DataFrame(rows)
-    # eval.csv: the per-model means of eval_per_problem, with placeholder intervals (no figure reads them)
-    keys = ["model", "study_run", "group", "split", "protocol"]
-    ev = pp.assign(**{"pass@1": pp.n_correct / pp.n}).groupby(keys, dropna=False).mean(numeric_only=True)
-    ev = ev.reset_index()
-    for m in ("pass@1", "distinct_correct_programs", "kl_ref"):
-        ev[m + "_ci_lo"], ev[m + "_ci_hi"] = ev[m] - 0.05, ev[m] + 0.05
-    return pp, ev
-
-
-def _exact():
-    rows = []
-    for run, tau, floor in [("spo_squared", 20, 1e-4), ("spo_bce", 25, 0.3), ("ppo", 40, 0.05)]:
-        for s in range(0, 201, 5):
-            decay = np.exp(-s / tau)
-            rows.append({"run": run, "step": s, "exact/kl_to_optimum": 2 * decay + floor,
-                         "exact/kl_conditioned_to_policy": decay, "exact/kl_to_ref": 2 - np.exp(-s / 50),
-                         "exact/entropy": 1 + np.exp(-s / 50), "exact/success_prob": 0.9 - 0.6 * decay})
-    return pd.DataFrame(rows)
-
-
-def _bench():
-    rows = []
-    for size, scale in (("s", 1.0), ("m", 3.0)):
-        # TRL's trainer has no separate update time
-        for v, step, update, state in [("spo", 0.4, 0.23, 7), ("spo_half_online", 0.37, 0.26, 7),
-                                       ("ppo", 1.1, 0.93, 12), ("grpo", 0.39, 0.22, 7),
-                                       ("rloo", 0.39, 0.22, 7), ("trl_grpo", 0.9, None, 9)]:
-            rows.append(dict(variant=v, size=size, device="cpu", step_s=step * scale, sample_s=0.08 * scale,
-                             update_s=None if update is None else update * scale,
-                             train_state_MB=state * scale,
-                             peak_activations_MB=None if v == "trl_grpo" else 148 * scale,
-                             peak_rss_above_baseline_MB=260 * scale))
-    b = pd.DataFrame(rows)
-    ppo = b[b.variant == "ppo"].set_index("size")
-    for c in ("step_s", "update_s", "train_state_MB"):
-        b[c + "_vs_ppo"] = b[c] / b["size"].map(ppo[c])
-    return b
-
-
-def write_export(folder: Path, study_runs: list[str], seeds: list[int], bench: bool) -> Path:
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    runs, curves = _runs_and_curves(rng, study_runs, seeds)
-    pp, ev = _per_problem(rng, study_runs, seeds)
-    jobs = pd.DataFrame([dict(rule="train", name=r, s=60.0, max_rss_mb=900.0, end_time="2025-01-01T00:00:00")
-                         for r in runs.run_name])
-    tables = {"runs": runs, "curves": curves, "eval": ev, "eval_per_problem": pp, "exact": _exact(),
-              "jobs": jobs}
-    if bench:
-        tables["bench"] = _bench()
-    for name, table in tables.items():
-        table.to_csv(folder / f"{name}.csv", index=False)
-    return folder
+REAL = ROOT / "results" / "data"
+MODULES = sorted(p.stem for p in (ROOT / "analysis").glob("f[0-9]_*.py"))
+CSVS = ["runs", "curves", "eval", "eval_per_problem", "exact", "bench", "jobs"]
+N_AXES = {"f1_pass_vs_fresh": 2 * 5 + 4, "f2_pass_at_k": 2 * 4, "f3_diversity": 3 * 5 + 3, "f4_offpolicy": 6,
+          "f5_cost": 6, "f6_stability": 4, "f7_exact": 3, "f8_ablations": 3, "f9_frontier": 3}
+FIT = 0.3  # a panel's data must span at least this share of its axis range (in log space on log axes)
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory):
-    root = tmp_path_factory.mktemp("export")
-    return {"full": write_export(root / "full", list(STUDY), [0, 1, 2], bench=True),
-            "smoke": write_export(root / "smoke", SMOKE, [0], bench=False)}
+def real() -> dict[str, pd.DataFrame]:
+    return {name: pd.read_csv(REAL / f"{name}.csv") for name in CSVS}
 
 
-def test_every_figure_script_writes_a_png(exports, tmp_path):
-    assert len(SCRIPTS) == 9, [s.name for s in SCRIPTS]
+@pytest.fixture(scope="module")
+def figures(real) -> dict[str, Figure]:
+    return {name: importlib.import_module(name).plot(real) for name in MODULES}
 
-    def run(job):
-        script, variant = job
-        out = tmp_path / variant / f"{script.stem}.png"
-        p = subprocess.run([sys.executable, str(script), "--data", str(exports[variant]), "--out", str(out)],
-                           cwd=ROOT, capture_output=True, text=True, timeout=120)
-        return script, variant, out, p
+
+def _values(ax, axis: int) -> np.ndarray:
+    """Every finite data coordinate (axis 0: x, 1: y) that ax's lines, collections and patches draw,
+    skipping coordinates given in axes units (axhline's x, axvline's y, axhspan's x)."""
+    out = []
+
+    def take(artist, xy):
+        if artist.get_transform().contains_branch_seperately(artist.axes.transData)[axis]:
+            out.append(np.asarray(xy, dtype=float).reshape(-1, 2)[:, axis])
+
+    for line in ax.lines:
+        take(line, line.get_xydata())
+    for c in ax.collections:
+        if isinstance(c, PathCollection):  # scatter: offsets in data units
+            if len(c.get_offsets()):
+                out.append(np.asarray(c.get_offsets(), dtype=float)[:, axis])
+        elif isinstance(c, LineCollection):
+            for seg in c.get_segments():
+                take(c, seg)
+        elif isinstance(c, PolyCollection):
+            for path in c.get_paths():
+                take(c, path.vertices)
+    for p in ax.patches:
+        if isinstance(p, Rectangle):
+            take(p, [(p.get_x(), p.get_y()), (p.get_x() + p.get_width(), p.get_y() + p.get_height())])
+    v = np.concatenate(out) if out else np.array([])
+    return v[np.isfinite(v)]
+
+
+def test_there_are_nine_figure_modules():
+    assert MODULES == ["f1_pass_vs_fresh", "f2_pass_at_k", "f3_diversity", "f4_offpolicy", "f5_cost",
+                       "f6_stability", "f7_exact", "f8_ablations", "f9_frontier"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_every_panel_has_data_within_limits_that_fit_it(figures, name):
+    fig = figures[name]
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == N_AXES[name], f"{name}: {len(fig.axes)} axes"
+    for i, ax in enumerate(fig.axes):
+        where = f"{name} panel {i} ({ax.get_title()!r})"
+        assert not any(t.get_text().startswith("no data") for t in ax.texts), f"{where}: drew no data"
+        for axis, (lim, scale) in enumerate([(ax.get_xlim(), ax.get_xscale()), (ax.get_ylim(), ax.get_yscale())]):
+            v = _values(ax, axis)
+            assert len(v), f"{where}: nothing drawn on the {'xy'[axis]} axis"
+            lo, hi = sorted(lim)
+            span = hi - lo
+            assert v.min() >= lo - 1e-9 * span and v.max() <= hi + 1e-9 * span, \
+                f"{where}: {'xy'[axis]} data [{v.min()}, {v.max()}] outside the limits [{lo}, {hi}]"
+            if scale == "log":
+                v, lo, hi = np.log10(v[v > 0]), np.log10(lo), np.log10(hi)
+            assert (v.max() - v.min()) >= FIT * (hi - lo), \
+                f"{where}: {'xy'[axis]} data span {v.max() - v.min():.3g} of an axis range {hi - lo:.3g}"
+
+
+def test_f1_has_one_training_panel_per_main_algorithm(figures, real):
+    names = common.labels(real)
+    titles = [ax.get_title() for ax in figures["f1_pass_vs_fresh"].axes[:5]]
+    assert titles == [names[s] for s in common.MAIN]
+    for ax, sr in zip(figures["f1_pass_vs_fresh"].axes[:5], common.MAIN):
+        bold = [line for line in ax.lines if line.get_label() == names[sr]]
+        assert len(bold) == 1 and len(ax.collections) == 1  # its own band only: no other band buries it
+
+
+def test_f2_panels_do_not_share_a_y_range(figures):
+    test, ood = figures["f2_pass_at_k"].axes[0], figures["f2_pass_at_k"].axes[2]
+    assert ood.get_ylim()[1] < 0.5 * test.get_ylim()[1]  # OOD pass@k is far lower: its own range
+
+
+def test_f5_bars_sit_on_linear_axes_from_zero(figures):
+    fig = figures["f5_cost"]
+    bar_axes = [ax for ax in fig.axes if any(isinstance(p, Rectangle) for p in ax.patches)]
+    assert len(bar_axes) == 4
+    for ax in bar_axes:
+        assert ax.get_yscale() == "linear" and ax.get_ylim()[0] == 0, ax.get_title()
+        assert all(p.get_y() == 0 for p in ax.patches), ax.get_title()
+    assert all(ax.get_yscale() == "linear" for ax in fig.axes)
+
+
+def test_f8_says_how_many_seeds_each_point_has(figures, real):
+    fig = figures["f8_ablations"]
+    labels = [t.get_text() for t in fig.axes[-1].get_xticklabels()]
+    seeds = real["runs"].groupby("label").seed.nunique()
+    assert labels and all(re.search(r"\((\d+) seeds?\)$", lab) for lab in labels), labels
+    for lab in labels:
+        name = lab.split("\n")[0].removesuffix(" (ref)")
+        if name in seeds:
+            n = int(re.search(r"\((\d+) seeds?\)$", lab).group(1))
+            assert n == seeds[name], lab
+    assert "(1 seed)" in " ".join(labels) and "(3 seeds)" in " ".join(labels)
+    assert "seed" in fig.get_suptitle()
+    hollow = [ln for ln in fig.axes[0].lines if ln.get_markerfacecolor() == "white"]  # single-seed runs
+    assert len(hollow) == (real["runs"].group == "ablation").sum()
+
+
+def _small_export(real: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The real export cut down to a smoke-sized study: seed 0 of SPO, PPO and GRPO (and SFT),
+    no off-policy runs, no ablations, no benchmark."""
+    keep = {"sft", "spo", "ppo", "grpo"}
+    out = {}
+    for name, t in real.items():
+        if "study_run" in t:
+            t = t[t.study_run.isin(keep) & (t.seed == 0)]
+        if name == "jobs":
+            t = t[t.rule != "rl"]
+        if name != "bench":
+            out[name] = t
+    return out
+
+
+def test_every_figure_draws_a_smaller_export_through_its_command_line(real, tmp_path):
+    small = tmp_path / "export"
+    small.mkdir()
+    for name, t in _small_export(real).items():
+        t.to_csv(small / f"{name}.csv", index=False)
+
+    def run(name):
+        out = tmp_path / f"{name}.png"
+        p = subprocess.run([sys.executable, str(ROOT / "analysis" / f"{name}.py"), "--data", str(small),
+                            "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        return name, out, p
 
     with ThreadPoolExecutor(max_workers=2) as pool:  # two at a time: the scripts are single-threaded
-        results = list(pool.map(run, [(s, v) for s in SCRIPTS for v in exports]))
-    for script, variant, out, p in results:
-        assert p.returncode == 0, f"{script.name} on the {variant} export:\n{p.stderr[-3000:]}"
-        assert out.exists() and out.stat().st_size > 10_000, f"{script.name} ({variant}): no or tiny PNG"
+        results = list(pool.map(run, MODULES))
+    for name, out, p in results:
+        assert p.returncode == 0, f"{name}:\n{p.stderr[-3000:]}"
         img = matplotlib.image.imread(out)
-        assert img.ndim == 3 and img.shape[2] in (3, 4) and min(img.shape[:2]) > 200
-        assert img[..., :3].std() > 0.01, f"{script.name} ({variant}): blank image"
+        assert img.ndim == 3 and min(img.shape[:2]) > 200 and img[..., :3].std() > 0.01, f"{name}: blank image"
 
 
-def test_interval_single_seed_is_the_problem_mean():
-    m = np.random.default_rng(1).uniform(0, 1, size=(1, 25))
-    point, lo, hi = common.interval(m, np.random.default_rng(2), n_boot=1000)
+def test_the_small_export_shows_what_is_missing(real):
+    f5 = importlib.import_module("f5_cost").plot(_small_export(real))
+    missing = [ax for ax in f5.axes if any(t.get_text().startswith("no data") for t in ax.texts)]
+    assert len(missing) == 4  # the four benchmark panels
+    f8 = importlib.import_module("f8_ablations").plot(_small_export(real))
+    assert all(any(t.get_text().startswith("no data") for t in ax.texts) for ax in f8.axes)
+
+
+# ---------------------------------------------------------------- analysis/stats.py
+def _naive(m: np.ndarray, rng: np.random.Generator, n_boot: int) -> np.ndarray:
+    """The two-level bootstrap as a plain loop, drawing in the order stats.replicates documents:
+    every replicate's seeds first (all of them), then every replicate's problems."""
+    S, P = m.shape
+    seeds, problems = rng.integers(0, S, size=(n_boot, S)), rng.integers(0, P, size=(n_boot, P))
+    return np.array([m[seeds[b]][:, problems[b]].mean() for b in range(n_boot)])
+
+
+def test_interval_is_the_percentile_two_level_bootstrap():
+    m = np.random.default_rng(1).uniform(size=(3, 40))
+    point, lo, hi = stats.interval(m, np.random.default_rng(2), n_boot=500)
+    boots = _naive(m, np.random.default_rng(2), 500)
     assert point == pytest.approx(m.mean())
-    assert lo <= point <= hi
-    # one seed: only problems are resampled, so the 95 % interval spans about ±1.96 standard errors
-    se = m.std(ddof=1) / np.sqrt(m.shape[1])
-    assert 2.5 * se < hi - lo < 5.5 * se
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(boots, [0.025, 0.975])))
 
 
-def test_diff_interval_of_a_matrix_with_itself_is_centred_on_zero():
-    m = np.random.default_rng(3).uniform(size=(3, 20))
-    point, lo, hi = common.diff_interval(m, m, np.random.default_rng(4), n_boot=500)
-    assert point == 0.0 and lo <= 0.0 <= hi
+def test_interval_single_seed_spans_about_four_standard_errors():
+    m = np.random.default_rng(1).uniform(0, 1, size=(1, 25))
+    point, lo, hi = stats.interval(m, np.random.default_rng(2), n_boot=1000)
+    se = m.std(ddof=1) / np.sqrt(m.shape[1])  # one seed: only problems are resampled, ±1.96 SE
+    assert lo <= point <= hi and 2.5 * se < hi - lo < 5.5 * se
 
 
-def test_intervals_matches_interval_per_statistic():
+def test_diff_interval_pairs_the_problems():
+    a = np.random.default_rng(3).uniform(size=(1, 60))
+    point, lo, hi = stats.diff_interval(a, a + 0.1, np.random.default_rng(4), n_boot=500)
+    # the same problems in both replicates: every replicate's difference is exactly −0.1. Resampling
+    # the problems of each run independently would give an interval about ±0.1 wide.
+    assert point == pytest.approx(-0.1) and lo == pytest.approx(-0.1) and hi == pytest.approx(-0.1)
+    b = np.random.default_rng(5).uniform(size=(3, 60)) + 0.2
+    point, lo, hi = stats.diff_interval(a, b, np.random.default_rng(6), n_boot=1000)
+    assert point == pytest.approx(a.mean() - b.mean()) and lo < point < hi < 0
+    with pytest.raises(ValueError, match="different problem sets"):
+        stats.diff_interval(a, b[:, :50], np.random.default_rng(0))
+
+
+def test_intervals_is_interval_per_statistic_on_one_draw():
     ms = np.random.default_rng(5).uniform(size=(4, 3, 30))  # K × seeds × problems
-    point, lo, hi = common.intervals(ms, np.random.default_rng(6), n_boot=3000)
-    for k in range(4):
-        p, lo_k, hi_k = common.interval(ms[k], np.random.default_rng(7), n_boot=3000)
-        assert point[k] == pytest.approx(p)
-        assert lo[k] == pytest.approx(lo_k, abs=0.02) and hi[k] == pytest.approx(hi_k, abs=0.02)
+    point, lo, hi = stats.intervals(ms, np.random.default_rng(7), n_boot=700)
+    for k in range(4):  # every k sees the same seeds and problems: exactly interval() of that k
+        assert (point[k], lo[k], hi[k]) == pytest.approx(stats.interval(ms[k], np.random.default_rng(7), n_boot=700))
+    d, dlo, dhi = stats.diff_intervals(ms, ms[::-1], np.random.default_rng(8), n_boot=300)
+    assert d == pytest.approx(-d[::-1]) and np.all(dlo <= d) and np.all(d <= dhi)
+
+
+def test_seed_band_resamples_seeds_only():
+    v = np.array([[0.0, 1.0, np.nan], [2.0, 3.0, 4.0], [4.0, 5.0, np.nan]])  # seeds × steps
+    mean, lo, hi = stats.seed_band(v, np.random.default_rng(0), n_boot=400)
+    assert mean == pytest.approx([2.0, 3.0, 4.0])
+    assert lo[0] >= 0.0 and hi[0] <= 4.0 and lo[0] < 2.0 < hi[0]
+    assert lo[2] == hi[2] == 4.0  # only one seed logged the last step
+    one = stats.seed_band(v[:1, :2], np.random.default_rng(0))
+    assert all(np.array_equal(x, [0.0, 1.0]) for x in one)
+
+
+def test_stats_docstring_examples_run():
+    result = doctest.testmod(stats)
+    assert result.attempted >= 5 and result.failed == 0
 
 
 def test_passk_value_against_the_closed_form():

@@ -1,16 +1,21 @@
 # From MLflow to every figure, table and the claims report. export reads the study's runs from
 # MLflow into tidy CSVs; one rule per figure; report regenerates README.md. The default study's
 # outputs are committed under results/ (PUBLISH), other scales write under results/<scale>/.
-FIGURES = {
-    "f1_pass_vs_fresh": "F1",
-    "f2_pass_at_k": "F2",
-    "f3_diversity": "F3",
-    "f4_offpolicy": "F4",
-    "f5_cost": "F5",
-    "f6_stability": "F6",
-    "f7_exact": "F7",
-    "f8_ablations": "F8",
-    "f9_frontier": "F9",
+# Figures and tables are marked with report(): `snakemake --report results/report.html` bundles them,
+# each with its caption from workflow/report/<name>.rst.
+report: "../report/workflow.rst"
+
+
+FIGURES = {  # figure -> the report's subcategory (what it is about)
+    "f1_pass_vs_fresh": "main comparison",
+    "f2_pass_at_k": "main comparison",
+    "f3_diversity": "main comparison",
+    "f4_offpolicy": "off-policy data",
+    "f5_cost": "cost",
+    "f6_stability": "stability",
+    "f7_exact": "exact testbed",
+    "f8_ablations": "SPO ablations",
+    "f9_frontier": "main comparison",
 }
 CSVS = ["runs", "curves", "eval", "eval_per_problem", "exact", "bench", "jobs"]
 
@@ -19,7 +24,7 @@ rule eval_table:
     input:
         rules.eval_all.input,
     output:
-        f"{PUBLISH}/tables/eval_{SCALE}.md",
+        report(f"{PUBLISH}/tables/eval_{SCALE}.md", caption="../report/eval_table.rst", category="Tables"),
     log:
         f"{ROOT}/logs/eval_table.log",
     threads: 1
@@ -90,7 +95,12 @@ for _fig in FIGURES:
         input:
             rules.export.output,
         output:
-            f"{PUBLISH}/figures/{_fig}.png",
+            report(
+                f"{PUBLISH}/figures/{_fig}.png",
+                caption=f"../report/{_fig}.rst",
+                category="Figures",
+                subcategory=FIGURES[_fig],
+            ),
         log:
             f"{ROOT}/logs/figure_{_fig}.log",
         threads: 1
@@ -110,8 +120,8 @@ rule report:
         figures=expand(f"{PUBLISH}/figures/{{fig}}.png", fig=FIGURES),
         table=rules.eval_table.output,
     output:
-        readme=f"{PUBLISH}/README.md",
-        claims=f"{PUBLISH}/tables/claims_{SCALE}.md",
+        readme=report(f"{PUBLISH}/README.md", caption="../report/readme.rst", category="Claims"),
+        claims=report(f"{PUBLISH}/tables/claims_{SCALE}.md", caption="../report/claims.rst", category="Claims"),
     log:
         f"{ROOT}/logs/report.log",
     threads: 1

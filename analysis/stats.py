@@ -1,0 +1,147 @@
+"""The study's one interval estimator: a two-level bootstrap over (seeds × problems) matrices.
+
+A score matrix has one row per seed (an independent training run) and one column per held-out
+problem. A bootstrap replicate resamples the rows with replacement, then the columns with
+replacement, and recomputes the statistic; the interval is the central :data:`CONFIDENCE`
+quantile range of :data:`N_BOOT` replicates (percentile bootstrap). With one seed it reduces to
+the bootstrap over problems. Matrices on the same problems (two runs compared, or pass@k for
+several k) share each replicate's column draw, and each matrix draws its own rows. Curves are
+(seeds × steps) matrices whose columns are not resampled (``problems=False``).
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> spo = rng.binomial(1, 0.6, size=(3, 200)).astype(float)  # 3 seeds × 200 problems
+    >>> ppo = rng.binomial(1, 0.5, size=(3, 200)).astype(float)
+    >>> point, lo, hi = interval(spo, np.random.default_rng(1))
+    >>> lo < point < hi
+    True
+    >>> est = interval_estimates({"spo": spo, "ppo": ppo}, np.random.default_rng(1))
+    >>> sorted(est), est["spo"] == (point, lo, hi)
+    (['ppo', 'spo'], True)
+    >>> d, d_lo, d_hi = diff_interval(spo, ppo, np.random.default_rng(1))
+    >>> bool(np.isclose(d, spo.mean() - ppo.mean()))
+    True
+
+``stat`` is any numpy-style reduction called as ``stat(x, axis=...)`` (``np.nanmean``, the
+default, ``np.nanmedian``, ...), so one call reduces a whole batch of replicates at once.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+N_BOOT = 2000  # bootstrap replicates of every interval
+CONFIDENCE = 0.95  # coverage of every interval
+Stat = Callable[..., np.ndarray]  # stat(x, axis=...) -> x reduced over those axes
+_BATCH = 4_000_000  # resampled values held at once (about 32 MB of float64)
+
+
+def replicates(ms: Sequence[np.ndarray], rng: np.random.Generator, stat: Stat = np.nanmean,
+               n_boot: int = N_BOOT, problems: bool = True) -> list[np.ndarray]:
+    """Bootstrap replicates of ``stat`` for each matrix of ``ms``: the core every interval uses.
+
+    ms: matrices of shape (seeds, problems) or (K, seeds, problems) (K statistics on the same
+        draw, e.g. pass@k for k = 1..K); seeds may differ between matrices, problems may not.
+    Draws, in this order: each matrix's row indices of every replicate (its seeds, independently
+    of the other matrices), then the column indices of every replicate (the problems), which all
+    matrices share. With
+    ``problems=False`` columns are kept as they are (curves: the columns are steps) and ``stat``
+    reduces the rows only.
+    Returns one array per matrix: (n_boot,) for a 2-D matrix, (n_boot, K) for a 3-D one;
+    (n_boot, columns) and (n_boot, K, columns) with ``problems=False``.
+    """
+    flat = [np.ndim(m) == 2 for m in ms]  # a single statistic: drop the K axis again at the end
+    ms3 = [np.asarray(m, dtype=float).reshape((-1, *np.shape(m)[-2:])) for m in ms]  # (K, S, P) each
+    n_problems = {m.shape[2] for m in ms3}
+    if len(n_problems) != 1:
+        raise ValueError(f"matrices cover different problem sets ({sorted(n_problems)} problems)")
+    P = n_problems.pop()
+    rows = [rng.integers(0, m.shape[1], size=(n_boot, m.shape[1])) for m in ms3]  # (n_boot, S_i) each
+    cols = rng.integers(0, P, size=(n_boot, P)) if problems else np.broadcast_to(np.arange(P), (n_boot, P))
+    axis = (-2, -1) if problems else -2  # reduce seeds and problems, or seeds only
+    out = []
+    for m, r, single in zip(ms3, rows, flat):
+        K, S, _ = m.shape
+        boots = np.empty((K, n_boot) if problems else (K, n_boot, P))
+        step = max(1, _BATCH // (K * S * P))  # replicates per batch
+        for b in range(0, n_boot, step):
+            x = m[:, r[b:b + step, :, None], cols[b:b + step, None, :]]  # (K, b, S, P)
+            with warnings.catch_warnings():  # all-NaN columns (a step no seed logged) give NaN, silently
+                warnings.simplefilter("ignore", RuntimeWarning)
+                boots[:, b:b + step] = stat(x, axis=axis)
+        boots = np.moveaxis(boots, 0, 1)  # (n_boot, K[, P])
+        out.append(boots[:, 0] if single else boots)
+    return out
+
+
+def quantiles(boots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The central :data:`CONFIDENCE` range of replicates along axis 0 (NaN replicates ignored)."""
+    a = (1 - CONFIDENCE) / 2
+    return np.nanquantile(boots, a, axis=0), np.nanquantile(boots, 1 - a, axis=0)
+
+
+def _point(m: np.ndarray, stat: Stat) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return stat(np.asarray(m, dtype=float), axis=(-2, -1))
+
+
+def interval(m: np.ndarray, rng: np.random.Generator, stat: Stat = np.nanmean,
+             n_boot: int = N_BOOT) -> tuple[float, float, float]:
+    """(point, lo, hi) of ``stat`` over one (seeds × problems) matrix."""
+    m = np.atleast_2d(np.asarray(m, dtype=float))
+    lo, hi = quantiles(replicates([m], rng, stat, n_boot)[0])
+    return float(_point(m, stat)), float(lo), float(hi)
+
+
+def intervals(ms: np.ndarray, rng: np.random.Generator, stat: Stat = np.nanmean,
+              n_boot: int = N_BOOT) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`interval` for K statistics on one draw: ms is (K × seeds × problems). Returns point, lo,
+    hi, each of shape (K,)."""
+    ms = np.asarray(ms, dtype=float)
+    lo, hi = quantiles(replicates([ms], rng, stat, n_boot)[0])
+    return _point(ms, stat), lo, hi
+
+
+def diff_interval(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, stat: Stat = np.nanmean,
+                  n_boot: int = N_BOOT) -> tuple[float, float, float]:
+    """(point, lo, hi) of stat(a) − stat(b), two (seeds × problems) matrices on the same problems:
+    the problems are resampled jointly (paired), each run's seeds independently."""
+    a, b = np.atleast_2d(np.asarray(a, dtype=float)), np.atleast_2d(np.asarray(b, dtype=float))
+    ra, rb = replicates([a, b], rng, stat, n_boot)
+    lo, hi = quantiles(ra - rb)
+    return float(_point(a, stat) - _point(b, stat)), float(lo), float(hi)
+
+
+def diff_intervals(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, stat: Stat = np.nanmean,
+                   n_boot: int = N_BOOT) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`diff_interval` for K statistics on one draw: a and b are (K × seeds × problems). Returns
+    point, lo, hi, each of shape (K,)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    ra, rb = replicates([a, b], rng, stat, n_boot)
+    lo, hi = quantiles(ra - rb)
+    return _point(a, stat) - _point(b, stat), lo, hi
+
+
+def interval_estimates(score_dict: Mapping[str, np.ndarray], rng: np.random.Generator, stat: Stat = np.nanmean,
+                       n_boot: int = N_BOOT) -> dict[str, tuple[float, float, float]]:
+    """{name: (seeds × problems) matrix} -> {name: (point, lo, hi)}, as rliable's
+    ``get_interval_estimates``; one draw of ``rng`` per matrix, in the dict's order."""
+    return {name: interval(m, rng, stat, n_boot) for name, m in score_dict.items()}
+
+
+def seed_band(values: np.ndarray, rng: np.random.Generator, n_boot: int = N_BOOT
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Curves: a (seeds × steps) matrix -> seed mean, lo, hi per step, bootstrap over seeds only
+    (NaN where no seed logged that step; zero width with one seed)."""
+    v = np.atleast_2d(np.asarray(values, dtype=float))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(v, axis=0)
+    if v.shape[0] == 1:
+        return mean, mean.copy(), mean.copy()
+    lo, hi = quantiles(replicates([v], rng, np.nanmean, n_boot, problems=False)[0])
+    return mean, lo, hi
