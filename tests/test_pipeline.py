@@ -125,6 +125,10 @@ def test_smoke_study_end_to_end(smoke_study, tmp_path):
 
     again = snakemake(wd, *args, "-n")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+    # the `snakemake` command (another interpreter path than `python -m snakemake`) sees the same state
+    console = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"), "-d",
+                              str(wd), "-n", *args], capture_output=True, text=True)
+    assert console.returncode == 0 and "Nothing to be done" in console.stdout + console.stderr, console.stdout[-3000:]
 
     # ---- editing conf/ reruns exactly the jobs whose resolved config changed (and what reads them)
     import os

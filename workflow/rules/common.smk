@@ -1,4 +1,5 @@
 # Shared definitions: the interpreter that runs the Hydra entry points, output roots, the study matrix.
+import os
 import sys
 from pathlib import Path
 
@@ -16,6 +17,17 @@ ENV = "../../environment.yml"  # software of every rule (with --software-deploym
 PUBLISH = "results" if SCALE == "default" else ROOT
 EXPORT = f"{PUBLISH}/data" if SCALE == "default" else f"{ROOT}/export"  # results/<scale>/data is the task data
 ANALYSIS = Path(workflow.basedir) / "analysis"
+# Jobs run `python` = the interpreter running Snakemake (the project's venv), and analysis scripts from
+# $SPOLAB_ANALYSIS. Both travel in the environment, not in params or the shell text: neither is a rerun
+# trigger, so `snakemake` and `python -m snakemake`, or a clone at another path, see the same DAG state.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+os.environ["SPOLAB_ANALYSIS"] = str(ANALYSIS)
+
+
+envvars:
+    "PATH",  # asserted, and passed on to jobs on other machines (executors)
+    "SPOLAB_ANALYSIS",
+
 
 STUDY = yaml.safe_load(open(Path(workflow.basedir) / "conf" / "study" / f"{config['study']}.yaml"))
 RUNS = STUDY["runs"]
@@ -34,10 +46,10 @@ RUN_IDS = [f"{run}-s{seed}" for run in RUNS for seed in seeds_of(run)]
 def hydra_cmd(module):
     """`python -m spolab.<module>` with the job's thread count, the scale and the rule's params.args.
 
-    The interpreter is the one running Snakemake (the project's venv), passed as params.py.
+    `python` is the interpreter running Snakemake (PATH, set above).
     """
     threads = "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
-    return f"{threads} {{params.py}} -m spolab.{module} scale={{params.scale}} {{params.args}} > {{log}} 2>&1"
+    return f"{threads} python -m spolab.{module} scale={{params.scale}} {{params.args}} > {{log}} 2>&1"
 
 
 @functools.cache

@@ -15,7 +15,6 @@ rule data:
     conda:
         ENV
     params:
-        py=sys.executable,
         scale=SCALE,
         conf=conf_hash("data"),
         args=f"out_dir={ROOT}/data",

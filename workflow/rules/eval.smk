@@ -15,7 +15,6 @@ rule eval:
     conda:
         ENV
     params:
-        py=sys.executable,
         scale=SCALE,
         conf=conf_hash("evaluate"),
         args=lambda w, input: (

@@ -14,7 +14,6 @@ rule exact:
     conda:
         ENV
     params:
-        py=sys.executable,
         scale=SCALE,
         conf=conf_hash("exact"),
         args=f"out_dir={ROOT}/exact",

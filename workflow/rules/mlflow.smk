@@ -8,9 +8,8 @@ rule mlflow_init:
     conda:
         ENV
     params:
-        py=sys.executable,
         uri="sqlite:///results/mlflow.db",
         experiment=f"spolab-{SCALE}",
     shell:
-        "{params.py} -m spolab.tracking init --uri {params.uri} --experiment {params.experiment} "
+        "python -m spolab.tracking init --uri {params.uri} --experiment {params.experiment} "
         "--artifact-root results/mlartifacts > {log} 2>&1 && touch {output.flag}"

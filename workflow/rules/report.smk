@@ -31,11 +31,10 @@ rule eval_table:
     conda:
         ENV
     params:
-        py=sys.executable,
         scale=SCALE,
-        script=ANALYSIS / "eval_table.py",
+        script="$SPOLAB_ANALYSIS/eval_table.py",
     shell:
-        "{params.py} {params.script} --scale {params.scale} --out {output} > {log} 2>&1"
+        "python \"{params.script}\" --scale {params.scale} --out {output} > {log} 2>&1"
 
 
 rule bench:
@@ -52,7 +51,6 @@ rule bench:
     conda:
         ENV
     params:
-        py=sys.executable,
         scale=SCALE,
         conf=conf_hash("bench"),
         args=f"sft_dir={ROOT}/sft/model data_dir={ROOT}/data",
@@ -77,13 +75,12 @@ rule export:
     conda:
         ENV
     params:
-        py=sys.executable,
-        script=ANALYSIS / "export.py",
+        script="$SPOLAB_ANALYSIS/export.py",
         study=config["study"],
         scale=SCALE,
         out=lambda w, output: Path(output[0]).parent,
     shell:
-        "{params.py} {params.script} --scale {params.scale} --study {params.study} --bench {input.bench} "
+        "python \"{params.script}\" --scale {params.scale} --study {params.study} --bench {input.bench} "
         "--out {params.out} > {log} 2>&1"
 
 
@@ -107,11 +104,10 @@ for _fig in FIGURES:
         conda:
             ENV
         params:
-            py=sys.executable,
-            script=ANALYSIS / f"{_fig}.py",
+            script=f"$SPOLAB_ANALYSIS/{_fig}.py",
             data=lambda w, input: Path(input[0]).parent,
         shell:
-            "{params.py} {params.script} --data {params.data} --out {output} > {log} 2>&1"
+            "python \"{params.script}\" --data {params.data} --out {output} > {log} 2>&1"
 
 
 rule report:
@@ -128,12 +124,11 @@ rule report:
     conda:
         ENV
     params:
-        py=sys.executable,
-        script=ANALYSIS / "report.py",
+        script="$SPOLAB_ANALYSIS/report.py",
         study=config["study"],
         scale=SCALE,
         data=lambda w, input: Path(input.csvs[0]).parent,
         figures=lambda w, input: Path(input.figures[0]).parent,
     shell:
-        "{params.py} {params.script} --scale {params.scale} --study {params.study} --data {params.data} "
+        "python \"{params.script}\" --scale {params.scale} --study {params.study} --data {params.data} "
         "--figures {params.figures} --out {output.readme} --claims {output.claims} > {log} 2>&1"

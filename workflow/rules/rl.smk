@@ -15,7 +15,6 @@ rule q0:
     conda:
         ENV
     params:
-        py=sys.executable,
         scale=SCALE,
         conf=conf_hash("q0"),
         args=f"data_dir={ROOT}/data sft_dir={ROOT}/sft/model out_dir={ROOT}/q0",
@@ -38,7 +37,6 @@ rule sources:
     conda:
         ENV
     params:
-        py=sys.executable,
         scale=SCALE,
         conf=conf_hash("sources"),
         args=f"data_dir={ROOT}/data sft_dir={ROOT}/sft/model out_dir={ROOT}/sources",
@@ -63,7 +61,6 @@ rule rl:
     conda:
         ENV
     params:
-        py=sys.executable,
         scale=SCALE,
         conf=lambda w: conf_hash("rl", RUNS[w.run]["overrides"]),
         args=lambda w: (

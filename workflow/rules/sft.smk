@@ -14,7 +14,6 @@ rule sft:
     conda:
         ENV
     params:
-        py=sys.executable,
         scale=SCALE,
         conf=conf_hash("sft"),
         args=f"data_dir={ROOT}/data out_dir={ROOT}/sft",
