@@ -3,7 +3,8 @@ and of the claims report.
 
     python analysis/export.py --scale default --study default --out results/data [--bench results/bench/default/bench_cpu.csv]
 
-Reads experiment ``spolab-<scale>`` of ``sqlite:///results/mlflow.db``. For every run of the
+Reads the MLflow database and experiment of the scale's tracking config (conf/tracking: by default
+experiment ``spolab-<scale>`` of ``sqlite:///results/mlflow.db``). For every run of the
 study matrix (conf/study/<study>.yaml) it takes the latest finished MLflow run of that name;
 a run of the matrix missing from MLflow is an error, never silently skipped. Writes:
 
@@ -24,14 +25,13 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one download per evaluation: no bars
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from spolab.tracking import verify_mirror  # noqa: E402
+from spolab.study import load_study  # noqa: E402
+from spolab.tracking import metric_name, tracking_settings, verify_mirror  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIG_COLUMNS = {  # runs.csv column -> flattened config param logged by spolab.tracking
     "algo": "algo.name", "data_mix": "data_mix.name", "beta": "algo.beta", "loss": "algo.loss",
     "steps_per_batch": "algo.steps_per_batch", "q0_estimator": "algo.q0_estimator", "is_weights": "algo.is_weights",
@@ -39,11 +39,6 @@ CONFIG_COLUMNS = {  # runs.csv column -> flattened config param logged by spolab
 }
 PER_PROBLEM = ["n", "n_correct", "distinct_correct_programs", "functional_classes_correct", "entropy_per_token",
                "kl_ref"]
-
-
-def metric_name(key: str) -> str:
-    """Our metric name of an MLflow key (spolab.tracking.mlflow_key writes ``@`` as ``_at_``)."""
-    return key.replace("_at_", "@")
 
 
 def latest_finished(client: MlflowClient, exp_id: str, filter_string: str) -> dict:
@@ -82,31 +77,30 @@ def history(client: MlflowClient, run) -> pd.DataFrame:
     return df.reset_index()
 
 
-def export(scale: str, study: str, out: Path, bench: Path | None, uri: str) -> dict[str, pd.DataFrame]:
-    spec = yaml.safe_load(open(REPO / "conf" / "study" / f"{study}.yaml"))
-    runs_spec = spec["runs"]
+def export(scale: str, study: str, out: Path, bench: Path | None) -> dict[str, pd.DataFrame]:
+    specs = load_study(study, scale)  # spolab.study: the one reader of conf/study/<study>.yaml
+    track = tracking_settings(scale)  # conf/tracking: the database and experiment the runs wrote to
+    uri = track["uri"]
     client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(f"spolab-{scale}")
+    exp = client.get_experiment_by_name(track["experiment"])
     if exp is None:
-        raise SystemExit(f"no MLflow experiment spolab-{scale} in {uri}: run the pipeline first")
-    expected = [(run, seed) for run, e in runs_spec.items() for seed in spec["seeds"][scale][e.get("seeds", "main")]]
+        raise SystemExit(f"no MLflow experiment {track['experiment']} in {uri}: run the pipeline first")
 
     # ---- RL runs: config, summary and curves
     rl = latest_finished(client, exp.experiment_id, "tags.stage = 'rl'")
-    missing = [f"{r}-s{s}" for r, s in expected if f"{r}-s{s}" not in rl]
+    missing = [sp.name for sp in specs if sp.name not in rl]
     if missing:
         raise SystemExit(f"study runs missing from MLflow (not finished?): {missing}")
     runs_rows, curves = [], []
     jobs = read_jobs(Path("results") / scale / "benchmarks")  # relative to the working directory, as the uri
-    for run, seed in expected:
-        name, e = f"{run}-s{seed}", runs_spec[run]
-        r = rl[name]
-        meta = {"run_name": name, "study_run": run, "group": e["group"], "label": e["label"],
-                "family": e.get("family", ""), "seed": seed}
+    for sp in specs:
+        r = rl[sp.name]
+        meta = {"run_name": sp.name, "study_run": sp.run, "group": sp.group, "label": sp.label,
+                "family": sp.family, "reference": sp.reference or "", "seed": sp.seed}
         p = r.data.params
         row = {**meta, **{c: p.get(k) for c, k in CONFIG_COLUMNS.items()}}
         row["algo"] = row["algo"] or r.data.tags.get("algo")
-        job = jobs[(jobs.rule == "rl") & (jobs.name == f"{run}_s{seed}")]
+        job = jobs[(jobs.rule == "rl") & (jobs.name == f"{sp.run}_s{sp.seed}")]  # rl.smk's benchmark: file name
         row.update({"train_wall_s": r.data.metrics.get("perf/wall_s"),
                     "fresh_samples": r.data.metrics.get("data/fresh_samples"),
                     "job_s": float(job.s.iloc[0]) if len(job) else None,
@@ -126,7 +120,7 @@ def export(scale: str, study: str, out: Path, bench: Path | None, uri: str) -> d
     ev = latest_finished(client, exp.experiment_id, "tags.stage = 'eval'")
     meta_of = {r["run_name"]: r for r in runs_rows}
     eval_rows, pp_rows = [], []
-    for model in ["sft", *[f"{r}-s{s}" for r, s in expected]]:
+    for model in ["sft", *[sp.name for sp in specs]]:
         found = [n for n in ev if n.startswith(f"eval-{model}-")]
         if not found:
             raise SystemExit(f"no finished evaluation of {model} in MLflow")
@@ -160,7 +154,7 @@ def export(scale: str, study: str, out: Path, bench: Path | None, uri: str) -> d
     exact_df = pd.concat([history(client, r).assign(run=r.data.tags["algo"])
                           for n, r in sorted(exact.items())], ignore_index=True)
     exact_df = exact_df[["run", "step", *sorted(c for c in exact_df.columns if c not in ("run", "step"))]]
-    check_mirror(client, [rl[f"{r}-s{s}"] for r, s in expected] + list(ev.values()) + list(exact.values()))
+    check_mirror(client, [rl[sp.name] for sp in specs] + list(ev.values()) + list(exact.values()))
     bench_df = pd.read_csv(bench) if bench and Path(bench).exists() else pd.DataFrame()
 
     tables = {"runs": runs_df, "curves": curves_df, "eval": eval_df, "eval_per_problem": pp_df,
@@ -194,9 +188,8 @@ def main(argv=None) -> None:
     ap.add_argument("--study", default="default")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--bench", type=Path, default=None, help="the benchmark CSV (spolab.bench)")
-    ap.add_argument("--uri", default="sqlite:///results/mlflow.db")
     args = ap.parse_args(argv)
-    export(args.scale, args.study, args.out, args.bench, args.uri)
+    export(args.scale, args.study, args.out, args.bench)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from spolab.algos.base import minibatches, policy_logp, register
 from spolab.config import load_config
 from spolab.models.build import load_model, load_tokenizer
 from spolab.rollout.collect import attach_ref_logp, collect
-from spolab.rollout.sources import SourceMixer, allocate
+from spolab.rollout.offpolicy import SourceMixer, allocate
 from spolab.rollout.trajectories import (
     ReplayBuffer,
     Trajectory,

@@ -50,3 +50,42 @@ def test_missing_inputs_name_the_step(tmp_path):
     with pytest.raises(FileNotFoundError, match="spolab.data"):
         data.load_split(tmp_path, "sft")
     assert Path(CONF_DIR).is_dir()
+
+
+ENTRIES = ["data", "sft", "q0", "sources", "rl", "evaluate", "exact", "bench"]
+
+
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("name", ENTRIES)
+def test_each_entry_holds_only_its_own_keys(name, scale):
+    """A scale file sizes every entry at once; each entry keeps only the keys it defines, so another
+    entry's knob (bench's repeats, the sources' problems, the sft block) never reaches its hash."""
+    from spolab.config import _compose, own_keys
+
+    raw, cfg = _compose(name, [f"scale={scale}"]), load_config(name, [f"scale={scale}"])
+    assert set(cfg.keys()) == set(raw.keys()) & own_keys(name)
+    for foreign in set(raw.keys()) - set(cfg.keys()):  # dropped: it must be some other entry's key
+        assert any(foreign in own_keys(other) for other in ENTRIES if other != name), (name, foreign)
+    if name == "rl" and scale == "smoke":
+        assert not {"repeats", "sizes", "variants", "problems", "sft", "exact", "forward_batch_size"} & set(cfg.keys())
+        assert cfg.updates == 6 and cfg.val_problems == 20
+
+
+def test_every_scale_key_is_read_by_some_entry():
+    """No key of a scale file is silently dropped by every entry (a typo would be)."""
+    import yaml
+
+    from spolab.config import own_keys
+
+    owned = set().union(*(own_keys(e) for e in ENTRIES))
+    for path in (CONF_DIR / "scale").glob("*.yaml"):
+        keys = set(yaml.safe_load(path.read_text())) - {"defaults"}
+        assert keys <= owned, (path.name, keys - owned)
+
+
+def test_batch_size_means_trajectories_per_update():
+    """`batch_size` is the RL budget (rl, bench); the sequences of one forward pass are `forward_batch_size`."""
+    for name in ("evaluate", "q0", "sources"):
+        cfg = load_config(name, [])
+        assert "forward_batch_size" in cfg and "batch_size" not in cfg
+    assert load_config("rl", []).batch_size == load_config("bench", []).batch_size == 64

@@ -8,7 +8,7 @@ from conftest import smoke_cfg
 from spolab import data
 from spolab.config import load_config
 from spolab.tasks import listdsl as dsl
-from spolab.tasks import problems as P
+from spolab.tasks.problems import has_dead_step, iter_problems, nontrivial_outputs, sample_classes
 
 
 def _digest(d):
@@ -45,20 +45,20 @@ def test_split_rules(smoke_data):
 
 def test_trivial_problems_rejected():
     ins = [(1, 2, 3), (4, 5, 6), (7, 8, 9), (1, 1, 2), (0, 3, 5)]
-    assert P.nontrivial_outputs(ins, [5] * 5, 4) == "too few distinct outputs"
-    assert P.nontrivial_outputs(ins, list(ins), 4) == "outputs equal inputs"
-    assert P.nontrivial_outputs(ins, [(1,), (), (2,), (3,), (4,)], 4) == "empty output"
-    assert P.nontrivial_outputs(ins, [1, 2, None, 3, 4], 4) == "error"
-    assert P.nontrivial_outputs(ins, [6, 15, 24, 4, 8], 4) is None
-    assert P.has_dead_step(dsl.parse("sort | sort | head"))
-    assert not P.has_dead_step(dsl.parse("sort | head"))
+    assert nontrivial_outputs(ins, [5] * 5, 4) == "too few distinct outputs"
+    assert nontrivial_outputs(ins, list(ins), 4) == "outputs equal inputs"
+    assert nontrivial_outputs(ins, [(1,), (), (2,), (3,), (4,)], 4) == "empty output"
+    assert nontrivial_outputs(ins, [1, 2, None, 3, 4], 4) == "error"
+    assert nontrivial_outputs(ins, [6, 15, 24, 4, 8], 4) is None
+    assert has_dead_step(dsl.parse("sort | sort | head"))
+    assert not has_dead_step(dsl.parse("sort | head"))
 
 
 def test_default_task_has_enough_solvers():
     """DESIGN §3: the median problem has >= 5 solvers (programs of <= 4 primitives)."""
     task = load_config("data").task
-    classes = P.sample_classes(random.Random("0-classes"), task.n_classes, task.max_prims)
-    stream = P.iter_problems(random.Random(7), "test", classes, list(range(len(classes))), 3, 10)
+    classes = sample_classes(random.Random("0-classes"), task.n_classes, task.max_prims)
+    stream = iter_problems(random.Random(7), "test", classes, list(range(len(classes))), 3, 10)
     counts = [len(dsl.enumerate_solvers(next(stream).all_tests(), task.solver_max_len)) for _ in range(60)]
     assert min(counts) >= 1  # the generating program itself (it has no dead step)
     assert statistics.median(counts) >= 5

@@ -29,23 +29,38 @@ def test_dry_run(scale, tmp_path):
 
 
 def test_study_matrix_has_the_issue_entries():
-    """conf/study/default.yaml: 5 algorithms with >= 3 seeds at default (>= 5 in paper), every off-policy
-    source, and the loss / β / steps / Q̂0 / importance-weight ablations."""
-    import yaml
+    """conf/study/default.yaml, read by the study model (spolab.study) and composed as the rules do:
+    5 algorithms with >= 3 seeds at default (>= 5 in paper), every off-policy source, and the loss /
+    β / steps / Q̂0 / importance-weight ablations, each with its reference."""
+    from spolab.config import load_config
+    from spolab.study import entries, load_study
 
-    study = yaml.safe_load((REPO / "conf/study/default.yaml").read_text())
-    runs, seeds = study["runs"], study["seeds"]
-    assert len(seeds["default"]["main"]) >= 3 and len(seeds["paper"]["main"]) >= 5
-    main = {r for r, e in runs.items() if e["group"] == "main"}
-    assert main == {"spo", "spo_half_online", "ppo", "grpo", "rloo"}
-    mixes = {e["overrides"].split("data_mix=")[1].split()[0] for e in runs.values()
-             if e["group"] == "offpolicy"}
-    assert mixes == {"expert", "earlier_run", "other_policy", "decoding", "random", "offline_only"}
-    assert all(runs[r]["seeds"] == "main" for r in runs if runs[r]["group"] == "offpolicy")
-    betas = {e["overrides"].split("algo.beta=")[1].split()[0] for e in runs.values() if "algo.beta=" in e["overrides"]}
-    assert len(betas | {"0.1"}) >= 3
-    assert {e.get("family") for e in runs.values() if e["group"] == "ablation"} == {"loss", "beta", "steps", "q0", "is"}
-    assert runs["spo_earlier_run"]["needs"] == ["ppo"]
+    default, paper = load_study("default", "default"), load_study("default", "paper")
+    runs = entries(default)
+    seeds = lambda specs, run: [s.seed for s in specs if s.run == run]  # noqa: E731
+    assert len(seeds(default, "spo")) >= 3 and len(seeds(paper, "spo")) >= 5
+    assert {r for r, e in runs.items() if e.group == "main"} == {"spo", "spo_half_online", "ppo", "grpo", "rloo"}
+    cfg = {r: load_config("rl", ["scale=default", *e.override_list]) for r, e in runs.items()}
+    offpolicy = [r for r, e in runs.items() if e.group == "offpolicy"]
+    assert {cfg[r].data_mix.name for r in offpolicy} == {"expert", "earlier_run", "other_policy", "decoding",
+                                                         "random", "offline_only"}
+    assert all(len(seeds(default, r)) == len(seeds(default, "spo")) for r in offpolicy)
+    assert len({cfg[r].algo.beta for r in runs if cfg[r].algo.name == "spo"}) >= 3
+    ablations = {r: e for r, e in runs.items() if e.group == "ablation"}
+    assert {e.family for e in ablations.values()} == {"loss", "beta", "steps", "q0", "is"}
+    assert runs["spo_half_online_is"].reference == "spo_half_online"
+    assert {e.reference for r, e in ablations.items() if r != "spo_half_online_is"} == {"spo"}
+    assert runs["spo_earlier_run"].needs == ("ppo",)
+
+
+def test_run_names_round_trip():
+    from spolab.study import load_study, parse_run_name
+
+    for spec in load_study("default", "default"):
+        assert parse_run_name(spec.name) == (spec.run, spec.seed)
+    assert parse_run_name("sft") == ("sft", None)
+    with pytest.raises(ValueError, match="not a study run name"):
+        parse_run_name("spo")
 
 
 def test_lint():
@@ -76,12 +91,13 @@ def test_smoke_study_end_to_end(smoke_study, tmp_path):
     import json
 
     import pandas as pd
-    import yaml
+
+    from spolab.study import load_study
 
     wd, args = smoke_study, SMOKE
     root = wd / "results/smoke"
-    study = yaml.safe_load((REPO / "conf/study/default.yaml").read_text())
-    run_ids = sorted(f"{r}-s{s}" for r, e in study["runs"].items() for s in study["seeds"]["smoke"][e["seeds"]])
+    specs = load_study("default", "smoke")
+    run_ids = sorted(s.name for s in specs)
     assert sorted(p.parent.name for p in (root / "eval").glob("*/summary.json")) == sorted(["sft", *run_ids])
     assert (root / "eval/ppo-s0/test-paper/eval.json").exists() and not (root / "eval/spo_random-s0/test-paper").exists()
     assert (root / "rl/ppo-s0/trajectories.jsonl").stat().st_size > 0  # the earlier_run edge
@@ -102,7 +118,7 @@ def test_smoke_study_end_to_end(smoke_study, tmp_path):
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     assert all(r.info.status == "FINISHED" for r in runs)
     stages = pd.Series([r.data.tags["stage"] for r in runs]).value_counts().to_dict()
-    n_eval = 4 + sum(4 if study["runs"][i.rsplit("-s", 1)[0]].get("protocols") else 2 for i in run_ids)
+    n_eval = 4 + sum(2 * len(s.protocols) for s in specs)  # SFT: both protocols on test and ood
     assert stages == {"sft": 1, "q0": 1, "sources": 1, "rl": len(run_ids), "eval": n_eval, "exact": 3}
     ppo = [r for r in runs if r.data.tags["stage"] == "rl" and r.data.tags["algo"] == "ppo"][0]
     assert len(client.get_metric_history(ppo.info.run_id, "rollout/reward")) == 6
@@ -144,6 +160,16 @@ def test_smoke_study_end_to_end(smoke_study, tmp_path):
     assert edited.returncode == 0, edited.stderr[-3000:]
     reruns = sorted(set(re.findall(r"wildcards: run=(\w+), seed=0", edited.stdout)))
     assert reruns == ["ppo", "spo_earlier_run"]  # the PPO runs and the run that reads PPO's trajectories
+
+    # ---- a bench knob in the scale file reruns the benchmark and what reads it, never an RL job
+    shutil.copytree(REPO / "conf", conf, dirs_exist_ok=True)  # undo the lr edit
+    smoke = conf / "scale" / "smoke.yaml"
+    smoke.write_text(re.sub(r"^repeats: \S+", "repeats: 3", smoke.read_text(), flags=re.M))
+    edited = subprocess.run([*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(wd), "-n", *args],
+                            capture_output=True, text=True, env={**os.environ, "SPOLAB_CONF_DIR": str(conf)})
+    assert edited.returncode == 0, edited.stderr[-3000:]
+    rules = set(re.findall(r"^rule (\w+):", edited.stdout, flags=re.M))
+    assert "bench" in rules and not rules & {"rl", "eval", "sft", "q0", "sources", "data"}, rules
 
 
 def _outputs(wd: Path) -> dict:

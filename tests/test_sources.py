@@ -14,7 +14,7 @@ from spolab.algos import ConfigError, get_algorithm
 from spolab.config import load_config
 from spolab.data import load_split
 from spolab.models.build import load_model, load_tokenizer
-from spolab.rollout import sources as S
+from spolab.rollout.offpolicy import POOL_SOURCES, SourceMixer, allocate, decoding_trajectories
 from spolab.rollout.trajectories import ReplayBuffer, Trajectory, load_trajectories, save_trajectories
 from spolab.tasks import listdsl as dsl
 from spolab.utils import read_jsonl
@@ -25,12 +25,12 @@ from spolab.utils import read_jsonl
     (10, 1 / 3, {"expert": 1 / 3, "random": 1 / 3}), (7, 0.5, {"decoding": 0.3, "random": 0.2}),
 ])
 def test_allocate_is_exact(batch, fresh, shares):
-    counts = S.allocate(batch, fresh, shares)
+    counts = allocate(batch, fresh, shares)
     assert sum(counts.values()) == batch
     want = {"fresh": fresh, **shares}
     for k, n in counts.items():  # every count is the floor or the ceiling of its exact share
         assert abs(n - want[k] * batch) < 1
-    assert S.allocate(64, 0.5, {"expert": 0.25, "random": 0.25}) == {"fresh": 32, "expert": 16, "random": 16}
+    assert allocate(64, 0.5, {"expert": 0.25, "random": 0.25}) == {"fresh": 32, "expert": 16, "random": 16}
 
 
 def test_mixer_draws_exact_counts_from_each_pool():
@@ -38,14 +38,14 @@ def test_mixer_draws_exact_counts_from_each_pool():
              for src in ("expert", "random")}
     replay = ReplayBuffer(100, seed=0)
     replay.add([Trajectory(f"r{i}", [1], [2], 0.0, False, "online") for i in range(20)])
-    mixer = S.SourceMixer(pools, replay, seed=0)
+    mixer = SourceMixer(pools, replay, seed=0)
     counts = {"fresh": 8, "expert": 5, "random": 2, "replay": 1}
     for _ in range(20):
         out = mixer.draw(counts)
         assert {k: len(v) for k, v in out.items()} == {"expert": 5, "random": 2, "replay": 1}
         assert all(t.source == k for k, v in out.items() if k != "replay" for t in v)
     with pytest.raises(ValueError, match="no trajectories"):
-        S.SourceMixer({"expert": []}, replay, seed=0)
+        SourceMixer({"expert": []}, replay, seed=0)
 
 
 def test_data_mix_configs_validate():
@@ -87,7 +87,7 @@ def test_pools_have_provenance_and_round_trip(pools, smoke_data):
     problems = {p.id: p for p in load_split(smoke_data, "rl")}
     assert summary["expert"]["success"] == 1.0  # every expert program passes its tests
     assert summary["random"]["success"] < 0.2
-    for src in S.POOL_SOURCES:
+    for src in POOL_SOURCES:
         trajs = load_trajectories(out / f"{src}.jsonl")
         assert trajs and all(t.source == src and t.ref_logp is not None for t in trajs)
         assert all(len(t.ref_logp) == len(t.response_ids) for t in trajs)
@@ -108,8 +108,8 @@ def test_decoding_is_greedy_with_distinct_restarts(smoke_sft, smoke_data):
     path, _ = smoke_sft
     tok, model = load_tokenizer(path / "model"), load_model(path / "model").eval()
     problems = load_split(smoke_data, "rl")[:3]
-    a = S.decoding_trajectories(model, tok, problems, restarts=3, max_new_tokens=16)
-    b = S.decoding_trajectories(model, tok, problems, restarts=3, max_new_tokens=16)
+    a = decoding_trajectories(model, tok, problems, restarts=3, max_new_tokens=16)
+    b = decoding_trajectories(model, tok, problems, restarts=3, max_new_tokens=16)
     assert [t.response_ids for t in a] == [t.response_ids for t in b]  # deterministic
     for i in range(0, 9, 3):  # the 3 restarts of a prompt start with 3 different tokens
         assert len({a[i + j].response_ids[0] for j in range(3)}) == 3

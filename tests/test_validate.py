@@ -140,7 +140,7 @@ CASES = [
     ("evaluate", ["splits=[train]"], ["splits[0]='train': must be one of"]),
     ("evaluate", ["splits=[]"], ["splits=[]: must be a non-empty list"]),
     ("evaluate", ["protocols=[greedy]"], ["protocols[0]='greedy': must name a file of conf/protocol"]),
-    ("evaluate", ["batch_size=0"], ["batch_size=0: must be an integer >= 1"]),
+    ("evaluate", ["forward_batch_size=0"], ["forward_batch_size=0: must be an integer >= 1"]),
     ("evaluate", [f"model_dir={NO_DIR}"], [f"model_dir='{NO_DIR}': must be a local model directory"]),
     ("evaluate", ["model_dir=null"], ["model_dir=None: must be a local model directory"]),
     ("evaluate", [f"ref_model_dir={NO_DIR}"], [f"ref_model_dir='{NO_DIR}': must be a local model directory"]),
@@ -163,7 +163,7 @@ CASES = [
     ("data", ["seed=1.5"], ["seed=1.5: must be an integer >= 0"]),
     # ---- q0 and sources
     ("q0", ["n_ref=0"], ["n_ref=0: must be an integer >= 1"]),
-    ("q0", ["batch_size=0"], ["batch_size=0: must be an integer >= 1"]),
+    ("q0", ["forward_batch_size=0"], ["forward_batch_size=0: must be an integer >= 1"]),
     ("q0", ["sft_dir=null"], ["sft_dir=None: must be a local model directory"]),
     ("q0", [f"sft_dir={NO_DIR}"], [f"sft_dir='{NO_DIR}'", "python -m spolab.sft"]),
     ("q0", [f"data_dir={NO_DIR}"], [f"data_dir='{NO_DIR}'", "rl.jsonl"]),
@@ -230,14 +230,14 @@ def test_every_study_run_and_algo_validates(scale):
 
 def test_stalled_class_sampling_gives_up_fast():
     """sample_classes itself stops when no new class turns up (validate's bound aside)."""
-    from spolab.tasks import problems as P
+    from spolab.tasks.problems import sample_classes
 
     with pytest.raises(ConfigError, match=r"task.n_classes=100000: only 19 distinct non-trivial behaviour "
                                           r"classes found with task.max_prims=1"):
-        P.sample_classes(random.Random("0-classes"), 100000, 1)
+        sample_classes(random.Random("0-classes"), 100000, 1)
     with pytest.raises(ConfigError, match=r"task.n_classes=100000: only \d+ distinct .* task.max_prims=4 .*; lower"):
-        P.sample_classes(random.Random("0-classes"), 100000, 4)
-    assert len(P.sample_classes(random.Random("0-classes"), 40, 3)) == 40  # the smoke task is unaffected
+        sample_classes(random.Random("0-classes"), 100000, 4)
+    assert len(sample_classes(random.Random("0-classes"), 40, 3)) == 40  # the smoke task is unaffected
 
 
 # ------------------------------------------------------------------------------------------ through the CLI

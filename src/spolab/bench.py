@@ -185,7 +185,7 @@ def bench_one(variant: str, size: str, cfg_dict: dict, queue) -> None:
     from spolab.data import load_split
     from spolab.models.build import load_model
     from spolab.rl import PromptStream, check_data_mix, load_pools
-    from spolab.rollout.sources import SourceMixer, allocate
+    from spolab.rollout.offpolicy import SourceMixer, allocate
     from spolab.rollout.trajectories import ReplayBuffer
     from spolab.train import train_step
     from spolab.utils import default_device, peak_memory_mb, reset_peak_memory

@@ -22,7 +22,7 @@ import hydra
 from hydra.errors import CompactHydraException
 from omegaconf import DictConfig
 
-from spolab.config import CONF_DIR
+from spolab.config import CONF_DIR, entry_config
 from spolab.errors import ConfigError, OperationalError, SpolabError
 
 DEBUG_ENV = "SPOLAB_DEBUG"
@@ -104,7 +104,7 @@ def entry(config_name: str, run: Callable[[DictConfig], object]) -> Callable[[],
     @functools.wraps(run)  # Hydra unwraps to ``run``: the job (and its log file) keeps the module's name
     def task(cfg: DictConfig) -> None:
         with one_line_errors(prog):  # inside the job, so Hydra adds no "Error executing job" line
-            run(cfg)
+            run(entry_config(cfg, config_name))  # only this entry's keys (the scale sets every entry's)
 
     hydra_main = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(task)
 

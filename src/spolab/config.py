@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -26,14 +27,41 @@ def _find_conf_dir() -> Path:
 CONF_DIR = _find_conf_dir()
 
 
-def load_config(name: str, overrides: list[str] | None = None) -> DictConfig:
-    """Compose ``conf/<name>.yaml`` with Hydra overrides, as ``python -m spolab.<name>`` would."""
+def _compose(name: str, overrides: list[str]) -> DictConfig:
     from hydra.core.global_hydra import GlobalHydra
 
     if GlobalHydra.instance().is_initialized():  # inside a Hydra app, whose search path is CONF_DIR
-        return compose(config_name=name, overrides=overrides or [])
+        return compose(config_name=name, overrides=overrides)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name=name, overrides=overrides or [])
+        return compose(config_name=name, overrides=overrides)
+
+
+@functools.cache
+def own_keys(name: str) -> frozenset[str]:
+    """The top-level keys of entry ``name``: what conf/<name>.yaml and its groups define, before a
+    scale file adds anything (conf/scale/default.yaml sets only ``scale.name``)."""
+    return frozenset(_compose(name, ["scale=default"]).keys())
+
+
+def entry_config(cfg: DictConfig, name: str) -> DictConfig:
+    """``cfg`` with only entry ``name``'s own top-level keys.
+
+    A scale file (``@package _global_``) sizes every entry at once, so it also sets keys that
+    other entries read (bench's ``repeats`` in an RL run, say). They are dropped here, so an
+    entry's config, its run identity (the Snakefile's ``params.conf``), its MLflow params and its
+    ``config.yaml`` hold only what it reads: editing a bench key reruns no RL job."""
+    keep = own_keys(name)
+    if set(cfg.keys()) <= keep:
+        return cfg
+    pruned = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k in keep])
+    OmegaConf.set_struct(pruned, OmegaConf.is_struct(cfg))
+    return pruned
+
+
+def load_config(name: str, overrides: list[str] | None = None) -> DictConfig:
+    """Compose ``conf/<name>.yaml`` with Hydra overrides, as ``python -m spolab.<name>`` would
+    (its own keys only: :func:`entry_config`)."""
+    return entry_config(_compose(name, list(overrides or [])), name)
 
 
 def to_container(cfg: Any) -> Any:

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from spolab.cli import entry
 from spolab.models.build import build_tokenizer
 from spolab.tasks import listdsl as dsl
-from spolab.tasks import problems as P
+from spolab.tasks.problems import Problem, iter_problems, sample_classes
 from spolab.tasks.render import task_vocab
 from spolab.utils import set_threads, write_json, write_jsonl
 from spolab.validate import check_task, validate
@@ -27,23 +27,23 @@ log = logging.getLogger(__name__)
 SPLITS_IN_ORDER = ("test", "val", "ood", "rl", "sft")  # earlier splits claim prompts first
 
 
-def build_dataset(task: DictConfig, seed: int) -> tuple[dict[str, list[P.Problem]], dict]:
+def build_dataset(task: DictConfig, seed: int) -> tuple[dict[str, list[Problem]], dict]:
     """All splits (DESIGN §3) and a summary. Pure function of (task config, seed)."""
     check_task(task)  # ConfigError: split names and sizes, ood_fraction, n_classes feasibility, ...
-    classes = P.sample_classes(random.Random(f"{seed}-classes"), task.n_classes, task.max_prims)
+    classes = sample_classes(random.Random(f"{seed}-classes"), task.n_classes, task.max_prims)
     ids = list(range(len(classes)))
     random.Random(f"{seed}-ood").shuffle(ids)
     n_ood = max(1, round(task.ood_fraction * len(ids)))
     ood_ids, seen_ids = sorted(ids[:n_ood]), sorted(ids[n_ood:])
 
     prompts_taken: set[str] = set()
-    splits: dict[str, list[P.Problem]] = {}
+    splits: dict[str, list[Problem]] = {}
     for split in SPLITS_IN_ORDER:
         n = int(task.splits.get(split, 0))
         rng = random.Random(f"{seed}-{split}")
-        stream = P.iter_problems(rng, split, classes, ood_ids if split == "ood" else seen_ids,
+        stream = iter_problems(rng, split, classes, ood_ids if split == "ood" else seen_ids,
                                  task.n_examples, task.n_tests)
-        out: list[P.Problem] = []
+        out: list[Problem] = []
         with tqdm(total=n, desc=f"data/{split}", leave=False, mininterval=2) as bar:
             while len(out) < n:
                 prob = next(stream)
@@ -88,13 +88,13 @@ def run(cfg: DictConfig) -> dict:
     return meta
 
 
-def load_split(data_dir: str | Path, split: str) -> list[P.Problem]:
+def load_split(data_dir: str | Path, split: str) -> list[Problem]:
     path = Path(data_dir) / f"{split}.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run `python -m spolab.data` (or the Snakemake data rule) first")
     from spolab.utils import read_jsonl
 
-    return [P.Problem.from_json(d) for d in read_jsonl(path)]
+    return [Problem.from_json(d) for d in read_jsonl(path)]
 
 
 main = entry("data", run)

@@ -61,7 +61,7 @@ def run(cfg: DictConfig) -> dict:
             ) as tracker:
                 metrics, per_problem, samples = evaluate_policy(
                     model, tok, problems, protocol, max_new_tokens=cfg.task.max_new_tokens,
-                    batch_size=cfg.batch_size, seed=cfg.seed, prefix=split, ref_model=ref, reward=cfg.task.reward,
+                    batch_size=cfg.forward_batch_size, seed=cfg.seed, prefix=split, ref_model=ref, reward=cfg.task.reward,
                 )
                 write_jsonl(out / "samples.jsonl", samples)
                 write_json(out / "per_problem.json", per_problem)

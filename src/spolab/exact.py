@@ -3,7 +3,7 @@
 Tabular policies (one logit per state and action, initialised at π_ref) are trained with the
 same pure losses as the language-model runs (spolab.algos.losses); every update logs the exact
 KL(π_θ‖π*), KL(π_θ‖π_ref), entropy, success probability and pass@k, computed by enumeration
-(spolab.tasks.exact). ``bce``'s own optimum is π_ref conditioned on success, logged as
+(spolab.tasks.testbed). ``bce``'s own optimum is π_ref conditioned on success, logged as
 ``exact/kl_conditioned_to_policy`` = KL(π_ref(·|success)‖π_θ) (the other direction is
 infinite whenever π_θ keeps any mass on failures).
 """
@@ -18,10 +18,10 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from spolab.algos import losses as L
+from spolab.algos import losses
 from spolab.algos.base import mean_metrics
 from spolab.cli import entry
-from spolab.tasks import exact as E
+from spolab.tasks import testbed
 from spolab.tracking import Tracker
 from spolab.utils import set_threads
 from spolab.validate import validate
@@ -29,24 +29,24 @@ from spolab.validate import validate
 log = logging.getLogger(__name__)
 
 
-def _table(logits: torch.Tensor, tb: E.Testbed) -> torch.Tensor:
+def _table(logits: torch.Tensor, tb: testbed.Testbed) -> torch.Tensor:
     return torch.log_softmax(logits.masked_fill(~tb.allowed, -math.inf), dim=-1)
 
 
-def exact_metrics(tb: E.Testbed, table: torch.Tensor, log_pi_star: torch.Tensor, cond: torch.Tensor) -> dict:
+def exact_metrics(tb: testbed.Testbed, table: torch.Tensor, log_pi_star: torch.Tensor, cond: torch.Tensor) -> dict:
     return {
-        "exact/kl_to_optimum": E.kl(tb, table, log_pi_star),
-        "exact/kl_conditioned_to_policy": E.kl(tb, cond, table),  # KL(π_ref(·|success)‖π_θ): finite
-        "exact/kl_to_ref": E.kl(tb, table, tb.ref_logp),
-        "exact/entropy": E.entropy(tb, table),
-        "exact/success_prob": E.success_prob(tb, table),
-        "exact/pass@10": E.pass_at_k(tb, table, 10),
+        "exact/kl_to_optimum": testbed.kl(tb, table, log_pi_star),
+        "exact/kl_conditioned_to_policy": testbed.kl(tb, cond, table),  # KL(π_ref(·|success)‖π_θ): finite
+        "exact/kl_to_ref": testbed.kl(tb, table, tb.ref_logp),
+        "exact/entropy": testbed.entropy(tb, table),
+        "exact/success_prob": testbed.success_prob(tb, table),
+        "exact/pass@10": testbed.pass_at_k(tb, table, 10),
     }
 
 
 def _behaviour(tb, table, kind: str, n: int, g: torch.Generator) -> torch.Tensor:
     if kind == "online":
-        return E.sample(tb, table.detach(), n, g)
+        return testbed.sample(tb, table.detach(), n, g)
     if kind == "uniform":  # off-policy: responses uniformly at random, no policy involved
         return torch.randint(len(tb.states), (n,), generator=g)
     raise ValueError(f"unknown exact.behaviour {kind!r}; valid: ['online', 'uniform']")
@@ -55,22 +55,22 @@ def _behaviour(tb, table, kind: str, n: int, g: torch.Generator) -> torch.Tensor
 def train_spo(tb, cfg, kind: str, q0_kind: str, behaviour: str, seed: int, log_fn=None) -> torch.Tensor:
     """SPO on the testbed; returns the final (S, A) log-prob table."""
     g = torch.Generator().manual_seed(seed)
-    V, _ = E.soft_optimum(tb, cfg.beta)
+    V, _ = testbed.soft_optimum(tb, cfg.beta)
     if kind == "bce":
-        q0 = cfg.beta * math.log(E.success_prob(tb, tb.ref_logp))
+        q0 = cfg.beta * math.log(testbed.success_prob(tb, tb.ref_logp))
     elif q0_kind == "exact":
         q0 = float(V[0])
     else:  # Monte-Carlo from n_ref reference samples (biased low, DESIGN §2)
-        r = tb.reward[E.sample(tb, tb.ref_logp, cfg.n_ref, g)]
-        q0 = float(L.q0_monte_carlo(r[None], cfg.beta)[0])
+        r = tb.reward[testbed.sample(tb, tb.ref_logp, cfg.n_ref, g)]
+        q0 = float(losses.q0_monte_carlo(r[None], cfg.beta)[0])
     logits = tb.ref_logp.masked_fill(~tb.allowed, 0.0).clone().requires_grad_()
     opt = torch.optim.Adam([logits], lr=cfg.spo_lr)
     for step in range(1, cfg.updates + 1):
         seqs = _behaviour(tb, _table(logits, tb), behaviour, cfg.batch_size, g)
-        lp = E.token_logp(tb, _table(logits, tb), seqs)
-        ref = E.token_logp(tb, tb.ref_logp, seqs)
+        lp = testbed.token_logp(tb, _table(logits, tb), seqs)
+        ref = testbed.token_logp(tb, tb.ref_logp, seqs)
         q = torch.full((len(seqs),), q0, dtype=lp.dtype)
-        loss, m = L.spo_terminal_loss(lp, ref, tb.path_mask[seqs], tb.reward[seqs], q, cfg.beta, kind)
+        loss, m = losses.spo_terminal_loss(lp, ref, tb.path_mask[seqs], tb.reward[seqs], q, cfg.beta, kind)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -88,25 +88,25 @@ def train_ppo(tb, cfg, seed: int, log_fn=None) -> torch.Tensor:
     B, mb = cfg.batch_size, cfg.batch_size // cfg.ppo_minibatches
     for step in range(1, cfg.updates + 1):
         # ---- sample and score with the policy before the update (π_old)
-        seqs = E.sample(tb, _table(logits, tb).detach(), B, g)
+        seqs = testbed.sample(tb, _table(logits, tb).detach(), B, g)
         mask = tb.path_mask[seqs]
         with torch.no_grad():
-            old_lp = E.token_logp(tb, _table(logits, tb), seqs)
-            ref_lp = E.token_logp(tb, tb.ref_logp, seqs)
+            old_lp = testbed.token_logp(tb, _table(logits, tb), seqs)
+            ref_lp = testbed.token_logp(tb, tb.ref_logp, seqs)
             old_v = values[tb.path_states[seqs]] * mask
-            rewards, _ = L.kl_shaped_rewards(old_lp, ref_lp, mask, tb.reward[seqs], cfg.beta)  # (B, T)
-            adv, ret = L.gae(rewards, old_v, mask, gamma=1.0, lam=cfg.gae_lambda)
-            adv = L.whiten(adv, mask)
+            rewards, _ = losses.kl_shaped_rewards(old_lp, ref_lp, mask, tb.reward[seqs], cfg.beta)  # (B, T)
+            adv, ret = losses.gae(rewards, old_v, mask, gamma=1.0, lam=cfg.gae_lambda)
+            adv = losses.whiten(adv, mask)
         # ---- epochs of minibatch updates
         steps = []
         for _ in range(cfg.ppo_epochs):
             perm = torch.randperm(B, generator=g)
             for i in range(0, B, mb):
                 idx = perm[i : i + mb]
-                lp = E.token_logp(tb, _table(logits, tb), seqs[idx])
-                pl, m = L.ppo_policy_loss(lp, old_lp[idx], adv[idx], mask[idx], clip=cfg.clip)
+                lp = testbed.token_logp(tb, _table(logits, tb), seqs[idx])
+                pl, m = losses.ppo_policy_loss(lp, old_lp[idx], adv[idx], mask[idx], clip=cfg.clip)
                 v = values[tb.path_states[seqs[idx]]] * mask[idx]
-                vl, mv = L.ppo_value_loss(v, old_v[idx], ret[idx], mask[idx], clip=cfg.value_clip)
+                vl, mv = losses.ppo_value_loss(v, old_v[idx], ret[idx], mask[idx], clip=cfg.value_clip)
                 opt.zero_grad()
                 (pl + cfg.vf_coef * vl).backward()
                 opt.step()
@@ -119,9 +119,9 @@ def train_ppo(tb, cfg, seed: int, log_fn=None) -> torch.Tensor:
 def run(cfg: DictConfig) -> dict:
     set_threads()
     validate(cfg, "exact")
-    tb = E.make_testbed(cfg.exact.K, cfg.exact.L, cfg.exact.p_success, binary=True, seed=cfg.exact.seed)
-    V, log_pi_star = E.soft_optimum(tb, cfg.exact.beta)
-    cond = E.conditioned_on_success(tb)
+    tb = testbed.make_testbed(cfg.exact.K, cfg.exact.L, cfg.exact.p_success, binary=True, seed=cfg.exact.seed)
+    V, log_pi_star = testbed.soft_optimum(tb, cfg.exact.beta)
+    cond = testbed.conditioned_on_success(tb)
     results = {}
     for name in cfg.algos:
         out = Path(cfg.out_dir) / name
@@ -150,7 +150,7 @@ def run(cfg: DictConfig) -> dict:
         results[name] = final
         log.info("%s: KL(π‖π*) %.4f, KL(π_ref|success‖π) %.4f, entropy %.3f, P(success) %.3f (π* %.3f)",
                  name, final["exact/kl_to_optimum"], final["exact/kl_conditioned_to_policy"], final["exact/entropy"],
-                 final["exact/success_prob"], E.success_prob(tb, log_pi_star))
+                 final["exact/success_prob"], testbed.success_prob(tb, log_pi_star))
     return results
 
 

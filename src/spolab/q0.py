@@ -40,7 +40,7 @@ def run(cfg: DictConfig) -> dict:
                              tags={"stage": "q0", "algo": "ref", "scale": cfg.scale.name}) as tracker:
         trajs, stats = collect(ref, tok, problems, group_size=cfg.n_ref, max_new_tokens=cfg.task.max_new_tokens,
                                generator=torch.Generator().manual_seed(cfg.seed), source="ref_samples", version=0,
-                               reward_kind=cfg.task.reward, batch_size=cfg.batch_size)
+                               reward_kind=cfg.task.reward, batch_size=cfg.forward_batch_size)
         for t in trajs:
             t.ref_logp = t.behaviour_logp  # sampled from π_ref at temperature 1: the same numbers
         succ = Counter()

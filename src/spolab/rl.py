@@ -1,8 +1,9 @@
 """``python -m spolab.rl algo=spo|ppo|grpo|rloo data_mix=online|half_online``: RL from the SFT policy.
 
 One trainer loop for every algorithm: sample (fresh prompts of the ``rl`` split from the
-behaviour policy), score (rewards, cached π_ref log-probs), mix (stored sources), update (the
-algorithm's step from the registry), log, evaluate on ``val``, checkpoint. Budgets are matched:
+behaviour policy, with their rewards), mix (stored sources in exact per-batch counts), score
+(cached π_ref log-probs), update (the algorithm's step from the registry): one
+:func:`spolab.train.train_step`; then log, evaluate on ``val``, checkpoint. Budgets are matched:
 every algorithm sees ``batch_size`` trajectories per update and ``updates`` updates; fresh
 samples consumed and wall clock are logged so curves can use either axis.
 """
@@ -29,7 +30,7 @@ from spolab.config import run_identity
 from spolab.data import load_split
 from spolab.eval.generate import evaluate_policy
 from spolab.models.build import load_model, load_tokenizer
-from spolab.rollout.sources import STORED_SOURCES, SourceMixer, allocate
+from spolab.rollout.offpolicy import STORED_SOURCES, SourceMixer, allocate
 from spolab.rollout.trajectories import ReplayBuffer, load_trajectories, save_trajectories
 from spolab.tracking import Tracker
 from spolab.train import train_step

@@ -20,8 +20,13 @@ from tqdm import tqdm
 from spolab.cli import entry
 from spolab.data import load_split
 from spolab.models.build import load_model, load_tokenizer
-from spolab.rollout import sources as S
 from spolab.rollout.collect import attach_ref_logp, collect
+from spolab.rollout.offpolicy import (
+    POOL_SOURCES,
+    decoding_trajectories,
+    expert_trajectories,
+    random_trajectories,
+)
 from spolab.rollout.trajectories import save_trajectories
 from spolab.tracking import Tracker
 from spolab.utils import seed_everything, set_threads, write_json
@@ -49,26 +54,26 @@ def run(cfg: DictConfig) -> dict:
     ref = load_model(cfg.sft_dir).eval().requires_grad_(False)
     problems = load_split(cfg.data_dir, "rl")[: cfg.problems]
     builders = {
-        "expert": lambda: S.expert_trajectories(problems, tok, per_problem=cfg.expert.per_problem,
+        "expert": lambda: expert_trajectories(problems, tok, per_problem=cfg.expert.per_problem,
                                                 max_len=cfg.task.solver_max_len, reward_kind=cfg.task.reward),
         "other_policy": lambda: collect(ref, tok, problems, group_size=cfg.other_policy.per_problem,
                                         max_new_tokens=cfg.task.max_new_tokens,
                                         temperature=cfg.other_policy.temperature,
                                         generator=torch.Generator().manual_seed(cfg.seed), source="other_policy",
-                                        version=0, reward_kind=cfg.task.reward, batch_size=cfg.batch_size)[0],
-        "decoding": lambda: S.decoding_trajectories(ref, tok, problems, restarts=cfg.decoding.restarts,
+                                        version=0, reward_kind=cfg.task.reward, batch_size=cfg.forward_batch_size)[0],
+        "decoding": lambda: decoding_trajectories(ref, tok, problems, restarts=cfg.decoding.restarts,
                                                     max_new_tokens=cfg.task.max_new_tokens,
-                                                    reward_kind=cfg.task.reward, batch_size=cfg.batch_size),
-        "random": lambda: S.random_trajectories(problems, tok, per_problem=cfg.random.per_problem,
+                                                    reward_kind=cfg.task.reward, batch_size=cfg.forward_batch_size),
+        "random": lambda: random_trajectories(problems, tok, per_problem=cfg.random.per_problem,
                                                 max_prims=cfg.task.max_prims, seed=cfg.seed,
                                                 reward_kind=cfg.task.reward),
     }
     summary = {}
     with Tracker.from_config(out, cfg, run_name="sources",
                              tags={"stage": "sources", "algo": "ref", "scale": cfg.scale.name}) as tracker:
-        for name in tqdm(S.POOL_SOURCES, desc="sources"):
+        for name in tqdm(POOL_SOURCES, desc="sources"):
             trajs = builders[name]()
-            attach_ref_logp(ref, trajs, tok.pad_token_id, batch_size=cfg.batch_size)
+            attach_ref_logp(ref, trajs, tok.pad_token_id, batch_size=cfg.forward_batch_size)
             save_trajectories(out / f"{name}.jsonl", trajs)
             summary[name] = pool_stats(trajs)
             log.info("%s: %s", name, {k: round(v, 3) for k, v in summary[name].items()})

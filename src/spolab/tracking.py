@@ -48,7 +48,8 @@ from spolab.errors import OperationalError
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-__all__ = ["Tracker", "git_sha", "init_mlflow", "mlflow_key", "read_metrics", "verify_mirror"]
+__all__ = ["Tracker", "git_sha", "init_mlflow", "metric_name", "mlflow_key", "read_metrics", "tracking_settings",
+           "verify_mirror"]
 
 DEFAULT_TRACKING_URI = "sqlite:///results/mlflow.db"
 DEFAULT_EXPERIMENT = "spolab"
@@ -84,6 +85,20 @@ def mlflow_key(key: str) -> str:
     k = _INVALID_KEY_CHARS.sub("_", str(key).replace("@", "_at_"))
     parts = [{".": "_", "..": "__"}.get(p, p) for p in k.split("/") if p]
     return "/".join(parts)[:MAX_KEY_LENGTH].rstrip("/") or "_"
+
+
+def metric_name(key: str) -> str:
+    """The inverse of :func:`mlflow_key` for spolab's metric names (the only character they hold
+    that MLflow refuses is ``@``, as in ``pass@10``): ``val/pass_at_10`` -> ``val/pass@10``."""
+    return key.replace("_at_", "@")
+
+
+def tracking_settings(scale: str) -> dict[str, Any]:
+    """(uri, experiment, artifact_root, flush_every_s) of a scale, from conf/tracking (the one place
+    they are written: entry points, the mlflow_init rule and the export all read them here)."""
+    from spolab.config import load_config
+
+    return to_container(load_config("rl", [f"scale={scale}"]).tracking)
 
 
 def _abs_sqlite_uri(uri: str) -> str:

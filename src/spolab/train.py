@@ -10,7 +10,7 @@ import time
 
 from spolab.algos.base import Algorithm
 from spolab.rollout.collect import attach_ref_logp, collect
-from spolab.rollout.sources import SourceMixer
+from spolab.rollout.offpolicy import SourceMixer
 from spolab.rollout.trajectories import ReplayBuffer, Trajectory, collate
 from spolab.tasks.problems import Problem
 from spolab.utils import sync
@@ -22,7 +22,7 @@ def train_step(algo: Algorithm, behaviour, problems: list[Problem], mixer: Sourc
                ) -> tuple[dict[str, float], list[Trajectory], dict[str, list[Trajectory]], dict[str, float]]:
     """Sample, mix, score, update: one update of ``algo`` on a batch of ``sum(counts.values())``.
 
-    ``counts`` are the exact per-batch counts of :func:`~spolab.rollout.sources.allocate`;
+    ``counts`` are the exact per-batch counts of :func:`~spolab.rollout.offpolicy.allocate`;
     ``problems`` the fresh prompts (``counts["fresh"] / group_size`` of them), sampled
     ``group_size`` times each by ``behaviour`` (the policy itself, or its stale copy) with
     ``generator``; the stored part is drawn by ``mixer`` before this step's fresh samples join

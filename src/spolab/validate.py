@@ -296,16 +296,16 @@ EVALUATE: list[Rule] = [
     ("name", text()),
     ("splits", items(one_of(*SPLITS))),
     ("protocols", items(text())),
-    ("batch_size", integer(1)),
+    ("forward_batch_size", integer(1)),
     ("ref_model_dir", optional(text())),
 ]
 
-Q0: list[Rule] = [*SEED, *MODEL, *TRACKING, ("n_ref", integer(1)), ("batch_size", integer(1))]
+Q0: list[Rule] = [*SEED, *MODEL, *TRACKING, ("n_ref", integer(1)), ("forward_batch_size", integer(1))]
 
 SOURCES: list[Rule] = [
     *SEED, *MODEL, *TRACKING,
     ("problems", integer(1)),
-    ("batch_size", integer(1)),
+    ("forward_batch_size", integer(1)),
     ("expert.per_problem", integer(1)),
     ("other_policy.per_problem", integer(1)),
     ("other_policy.temperature", positive()),
@@ -431,7 +431,7 @@ def _model_shape(cfg) -> None:
 def _rl(cfg) -> None:
     from spolab.algos import ALGORITHMS
     from spolab.rl import check_data_mix
-    from spolab.rollout.sources import allocate
+    from spolab.rollout.offpolicy import allocate
 
     name = cfg.algo.name
     if name not in ALGORITHMS:
@@ -585,7 +585,7 @@ def need_data(cfg, splits: Sequence[str], tokenizer: bool = False, key: str = "d
 
 
 def _rl_paths(cfg) -> None:
-    from spolab.rollout.sources import POOL_SOURCES
+    from spolab.rollout.offpolicy import POOL_SOURCES
 
     need_model_dir(cfg, "sft_dir")
     need_data(cfg, ["rl", "val"])

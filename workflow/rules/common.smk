@@ -5,10 +5,11 @@ from pathlib import Path
 
 import functools
 
-import yaml
 from omegaconf import OmegaConf
 from spolab.config import load_config
 from spolab.config import run_identity
+from spolab.study import entries, load_study, parse_run_name
+from spolab.tracking import tracking_settings
 
 SCALE = config["scale"]
 ROOT = f"results/{SCALE}"  # every run output of this scale lives here (git-ignored)
@@ -29,18 +30,13 @@ envvars:
     "SPOLAB_ANALYSIS",
 
 
-STUDY = yaml.safe_load(open(Path(workflow.basedir) / "conf" / "study" / f"{config['study']}.yaml"))
-RUNS = STUDY["runs"]
-if SCALE not in STUDY["seeds"]:
-    raise ValueError(f"conf/study/{config['study']}.yaml has no seeds for scale {SCALE!r}")
+SPECS = load_study(config["study"], SCALE)  # spolab.study: the one reader of conf/study/<study>.yaml
+RUNS = entries(SPECS)  # study entry -> its RunSpec
+RUN_IDS = [s.name for s in SPECS]
+TRACKING = tracking_settings(SCALE)  # conf/tracking: the MLflow database and experiment of this scale
 
 
-def seeds_of(run):
-    return STUDY["seeds"][SCALE][RUNS[run].get("seeds", "main")]
-
-
-POOL_SOURCES = ["expert", "other_policy", "decoding", "random"]  # spolab.rollout.sources.POOL_SOURCES
-RUN_IDS = [f"{run}-s{seed}" for run in RUNS for seed in seeds_of(run)]
+POOL_SOURCES = ["expert", "other_policy", "decoding", "random"]  # spolab.rollout.offpolicy.POOL_SOURCES
 
 
 def hydra_cmd(module):
@@ -65,11 +61,6 @@ def conf_hash(entry, overrides=""):
     return run_identity(resolved(entry, overrides))
 
 
-def study_run(name):
-    """`spo_half_online-s1` -> `spo_half_online`; `sft` -> `sft`."""
-    return name.rsplit("-s", 1)[0] if name != "sft" else "sft"
-
-
 def model_of(w):
     """The checkpoint an eval job scores: the SFT model, or an RL run's final model."""
     return f"{ROOT}/sft/model/config.json" if w.name == "sft" else f"{ROOT}/rl/{w.name}/model/config.json"
@@ -79,7 +70,7 @@ def protocols_of(name):
     """Evaluation protocols of a model: the study entry's `protocols`, every configured one for SFT."""
     if name == "sft":
         return config["eval_protocols"]
-    wanted = RUNS[study_run(name)].get("protocols", ["policy"])
+    wanted = RUNS[parse_run_name(name)[0]].protocols
     return [p for p in config["eval_protocols"] if p in wanted]
 
 
@@ -87,10 +78,10 @@ def rl_inputs(w):
     """An RL run reads the SFT model and Q̂0, the pools its data mix draws from, and the dumps of
     the study runs it `needs` (earlier_run: the PPO run of the same seed)."""
     spec = RUNS[w.run]
-    sources = resolved("rl", spec["overrides"])["data_mix"]["sources"] or {}
+    sources = resolved("rl", spec.overrides)["data_mix"]["sources"] or {}
     inputs = {"model": rules.sft.output.model, "q0": rules.q0.output.q0, "mlflow": rules.mlflow_init.output.flag}
     if set(sources) & set(POOL_SOURCES):
         inputs["pools"] = rules.sources.output.summary
-    for i, other in enumerate(spec.get("needs", [])):
+    for i, other in enumerate(spec.needs):
         inputs[f"needs{i}"] = f"{ROOT}/rl/{other}-s{w.seed}/trajectories.jsonl"
     return inputs

@@ -8,8 +8,9 @@ rule mlflow_init:
     conda:
         ENV
     params:
-        uri="sqlite:///results/mlflow.db",
-        experiment=f"spolab-{SCALE}",
+        uri=TRACKING["uri"],
+        experiment=TRACKING["experiment"],
+        artifact_root=TRACKING["artifact_root"],
     shell:
         "python -m spolab.tracking init --uri {params.uri} --experiment {params.experiment} "
-        "--artifact-root results/mlartifacts > {log} 2>&1 && touch {output.flag}"
+        "--artifact-root {params.artifact_root} > {log} 2>&1 && touch {output.flag}"

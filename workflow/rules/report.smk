@@ -22,7 +22,7 @@ CSVS = ["runs", "curves", "eval", "eval_per_problem", "exact", "bench", "jobs"]
 
 rule eval_table:
     input:
-        rules.eval_all.input,
+        f"{EXPORT}/eval.csv",
     output:
         report(f"{PUBLISH}/tables/eval_{SCALE}.md", caption="../report/eval_table.rst", category="Tables"),
     log:
@@ -31,10 +31,10 @@ rule eval_table:
     conda:
         ENV
     params:
-        scale=SCALE,
         script="$SPOLAB_ANALYSIS/eval_table.py",
+        data=lambda w, input: Path(input[0]).parent,
     shell:
-        "python \"{params.script}\" --scale {params.scale} --out {output} > {log} 2>&1"
+        "python \"{params.script}\" --data {params.data} --out {output} > {log} 2>&1"
 
 
 rule bench:

@@ -62,12 +62,12 @@ rule rl:
         ENV
     params:
         scale=SCALE,
-        conf=lambda w: conf_hash("rl", RUNS[w.run]["overrides"]),
+        conf=lambda w: conf_hash("rl", RUNS[w.run].overrides),
         args=lambda w: (
-            f"{RUNS[w.run]['overrides']} seed={w.seed} name={w.run}-s{w.seed} data_dir={ROOT}/data "
+            f"{RUNS[w.run].overrides} seed={w.seed} name={w.run}-s{w.seed} data_dir={ROOT}/data "
             f"sft_dir={ROOT}/sft/model q0_path={ROOT}/q0/q0.json sources_dir={ROOT}/sources "
-            f"out_dir={ROOT}/rl/{w.run}-s{w.seed} study_run={w.run} study_group={RUNS[w.run]['group']}"
-            + "".join(f" earlier_run_path={ROOT}/rl/{o}-s{w.seed}/trajectories.jsonl" for o in RUNS[w.run].get("needs", []))
+            f"out_dir={ROOT}/rl/{w.run}-s{w.seed} study_run={w.run} study_group={RUNS[w.run].group}"
+            + "".join(f" earlier_run_path={ROOT}/rl/{o}-s{w.seed}/trajectories.jsonl" for o in RUNS[w.run].needs)
         ),
     shell:
         hydra_cmd("rl")

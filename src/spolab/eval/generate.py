@@ -15,10 +15,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from spolab.eval import diversity as D
+from spolab.eval.diversity import problem_diversity
 from spolab.eval.passk import bootstrap_ci, pass_at_k_array
-from spolab.rollout.sampler import decode_responses, encode_prompts, sample
-from spolab.rollout.sampler import score as teacher_forced_logprobs
+from spolab.rollout.sampler import decode_responses, encode_prompts, sample, score
 from spolab.tasks import listdsl as dsl
 from spolab.tasks.problems import PROBES, Problem
 from spolab.tasks.render import prompt_text
@@ -59,8 +58,8 @@ def generate(
         texts = decode_responses(tokenizer, ro.response_ids, ro.response_mask)
         extra = {}
         if ref_model is not None:
-            extra["logprob_policy"] = teacher_forced_logprobs(model, ids, mask, ro.response_ids, ro.response_mask).sum(-1)
-            extra["logprob_ref"] = teacher_forced_logprobs(ref_model, ids, mask, ro.response_ids, ro.response_mask).sum(-1)
+            extra["logprob_policy"] = score(model, ids, mask, ro.response_ids, ro.response_mask).sum(-1)
+            extra["logprob_ref"] = score(ref_model, ids, mask, ro.response_ids, ro.response_mask).sum(-1)
         for i, ((p, j), text) in enumerate(zip(chunk, texts)):
             rec = {
                 "problem_id": p.id,
@@ -116,7 +115,7 @@ def score_samples(
     for k in ks:
         per_problem[f"pass@{k}"] = pass_at_k_array(n, c, k)  # raises if k > n
     divs = [
-        D.problem_diversity(
+        problem_diversity(
             [s["program"].split() for s in groups[i]],
             [s["correct"] for s in groups[i]],
             [s["signature"] for s in groups[i]],

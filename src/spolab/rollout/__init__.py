@@ -1,1 +1,3 @@
-"""Sampling, teacher-forced scoring and (later) trajectories, replay and off-policy sources."""
+"""Rollouts: sampling and teacher-forced scoring (sampler), trajectory records and replay
+(trajectories), fresh collection with cached π_ref log-probs (collect), and the stored off-policy
+sources with the per-batch mixer (offpolicy)."""

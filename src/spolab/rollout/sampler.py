@@ -5,8 +5,8 @@ Dimensions: B batch, P prompt length (left-padded), T response length (right-pad
 :func:`sample` returns, for every generated token, the log-probability under the distribution
 it was actually drawn from (temperature and top-p applied). :func:`score` recomputes per-token
 log-probs of given responses under any model in one teacher-forced pass; at temperature 1 and
-top-p 1 the two agree (tests/test_sampler.py), which is what lets trajectories carry their
-behaviour log-probs.
+top-p 1 the two agree (tests/test_models.py, ``test_sampler_agrees_with_teacher_forcing``), which
+is what lets trajectories carry their behaviour log-probs.
 """
 
 from __future__ import annotations

@@ -1,1 +1,2 @@
-"""Tasks: the list-function DSL (default), and later the exact testbed and code contests."""
+"""Tasks: the list-function DSL (listdsl), its problems and splits (problems), the prompt layout
+(render), and the enumerable exact-optimum testbed (testbed)."""
