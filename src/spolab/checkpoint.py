@@ -11,17 +11,18 @@ new run.
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import json
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
 from spolab.config import run_identity
-from spolab.errors import OperationalError
+from spolab.errors import OperationalError, disk_full_error
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +49,38 @@ def _fsync_dir(path: Path) -> None:
 
 
 def disk_full(exc: BaseException, where: Path) -> bool:
-    """Whether a failed write means a full disk: ENOSPC/EDQUOT, or a C++ stream error (torch.save,
-    safetensors) with almost no space left where it wrote."""
-    e: BaseException | None = exc
-    while e is not None:
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        e = e.__cause__ or e.__context__
+    """Whether a failed write means a full disk: ENOSPC/EDQUOT in the chain, or a C++ stream error
+    (torch.save, safetensors) with almost no space left where it wrote."""
+    if disk_full_error(exc) is not None:
+        return True
     try:
         return shutil.disk_usage(where).free < _LOW_SPACE
     except OSError:
         return False
+
+
+@contextlib.contextmanager
+def _written_aside(final: Path, what: str, after_full: str) -> Iterator[Path]:
+    """Yield a temporary folder beside ``final`` to write into; then fsync it and rename it into place
+    (``final`` is replaced only once the new folder is complete). On any failure the temporary folder is
+    removed; on a full disk the error becomes one OperationalError naming ENOSPC, ``what`` was being
+    written, and ``after_full`` says what to do."""
+    tmp = final.with_name(f".tmp_{final.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        if final.exists():  # a stale copy (a rerun after a kill right after the rename): the new one wins
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _fsync_dir(final.parent)
+    except BaseException as e:
+        full = disk_full(e, final.parent)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if full:
+            raise OperationalError(f"no space left on device (ENOSPC) while writing {what} to {tmp}; nothing "
+                                   f"partial was left{after_full}") from e
+        raise
 
 
 def save_checkpoint(run_dir: str | Path, step: int, model, tokenizer, state: dict, identity: str) -> Path:
@@ -68,26 +90,13 @@ def save_checkpoint(run_dir: str | Path, step: int, model, tokenizer, state: dic
     previous checkpoint is intact)."""
     root = Path(run_dir) / CHECKPOINT_DIR
     root.mkdir(parents=True, exist_ok=True)
-    final, tmp = root / f"step_{step:08d}", root / f".tmp_step_{step:08d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    final = root / f"step_{step:08d}"
+    with _written_aside(final, f"the checkpoint of step {step}", " and the previous checkpoint is intact: free "
+                        "some space and rerun the same command to resume") as tmp:
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         torch.save(state, tmp / STATE_FILE)
         (tmp / META_FILE).write_text(json.dumps({"step": step, "identity": identity}) + "\n")
-        _fsync_tree(tmp)
-        if final.exists():  # the same step again (a rerun after a kill right after the rename)
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-        _fsync_dir(root)
-    except BaseException as e:
-        full = disk_full(e, root)
-        shutil.rmtree(tmp, ignore_errors=True)
-        if full:
-            raise OperationalError(f"no space left on device (ENOSPC) while writing the checkpoint of "
-                                   f"step {step} to {tmp}; nothing partial was left and the previous checkpoint "
-                                   "is intact: free some space and rerun the same command to resume") from e
-        raise
     for old in root.iterdir():
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
@@ -97,22 +106,9 @@ def save_checkpoint(run_dir: str | Path, step: int, model, tokenizer, state: dic
 def save_model(path: str | Path, model, tokenizer) -> None:
     """The final model and tokenizer (``save_pretrained``), written aside and renamed into place:
     never a half-written model folder, and a full disk is named (ENOSPC)."""
-    path = Path(path)
-    tmp = path.with_name(f".tmp_{path.name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with _written_aside(Path(path), "the model", ": free some space and rerun the same command") as tmp:
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
-        _fsync_tree(tmp)
-        shutil.rmtree(path, ignore_errors=True)
-        os.rename(tmp, path)
-    except BaseException as e:
-        full = disk_full(e, path.parent)
-        shutil.rmtree(tmp, ignore_errors=True)
-        if full:
-            raise OperationalError(f"no space left on device (ENOSPC) while writing the model to {path}; nothing "
-                                   "partial was left: free some space and rerun the same command") from e
-        raise
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:

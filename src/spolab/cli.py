@@ -1,7 +1,7 @@
 """The ``main`` of every ``python -m spolab.<step>``: Hydra composition, then ``run(cfg)``.
 
 A :class:`~spolab.errors.SpolabError` (a bad configuration value, a missing input, an
-operational failure), an ``OSError`` with errno ENOSPC anywhere in the exception chain (in the
+operational failure), an ``OSError`` with errno ENOSPC (or EDQUOT) anywhere in the exception chain (in the
 step or in Hydra's own writes to the run folder) and a bad Hydra override become ONE line on
 stderr, ``spolab.<step>: <kind>: <message>``, and exit status 2, without a traceback.
 ``SPOLAB_DEBUG=1`` re-raises them instead, so the traceback is shown (exit status 1). Anything
@@ -11,7 +11,6 @@ else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import io
 import os
@@ -23,7 +22,7 @@ from hydra.errors import CompactHydraException
 from omegaconf import DictConfig
 
 from spolab.config import CONF_DIR, entry_config
-from spolab.errors import ConfigError, OperationalError, SpolabError
+from spolab.errors import ConfigError, OperationalError, SpolabError, disk_full_error
 
 DEBUG_ENV = "SPOLAB_DEBUG"
 EXIT_STATUS = 2
@@ -31,17 +30,6 @@ EXIT_STATUS = 2
 
 def debug() -> bool:
     return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
-
-
-def find_enospc(e: BaseException | None) -> OSError | None:
-    """The first ``OSError`` with errno ENOSPC in ``e``'s chain of causes and contexts, if any."""
-    seen: set[int] = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-            return e
-        e = e.__cause__ or e.__context__
-    return None
 
 
 def file_of(e: OSError) -> str | None:
@@ -62,7 +50,7 @@ def as_reportable(e: BaseException) -> SpolabError | None:
     """The one-line error ``e`` stands for, or None when it is not one (a bug: keep the traceback)."""
     if isinstance(e, SpolabError):
         return e
-    full = find_enospc(e)
+    full = disk_full_error(e)
     if full is not None:
         where = file_of(full) or "a file (name unknown)"
         return OperationalError(f"no space left on device (ENOSPC) writing {where}: free space on that disk "

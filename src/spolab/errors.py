@@ -11,6 +11,9 @@ without a traceback; ``SPOLAB_DEBUG=1`` re-raises so the traceback is shown.
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Iterator
+
 
 class SpolabError(Exception):
     """Base of the errors an entry point reports as one line (exit status 2)."""
@@ -28,3 +31,18 @@ class OperationalError(SpolabError, OSError):
     """The environment refused (disk full, database read-only or locked): what, where, what to do."""
 
     kind = "operational error"
+
+
+def causes(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc`` and its chain of causes and contexts, outermost first (a cycle is walked once)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def disk_full_error(exc: BaseException | None) -> OSError | None:
+    """The first ``OSError`` in the chain that says the disk is full (ENOSPC, or a quota: EDQUOT)."""
+    return next((e for e in causes(exc) if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)),
+                None)

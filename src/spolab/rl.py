@@ -125,13 +125,9 @@ def run(cfg: DictConfig) -> dict:
     out = Path(cfg.out_dir)
     final_dir = out / "model"
     algo_cls = get_algorithm(cfg.algo.name)
-    sync_every, sources = check_data_mix(algo_cls, cfg.data_mix)
-    if cfg.batch_size % cfg.group_size:
-        raise ConfigError(f"batch_size={cfg.batch_size} must be a multiple of group_size={cfg.group_size}")
-    counts = allocate(cfg.batch_size, cfg.data_mix.fresh_fraction, sources)  # exact per-batch counts
+    sync_every, sources = check_data_mix(algo_cls, cfg.data_mix)  # validated above; here for its values
+    counts = allocate(cfg.batch_size, cfg.data_mix.fresh_fraction, sources)  # exact per-batch counts (validated)
     n_fresh = counts["fresh"]
-    if n_fresh % cfg.group_size:
-        raise ConfigError(f"fresh samples per update ({n_fresh}) must be a multiple of group_size={cfg.group_size}")
 
     # ---- models: policy (trained), reference (frozen SFT), behaviour (synced copy or the policy)
     ckpt, start = resume_point(out, cfg)  # a checkpoint of this very config, or a clean start

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from omegaconf import DictConfig, OmegaConf
 
 from spolab.config import flatten, run_identity, to_container
-from spolab.errors import OperationalError
+from spolab.errors import OperationalError, causes
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -138,27 +138,14 @@ def _db_lock(uri: str) -> Iterator[None]:
 
 def _root_cause(exc: BaseException) -> str:
     """The innermost cause of an exception chain, one line (SQLAlchemy wraps sqlite3's message)."""
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    last = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        last = e
-        e = e.__cause__ or e.__context__
+    *_, last = causes(exc)
     text = str(last).strip().splitlines()
     return f"{type(last).__name__}: {text[0] if text else ''}"
 
 
 def _is_lock_error(exc: BaseException) -> bool:
     """True when ``exc`` or its cause chain is a transient sqlite 'database is locked'."""
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if "locked" in str(e).lower():  # sqlite3/sqlalchemy OperationalError, MlflowException
-            return True
-        e = e.__cause__ or e.__context__
-    return False
+    return any("locked" in str(e).lower() for e in causes(exc))  # sqlite3/sqlalchemy OperationalError, MlflowException
 
 
 def _retry(fn: Callable[..., T], *args: Any, attempts: int = 8, base_delay: float = 0.1, **kwargs: Any) -> T:
