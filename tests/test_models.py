@@ -13,6 +13,7 @@ from spolab.rollout.sampler import (
     process_logits,
     sample,
     score,
+    score_groups,
 )
 from spolab.tasks.render import prompt_text, task_vocab
 
@@ -78,6 +79,24 @@ def test_sampler_agrees_with_teacher_forcing(tok, model):
         assert (row[n:] == tok.pad_token_id).all()
         if n < row.shape[0]:
             assert row[n - 1] == tok.eos_token_id
+
+
+def test_score_groups_equals_teacher_forcing_on_repeated_prompts(tok, model):
+    """One prefill per prompt, its cache repeated for the n responses: the same log-probs as a full
+    teacher-forced pass over each (prompt, response), for prompts of different lengths."""
+    ids, mask = encode_prompts(tok, ["x 1 2 prog", "x 1 2 3 4 5 ; x 7 prog", "prog"])
+    ro = sample(model, ids, mask, max_new_tokens=12, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id,
+                generator=torch.Generator().manual_seed(0), num_samples=4)
+    assert (score_groups(model, ids, mask, ro.response_ids, ro.response_mask, 4) - ro.logprobs).abs().max() < 1e-5
+    resp, rmask = ro.response_ids.clone(), ro.response_mask.clone()
+    for i in range(len(resp)):  # responses of different lengths, padded after their end as the sampler pads
+        resp[i, 2 + i % 9 :], rmask[i, 2 + i % 9 :] = tok.pad_token_id, 0
+    full = score(model, ro.prompt_ids, ro.prompt_mask, resp, rmask)
+    grouped = score_groups(model, ids, mask, resp, rmask, 4)
+    assert grouped.shape == full.shape and (grouped[rmask == 0] == 0).all()
+    assert (grouped - full).abs().max() < 1e-5
+    one = score_groups(model, ids, mask, resp[::4, :1], rmask[::4, :1], 1)  # T = 1
+    assert (one - full[::4, :1]).abs().max() < 1e-5
 
 
 def test_sampler_temperature_top_p_logprobs(tok, model):

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 VARIANTS = {  # name -> (algo config, data mix)
     "spo": ("spo", "online"),
+    "spo_ppo_steps": ("spo", "online"),  # SPO at PPO's optimiser steps per update (ppo_steps_per_update)
     "spo_half_online": ("spo", "half_online"),
     "ppo": ("ppo", "online"),
     "grpo": ("grpo", "online"),
@@ -173,6 +174,16 @@ class SavedActivations:
         self._ctx.__exit__(*exc)
 
 
+def ppo_steps_per_update() -> int:
+    """PPO's policy optimiser steps per update, epochs × minibatches (conf/algo/ppo.yaml): the
+    ``spo_ppo_steps`` variant takes as many gradient steps per batch, so the speed comparison is
+    also made at equal optimiser steps, not only at equal samples."""
+    from spolab.config import load_config
+
+    a = load_config("rl", ["algo=ppo"]).algo
+    return int(a.epochs) * int(a.minibatches)
+
+
 def bench_one(variant: str, size: str, cfg_dict: dict, queue) -> None:
     """Runs in a spawned process: one algorithm, one model size; puts its row on ``queue``."""
     import psutil
@@ -195,8 +206,9 @@ def bench_one(variant: str, size: str, cfg_dict: dict, queue) -> None:
     device = default_device()
     baseline = psutil.Process().memory_info().rss  # after imports: libraries are not the algorithm's
     algo_name, mix_name = VARIANTS[variant]
+    steps = [f"algo.steps_per_batch={ppo_steps_per_update()}"] if variant == "spo_ppo_steps" else []
     rl_cfg = load_config("rl", [f"algo={algo_name}", f"data_mix={mix_name}", f"model={size}",
-                                f"batch_size={cfg.batch_size}", f"group_size={cfg.group_size}"])
+                                f"batch_size={cfg.batch_size}", f"group_size={cfg.group_size}", *steps])
     algo_cls = get_algorithm(algo_name)
     policy, tok, init = _policy_for(size, cfg, rl_cfg)
     ref = load_model(init).eval().requires_grad_(False)
@@ -242,6 +254,7 @@ def bench_one(variant: str, size: str, cfg_dict: dict, queue) -> None:
     row = {
         "variant": variant, "size": size, "device": device.type,
         "params_M": sum(p.numel() for p in policy.parameters()) / 1e6,
+        "opt_steps_per_update": algo.steps_per_update,
         "sample_s": med["sample"], "score_s": med["score_mix"], "update_s": med["update"], "step_s": step_s,
         "sampled_tok_per_s": statistics.median(tokens_sampled) / med["sample"],
         "trained_tok_per_s": statistics.median(tokens_trained) / med["update"],

@@ -138,7 +138,8 @@ def run(cfg: DictConfig) -> dict:
     policy = load_model(ckpt if ckpt is not None else cfg.sft_dir)
     ref = load_model(cfg.sft_dir).eval().requires_grad_(False)
     q0 = load_q0(cfg.q0_path, cfg.algo.beta, cfg.algo.loss, cfg.algo.q0_estimator) if algo_cls.needs_q0 else None
-    algo = algo_cls(cfg.algo, policy, ref, tok, q0=q0, seed=cfg.seed, init_path=str(cfg.sft_dir))
+    algo = algo_cls(cfg.algo, policy, ref, tok, q0=q0, seed=cfg.seed, init_path=str(cfg.sft_dir),
+                    total_updates=cfg.updates)
     behaviour = policy if sync_every == 1 else copy.deepcopy(policy).requires_grad_(False)
     replay = ReplayBuffer(cfg.replay_capacity, seed=cfg.seed)
     mixer = SourceMixer(load_pools(cfg, sources), replay, seed=cfg.seed)

@@ -40,8 +40,46 @@ from spolab.validate import validate
 log = logging.getLogger(__name__)
 
 
-def sft_targets(problems, kind: str, solver_max_len: int) -> list[list[str]]:
-    """Per problem, the list of programs it may be trained on."""
+def flawed_program(problem, habit_ops: list[str], rng: random.Random) -> str | None:
+    """The problem's generator with one habitual extra step that makes it wrong, or None.
+
+    The habit: one primitive of ``habit_ops``, appended to a list-valued program or put just
+    before the final primitive of an int-valued one (``sort | sum`` -> ``sort | dedup | sum``).
+    Only a version that fails the problem's tests counts (a habit that happens to be harmless,
+    ``sort | sort``, is not a flaw); the ops are tried in a random order.
+    """
+    prog = list(dsl.parse(problem.program))
+    for name in rng.sample(habit_ops, len(habit_ops)):
+        op = dsl.PRIM_BY_NAME[name]
+        cand = prog + [op] if not dsl.PRIMITIVES[prog[-1]].returns_int else prog[:-1] + [op, prog[-1]]
+        text = dsl.to_text(tuple(cand))
+        if not dsl.execute(text, problem.all_tests()).success:
+            return text
+    return None
+
+
+def sft_targets(problems, kind: str, solver_max_len: int, flaw_rate: float = 0.0,
+                flaw_ops: list[str] | None = None, seed: int = 0) -> list[list[str]]:
+    """Per problem, the list of programs it may be trained on.
+
+    With ``flaw_rate`` > 0, that share of the problems (drawn per problem from ``seed``) is
+    taught a flawed program instead (:func:`flawed_program`): a systematic habit that the
+    reward penalises on every prompt, the kind of general flaw RL post-training corrects.
+    """
+    if kind not in ("generator", "all_solvers"):
+        raise ValueError(f"sft.targets={kind!r} is not valid; choose 'generator' or 'all_solvers'")
+    out = _clean_targets(problems, kind, solver_max_len)
+    if flaw_rate > 0:
+        rng = random.Random(f"{seed}-flaw")
+        for i, p in enumerate(problems):
+            if rng.random() < flaw_rate:
+                bad = flawed_program(p, list(flaw_ops or []), rng)
+                if bad is not None:
+                    out[i] = [bad]
+    return out
+
+
+def _clean_targets(problems, kind: str, solver_max_len: int) -> list[list[str]]:
     if kind == "generator":
         return [[p.program] for p in problems]
     if kind != "all_solvers":
@@ -80,7 +118,9 @@ def run(cfg: DictConfig) -> dict:
     tok = load_tokenizer(cfg.model.name_or_path or Path(cfg.data_dir) / "tokenizer")
     train = load_split(cfg.data_dir, "sft")
     val = load_split(cfg.data_dir, "val")[: cfg.val_problems]
-    targets = sft_targets(train, cfg.sft.targets, cfg.sft.solver_max_len)
+    targets = sft_targets(train, cfg.sft.targets, cfg.sft.solver_max_len, cfg.sft.flaw_rate,
+                          list(cfg.sft.flaw_ops), cfg.seed)
+    n_flawed = sum(t[0] != p.program and len(t) == 1 for t, p in zip(targets, train)) if cfg.sft.flaw_rate else 0
 
     # ---- model, optimiser, resume
     ckpt, start = resume_point(out, cfg)  # a checkpoint of this very config, or a clean start
@@ -109,7 +149,8 @@ def run(cfg: DictConfig) -> dict:
         out, cfg, run_name=f"sft-{cfg.model.name}-s{cfg.seed}", resume_step=start,
         tags={"stage": "sft", "algo": "sft", "model": cfg.model.name, "seed": str(cfg.seed), "scale": cfg.scale.name},
     )
-    log.info("SFT: %d problems, %d params, %d steps, %d threads", len(train), n_params(model), total, threads)
+    log.info("SFT: %d problems (%d with a flawed target), %d params, %d steps, %d threads", len(train), n_flawed,
+             n_params(model), total, threads)
 
     # ---- prompts are tokenised once; targets per step (all_solvers draws one per problem)
     prompts = [prompt_text(p.examples) for p in train]
@@ -161,7 +202,7 @@ def run(cfg: DictConfig) -> dict:
                 tracker.flush()  # MLflow holds every point up to the checkpoint
         bar.close()
         save_model(final_dir, model, tok)
-        summary = {"steps": step, "n_params": n_params(model), **metrics}
+        summary = {"steps": step, "n_params": n_params(model), "sft/flawed_share": n_flawed / len(train), **metrics}
         tracker.log_summary(summary)
     remove_checkpoints(out)
     return summary

@@ -56,7 +56,9 @@ def train_step(algo: Algorithm, behaviour, problems: list[Problem], mixer: Sourc
     t2 = time.perf_counter()
     # ---- update
     algo.policy.train()
+    lr = algo.cfg.lr * algo.lr_scale
     metrics = algo.update(batch)
+    metrics.update({"opt/steps": algo.opt_steps, "opt/lr": lr})  # steps so far; the rate of this update's first
     sync(device)
     t3 = time.perf_counter()
     return {**metrics, **roll}, fresh, parts, {"sample": t1 - t0, "score_mix": t2 - t1, "update": t3 - t2}

@@ -222,6 +222,9 @@ ALGO_COMMON: list[Rule] = [
     ("algo.lr", positive()),
     ("algo.grad_clip", positive()),
     ("algo.group_size", integer(1)),
+    ("algo.warmup_steps", integer(0)),
+    ("algo.lr_schedule", one_of("constant", "cosine")),
+    ("algo.min_lr_ratio", fraction()),
 ]
 
 ALGO: dict[str, list[Rule]] = {
@@ -278,6 +281,8 @@ SFT: list[Rule] = [
     *SEED, *MODEL, *TRACKING,
     ("sft.targets", one_of("generator", "all_solvers")),
     ("sft.solver_max_len", integer(1)),
+    ("sft.flaw_rate", fraction()),
+    ("sft.flaw_ops", items(registered("spolab.tasks.listdsl", "PRIM_BY_NAME"), nonempty=False)),
     ("sft.epochs", integer(1)),
     ("sft.batch_size", integer(1)),
     ("sft.lr", positive()),
@@ -443,6 +448,10 @@ def _rl(cfg) -> None:
     for src, share in sources.items():
         fraction()(f"data_mix.sources.{src}", share)
     _, sources = check_data_mix(ALGORITHMS[name], cfg.data_mix)  # unknown sources, shares, on-policy refusals
+    if ALGORITHMS[name].on_policy and cfg.temperature != 1.0:
+        # PPO's, GRPO's and RLOO's π_old is the sampler's log-prob, which is π_θ only at temperature 1
+        raise _bad("temperature", cfg.temperature, f"1.0 for the on-policy algo={name} (its π_old is the "
+                   "sampler's log-prob, which equals π_θ only at temperature 1); off-policy algo=spo accepts any")
     bs, g = cfg.batch_size, cfg.group_size
     if cfg.algo.group_size != g:
         raise ConfigError(f"algo.group_size={cfg.algo.group_size}: must equal group_size={g} (conf/algo: "
@@ -467,6 +476,10 @@ def _rl(cfg) -> None:
 
 def _sft(cfg) -> None:
     _model_shape(cfg)
+    if cfg.sft.flaw_rate > 0 and cfg.task.max_new_tokens < longest_program_tokens(cfg.task.max_prims + 1):
+        raise ConfigError(f"task.max_new_tokens={cfg.task.max_new_tokens}: must be >= "
+                          f"{longest_program_tokens(cfg.task.max_prims + 1)} with sft.flaw_rate={cfg.sft.flaw_rate} "
+                          f"(a flawed target has up to task.max_prims + 1 = {cfg.task.max_prims + 1} primitives)")
     _protocol(cfg.val_protocol, "val_protocol.")
     need = prompt_tokens(cfg.task.n_examples) + cfg.task.max_new_tokens
     if not cfg.model.name_or_path and cfg.model.max_positions < need:

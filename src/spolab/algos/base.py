@@ -3,6 +3,8 @@ update step shares (log-probs, minibatches, optimiser steps, one metrics convers
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from spolab.errors import ConfigError
@@ -50,6 +52,28 @@ def mean_metrics(steps: list[dict[str, torch.Tensor]], once: dict[str, torch.Ten
     return dict(zip(keys + list(once), torch.stack(vals).tolist())) if vals else {}
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(step: int, warmup_steps: int, schedule: str, total_steps: int | None, min_lr_ratio: float) -> float:
+    """The learning-rate multiplier before optimiser step ``step`` (0-based).
+
+    Linear warm-up, ``(step + 1) / warmup_steps`` for the first ``warmup_steps`` steps: Adam's first
+    steps are sign steps of norm lr·√N whatever the gradient's size, so the first one is taken at
+    lr / warmup_steps. Then ``constant`` (1) or ``cosine``: ``r + (1 − r)·(1 + cos(π·p))/2`` with
+    p = step / total_steps and r = ``min_lr_ratio``.
+    """
+    w = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    if schedule == "constant":
+        return w
+    if schedule != "cosine":
+        raise ConfigError(f"algo.lr_schedule={schedule!r}; valid: {list(LR_SCHEDULES)}")
+    if not total_steps:
+        raise ConfigError("algo.lr_schedule=cosine needs the run's total optimiser steps (rl.updates)")
+    p = min(1.0, step / total_steps)
+    return w * (min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * p)))
+
+
 class Algorithm:
     """One update step, ``update(batch) -> metrics``, read top to bottom in each subclass; and the
     interface the trainer uses, so that no caller asks which algorithm it holds."""
@@ -59,21 +83,43 @@ class Algorithm:
     needs_q0: bool = False  # True: the trainer loads per-prompt Q̂0 (SPO)
 
     def __init__(self, cfg, policy, ref, tokenizer, *, q0: dict[str, float] | None = None, seed: int = 0,
-                 init_path: str | None = None):
+                 init_path: str | None = None, total_updates: int | None = None):
         self.cfg, self.policy, self.ref, self.tok = cfg, policy, ref, tokenizer
         self.init_path = init_path  # the SFT checkpoint (PPO's critic starts from it)
         self.q0 = q0
         self.gen = torch.Generator().manual_seed(seed)
         self.optim = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
+        self.total_steps = total_updates * self.steps_per_update if total_updates else None
+        self.opt_steps = 0  # policy optimiser steps taken (the schedule's clock; logged as opt/steps)
+        lr_factor(0, self.cfg.warmup_steps, self.cfg.lr_schedule, self.total_steps, self.cfg.min_lr_ratio)  # validates
+
+    @property
+    def steps_per_update(self) -> int:
+        """Policy optimiser steps per update: epochs × minibatches (PPO, GRPO, RLOO); SPO overrides it."""
+        return int(self.cfg.get("epochs", 1)) * int(self.cfg.get("minibatches", 1))
+
+    @property
+    def lr_scale(self) -> float:
+        """The schedule's multiplier for the next policy step (:func:`lr_factor`)."""
+        return lr_factor(self.opt_steps, self.cfg.warmup_steps, self.cfg.lr_schedule, self.total_steps,
+                         self.cfg.min_lr_ratio)
 
     def update(self, batch: Batch) -> dict[str, float]:
         raise NotImplementedError
 
     def step(self, optim: torch.optim.Optimizer, params) -> torch.Tensor:
-        """Clip, step, zero the gradients; returns the gradient norm before clipping (0-d tensor)."""
+        """Clip, step at the scheduled learning rate, zero the gradients; returns the gradient norm
+        before clipping (0-d tensor). Every optimiser the algorithm holds (PPO's critic too) follows
+        the policy's schedule; the clock advances with the policy's steps."""
         gnorm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        scale = self.lr_scale
+        for group in optim.param_groups:
+            group.setdefault("base_lr", group["lr"])
+            group["lr"] = group["base_lr"] * scale
         optim.step()
         optim.zero_grad(set_to_none=True)
+        if optim is self.optim:
+            self.opt_steps += 1
         return gnorm.detach()
 
     # ---- the trainer's view: what is trained, by what, where
@@ -97,8 +143,9 @@ class Algorithm:
 
     # ---- checkpointing: everything besides the policy weights
     def state_dict(self) -> dict:
-        return {"optim": self.optim.state_dict(), "gen": self.gen.get_state()}
+        return {"optim": self.optim.state_dict(), "gen": self.gen.get_state(), "opt_steps": self.opt_steps}
 
     def load_state_dict(self, state: dict) -> None:
         self.optim.load_state_dict(state["optim"])
         self.gen.set_state(state["gen"])
+        self.opt_steps = state["opt_steps"]

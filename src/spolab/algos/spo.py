@@ -24,6 +24,10 @@ class SPO(Algorithm):
         if self.q0 is None:
             raise ConfigError("SPO needs Q̂0 per prompt: run `python -m spolab.q0` and set q0_path")
 
+    @property
+    def steps_per_update(self) -> int:
+        return int(self.cfg.steps_per_batch)
+
     def update(self, batch: Batch) -> dict[str, float]:
         cfg = self.cfg
         q0 = torch.tensor([self.q0[t.problem_id] for t in batch.trajs], dtype=torch.float32,

@@ -175,3 +175,39 @@ def score(
         return logp
     ent = -(logp_all.exp() * logp_all).sum(-1) * response_mask
     return logp, ent
+
+
+@torch.no_grad()
+def score_groups(
+    model,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    response_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+    num_samples: int,
+) -> torch.Tensor:
+    """:func:`score` of ``num_samples`` responses per prompt, each prompt prefilled once (no grad).
+
+    ``prompt_ids`` / ``prompt_mask`` are (B0, P), one row per prompt; ``response_ids`` /
+    ``response_mask`` (B0·n, T) with the n responses of a prompt consecutive, as :func:`sample`
+    returns them. The prompt's KV cache is repeated for its responses, so scoring costs one prefill
+    per prompt plus T positions per response instead of P + T: equal to :func:`score` on the
+    repeated prompts up to float rounding (tests/test_models.py).
+    """
+    cache_kw = _cache_kw(model)
+    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=_positions(prompt_mask), use_cache=True)
+    past, first = out[cache_kw], out.logits[:, -1:]  # (B0, 1, V): predicts each response's first token
+    if num_samples > 1:
+        idx = torch.arange(prompt_ids.shape[0], device=prompt_ids.device).repeat_interleave(num_samples)
+        past.reorder_cache(idx)
+        first, prompt_mask = first[idx], prompt_mask[idx]
+    T = response_ids.shape[1]
+    logits = first
+    if T > 1:
+        attn = torch.cat([prompt_mask, response_mask[:, :-1].to(prompt_mask.dtype)], dim=1)  # cache + new tokens
+        pos = prompt_mask.sum(-1, keepdim=True) + torch.arange(T - 1, device=prompt_ids.device)[None]  # (B, T-1)
+        out = model(input_ids=response_ids[:, :-1], attention_mask=attn, position_ids=pos, use_cache=True,
+                    **{cache_kw: past})
+        logits = torch.cat([first, out.logits], dim=1)  # (B, T, V)
+    logp = F.log_softmax(logits.float(), dim=-1)
+    return logp.gather(-1, response_ids[..., None]).squeeze(-1) * response_mask
