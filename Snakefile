@@ -1,5 +1,7 @@
-# spolab: one DAG from data to every figure. `snakemake --cores 2` runs the default scale;
-# `snakemake --cores 2 --config scale=smoke` the CI-sized one. Rules live in workflow/rules/.
+# spolab: one DAG from data to every figure. `snakemake --cores 2` runs the default scale and publishes
+# its report (README, figures, tables, CSVs, benchmark) to the committed paths under results/;
+# `snakemake --cores 2 --config scale=smoke` runs the CI-sized one, which stays under results/smoke/.
+# Every DAG output lives under results/<scale>/. Rules live in workflow/rules/.
 from pathlib import Path
 
 from snakemake.utils import min_version, validate
@@ -21,9 +23,10 @@ include: "workflow/rules/rl.smk"
 include: "workflow/rules/eval.smk"
 include: "workflow/rules/exact.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/publish.smk"
 
 
 rule all:
     input:
-        rules.report.output,
+        rules.publish.output if PUBLISH else rules.report.output,
     default_target: True

@@ -21,11 +21,20 @@ def snakemake(wd: Path, *args: str, timeout: float = 900) -> subprocess.Complete
 
 @pytest.mark.parametrize("scale", SCALES)
 def test_dry_run(scale, tmp_path):
+    """Every stage is scheduled at every scale; only the published scale (workflow/config.yaml `publish`:
+    default) ends in `publish`, which copies its report to the committed paths under results/."""
+    from test_fresh_clone import job_table
+
     res = snakemake(tmp_path, "-n", "--cores", "2", "--config", f"scale={scale}")
     assert res.returncode == 0, res.stderr[-3000:]
+    jobs = job_table(res.stdout)
     for rule in ["mlflow_init", "data", "sft", "q0", "sources", "rl", "eval", "exact", "bench", "export",
                  "figure_f1_pass_vs_fresh", "figure_f9_frontier", "report"]:
-        assert rule in res.stdout, rule
+        assert jobs[rule] >= 1, rule
+    assert jobs["publish"] == (scale == "default")
+    if scale == "default":  # another scale can be the published one, and then default is not
+        other = snakemake(tmp_path, "-n", "--cores", "2", "--config", "publish=paper")
+        assert other.returncode == 0 and "publish" not in job_table(other.stdout), other.stderr[-3000:]
 
 
 def test_study_matrix_has_the_issue_entries():
@@ -101,7 +110,7 @@ def test_smoke_study_end_to_end(smoke_study, tmp_path):
     assert sorted(p.parent.name for p in (root / "eval").glob("*/summary.json")) == sorted(["sft", *run_ids])
     assert (root / "eval/ppo-s0/test-paper/eval.json").exists() and not (root / "eval/spo_random-s0/test-paper").exists()
     assert (root / "rl/ppo-s0/trajectories.jsonl").stat().st_size > 0  # the earlier_run edge
-    assert (root / "benchmarks/sft.tsv").exists()
+    assert (root / "benchmarks/sft.tsv").exists() and (root / "benchmarks/rl/ppo-s0.tsv").exists()  # rule/run
 
     # ---- the smoke task has a learning signal: rewards are not all 0, and the value-free updates move
     q0 = json.loads((root / "q0/summary.json").read_text())
@@ -137,7 +146,12 @@ def test_smoke_study_end_to_end(smoke_study, tmp_path):
     for claim in ["C1", "C2", "C3", "C4", "C5", "C6"]:
         assert f"| {claim} |" in readme, claim
     assert "How each verdict is computed" in readme and "Wall time" in readme
-    assert (root / "tables/eval_smoke.md").exists() and (wd / "results/bench/smoke/bench_cpu.md").exists()
+    assert (root / "tables/eval_smoke.md").exists() and (root / "bench/bench_cpu.md").exists()
+    jobs = pd.read_csv(export / "jobs.csv")  # read_jobs: the rule is the benchmark's folder, the job its name
+    assert sorted(jobs[jobs.rule == "rl"].name) == run_ids
+    assert sorted(jobs[jobs.rule == "eval"].name) == sorted(["sft", *run_ids])
+    # smoke publishes nothing: every output of the DAG is under results/smoke/ (and MLflow's store)
+    assert not [p for p in ("README.md", "figures", "tables", "data", "bench") if (wd / "results" / p).exists()]
 
     again = snakemake(wd, *args, "-n")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr

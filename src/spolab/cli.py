@@ -6,6 +6,13 @@ step or in Hydra's own writes to the run folder) and a bad Hydra override become
 stderr, ``spolab.<step>: <kind>: <message>``, and exit status 2, without a traceback.
 ``SPOLAB_DEBUG=1`` re-raises them instead, so the traceback is shown (exit status 1). Anything
 else is a bug and keeps its traceback.
+
+A Hydra multirun (``python -m spolab.<step> -m key=a,b``) keeps every job: each gets its own folder
+``<out_dir>/<override_dirname>`` (``hydra.sweep.dir=${out_dir}``, ``hydra.sweep.subdir=
+${hydra.job.override_dirname}``, the swept overrides only, e.g. ``algo.beta=0.05``), which becomes
+the job's ``out_dir``; an entry with a ``name`` (its MLflow run name) becomes ``<name>,<override_dirname>``
+(``spo-online-s0,algo.beta=0.05``). Hydra's ``multirun.yaml`` lands in ``<out_dir>``. A single run
+(every Snakemake job) is left exactly as composed.
 """
 
 from __future__ import annotations
@@ -18,10 +25,14 @@ import sys
 from collections.abc import Callable, Iterator
 
 import hydra
+from hydra._internal.utils import get_args_parser  # the parser @hydra.main itself reads sys.argv with
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import CompactHydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from spolab.config import CONF_DIR, entry_config
+from spolab.config import CONF_DIR, entry_config, own_keys
 from spolab.errors import ConfigError, OperationalError, SpolabError, disk_full_error
 
 DEBUG_ENV = "SPOLAB_DEBUG"
@@ -84,15 +95,51 @@ def one_line_errors(prog: str) -> Iterator[None]:
         raise SystemExit(EXIT_STATUS) from None  # a BaseException: Hydra lets it through untouched
 
 
+def sweep_overrides(config_name: str, argv: list[str]) -> list[str]:
+    """The Hydra settings that give each job of a multirun (``-m``) of an entry with ``out_dir`` its own
+    folder, as overrides to append to ``argv``; [] for a single run. Every task override that is not
+    swept (``scale=smoke``, paths) is excluded from ``hydra.job.override_dirname``, so a job is named by
+    its swept values only. Settings the command line gives itself win; a bad override is left to Hydra
+    to report."""
+    args, _ = get_args_parser().parse_known_args(argv)
+    if not args.multirun or "out_dir" not in own_keys(config_name):
+        return []
+    try:
+        parsed = OverridesParser.create().parse_overrides(args.overrides)
+    except Exception:
+        return []
+    given = {o.key_or_group for o in parsed if o.is_hydra_override()}
+    fixed = sorted({o.key_or_group for o in parsed if not (o.is_hydra_override() or o.is_sweep_override())})
+    layout = {"hydra.sweep.dir": "${out_dir}",  # multirun.yaml here, a sub-folder per job (not ./multirun)
+              "hydra.sweep.subdir": "${hydra.job.override_dirname}",
+              "hydra.job.config.override_dirname.exclude_keys": f"[{','.join(fixed)}]"}
+    return [f"{k}={v}" for k, v in layout.items() if k not in given]
+
+
+def sweep_job(cfg: DictConfig) -> DictConfig:
+    """``cfg`` of one multirun job: ``out_dir`` = the job's Hydra output folder, ``name`` (where the entry
+    has one) suffixed with the job's ``override_dirname``. A single run is returned unchanged."""
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return cfg
+    swept = hc.job.override_dirname  # "algo.beta=0.05" ("" for a multirun without a sweep)
+    if "out_dir" in cfg:
+        cfg.out_dir = hc.runtime.output_dir  # hydra.sweep.dir/hydra.sweep.subdir, absolute
+    if "name" in cfg and swept:
+        cfg.name = f"{cfg.name},{swept}"
+    return cfg
+
+
 def entry(config_name: str, run: Callable[[DictConfig], object]) -> Callable[[], None]:
     """``main`` for ``python -m spolab.<config_name>``: ``@hydra.main`` on conf/<config_name>.yaml
-    calling ``run(cfg)``, with the one-line error report above."""
+    calling ``run(cfg)``, with the one-line error report and the multirun layout above."""
     prog = f"spolab.{config_name}"
 
     @functools.wraps(run)  # Hydra unwraps to ``run``: the job (and its log file) keeps the module's name
     def task(cfg: DictConfig) -> None:
         with one_line_errors(prog):  # inside the job, so Hydra adds no "Error executing job" line
-            run(entry_config(cfg, config_name))  # only this entry's keys (the scale sets every entry's)
+            # only this entry's keys (the scale sets every entry's); a multirun job's own folder and name
+            run(sweep_job(entry_config(cfg, config_name)))
 
     hydra_main = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(task)
 
@@ -100,10 +147,13 @@ def entry(config_name: str, run: Callable[[DictConfig], object]) -> Callable[[],
     def main() -> None:
         saved = os.environ.get("HYDRA_FULL_ERROR")
         os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises its own errors (overrides, a full disk) to us
+        argv = sys.argv
         try:
             with one_line_errors(prog):
+                sys.argv = [*argv, *sweep_overrides(config_name, argv[1:])]  # @hydra.main reads sys.argv
                 hydra_main()
         finally:
+            sys.argv = argv
             if saved is None:
                 os.environ.pop("HYDRA_FULL_ERROR", None)
             else:

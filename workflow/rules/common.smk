@@ -12,11 +12,13 @@ from spolab.study import entries, load_study, parse_run_name
 from spolab.tracking import tracking_settings
 
 SCALE = config["scale"]
-ROOT = f"results/{SCALE}"  # every run output of this scale lives here (git-ignored)
+# Every output of the DAG at this scale lives under results/<scale>/ (git-ignored), the report's too:
+# results/<scale>/{export,figures,tables,bench}/ and results/<scale>/README.md. No rule but `publish`
+# (publish.smk) writes a committed path, so on a fresh clone nothing committed shadows a DAG output.
+ROOT = f"results/{SCALE}"
+EXPORT = f"{ROOT}/export"  # the tidy CSVs (results/<scale>/data is the task data)
+PUBLISH = config["publish"] == SCALE  # this scale's report is copied to the committed paths
 ENV = "../../environment.yml"  # software of every rule (with --software-deployment-method conda)
-# the default study's exported CSVs, figures, tables and README are committed under results/
-PUBLISH = "results" if SCALE == "default" else ROOT
-EXPORT = f"{PUBLISH}/data" if SCALE == "default" else f"{ROOT}/export"  # results/<scale>/data is the task data
 ANALYSIS = Path(workflow.basedir) / "analysis"
 # Jobs run `python` = the interpreter running Snakemake (the project's venv), and analysis scripts from
 # $SPOLAB_ANALYSIS. Both travel in the environment, not in params or the shell text: neither is a rerun

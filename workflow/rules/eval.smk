@@ -8,9 +8,9 @@ rule eval:
     output:
         summary=f"{ROOT}/eval/{{name}}/summary.json",
     log:
-        f"{ROOT}/logs/eval_{{name}}.log",
+        f"{ROOT}/logs/eval/{{name}}.log",
     benchmark:
-        f"{ROOT}/benchmarks/eval_{{name}}.tsv"
+        f"{ROOT}/benchmarks/eval/{{name}}.tsv"  # <rule>/<job>: read_jobs (analysis/export.py)
     threads: 1
     conda:
         ENV

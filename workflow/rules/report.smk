@@ -1,8 +1,9 @@
-# From MLflow to every figure, table and the claims report. export reads the study's runs from
-# MLflow into tidy CSVs; one rule per figure; report regenerates README.md. The default study's
-# outputs are committed under results/ (PUBLISH), other scales write under results/<scale>/.
-# Figures and tables are marked with report(): `snakemake --report results/report.html` bundles them,
-# each with its caption from workflow/report/<name>.rst.
+# From MLflow to every figure, table and the claims report, all under results/<scale>/: export reads
+# the study's runs from MLflow into tidy CSVs (export/); one rule per figure (figures/); report writes
+# README.md beside figures/ and tables/ (its image links are relative: figures/<f>.png). The published
+# scale's copies under results/ are rule publish's (publish.smk). Figures and tables are marked with
+# report(): `snakemake --report results/report.html` bundles them, each with its caption from
+# workflow/report/<name>.rst.
 report: "../report/workflow.rst"
 
 
@@ -24,7 +25,7 @@ rule eval_table:
     input:
         f"{EXPORT}/eval.csv",
     output:
-        report(f"{PUBLISH}/tables/eval_{SCALE}.md", caption="../report/eval_table.rst", category="Tables"),
+        report(f"{ROOT}/tables/eval_{SCALE}.md", caption="../report/eval_table.rst", category="Tables"),
     log:
         f"{ROOT}/logs/eval_table.log",
     threads: 1
@@ -41,8 +42,9 @@ rule bench:
     input:
         model=rules.sft.output.model,
     output:
-        f"results/bench/{SCALE}/bench_cpu.md",
-        csv=f"results/bench/{SCALE}/bench_cpu.csv",
+        f"{ROOT}/bench/bench_cpu.md",
+        csv=f"{ROOT}/bench/bench_cpu.csv",
+        sampler=f"{ROOT}/bench/sampler_cpu.csv",
     log:
         f"{ROOT}/logs/bench.log",
     benchmark:
@@ -53,7 +55,7 @@ rule bench:
     params:
         scale=SCALE,
         conf=conf_hash("bench"),
-        args=f"sft_dir={ROOT}/sft/model data_dir={ROOT}/data",
+        args=f"sft_dir={ROOT}/sft/model data_dir={ROOT}/data out_dir={ROOT}/bench",
     shell:
         hydra_cmd("bench")
 
@@ -93,7 +95,7 @@ for _fig in FIGURES:
             rules.export.output,
         output:
             report(
-                f"{PUBLISH}/figures/{_fig}.png",
+                f"{ROOT}/figures/{_fig}.png",
                 caption=f"../report/{_fig}.rst",
                 category="Figures",
                 subcategory=FIGURES[_fig],
@@ -113,11 +115,11 @@ for _fig in FIGURES:
 rule report:
     input:
         csvs=rules.export.output,
-        figures=expand(f"{PUBLISH}/figures/{{fig}}.png", fig=FIGURES),
+        figures=expand(f"{ROOT}/figures/{{fig}}.png", fig=FIGURES),
         table=rules.eval_table.output,
     output:
-        readme=report(f"{PUBLISH}/README.md", caption="../report/readme.rst", category="Claims"),
-        claims=report(f"{PUBLISH}/tables/claims_{SCALE}.md", caption="../report/claims.rst", category="Claims"),
+        readme=report(f"{ROOT}/README.md", caption="../report/readme.rst", category="Claims"),
+        claims=report(f"{ROOT}/tables/claims_{SCALE}.md", caption="../report/claims.rst", category="Claims"),
     log:
         f"{ROOT}/logs/report.log",
     threads: 1

@@ -52,9 +52,9 @@ rule rl:
         model=f"{ROOT}/rl/{{run}}-s{{seed}}/model/config.json",
         trajectories=f"{ROOT}/rl/{{run}}-s{{seed}}/trajectories.jsonl",
     log:
-        f"{ROOT}/logs/rl_{{run}}_s{{seed}}.log",
+        f"{ROOT}/logs/rl/{{run}}-s{{seed}}.log",
     benchmark:
-        f"{ROOT}/benchmarks/rl_{{run}}_s{{seed}}.tsv"
+        f"{ROOT}/benchmarks/rl/{{run}}-s{{seed}}.tsv"  # <rule>/<run name>: read_jobs (analysis/export.py)
     wildcard_constraints:
         seed=r"\d+",
     threads: 1
