@@ -28,5 +28,5 @@ include: "workflow/rules/publish.smk"
 
 rule all:
     input:
-        rules.publish.output if PUBLISH else rules.report.output,
+        rules.publish.output if PUBLISH else rules.lr_table.output if SWEEP_ONLY else rules.report.output,
     default_target: True

@@ -22,6 +22,16 @@ Data = Path | str | Mapping[str, pd.DataFrame]  # the export folder, or its tabl
 MAIN = ["spo", "spo_half_online", "ppo", "grpo", "rloo"]  # the main group, in the figures' order
 OFFPOLICY = ["spo_expert", "spo_earlier_run", "spo_other_policy", "spo_decoding", "spo_random",
              "spo_offline_only"]
+# eval_per_problem columns that measure diversity (spolab.eval.diversity), and their labels: among correct
+# samples of a solved problem (NaN when unsolved), among all samples, and the policy's own entropy
+DIVERSITY = {"distinct_correct_per_solved": "distinct correct programs per solved problem",
+             "functional_classes_per_solved": "functionally distinct correct classes per solved problem",
+             "effective_programs": "effective number of distinct programs (exp entropy, all samples)",
+             "entropy_per_token": "policy entropy (nats per token)"}
+# the unconditioned counts (0 on every unsolved problem): kept beside them, but mostly the pass rate
+UNCONDITIONED = {"distinct_correct_programs": "distinct correct programs per problem",
+                 "functional_classes_correct": "functionally distinct correct classes per problem"}
+KL = "val/kl_ref"  # curves: KL(π_θ‖π_ref) per sequence (k1) on the validation problems, at every evaluation
 
 
 # ---------------------------------------------------------------- the export
@@ -54,6 +64,20 @@ def labels(data: Data) -> dict[str, str]:
     out = dict(zip(runs["study_run"], runs["label"]))
     out["sft"] = "SFT (π_ref)"
     return out
+
+
+def reference(runs: pd.DataFrame, study_run: str) -> str | None:
+    """The study entry ``study_run`` is judged against: runs.csv's ``reference`` column, which
+    analysis/export.py writes from spolab.study (ablations and off-policy sources: online SPO unless
+    the study file names another); None for an entry without one (the main group)."""
+    if "reference" not in runs:
+        raise SystemExit("runs.csv has no `reference` column: it predates spolab.study's references; "
+                         "rerun analysis/export.py (Snakemake rule export)")
+    ref = runs.loc[runs.study_run == study_run, "reference"]
+    if ref.empty:
+        raise KeyError(f"{study_run} is not a run of runs.csv")
+    ref = ref.iloc[0]
+    return None if pd.isna(ref) or ref == "" else str(ref)
 
 
 def seeds(data: Data) -> dict[str, int]:
@@ -140,3 +164,75 @@ def curve_xy(curves: pd.DataFrame, study_run: str, metric: str, x: str) -> tuple
 def logged(curves: pd.DataFrame, study_run: str, metric: str) -> bool:
     """Whether a study run logged ``metric`` at least once."""
     return metric in curves and bool(curves.loc[curves.study_run == study_run, metric].notna().any())
+
+
+# ---------------------------------------------------------------- diversity against pass@k
+def diversity_correlation(pp: pd.DataFrame, columns: list[str] | None = None, k: int = 10) -> pd.Series:
+    """Pearson correlation, across the per-problem rows of ``pp`` (every model, split and protocol it
+    holds), of each diversity column with that problem's pass@k; each over the rows where the column
+    is finite (a per-solved column: the solved problems only). NaN where a column is constant there.
+    ``columns``: default every column of :data:`DIVERSITY` and :data:`UNCONDITIONED` that ``pp`` has.
+
+    A diversity metric that correlates with pass@k near 1 measures the pass rate again, not diversity."""
+    columns = columns or [c for c in (*DIVERSITY, *UNCONDITIONED) if c in pp]
+    p = pd.Series(pass_at_k(pp["n"].to_numpy(), pp["n_correct"].to_numpy(), k), index=pp.index)
+    out = {}
+    for c in columns:
+        x = pp[c].astype(float)
+        ok = np.isfinite(x) & np.isfinite(p)
+        xs, ps = x[ok].to_numpy(), p[ok].to_numpy()
+        out[c] = float(np.corrcoef(xs, ps)[0, 1]) if ok.sum() > 2 and xs.std() > 0 and ps.std() > 0 else np.nan
+    return pd.Series(out, name=f"r with pass@{k}", dtype=float)
+
+
+# ---------------------------------------------------------------- curves at matched KL(π_θ‖π_ref)
+def at_kl(kl: np.ndarray, y: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """One run's metric ``y`` at the first time its KL reached each of ``levels``: checkpoints in step
+    order, kept where the running maximum of the KL rises (a checkpoint whose KL fell back below an
+    earlier one is skipped), ``y`` interpolated linearly in KL between them; NaN beyond the run's reach."""
+    kl, y = np.asarray(kl, dtype=float), np.asarray(y, dtype=float)
+    ok = np.isfinite(kl) & np.isfinite(y)
+    kl, y = kl[ok], y[ok]
+    if not len(kl):
+        return np.full(np.shape(levels), np.nan)
+    reach = np.maximum.accumulate(kl)
+    new = np.r_[True, np.diff(reach) > 0]  # a new maximum: the KL got further than ever before
+    return np.interp(levels, reach[new], y[new], left=np.nan, right=np.nan)
+
+
+def kl_reach(curves: pd.DataFrame, study_runs: list[str], metric: str = "val/pass@10") -> float:
+    """The largest KL(π_θ‖π_ref) that every seed of every given study run reaches at a checkpoint
+    where it logged ``metric``: the top of the range their curves can be compared over."""
+    d = curves[curves.study_run.isin(study_runs) & curves[KL].notna()]
+    d = d[d[metric].notna()] if metric in d else d.iloc[:0]
+    if d.empty or set(d.study_run) != set(study_runs):
+        return np.nan
+    return float(d.groupby("run_name")[KL].max().min())
+
+
+def kl_matrix(curves: pd.DataFrame, study_run: str, metric: str, levels: np.ndarray) -> np.ndarray:
+    """(seeds × levels) matrix of a validation metric at matched KL: each seed's curve read at
+    ``levels`` by :func:`at_kl` (NaN beyond that seed's reach)."""
+    d = curves[(curves.study_run == study_run) & curves[KL].notna()]
+    if metric not in d or d[metric].notna().sum() == 0:
+        raise KeyError(f"{study_run} logged no {metric} with {KL}")
+    rows = [at_kl(g[KL].to_numpy(), g[metric].to_numpy(), np.asarray(levels, dtype=float))
+            for _, g in d[d[metric].notna()].sort_values("step").groupby("seed", sort=True)]
+    return np.vstack(rows)
+
+
+def checkpoint_matrix(curves: pd.DataFrame, study_run: str, metric: str, last: bool = True) -> np.ndarray:
+    """(seeds × 1) matrix of a logged metric at each seed's last checkpoint (matched samples: every run
+    of the main group has the same updates and batch), or its first (``last=False``: step 0, the SFT
+    policy), seeds in :func:`curve_seeds` order."""
+    d = curves[(curves.study_run == study_run) & curves[metric].notna()] if metric in curves else curves.iloc[:0]
+    if d.empty:
+        raise KeyError(f"{study_run} logged no {metric}")
+    g = d.sort_values("step").groupby("seed", sort=True)
+    return (g.tail(1) if last else g.head(1)).sort_values("seed")[metric].to_numpy(dtype=float)[:, None]
+
+
+def curve_seeds(curves: pd.DataFrame, study_run: str, metric: str) -> list[int]:
+    """The seeds of a study run that logged ``metric``, in the row order of the curve matrices."""
+    d = curves[(curves.study_run == study_run) & curves[metric].notna()] if metric in curves else curves.iloc[:0]
+    return sorted(int(x) for x in d.seed.unique())

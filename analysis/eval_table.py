@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 COLUMNS = ["pass@1", "pass@5", "pass@10", "distinct_correct_programs", "functional_classes_correct",
-           "entropy_per_token", "kl_ref"]
+           "distinct_correct_per_solved", "functional_classes_per_solved", "effective_programs", "entropy_per_token",
+           "kl_ref"]  # eval.csv columns, those of an older export skipped
 
 
 def to_markdown(ev: pd.DataFrame) -> str:

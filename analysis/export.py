@@ -8,10 +8,12 @@ experiment ``spolab-<scale>`` of ``sqlite:///results/mlflow.db``). For every run
 study matrix (conf/study/<study>.yaml) it takes the latest finished MLflow run of that name;
 a run of the matrix missing from MLflow is an error, never silently skipped. Writes:
 
-- ``runs.csv``: one row per RL run (study entry, group, label, config, wall times);
+- ``runs.csv``: one row per RL run (study entry, group, family, label, the entry it is judged
+  against (``reference``, from spolab.study), config, wall times);
 - ``curves.csv``: one row per (RL run, logged update), one column per metric;
 - ``eval.csv``: final held-out metrics per (model, split, protocol), with 95 % intervals;
-- ``eval_per_problem.csv``: per-problem values behind them (n, n_correct, diversity, KL);
+- ``eval_per_problem.csv``: per-problem values behind them (:data:`PER_PROBLEM`: n, n_correct,
+  diversity among correct samples, per solved problem and among all samples, entropy, KL);
 - ``exact.csv``: the exact testbed's curves; ``bench.csv``: the per-update benchmark;
 - ``jobs.csv``: every Snakemake job's wall time and peak RSS (its ``benchmark:`` file).
 """
@@ -38,7 +40,8 @@ CONFIG_COLUMNS = {  # runs.csv column -> flattened config param logged by spolab
     "lr": "algo.lr", "updates": "updates", "batch_size": "batch_size",
 }
 PER_PROBLEM = ["n", "n_correct", "distinct_correct_programs", "functional_classes_correct", "entropy_per_token",
-               "kl_ref"]
+               "kl_ref", "distinct_correct_per_solved", "functional_classes_per_solved",
+               "effective_programs"]  # per_problem.json keys (spolab.eval.generate); per-solved: empty when unsolved
 
 
 def latest_finished(client: MlflowClient, exp_id: str, filter_string: str) -> dict:
@@ -100,9 +103,10 @@ def export(scale: str, study: str, out: Path, bench: Path | None) -> dict[str, p
         p = r.data.params
         row = {**meta, **{c: p.get(k) for c, k in CONFIG_COLUMNS.items()}}
         row["algo"] = row["algo"] or r.data.tags.get("algo")
-        job = jobs[(jobs.rule == "rl") & (jobs.name == f"{sp.run}_s{sp.seed}")]  # rl.smk's benchmark: file name
+        job = jobs[(jobs.rule == "rl") & (jobs.name == sp.name)]  # benchmarks/rl/<run name>.tsv (rl.smk)
         row.update({"train_wall_s": r.data.metrics.get("perf/wall_s"),
                     "fresh_samples": r.data.metrics.get("data/fresh_samples"),
+                    "opt_steps": r.data.metrics.get("opt/steps"),  # policy optimiser steps (PPO: epochs x minibatches)
                     "job_s": float(job.s.iloc[0]) if len(job) else None,
                     "job_max_rss_mb": float(job.max_rss_mb.iloc[0]) if len(job) else None,
                     "mlflow_run_id": r.info.run_id})
@@ -167,14 +171,20 @@ def export(scale: str, study: str, out: Path, bench: Path | None) -> dict[str, p
 
 
 def read_jobs(bench_dir: Path) -> pd.DataFrame:
-    """One row per Snakemake job from its benchmark file: rule, wildcards, seconds, peak RSS, end time."""
+    """One row per Snakemake job from its benchmark file: rule, job name, seconds, peak RSS, end time.
+
+    The rules write ``<bench_dir>/<rule>.tsv`` for a rule with one job (``sft.tsv``) and
+    ``<bench_dir>/<rule>/<name>.tsv`` for one job per model or run (``rl/spo-s0.tsv``, ``eval/sft.tsv``:
+    the name is the study run name, see spolab.study.parse_run_name): the rule is the folder, never
+    split out of a name. ``export``'s own file is left out: it is a previous export's, not this study's.
+    """
     rows = []
-    for f in sorted(Path(bench_dir).glob("*.tsv")):
+    root = Path(bench_dir)
+    single = [(f.stem, "", f) for f in root.glob("*.tsv")]
+    per_job = [(f.parent.name, f.stem, f) for f in root.glob("*/*.tsv")]
+    for rule, name, f in sorted(single + per_job):
         d = pd.read_csv(f, sep="\t")
-        if d.empty:
-            continue
-        rule, _, name = f.stem.partition("_")
-        if rule == "figure":
+        if d.empty or rule == "export":
             continue
         rows.append({"rule": rule, "name": name, "s": float(d["s"].iloc[-1]),
                      "max_rss_mb": float(d["max_rss"].iloc[-1]) if "max_rss" in d else None,

@@ -1,14 +1,18 @@
 """F3: diversity over training and at the end, main runs (claim C2: SPO keeps more distinct correct
 solutions; PPO collapses).
 
-Top three rows, one panel per algorithm (small multiples): validation distinct correct programs
-and functionally distinct correct classes (both per problem, out of n samples) and per-token
-entropy against updates, seed mean with a 95 % bootstrap band over seeds; thin grey lines are the
-other algorithms' seed means, the dashed line the SFT policy (step 0). Bottom row: the same three
-quantities on the test split at the end (policy protocol) for each main run and the SFT policy,
-mean with the two-level (seeds, then problems) 95 % bootstrap interval and one dot per seed.
-Question: does a method reach its pass@k by concentrating on one program per problem (falling
-distinct counts, falling entropy), or does it keep several?
+Diversity that is not the pass rate again (spolab.eval.diversity): distinct correct programs and
+functionally distinct correct classes *per solved problem* (a problem with no correct sample has no
+value, so a run that solves more problems does not count as more diverse for it), the effective
+number of distinct programs among all n samples (exp of the entropy of their program distribution,
+whatever their correctness) and the policy's per-token entropy. Top three rows, one panel per
+algorithm (small multiples): the validation value against updates, seed mean with a 95 % bootstrap
+band over seeds; thin grey lines are the other algorithms' seed means, the dashed line the SFT policy
+(step 0); the functional classes are left out there (with validation's 10 samples they are 1 on
+nearly every solved problem). Bottom row: all four on the test split at the end (policy protocol)
+for each main run and the SFT policy, mean with the two-level (seeds, then problems) 95 % bootstrap
+interval and one dot per seed. Question: does a method reach its pass@k by concentrating on one program per problem
+(falling counts, falling entropy), or does it keep several? (F9 asks the same at matched KL.)
 """
 
 from __future__ import annotations
@@ -19,9 +23,13 @@ from matplotlib.figure import Figure
 from common import MAIN, Data, labels, per_problem, present, table, try_matrix
 from plot import CI_TEXT, SEED, cli, colour, errpoint, fig_legend, has_data, no_data, small_multiples, styled
 
-PANELS = [("distinct_correct_programs", "distinct correct programs\nper problem"),
-          ("functional_classes_correct", "functionally distinct\ncorrect classes per problem"),
+PANELS = [("distinct_correct_per_solved", "distinct correct programs\nper solved problem"),
+          ("functional_classes_per_solved", "functionally distinct correct\nclasses per solved problem"),
+          ("effective_programs", "effective distinct programs\n(exp entropy, all samples)"),
           ("entropy_per_token", "policy entropy\n(nats per token)")]  # eval_per_problem column, label
+# validation rows: all but the functional classes, which with validation's 10 samples per problem are 1 on
+# nearly every solved problem (a flat line); the final test row (20 samples) shows them
+VAL_PANELS = [p for p in PANELS if p[0] != "functional_classes_per_solved"]
 
 
 @styled
@@ -30,10 +38,10 @@ def plot(data: Data) -> Figure:
     runs, curves, pp, names = table(data, "runs"), table(data, "curves"), per_problem(data), labels(data)
     main = present(runs, MAIN, "main")
 
-    fig = Figure(figsize=(4 * max(len(main), 4) + 1, 19), layout="constrained")
-    top, bottom = fig.subfigures(2, 1, height_ratios=[3, 1.25])
-    grid = top.subplots(len(PANELS), max(len(main), 1), sharex=True, sharey="row", squeeze=False)
-    for row, (metric, ylabel) in zip(grid, PANELS):
+    fig = Figure(figsize=(4 * max(len(main), 4) + 1, 20), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[3, 1.3])
+    grid = top.subplots(len(VAL_PANELS), max(len(main), 1), sharex=True, sharey="row", squeeze=False)
+    for row, (metric, ylabel) in zip(grid, VAL_PANELS):
         small_multiples(row, curves, main, f"val/{metric}", "step", rng, names)
         row[0].set_ylabel(f"validation {ylabel}")
     for ax, sr in zip(grid[0], main):
@@ -54,7 +62,7 @@ def plot(data: Data) -> Figure:
             continue
         ax.set_xticks(range(len(studies)), [names.get(s, s) for s in studies], rotation=25, ha="right")
         ax.set_xlim(-0.6, len(studies) - 0.4)
-        ax.set(ylabel=ylabel.replace("\n", " "), title=f"final test: {ylabel.replace(chr(10), ' ')}")
+        ax.set(ylabel=f"test {ylabel}")  # the row's title says it is the final test evaluation
     bottom.suptitle(f"final test evaluation, policy protocol ({CI_TEXT}, seeds then problems; dots: seeds)")
     fig_legend(fig, grid)
     fig.suptitle("F3 diversity over training and at the end, main runs (claim C2)")

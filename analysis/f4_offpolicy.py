@@ -2,11 +2,12 @@
 sample, and C6: half-online SPO against online SPO).
 
 For every off-policy study run (SPO trained on expert programs, an earlier run's samples, another
-policy's samples, other decoding settings, random programs, or offline data only) and the
-references online SPO, half-online SPO (replay) and PPO: final pass@1, pass@10 and distinct
-correct programs per problem (policy protocol), mean with the two-level (seeds, then problems)
-95 % bootstrap interval and one dot per seed; top row test split, bottom row OOD split. The dashed
-line is online SPO. Question: which off-policy sources help, which are harmless, which hurt?
+policy's samples, other decoding settings, random programs, or offline data only), the runs they are
+judged against (runs.csv's ``reference``: online SPO in the default study) and, for context,
+half-online SPO (replay) and PPO: final pass@1, pass@10 and distinct correct programs per solved
+problem (policy protocol), mean with the two-level (seeds, then problems) 95 % bootstrap interval
+and one dot per seed; top row test split, bottom row OOD split. The dashed line is the reference.
+Question: which off-policy sources help, which are harmless, which hurt?
 """
 
 from __future__ import annotations
@@ -14,20 +15,23 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from common import OFFPOLICY, Data, labels, passk_value, per_problem, present, try_matrix
+from common import OFFPOLICY, Data, labels, passk_value, per_problem, present, reference, table, try_matrix
 from plot import CI_TEXT, SEED, cli, colour, errpoint, fig_legend, has_data, no_data, styled
 
-REFERENCES = ["spo", "spo_half_online", "ppo"]
+CONTEXT = ["spo", "spo_half_online", "ppo"]  # drawn after the references: SPO online, replay (C6), on-policy PPO
 METRICS = [(passk_value(1), "pass@1"), (passk_value(10), "pass@10"),
-           ("distinct_correct_programs", "distinct correct programs per problem")]
+           ("distinct_correct_per_solved", "distinct correct programs per solved problem")]
 
 
 @styled
 def plot(data: Data) -> Figure:
     rng = np.random.default_rng(SEED)
-    pp, names = per_problem(data), labels(data)
-    studies = [s for s in REFERENCES if s in set(pp.study_run)] + present(pp, OFFPOLICY, "offpolicy")
-    n_ref = sum(s in REFERENCES for s in studies)
+    runs, pp, names = table(data, "runs"), per_problem(data), labels(data)
+    sources = present(pp, OFFPOLICY, "offpolicy")
+    refs = list(dict.fromkeys(r for s in sources if (r := reference(runs, s))))  # runs.csv, from spolab.study
+    top = list(dict.fromkeys(s for s in [*refs, *CONTEXT] if s in set(pp.study_run)))
+    studies = top + sources
+    n_ref = len(top)
 
     fig = Figure(figsize=(17, 4 + 1.1 * max(len(studies), 3)), layout="constrained")
     axes = fig.subplots(2, 3, sharey=True)
@@ -38,8 +42,8 @@ def plot(data: Data) -> Figure:
                 if m is None:
                     continue
                 point, _, _ = errpoint(ax, y, m, rng, colour(sr), horizontal=True)
-                if sr == "spo":
-                    ax.axvline(point, ls="--", color=colour("spo"), lw=1.2, label="online SPO (reference)")
+                if sr in refs:
+                    ax.axvline(point, ls="--", color=colour(sr), lw=1.2, label=f"{names.get(sr, sr)} (reference)")
             if not has_data(ax):
                 no_data(ax, f"{split} {name} of the off-policy runs")
                 continue
@@ -50,7 +54,7 @@ def plot(data: Data) -> Figure:
         ax.set_yticks(range(len(studies)), [names.get(s, s) for s in studies])
         ax.set_ylim(len(studies) - 0.5, -0.5)
     fig_legend(fig, axes)
-    missing = "" if set(studies) - set(REFERENCES) else "\n(this export has no off-policy runs: references only)"
+    missing = "" if sources else "\n(this export has no off-policy runs: references only)"
     fig.suptitle(f"F4 SPO with off-policy data sources, final evaluation, policy protocol ({CI_TEXT}, "
                  f"seeds then problems; dots: seeds) (claims C3, C6){missing}")
     return fig

@@ -2,10 +2,12 @@
 
 Families: terminal loss (squared vs BCE), β (0.1 = reference, and the ablated values), optimizer
 steps per batch, the Q̂0 estimator and importance weights on replayed data (half-online SPO
-without vs with). The reference is online SPO for every family except the importance weights,
-whose reference is half-online SPO. Final test pass@1, pass@10 and distinct correct programs per
-problem (policy protocol), mean with the two-level (seeds, then problems) 95 % bootstrap interval
-and one dot per seed; the dashed segment is the family's reference. Ablations may have fewer seeds
+without vs with). Each ablation's reference is runs.csv's ``reference`` column (spolab.study: online
+SPO unless the study file names another; half-online SPO for the importance weights in the default
+study); a family whose entries name different references is drawn once per reference. Final test
+pass@1, pass@10 and distinct correct programs per solved problem (policy protocol), mean with the
+two-level (seeds, then problems) 95 % bootstrap interval and one dot per seed; the dashed segment is
+the family's reference. Ablations may have fewer seeds
 than their reference (the default study: 1 against 3): each tick label gives the run's seeds, and
 single-seed runs have an open marker (their interval is over problems only).
 Question: which design choice of SPO matters, and which is free?
@@ -17,26 +19,31 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from common import Data, labels, matrix, passk_value, per_problem, table
+from common import Data, labels, matrix, passk_value, per_problem, reference, table
 from plot import CI_TEXT, SEED, cli, colour, errpoint, no_data, styled
 
 FAMILIES = {"loss": "terminal loss", "beta": "β", "steps": "steps per batch", "q0": "Q̂0 estimator",
             "is": "IS weights on replay"}
 METRICS = [(passk_value(1), "test pass@1"), (passk_value(10), "test pass@10"),
-           ("distinct_correct_programs", "test distinct correct\nprograms per problem")]
+           ("distinct_correct_per_solved", "test distinct correct\nprograms per solved problem")]
 
 
 def families(runs, evaluated: set[str]) -> list[tuple[str, list[str], str]]:
-    """(family, its study runs in x order with the reference, reference) for the ablation group."""
+    """(family, its study runs in x order with the reference, reference) for the ablation group; the
+    reference of each entry is runs.csv's ``reference`` (one group per family and reference)."""
     abl = runs[(runs.group == "ablation") & runs.study_run.isin(evaluated)]
     beta = runs.groupby("study_run").beta.first()
     out = []
     for fam in [f for f in FAMILIES if f in set(abl.family)] + sorted(set(abl.family.dropna()) - set(FAMILIES)):
-        ref = "spo_half_online" if fam == "is" else "spo"
-        studies = ([ref] if ref in evaluated else []) + list(dict.fromkeys(abl.study_run[abl.family == fam]))
-        if fam == "beta":
-            studies.sort(key=lambda s: beta.get(s, np.nan))
-        out.append((fam, studies, ref))
+        members = list(dict.fromkeys(abl.study_run[abl.family == fam]))
+        by_ref = {}
+        for sr in members:
+            by_ref.setdefault(reference(runs, sr), []).append(sr)
+        for ref, entries in by_ref.items():
+            studies = ([ref] if ref in evaluated else []) + entries
+            if fam == "beta":
+                studies.sort(key=lambda s: beta.get(s, np.nan))
+            out.append((fam, studies, ref))
     return out
 
 

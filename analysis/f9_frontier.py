@@ -1,59 +1,106 @@
-"""F9: the reward-KL frontier: pass@1, pass@10 and distinct correct programs against KL(π_θ‖π_ref).
+"""F9: does SPO keep diversity, or did it just move less? Validation metrics against KL(π_θ‖π_ref).
 
-Every validation checkpoint of every run (curves rows with val metrics): x = KL(π_θ‖π_ref) per
-sequence (nats), y = the validation metric; one line per run (seed) joins its checkpoints in step
-order, coloured by algorithm for the main group, thin grey for the off-policy and ablation runs;
-a filled marker is the final checkpoint, the black star the SFT policy (step 0, KL 0). Purpose
-(claim C2): separate "keeps diversity" from "moved less". A method that merely stayed closer to
-π_ref sits on the same curve as the others, only further left; one that keeps diversity sits above
-the others at the same KL.
+PPO may move further from π_ref than SPO at the same number of samples (DESIGN §3), so "SPO is more
+diverse at the end" cannot by itself tell "keeps diversity" from "moved less". Panel a: how far each
+main algorithm moves, KL(π_θ‖π_ref) per sequence (val/kl_ref, k1) against updates. Panels b–f: each
+validation metric (the val/ keys logged every eval_every updates) against KL instead of updates, as
+its change since the seed's own step 0 (the SFT policy: the seeds validate with different sampling
+seeds, and subtracting removes that offset): each seed's curve is read at common KL levels
+(common.at_kl: linear in KL between checkpoints, at the first time the seed reaches a level), from 0
+to the largest KL every seed of that algorithm reaches, then the seed mean with a 95 % bootstrap band
+over seeds. Filled markers: each algorithm's last checkpoint (seed means of KL and change); the
+star: the SFT policy. The dotted line is κ*, the largest KL every main run reaches, where the report
+compares algorithms at matched KL; each panel states SPO − PPO there (paired over seeds, 95 % CI).
+Reading: a method that only moved less sits on the others' curve, further left; one that keeps
+diversity sits above them at the same KL.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from matplotlib.figure import Figure
 
-from common import MAIN, Data, labels, present, table
-from plot import cli, colour, fig_legend, no_data, styled
+from common import (
+    KL,
+    MAIN,
+    Data,
+    checkpoint_matrix,
+    curve_matrix,
+    curve_seeds,
+    kl_matrix,
+    kl_reach,
+    labels,
+    present,
+    table,
+)
+from plot import CI_TEXT, SEED, band, cli, colour, fig_legend, no_data, styled
+from stats import diff_band
 
-PANELS = [("val/pass@1", "validation pass@1"), ("val/pass@10", "validation pass@10"),
-          ("val/distinct_correct_programs", "distinct correct programs per problem")]
+LEVELS = 30  # KL levels each algorithm's curve is read at
+PANELS = [("val/pass@1", "pass@1"), ("val/pass@10", "pass@10"), ("val/entropy_per_token", "entropy / token (nats)"),
+          ("val/distinct_correct_per_solved", "distinct correct / solved problem"),
+          ("val/effective_programs", "effective distinct programs")]  # curves column, label
+
+
+def change_at_kl(curves, study_run: str, metric: str, levels) -> np.ndarray:
+    """(seeds × levels): each seed's metric at those KL levels minus its own first checkpoint (step 0)."""
+    return kl_matrix(curves, study_run, metric, levels) - checkpoint_matrix(curves, study_run, metric, last=False)
+
+
+def _first_kl(curves, study_run: str, metric: str) -> float:
+    """The largest first-checkpoint KL among a run's seeds: where every seed's curve starts (0 at step 0)."""
+    d = curves[(curves.study_run == study_run) & curves[KL].notna() & curves[metric].notna()]
+    return float(d.sort_values("step").groupby("seed")[KL].first().max())
 
 
 @styled
 def plot(data: Data) -> Figure:
+    rng = np.random.default_rng(SEED)
     runs, curves, names = table(data, "runs"), table(data, "curves"), labels(data)
     main = present(runs, MAIN, "main")
-    val = curves[curves["val/kl_ref"].notna()] if "val/kl_ref" in curves else curves.iloc[:0]
-    val = val.sort_values(["run_name", "step"])  # checkpoints in step order
+    val = curves[curves[KL].notna()] if KL in curves else curves.iloc[:0]
 
-    fig = Figure(figsize=(19, 6.2), layout="constrained")
-    axes = fig.subplots(1, 3)
-    for ax, (metric, ylabel) in zip(axes, PANELS):
-        d = val[val[metric].notna()] if metric in val else val.iloc[:0]
-        if d.empty:
-            no_data(ax, f"{metric} against val/kl_ref")
+    fig = Figure(figsize=(20, 11.5), layout="constrained")
+    axes = fig.subplots(2, 3)
+    ax = axes.flat[0]  # a: how far each algorithm moves
+    for sr in [sr for sr in main if sr in set(val.study_run)]:
+        band(ax, *curve_matrix(val, sr, KL), rng, colour(sr), names.get(sr, sr), marker="o", ms=4)
+    if not ax.lines:
+        no_data(ax, f"{KL} of the main runs")
+    ax.set(xlabel="update (optimizer steps)", ylabel="KL(π_θ‖π_ref) per sequence (nats)",
+           title="a  how far each algorithm moves from π_ref")
+
+    for ax, (letter, (metric, ylabel)) in zip(axes.flat[1:], zip("bcdef", PANELS)):
+        shown = [sr for sr in main if metric in val and val.loc[val.study_run == sr, metric].notna().any()]
+        if not shown:
+            no_data(ax, f"{metric} against {KL}")
             continue
-        others = sorted(set(d.study_run) - set(main))
-        for _, r in [run for sr in [*main, *others] for run in d[d.study_run == sr].groupby("run_name")]:
-            sr, ck = r.study_run.iloc[0], r[r.step > 0]
-            is_main = sr in main
-            col = colour(sr) if is_main else "0.6"
-            ax.plot(r["val/kl_ref"], r[metric], color=col, lw=1.4 if is_main else 0.8,
-                    alpha=0.85 if is_main else 0.5, zorder=3 if is_main else 1,
-                    label=names.get(sr, sr) if is_main else "off-policy / ablation runs")
-            if not ck.empty:
-                ax.scatter(ck["val/kl_ref"].iloc[-1], ck[metric].iloc[-1], color=col, s=40 if is_main else 18,
-                           edgecolor="k" if is_main else "none", lw=0.6, zorder=4 if is_main else 2)
-        sft = d[d.step == 0]
-        if not sft.empty:
-            ax.scatter(sft["val/kl_ref"].mean(), sft[metric].mean(), marker="*", s=260, color="k", zorder=5,
-                       label=names["sft"] + ", step 0 (seed mean)")
-        ax.set(xlabel="KL(π_θ‖π_ref) per sequence (nats)", ylabel=ylabel, title=f"{ylabel} against KL to π_ref")
-    axes[0].scatter([], [], color="0.3", edgecolor="k", s=40, label="final checkpoint")
+        for sr in shown:
+            levels = np.linspace(_first_kl(val, sr, metric), kl_reach(val, [sr], metric), LEVELS)
+            band(ax, levels, change_at_kl(val, sr, metric, levels), rng, colour(sr), names.get(sr, sr))
+            last = checkpoint_matrix(val, sr, metric) - checkpoint_matrix(val, sr, metric, last=False)
+            ax.scatter(checkpoint_matrix(val, sr, KL).mean(), last.mean(), color=colour(sr), s=55, edgecolor="k",
+                       lw=0.7, zorder=4)
+        ax.scatter(0, 0, marker="*", s=260, color="k", zorder=5, label=names["sft"] + ", step 0")
+        kappa = kl_reach(val, shown, metric)
+        if np.isfinite(kappa) and kappa > 0:
+            ax.axvline(kappa, ls=":", color="0.3", lw=1.4, label="κ*: the largest KL every main run reaches")
+            if {"spo", "ppo"} <= set(shown):
+                seeds = [curve_seeds(val, sr, metric) for sr in ("spo", "ppo")]
+                d, lo, hi = (float(v[0]) for v in diff_band(kl_matrix(val, "spo", metric, [kappa]),
+                                                             kl_matrix(val, "ppo", metric, [kappa]), rng,
+                                                             paired=seeds[0] == seeds[1]))
+                ci = f"[{lo:+.3f}, {hi:+.3f}]" if min(map(len, seeds)) > 1 else "(one seed: no interval)"
+                ax.text(0.98, 0.97, f"at κ* = {kappa:.3g}: SPO − PPO {d:+.3f} {ci}",
+                        transform=ax.transAxes, ha="right", va="top", fontsize=10,
+                        bbox={"boxstyle": "round", "fc": "white", "ec": "0.7", "alpha": 0.9})
+        ax.axhline(0, color="0.5", lw=0.8)
+        ax.set(xlabel="KL(π_θ‖π_ref) per sequence (nats)", ylabel=f"change in validation {ylabel}\nsince step 0",
+               title=f"{letter}  validation {ylabel} against KL")
+    axes.flat[1].scatter([], [], color="0.5", edgecolor="k", s=55, label="last checkpoint (seed means)")
     fig_legend(fig, axes)
-    fig.suptitle("F9 frontier over every checkpoint: does a method keep diversity, or did it just move less from "
-                 "π_ref? (one line per seed, no averaging) (claim C2)")
+    fig.suptitle("F9 does SPO keep diversity, or did it just move less? Validation metrics at matched KL(π_θ‖π_ref), "
+                 f"change since the SFT policy ({CI_TEXT} band over seeds) (claims C1, C2)")
     return fig
 
 

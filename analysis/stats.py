@@ -24,18 +24,45 @@ several k) share each replicate's column draw, and each matrix draws its own row
 
 ``stat`` is any numpy-style reduction called as ``stat(x, axis=...)`` (``np.nanmean``, the
 default, ``np.nanmedian``, ...), so one call reduces a whole batch of replicates at once.
+
+**When an interval may judge (the power rule).** A claim looks for an effect of size δ (its
+rule names it). Read a difference Δ̂ with its interval as a test of Δ = 0 at two-sided level
+α = :data:`ALPHA`, with Δ̂ ≈ N(Δ, SE²). It rejects when |Δ̂| > z_{1−α/2}·SE, so its power at a true
+Δ = δ > 0 is about Φ(δ/SE − z_{1−α/2}); power ≥ 1 − β = :data:`POWER` needs
+
+    δ ≥ (z_{1−α/2} + z_{1−β})·SE = (1.960 + 0.842)·SE = 2.80·SE          (α = 0.05, power 0.8).
+
+The :data:`CONFIDENCE` interval's half-width is h = z_{(1+CONFIDENCE)/2}·SE = 1.960·SE, so
+SE = h/1.960 and the condition reads
+
+    h ≤ 1.960/2.80·δ = 0.70·δ,  equivalently  MDE = 2.80/1.960·h = 1.43·h ≤ δ,
+
+where MDE (:func:`detectable`) is the smallest effect the comparison detects with that power and
+h = (hi − lo)/2 of the percentile bootstrap. :func:`powered` applies it. A non-inferiority margin
+m is the same rule with δ = m (one-sided test of Δ ≤ −m at α/2, power at Δ = 0). An interval
+drawn from one seed per run has no seed-to-seed component (the bootstrap cannot resample what was
+run once), so it understates SE: :func:`powered` also needs :data:`MIN_SEEDS` seeds per run.
+Where a comparison is not powered, a claim's verdict is "undecided (underpowered)" and the
+interval is reported instead: a wide interval that contains 0 says nothing, either way.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from statistics import NormalDist
 
 import numpy as np
 
 N_BOOT = 2000  # bootstrap replicates of every interval
 CONFIDENCE = 0.95  # coverage of every interval
 Stat = Callable[..., np.ndarray]  # stat(x, axis=...) -> x reduced over those axes
+ALPHA = 0.05  # two-sided level of the test a verdict stands for (the power rule)
+POWER = 0.80  # power a verdict needs at the claim's effect size δ
+MIN_SEEDS = 2  # seeds per run below which no interval judges (it has no seed-to-seed component)
+Z_CI = NormalDist().inv_cdf(0.5 + CONFIDENCE / 2)  # 1.960: an interval's half-width in standard errors
+DETECT_SE = NormalDist().inv_cdf(1 - ALPHA / 2) + NormalDist().inv_cdf(POWER)  # 2.802: δ/SE that is detected
+MAX_HALF_WIDTH = Z_CI / DETECT_SE  # 0.700: the widest half-width, in units of δ, that judges
 _BATCH = 4_000_000  # resampled values held at once (about 32 MB of float64)
 
 
@@ -78,9 +105,12 @@ def replicates(ms: Sequence[np.ndarray], rng: np.random.Generator, stat: Stat = 
 
 
 def quantiles(boots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The central :data:`CONFIDENCE` range of replicates along axis 0 (NaN replicates ignored)."""
+    """The central :data:`CONFIDENCE` range of replicates along axis 0 (NaN replicates ignored; NaN
+    where every replicate is, e.g. a per-solved value of a run that solved no problem)."""
     a = (1 - CONFIDENCE) / 2
-    return np.nanquantile(boots, a, axis=0), np.nanquantile(boots, 1 - a, axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: NaN, silently
+        return np.nanquantile(boots, a, axis=0), np.nanquantile(boots, 1 - a, axis=0)
 
 
 def _point(m: np.ndarray, stat: Stat) -> np.ndarray:
@@ -145,3 +175,55 @@ def seed_band(values: np.ndarray, rng: np.random.Generator, n_boot: int = N_BOOT
         return mean, mean.copy(), mean.copy()
     lo, hi = quantiles(replicates([v], rng, np.nanmean, n_boot, problems=False)[0])
     return mean, lo, hi
+
+
+def diff_band(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, n_boot: int = N_BOOT, paired: bool = False
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Curves: two (seeds × steps) matrices on the same steps (or KL levels) -> seed mean of a minus
+    seed mean of b, lo, hi per column, bootstrap over seeds (columns kept). Each run's seeds are
+    resampled independently, or, with ``paired``, jointly: row i of a and of b are the same seed
+    (e.g. validation with the same sampling seed, so they share its random numbers), and each
+    replicate draws one set of seeds for both, as the core draws problems for matrices it compares."""
+    a, b = np.atleast_2d(np.asarray(a, dtype=float)), np.atleast_2d(np.asarray(b, dtype=float))
+    if paired:
+        if a.shape != b.shape:
+            raise ValueError(f"paired curves need the same seeds and columns, got {a.shape} and {b.shape}")
+        # (columns, 1, seeds): the seeds become the core's shared column axis, each column one statistic
+        ra, rb = replicates([a.T[:, None, :], b.T[:, None, :]], rng, np.nanmean, n_boot)
+    else:
+        ra, rb = replicates([a, b], rng, np.nanmean, n_boot, problems=False)
+    lo, hi = quantiles(ra - rb)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(a, axis=0) - np.nanmean(b, axis=0), lo, hi
+
+
+def seed_sd(x: np.ndarray, axis=(-2, -1)) -> np.ndarray:
+    """A ``stat`` for the core: the standard deviation over seeds (ddof 1) of each seed's mean over
+    problems, for (…, seeds, problems) arrays (``axis`` must be the last two)."""
+    if tuple(np.atleast_1d(axis)) != (-2, -1):
+        raise ValueError("seed_sd reduces the last two axes (seeds, problems) only")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanstd(np.nanmean(x, axis=-1), axis=-1, ddof=1)
+
+
+def detectable(lo: float, hi: float) -> float:
+    """The minimum detectable effect of a comparison whose :data:`CONFIDENCE` interval is [lo, hi]:
+    MDE = (DETECT_SE / Z_CI)·(hi − lo)/2 = 1.43 × the half-width (the power rule, module docstring).
+
+    >>> round(detectable(-0.02, 0.02), 4)  # half-width 0.02: detects 0.0286 with 80 % power
+    0.0286
+    """
+    return DETECT_SE / Z_CI * (hi - lo) / 2
+
+
+def powered(lo: float, hi: float, delta: float, seeds: int) -> bool:
+    """Whether a comparison with interval [lo, hi], over runs of at least ``seeds`` seeds each, has
+    :data:`POWER` at two-sided :data:`ALPHA` to detect an effect ``delta``: MDE ≤ δ, i.e. the
+    half-width ≤ 0.70·δ, and ≥ :data:`MIN_SEEDS` seeds (the power rule, module docstring).
+
+    >>> powered(-0.01, 0.017, 0.02, seeds=3), powered(-0.01, 0.03, 0.02, seeds=3), powered(0, 0, 0.02, seeds=1)
+    (True, False, False)
+    """
+    return bool(np.isfinite(lo) and np.isfinite(hi) and seeds >= MIN_SEEDS and detectable(lo, hi) <= delta)

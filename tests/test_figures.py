@@ -1,11 +1,13 @@
 """The figures of analysis/ drawn from the real committed export (results/data/*.csv, which
-analysis/export.py wrote from the default study's MLflow runs), and the interval core
-analysis/stats.py against independent calculations.
+analysis/export.py wrote from the default study's MLflow runs; with what a fresh export adds, until
+the study is regenerated: tests/committed_export.py), and the interval core analysis/stats.py
+against independent calculations.
 
 Each figure module's ``plot(data)`` must return a figure whose panels all hold data, whose axis
 limits contain that data and fit it (no panel squashed into a corner of a shared range), plus
-per-figure checks (F5: bars on linear axes from 0; F8: every tick label gives its seeds; F1: one
-panel per algorithm). A smaller export cut from the real one (one seed, three main runs, no
+per-figure checks (F5: bars on linear axes from 0; F8: every tick label gives its seeds and each
+family's reference is runs.csv's; F1: one panel per algorithm; F9: one band per algorithm against
+KL, no per-seed lines). A smaller export cut from the real one (one seed, three main runs, no
 off-policy runs, ablations or benchmark) must still draw, through the command line that
 workflow/rules/report.smk runs.
 """
@@ -29,22 +31,22 @@ from matplotlib.collections import LineCollection, PathCollection, PolyCollectio
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+import committed_export
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "analysis"))
 import common  # noqa: E402
 import stats  # noqa: E402
 
-REAL = ROOT / "results" / "data"
 MODULES = sorted(p.stem for p in (ROOT / "analysis").glob("f[0-9]_*.py"))
-CSVS = ["runs", "curves", "eval", "eval_per_problem", "exact", "bench", "jobs"]
-N_AXES = {"f1_pass_vs_fresh": 2 * 5 + 4, "f2_pass_at_k": 2 * 4, "f3_diversity": 3 * 5 + 3, "f4_offpolicy": 6,
-          "f5_cost": 6, "f6_stability": 4, "f7_exact": 3, "f8_ablations": 3, "f9_frontier": 3}
+N_AXES = {"f1_pass_vs_fresh": 2 * 5 + 4, "f2_pass_at_k": 2 * 4, "f3_diversity": 3 * 5 + 4, "f4_offpolicy": 6,
+          "f5_cost": 6, "f6_stability": 4, "f7_exact": 3, "f8_ablations": 3, "f9_frontier": 6}
 FIT = 0.3  # a panel's data must span at least this share of its axis range (in log space on log axes)
 
 
 @pytest.fixture(scope="module")
 def real() -> dict[str, pd.DataFrame]:
-    return {name: pd.read_csv(REAL / f"{name}.csv") for name in CSVS}
+    return committed_export.load()
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +146,35 @@ def test_f8_says_how_many_seeds_each_point_has(figures, real):
     assert "seed" in fig.get_suptitle()
     hollow = [ln for ln in fig.axes[0].lines if ln.get_markerfacecolor() == "white"]  # single-seed runs
     assert len(hollow) == (real["runs"].group == "ablation").sum()
+
+
+def test_f8_takes_each_familys_reference_from_runs_csv(real):
+    f8 = importlib.import_module("f8_ablations")
+    evaluated = set(real["eval_per_problem"].study_run)
+    fams = {fam: (studies, ref) for fam, studies, ref in f8.families(real["runs"], evaluated)}
+    assert fams["is"][1] == "spo_half_online" and fams["loss"][1] == "spo"  # as conf/study/default.yaml says
+    runs = real["runs"].assign(reference=lambda r: r.reference.mask(r.study_run == "spo_q0_shrunk", "spo_half_online"))
+    fams = {(fam, ref): studies for fam, studies, ref in f8.families(runs, evaluated)}
+    assert fams[("q0", "spo_half_online")] == ["spo_half_online", "spo_q0_shrunk"]
+    with pytest.raises(SystemExit, match="reference"):
+        f8.plot({**real, "runs": real["runs"].drop(columns="reference")})
+
+
+def test_f4_draws_the_reference_of_the_offpolicy_runs(figures, real):
+    names = common.labels(real)
+    labels = {ln.get_label() for ax in figures["f4_offpolicy"].axes for ln in ax.lines}
+    assert f"{names['spo']} (reference)" in labels
+
+
+def test_f9_draws_one_band_per_algorithm_against_kl(figures, real):
+    fig, names = figures["f9_frontier"], common.labels(real)
+    main = common.present(real["runs"], common.MAIN, "main")
+    for ax in fig.axes[1:]:
+        bold = [ln.get_label() for ln in ax.lines if ln.get_label() in {names[s] for s in main}]
+        assert sorted(bold) == sorted(names[s] for s in main), ax.get_title()  # one mean line each, no seed lines
+        assert len([c for c in ax.collections if isinstance(c, PolyCollection)]) == len(main)
+        assert "KL" in ax.get_xlabel() and any(t.get_text().startswith("at κ* = ") for t in ax.texts)
+    assert "move less" in fig.get_suptitle()
 
 
 def _small_export(real: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:

@@ -1,9 +1,11 @@
 """The claims report (analysis/report.py): each claim's verdict on constructed data, for every
-outcome (reproduced / partly / not), the rule printed from the claim's docstring, and the report
-of the real committed export.
+outcome (reproduced / partly / not / undecided (underpowered)), the power rule, the comparison at
+matched KL, references from runs.csv, the wall time from jobs.csv, the rule printed from the claim's
+docstring, and the report of the committed export.
 
-The constructed tables have the real export's schema: eval_per_problem rows are built with the
-columns and dtypes of results/data/eval_per_problem.csv, runs rows are the real runs.csv rows.
+The constructed tables have the export's schema: eval_per_problem rows carry the columns
+analysis/export.py writes (its PER_PROBLEM list), runs rows are the committed runs.csv rows with the
+``reference`` column a fresh export writes (tests/committed_export.py).
 """
 
 from __future__ import annotations
@@ -15,99 +17,192 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import committed_export
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "analysis"))
+import common  # noqa: E402
+import export  # noqa: E402
 import report  # noqa: E402
 import stats  # noqa: E402
 
-REAL = ROOT / "results" / "data"
-PP_DTYPES = pd.read_csv(REAL / "eval_per_problem.csv", nrows=50).dtypes.to_dict()  # column -> dtype
-RUNS = pd.read_csv(REAL / "runs.csv")
-N, P = 20, 60  # samples per problem, problems
+REAL = committed_export.REAL
+FRESH = committed_export.load()  # the committed export with what a fresh one adds
+RUNS = FRESH["runs"]
+PP_COLUMNS = ["model", "study_run", "group", "seed", "split", "protocol", "problem_id", *export.PER_PROBLEM]
+N, P = 20, 400  # samples per problem, problems
 BASE = np.full(P, 2)  # correct samples of 20 per problem: pass@10 0.763 (1 correct: 0.5, 3 correct: 0.895)
+UNDECIDED = report.UNDECIDED
 
 
-def rows(study_run: str, correct, *, split="test", protocol="policy", distinct=None, entropy=0.3) -> pd.DataFrame:
+def runs_with_seeds(n_seeds: int) -> pd.DataFrame:
+    """RUNS with every study run at seeds 0 … n_seeds − 1."""
+    first = RUNS.drop_duplicates("study_run")
+    return pd.concat([first.assign(seed=s, run_name=first.study_run + f"-s{s}") for s in range(n_seeds)],
+                     ignore_index=True)
+
+
+def rows(study_run: str, correct, *, split="test", protocol="policy", per_solved=None, effective=9.0, entropy=0.3,
+         runs: pd.DataFrame = RUNS) -> pd.DataFrame:
     """eval_per_problem rows of one study run: ``correct`` is a (seeds × problems) array of n_correct
-    (or one row for every seed of the run in runs.csv)."""
-    n_seeds = 1 if study_run == "sft" else RUNS[RUNS.study_run == study_run].seed.nunique()
-    correct = np.clip(np.broadcast_to(np.atleast_2d(correct), (n_seeds, P)), 0, N)
-    distinct = np.broadcast_to(np.atleast_2d(np.minimum(correct, 2) if distinct is None else distinct), (n_seeds, P))
-    entropy = np.broadcast_to(np.atleast_2d(entropy), (n_seeds, P))
-    group = "sft" if study_run == "sft" else RUNS.group[RUNS.study_run == study_run].iloc[0]
+    (or one row for every seed of the run in ``runs``); ``per_solved`` the distinct correct programs
+    (and functional classes) of a solved problem (NaN where unsolved, as the export has it)."""
+    n_seeds = 1 if study_run == "sft" else runs[runs.study_run == study_run].seed.nunique()
+    full = lambda v: np.broadcast_to(np.atleast_2d(v), (n_seeds, P)).astype(float)  # noqa: E731
+    correct = np.clip(full(correct), 0, N).astype(int)
+    per_solved = np.where(correct > 0, full(np.minimum(correct, 2) if per_solved is None else per_solved), np.nan)
+    effective, entropy = full(effective), full(entropy)
+    group = "sft" if study_run == "sft" else runs.group[runs.study_run == study_run].iloc[0]
     out = [dict(model="sft" if study_run == "sft" else f"{study_run}-s{seed}", study_run=study_run, group=group,
                 seed=seed, split=split, protocol=protocol, problem_id=f"{split}-{j:06d}", n=N,
-                n_correct=int(correct[seed, j]), distinct_correct_programs=int(distinct[seed, j]),
-                functional_classes_correct=int(min(distinct[seed, j], 1)), entropy_per_token=float(entropy[seed, j]),
-                kl_ref=0.1) for seed in range(n_seeds) for j in range(P)]
-    return pd.DataFrame(out).astype(PP_DTYPES)
+                n_correct=correct[seed, j], distinct_correct_programs=np.nan_to_num(per_solved[seed, j]),
+                functional_classes_correct=min(np.nan_to_num(per_solved[seed, j]), 1), entropy_per_token=entropy[seed, j],
+                kl_ref=0.1, distinct_correct_per_solved=per_solved[seed, j],
+                functional_classes_per_solved=min(per_solved[seed, j], 1) if correct[seed, j] else np.nan,
+                effective_programs=effective[seed, j]) for seed in range(n_seeds) for j in range(P)]
+    return pd.DataFrame(out)[PP_COLUMNS]
 
 
-def curves(pass10: dict[str, list[list[float]]]) -> pd.DataFrame:
-    """curves rows: study_run -> per seed, val/pass@10 at steps 0, 50, 100 (perf/step_s 1)."""
+def curves(pass10: dict[str, list[list[float]]], step_s: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """curves rows: study_run -> per seed, val/pass@10 at steps 0, 50, 100 (val/kl_ref 0, 0.1, 0.2);
+    perf/step_s at every step: ``step_s[run]`` (seeds × steps), 1.0 where not given."""
     out = [{"run_name": f"{sr}-s{seed}", "study_run": sr, "seed": seed, "step": 50 * i, "val/pass@10": v,
-            "perf/step_s": 1.0} for sr, per_seed in pass10.items() for seed, vs in enumerate(per_seed)
+            "val/kl_ref": 0.1 * i} for sr, per_seed in pass10.items() for seed, vs in enumerate(per_seed)
            for i, v in enumerate(vs)]
-    return pd.DataFrame(out)
+    c = pd.DataFrame(out)
+    c["perf/step_s"] = 1.0
+    for sr, t in (step_s or {}).items():  # one row per (seed, update) with only the step time
+        t = np.atleast_2d(t)
+        extra = pd.DataFrame([{"run_name": f"{sr}-s{s}", "study_run": sr, "seed": s, "step": j + 1, "perf/step_s": v}
+                              for s in range(t.shape[0]) for j, v in enumerate(t[s])])
+        c = pd.concat([c[c.study_run != sr], extra, c[c.study_run == sr].assign(**{"perf/step_s": np.nan})],
+                      ignore_index=True)
+    return c
 
 
-def study(*pp: pd.DataFrame, pass10=None, bench=None, runs=None) -> report.Study:
+def study(*pp: pd.DataFrame, pass10=None, step_s=None, bench=None, runs=None, jobs=None) -> report.Study:
     tables = {"runs": RUNS if runs is None else runs, "eval_per_problem": pd.concat(pp, ignore_index=True),
-              "curves": curves(pass10 or {"spo": [[0.5] * 3] * 3, "ppo": [[0.5] * 3] * 3})}
+              "curves": curves(pass10 or {"spo": [[0.5] * 3] * 3, "ppo": [[0.5] * 3] * 3}, step_s)}
     if bench is not None:
         tables["bench"] = pd.DataFrame(bench)
+    if jobs is not None:
+        tables["jobs"] = jobs
     return report.Study(tables)
 
 
 def mixed(up: int, down: int) -> np.ndarray:
-    """One more correct sample on ``up`` problems, one fewer on the next ``down``, none elsewhere:
-    a small mean change with a wide interval (8 up, 3 down: Δ pass@10 +0.004 [−0.015, +0.022];
-    8 up, 5 down: −0.004 [−0.026, +0.018]; 5 up, 8 down: −0.024)."""
+    """One more correct sample on ``up`` problems, one fewer on the next ``down``, none elsewhere: a
+    small mean change with a narrow interval on 400 problems (24 up, 10 down: Δ pass@10 +0.001
+    [−0.004, +0.006], MDE 0.007; 10 up, 24 down: −0.013 [−0.019, −0.007])."""
     return np.r_[np.ones(up), -np.ones(down), np.zeros(P - up - down)].astype(int)
 
 
-def test_rows_have_the_real_export_schema():
+def noisy(k: int) -> np.ndarray:
+    """Three more correct samples on k problems, none on the next k: a wide interval (k = 40: MDE 0.035)."""
+    return np.r_[np.full(k, 3), np.full(k, -2), np.zeros(P - 2 * k)].astype(int)
+
+
+def test_rows_have_the_export_schema():
     built = rows("spo", BASE)
-    real = pd.read_csv(REAL / "eval_per_problem.csv", nrows=50)
-    assert list(built.columns) == list(real.columns) and (built.dtypes == real.dtypes).all()
+    assert list(built.columns) == PP_COLUMNS
     assert built.seed.tolist() == sorted(built.seed) and built.seed.min() == 0  # seeds 0.., never empty
+    assert built.distinct_correct_per_solved[built.n_correct == 0].isna().all()
+
+
+@pytest.mark.xfail(bool(committed_export.STALE), strict=True, reason=committed_export.STALE_REASON)
+def test_the_committed_export_has_the_export_schema():
+    assert list(pd.read_csv(REAL / "eval_per_problem.csv", nrows=0).columns) == PP_COLUMNS
+    assert "reference" in pd.read_csv(REAL / "runs.csv", nrows=0).columns
+
+
+# ---------------------------------------------------------------- the power rule
+def test_the_power_rule_is_80_percent_power_at_alpha_005():
+    assert stats.DETECT_SE == pytest.approx(1.95996 + 0.84162, abs=1e-4)  # z_0.975 + z_0.8
+    assert stats.MAX_HALF_WIDTH == pytest.approx(0.70, abs=0.005)
+    # a normal-theory check of the rule's meaning: at SE = δ / 2.80 a two-sided 5 % test rejects 80 % of the time
+    rng = np.random.default_rng(0)
+    delta, se = 0.02, 0.02 / stats.DETECT_SE
+    est = rng.normal(delta, se, 200_000)
+    assert np.mean(np.abs(est / se) > stats.Z_CI) == pytest.approx(0.80, abs=0.005)
+    h = stats.MAX_HALF_WIDTH * delta  # the widest half-width that judges δ
+    assert stats.powered(-h + 1e-9, h - 1e-9, delta, 3) and not stats.powered(-h - 1e-9, h + 1e-9, delta, 3)
+    assert not stats.powered(0.0, 0.0, delta, 1)  # one seed: never, however narrow
+    assert not stats.powered(np.nan, np.nan, delta, 3)
+
+
+def test_decide_and_direction():
+    narrow, wide = (0.01, 0.005, 0.015), (0.01, -0.03, 0.05)
+    assert report.decide("partly", (narrow, 0.02, 3)) == "partly"
+    assert report.decide("partly", (narrow, 0.02, 3), (wide, 0.02, 3)) == UNDECIDED
+    assert report.decide("partly", (narrow, 0.02, 1)) == UNDECIDED
+    assert report.direction(narrow, 0.02, 3) == "ahead" and report.direction(wide, 0.02, 3) == "undecided"
+    assert report.direction((-0.01, -0.015, -0.005), 0.02, 3) == "behind"
+    assert report.direction((0.0, -0.005, 0.005), 0.02, 3) == "level"
 
 
 # ---------------------------------------------------------------- C1 … C6, every outcome
-@pytest.mark.parametrize("spo, verdict", [(BASE + 1, "reproduced"), (BASE + mixed(8, 3), "partly"),
-                                          (BASE + mixed(5, 8), "not")])
+@pytest.mark.parametrize("spo, verdict", [(BASE + 1, "reproduced"), (BASE + mixed(24, 10), "partly"),
+                                          (BASE + mixed(10, 24), "not"), (BASE + noisy(40), UNDECIDED)])
 def test_c1(spo, verdict):
     s = study(rows("spo", spo, protocol="paper"), rows("ppo", BASE, protocol="paper"),
               rows("spo", spo), rows("ppo", BASE))
     number, got = report.c1(s)
     assert got == verdict, number
     p, lo, hi = s.diff("spo", "ppo", report.passk_value(10), protocol="paper")
-    assert {"reproduced": lo > 0, "partly": p > 0 >= lo, "not": p <= 0}[verdict]
+    assert {"reproduced": lo > 0, "partly": p > 0 >= lo, "not": p <= 0, UNDECIDED: True}[verdict]
+    assert stats.powered(lo, hi, 0.02, 3) == (verdict != UNDECIDED)
+    assert f"(MDE {stats.detectable(lo, hi):.3f})" in number
 
 
-def test_c1_needs_the_paper_protocol():
+def test_c1_is_undecided_with_one_seed_and_needs_the_paper_protocol():
+    one = RUNS[RUNS.seed == 0]
+    s = study(*(rows(r, BASE + (r == "spo"), protocol=pr, runs=one) for r in ("spo", "ppo") for pr in ("paper", "policy")),
+              runs=one)
+    assert report.c1(s)[1] == UNDECIDED  # Δ +0.13 with a zero-width interval, but one seed
     assert report.c1(study(rows("spo", BASE), rows("ppo", BASE))) is None
 
 
-@pytest.mark.parametrize("distinct, entropy, verdict", [(3, 0.4, "reproduced"), (1, 0.4, "partly"), (1, 0.2, "not")])
-def test_c2(distinct, entropy, verdict):
-    s = study(rows("spo", BASE, distinct=distinct, entropy=entropy), rows("ppo", BASE, distinct=2, entropy=0.3))
-    assert report.c2(s)[1] == verdict
+@pytest.mark.parametrize("per_solved, effective, verdict", [
+    (1.3, 10.0, "reproduced"),  # both above PPO's 1.1 and 9.0
+    (1.3, 8.0, "partly"),  # more correct programs per solved problem, fewer programs overall
+    (1.0, 8.0, "not"),
+    (1.1 + np.random.default_rng(0).normal(0, 1.5, P), 10.0, UNDECIDED),  # per-solved counts too noisy for δ 0.1
+])
+def test_c2(per_solved, effective, verdict):
+    s = study(rows("spo", BASE, per_solved=per_solved, effective=effective, entropy=0.4),
+              rows("ppo", BASE, per_solved=1.1, effective=9.0, entropy=0.3))
+    number, got = report.c2(s)
+    assert got == verdict, number
+    assert "Δ entropy/token +0.100" in number
 
 
-@pytest.mark.parametrize("expert, random, verdict", [(+1, 0, "reproduced"), (+1, -1, "partly"), (0, -1, "not")])
+def test_c2_averages_the_per_solved_counts_over_solved_problems_only():
+    spo = np.r_[np.zeros(P // 2), np.full(P // 2, 2)]  # half the problems unsolved: no per-solved value there
+    s = study(rows("spo", spo, per_solved=1.5), rows("ppo", BASE, per_solved=1.5))
+    assert s.diff("spo", "ppo", "distinct_correct_per_solved")[0] == pytest.approx(0.0)
+    assert s.diff("spo", "ppo", "distinct_correct_programs")[0] == pytest.approx(-0.75)  # the pass rate, again
+
+
+@pytest.mark.parametrize("expert, random, verdict", [(+1, 0, "reproduced"), (+1, -1, "partly"), (0, -1, "not"),
+                                                     (noisy(40), 0, UNDECIDED)])
 def test_c3(expert, random, verdict):
     s = study(rows("spo", BASE), rows("spo_expert", BASE + expert), rows("spo_random", BASE + random),
               rows("spo_half_online", BASE))
     number, got = report.c3(s)
     assert got == verdict, number
-    assert number.startswith(f"{int(expert > 0)} of 3 sources help, {int(random < 0)} hurt")
+    if verdict != UNDECIDED:
+        assert number.startswith(f"{int(np.all(expert == 1))} of 3 sources help, {int(random < 0)} hurt")
+        assert "3 of 3 comparisons powered" in number
 
 
-def test_c3_partly_when_most_sources_are_ahead_but_none_clearly():
-    s = study(rows("spo", BASE), rows("spo_expert", BASE + mixed(8, 3)), rows("spo_random", BASE + mixed(8, 3)),
-              rows("spo_half_online", BASE))
-    assert report.c3(s)[1] == "partly"
+def test_c3_judges_each_source_against_its_reference_from_runs_csv():
+    runs = RUNS.assign(reference=RUNS.reference.where(RUNS.study_run != "spo_expert", "ppo"))
+    s = study(rows("spo", BASE), rows("ppo", BASE - 1), rows("spo_expert", BASE), rows("spo_half_online", BASE),
+              runs=runs)
+    number, got = report.c3(s)  # expert equals SPO, but its reference is PPO, which it beats
+    assert got == "reproduced" and number.startswith("1 of 2 sources help"), number
+    with pytest.raises(SystemExit, match="no `reference` column"):
+        report.c3(study(rows("spo", BASE), rows("spo_expert", BASE), runs=RUNS.drop(columns="reference")))
 
 
 def _bench(step, state):
@@ -115,11 +210,19 @@ def _bench(step, state):
                  peak_rss_above_baseline_MB=200.0) for v, t, m in [("spo", step, state), ("ppo", 1.0, 10.0)]]
 
 
-@pytest.mark.parametrize("step, state, verdict", [(0.4, 6.0, "reproduced"), (0.4, 12.0, "partly"),
-                                                  (1.5, 12.0, "not")])
-def test_c4(step, state, verdict):
-    number, got = report.c4(study(rows("spo", BASE), rows("ppo", BASE), bench=_bench(step, state)))
-    assert got == verdict and f"step time ×{step:.2f}" in number
+def _times(mean: float, spread: float, seeds: int = 3, updates: int = 20, seed: int = 0) -> np.ndarray:
+    return mean * np.exp(np.random.default_rng(seed).uniform(-spread, spread, (seeds, updates)))
+
+
+@pytest.mark.parametrize("spo_s, spread, state, verdict", [
+    (0.4, 0.1, 6.0, "reproduced"), (0.4, 0.1, 12.0, "partly"), (1.5, 0.1, 12.0, "not"),
+    (0.9, 1.5, 6.0, UNDECIDED),  # step times too noisy to tell 10 %
+])
+def test_c4(spo_s, spread, state, verdict):
+    s = study(rows("spo", BASE), rows("ppo", BASE), bench=_bench(spo_s, state),
+              step_s={"spo": _times(spo_s, spread), "ppo": _times(1.0, spread, seed=1)})
+    number, got = report.c4(s)
+    assert got == verdict and f"step time ×{spo_s:.2f}" in number, number
 
 
 def test_c4_needs_the_benchmark():
@@ -127,28 +230,35 @@ def test_c4_needs_the_benchmark():
 
 
 FLAT, COLLAPSE = [0.5, 0.5, 0.5], [0.5, 0.4, 0.5]  # val pass@10 at steps 0, 50, 100; 0.4 is one collapse event
-SPREAD = np.stack([BASE - 1, BASE, BASE + 1])  # three seeds apart: pass@10 0.5, 0.763, 0.895
+EIGHT = runs_with_seeds(8)
+STEADY = np.tile(BASE, (8, 1))  # 8 seeds that agree: SD 0
+SPREAD8 = BASE + np.stack([mixed(4 * i, 0) for i in range(8)])  # 8 seeds whose means differ by ~0.001 each
 
 
-@pytest.mark.parametrize("spo, spo_curves, verdict", [
-    (BASE, [FLAT] * 3, "reproduced"),  # SPO's seeds agree (SD 0), no collapse
-    (BASE, [COLLAPSE] * 3, "partly"),  # SD smaller, but more collapse events than PPO
-    (np.stack([BASE - 2, BASE, BASE + 4]), [COLLAPSE] * 3, "not"),  # pass@10 0, 0.763, 0.99
+@pytest.mark.parametrize("spo, ppo, spo_curves, verdict", [
+    (STEADY, SPREAD8, [FLAT] * 8, "reproduced"),  # SPO's seeds agree, PPO's spread a little; no collapse
+    (STEADY, SPREAD8, [COLLAPSE] * 8, "partly"),  # SD smaller, but more collapse events than PPO
+    (SPREAD8, STEADY, [COLLAPSE] * 8, "not"),
 ])
-def test_c5(spo, spo_curves, verdict):
-    s = study(rows("spo", spo), rows("ppo", SPREAD),
-              pass10={"spo": spo_curves, "ppo": [FLAT] * 3})
-    assert report.c5(s)[1] == verdict
+def test_c5(spo, ppo, spo_curves, verdict):
+    s = study(rows("spo", spo, runs=EIGHT), rows("ppo", ppo, runs=EIGHT), runs=EIGHT,
+              pass10={"spo": spo_curves, "ppo": [FLAT] * 8})
+    number, got = report.c5(s)
+    assert got == verdict, number
 
 
-def test_c5_is_na_with_one_seed():
-    runs = RUNS[RUNS.seed == 0]
-    s = study(rows("spo", BASE)[lambda d: d.seed == 0], rows("ppo", BASE)[lambda d: d.seed == 0], runs=runs)
-    assert report.c5(s)[1] == "n/a (one seed)"
+def test_c5_is_undecided_with_three_seeds_far_apart_or_one_seed():
+    spread = np.stack([BASE - 1, BASE, BASE + 1])  # pass@10 0.5, 0.763, 0.895
+    s = study(rows("spo", BASE), rows("ppo", spread), pass10={"spo": [FLAT] * 3, "ppo": [FLAT] * 3})
+    number, got = report.c5(s)
+    assert got == UNDECIDED and "MDE" in number, number
+    one = RUNS[RUNS.seed == 0]
+    s = study(rows("spo", BASE, runs=one), rows("ppo", BASE, runs=one), runs=one)
+    assert report.c5(s)[1] == UNDECIDED
 
 
-@pytest.mark.parametrize("half, verdict", [(BASE, "reproduced"), (BASE + mixed(8, 5), "partly"),
-                                           (BASE - 1, "not")])
+@pytest.mark.parametrize("half, verdict", [(BASE, "reproduced"), (BASE + mixed(91, 64), "partly"),
+                                           (BASE - 1, "not"), (BASE + noisy(40), UNDECIDED)])
 def test_c6(half, verdict):
     s = study(rows("spo", BASE), rows("spo_half_online", half))
     number, got = report.c6(s)
@@ -156,26 +266,97 @@ def test_c6(half, verdict):
     assert number.endswith("with 3200 vs 6400 fresh samples")  # from runs.csv
 
 
-# ---------------------------------------------------------------- rules and the report
-def test_each_rule_is_its_docstring_with_the_defaults_filled():
+def test_every_verdict_is_undecided_at_smoke_scale():
+    """A smoke-sized export (one seed of every run, as conf/study gives the smoke scale) cut from the
+    committed one: no claim has the power to judge."""
+    t = {name: (d[d.seed == 0] if "seed" in d and name != "exact" else d) for name, d in FRESH.items()}
+    rows_ = report.claims(report.Study(t))
+    assert [r.id for r in rows_] == [f"C{i}" for i in range(1, 7)]
+    assert all(r.verdict == UNDECIDED for r in rows_), [(r.id, r.verdict) for r in rows_]
+
+
+# ---------------------------------------------------------------- matched KL
+def test_at_kl_reads_the_first_time_a_run_reaches_each_level():
+    kl, y = np.array([0.0, 0.2, 0.1, 0.4]), np.array([1.0, 0.8, 5.0, 0.2])  # the KL falls back at step 2: skipped
+    got = common.at_kl(kl, y, np.array([0.0, 0.1, 0.2, 0.3, 0.5]))
+    assert got[:4] == pytest.approx([1.0, 0.9, 0.8, 0.5]) and np.isnan(got[4])  # 0.5: beyond its reach
+
+
+def _kl_curves(final_kl: dict[str, float], seeds: int = 3) -> pd.DataFrame:
+    """Both runs on one metric-vs-KL line, val/pass@10 = 0.6 − KL (± a small per-seed offset, shared by
+    the runs' seed s, as validation with the same sampling seed shares it), each to its own final KL."""
+    out = []
+    for sr, top in final_kl.items():
+        for seed in range(seeds):
+            for i, step in enumerate((0, 50, 100)):
+                kl = top * i / 2 * (1 + 0.05 * seed)
+                out.append({"run_name": f"{sr}-s{seed}", "study_run": sr, "seed": seed, "step": step,
+                            "val/kl_ref": kl, "val/pass@10": 0.6 - kl + 0.01 * seed})
+    return pd.DataFrame(out)
+
+
+def test_spo_ahead_only_because_it_moved_less_reads_so():
+    s = study(rows("spo", BASE), rows("ppo", BASE))
+    s.curves = _kl_curves({"spo": 0.1, "ppo": 0.3})
+    m = report.matched(s, "spo", "ppo", "pass@10", 0.02)
+    assert m.kl == pytest.approx(0.1)  # the smallest final KL of any seed: SPO seed 0
+    assert m.samples[0] == pytest.approx(0.2 * 1.05) and m.samples[1] > 0  # ahead at the end ...
+    assert m.at_kl == pytest.approx((0.0, 0.0, 0.0), abs=1e-12)  # ... level at equal KL (the same line)
+    assert m.reading.startswith("ahead only at matched samples")
+    assert "moving less from π_ref" in report.matched_text(m, "val Δ pass@10")
+
+
+def test_spo_ahead_at_matched_kl_too_reads_so():
+    s = study(rows("spo", BASE), rows("ppo", BASE))
+    c = _kl_curves({"spo": 0.1, "ppo": 0.3})
+    c.loc[(c.study_run == "spo") & (c.step > 0), "val/pass@10"] += 0.05  # above the line at every KL
+    s.curves = c
+    assert report.matched(s, "spo", "ppo", "pass@10", 0.02).reading.startswith("both readings agree: ahead")
+    assert report.matched(s, "spo", "ppo", "effective_programs", 0.5) is None  # not logged
+
+
+# ---------------------------------------------------------------- wall time, rules and the report
+def test_the_wall_time_comes_from_jobs_csv():
+    jobs = pd.DataFrame({"rule": ["data", "rl", "rl", "eval"], "name": ["", "spo_s0", "ppo_s0", "spo-s0"],
+                         "s": [60.0, 600.0, 900.0, 120.0], "max_rss_mb": 1.0,
+                         "end_time": [1060.0, 1700.0, 2000.0, 2200.0]})
+    assert report.wall_time(jobs) == (1200.0, 1680.0)  # first start 1000, last end 2200; 60 + 600 + 900 + 120
+    s = study(rows("spo", BASE), rows("ppo", BASE), jobs=jobs)
+    text = report.settings(s)
+    assert "**20.0 min** from the first job's start to the last job's end" in text
+    assert "28.0 job-minutes in all (rl 25.0, eval 2.0, data 1.0)" in text
+
+
+def test_each_rule_is_its_docstring_with_the_defaults_filled_and_names_its_delta():
     assert set(report.CLAIMS) == {f"C{i}" for i in range(1, 7)}
     for cid, (_, _, fn) in report.CLAIMS.items():
         rule = report.rule(fn)
         assert "{" not in rule and "\n" not in rule and rule.split()[:3] == fn.__doc__.split()[:3], cid
-    assert "margin 0.02" in report.rule(report.c6) and "more than 0.05 below" in report.rule(report.c5)
+        assert "δ" in rule, cid
+    assert "margin δ = 0.02" in report.rule(report.c6) and "more than 0.05 below" in report.rule(report.c5)
+    assert "δ = 0.02" in report.rule(report.c1) and "δ_c = 0.1 and δ_a = 0.5" in report.rule(report.c2)
     assert f"the {stats.CONFIDENCE * 100:g} % CI" in report.rule(report.c1)
 
 
-def test_report_of_the_committed_export(tmp_path):
-    s = report.Study(REAL)
+def test_report_of_the_fresh_committed_export(tmp_path):
+    s = report.Study(FRESH)
     rows_ = report.claims(s)
     assert [r.id for r in rows_] == [f"C{i}" for i in range(1, 7)]
-    # the committed claims table is what the scripts compute from the committed CSVs: never edited by hand
-    assert (ROOT / "results" / "tables" / "claims_default.md").read_text() == report.claims_table(rows_) + "\n"
-    out = tmp_path / "README.md"
-    text = report.render(s, rows_, "default", "default", ROOT / "results" / "figures", out)
-    assert isinstance(text, str)
+    text = report.render(s, rows_, "default", "default", ROOT / "results" / "figures", tmp_path / "README.md")
     for r in rows_:
         assert text.count(r.rule) == 1  # each rule stated once
+    assert text.count(report.POWER_RULE) == 1 and "MDE = 1.43 × the 95 % CI half-width" in text
     assert f"{stats.N_BOOT} resamples" in text and "2 cores" not in text and "1 thread" not in text
+    span, total = report.wall_time(FRESH["jobs"])
+    assert f"**{span / 60:.1f} min**" in text and f"{total / 60:.1f} job-minutes" in text
     assert text.count("![F") == 9
+    assert "| SPO against | val metric (δ) | κ* (nats) |" in text and "| PPO | pass@10 (0.02) |" in text
+    assert "| `effective_programs` |" in text and "| SPO half-online + truncated IS | SPO half-online |" in text
+
+
+@pytest.mark.xfail(bool(committed_export.STALE), strict=True, reason=committed_export.STALE_REASON)
+def test_the_committed_claims_table_is_what_the_report_computes():
+    """The committed claims table is what the scripts compute from the committed CSVs: never edited by
+    hand (regenerated with the study)."""
+    rows_ = report.claims(report.Study(REAL))
+    assert (ROOT / "results" / "tables" / "claims_default.md").read_text() == report.claims_table(rows_) + "\n"

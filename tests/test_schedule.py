@@ -18,7 +18,6 @@ from spolab.sft import flawed_program, sft_targets
 from spolab.tasks import listdsl as dsl
 from spolab.tracking import read_metrics
 from spolab.validate import validate
-
 from test_algos import _algo, setup  # noqa: F401  (the module fixture)
 
 

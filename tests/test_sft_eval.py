@@ -36,6 +36,22 @@ def test_evaluate_saved_checkpoint(smoke_sft, smoke_data, tmp_path):
     saved = json.loads((tmp_path / "eval" / "test-paper" / "eval.json").read_text())
     assert saved["test/pass@10"] == m["test/pass@10"] and saved["protocol"]["temperature"] == 0.4
 
+    # ---- the diversity per solved problem and among all samples: per problem, in eval.json and in MLflow
+    pp = json.loads((tmp_path / "eval" / "test-paper" / "per_problem.json").read_text())
+    solved = [c > 0 for c in pp["n_correct"]]
+    assert 0 < sum(solved) == m["test/n_solved"]
+    for key in ("distinct_correct_per_solved", "functional_classes_per_solved"):
+        assert [v is not None for v in pp[key]] == solved  # null exactly where no sample is correct
+        assert all(v >= 1 for v in pp[key] if v is not None)
+        assert m[f"test/{key}"] == pytest.approx(sum(v for v in pp[key] if v is not None) / sum(solved))
+    assert all(1 <= v <= 20 for v in pp["effective_programs"])
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    run = client.search_runs([client.get_experiment_by_name("spolab-smoke").experiment_id])[0]
+    for key in ("n_solved", "distinct_correct_per_solved", "functional_classes_per_solved", "effective_programs"):
+        assert run.data.metrics[f"test/{key}"] == pytest.approx(m[f"test/{key}"]), key
+
 
 def test_evaluate_rejects_k_above_n_and_unknown_protocols(smoke_sft, smoke_data, tmp_path):
     from omegaconf import OmegaConf

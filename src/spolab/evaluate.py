@@ -3,13 +3,16 @@
 generate (n samples per problem under a named protocol) -> execute -> score, as separate
 steps (spolab.eval.generate). Writes ``{out_dir}/samples.jsonl`` (one line per sample:
 problem, program, correct, ...), ``{out_dir}/per_problem.json`` and ``{out_dir}/eval.json``, one folder per split and protocol
-(metrics with 95 % bootstrap intervals over problems), mirrors them into MLflow (metrics, and both
-JSON files as artifacts), and writes ``{out_dir}/summary.json`` with the metrics of every pair.
+(metrics with 95 % bootstrap intervals over problems: pass@k, and diversity among all samples,
+among correct samples and per solved problem, spolab.eval.diversity), mirrors them into MLflow
+(metrics, and both JSON files as artifacts), and writes ``{out_dir}/summary.json`` with the metrics
+of every pair.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -65,15 +68,17 @@ def run(cfg: DictConfig) -> dict:
                 )
                 write_jsonl(out / "samples.jsonl", samples)
                 write_json(out / "per_problem.json", per_problem)
+                finite = {k: v if math.isfinite(v) else None for k, v in metrics.items()}  # NaN: a per-solved
+                # key with no problem solved; null in the JSON files, no MLflow point (as in metrics.jsonl)
                 result = {"model_dir": str(cfg.model_dir), "split": split,
-                          "protocol": OmegaConf.to_container(protocol), **metrics}
+                          "protocol": OmegaConf.to_container(protocol), **finite}
                 write_json(out / "eval.json", result)
                 tracker.log_summary(metrics)
                 tracker.log_artifact(out / "eval.json")
                 tracker.log_artifact(out / "per_problem.json")
             log.info("%s %s %s: %s", cfg.name, split, protocol.name,
                      {k: round(v, 4) for k, v in metrics.items() if "/pass@" in k and "_ci" not in k})
-            results[f"{split}-{protocol.name}"] = metrics
+            results[f"{split}-{protocol.name}"] = finite
     write_json(Path(cfg.out_dir) / "summary.json", results)  # every pair of this model: the DAG's output
     return results
 

@@ -21,8 +21,8 @@ from spolab.config import CONF_DIR
 from spolab.errors import ConfigError
 
 STUDY_DIR = CONF_DIR / "study"  # honours SPOLAB_CONF_DIR, like every entry point
-GROUPS = ("main", "offpolicy", "ablation")
-_NAME = re.compile(r"^(?P<run>\w+)-s(?P<seed>\d+)$")
+GROUPS = ("main", "offpolicy", "ablation", "sweep")  # sweep: conf/study/lr_sweep.yaml (analysis/lr_sweep.py)
+_NAME = re.compile(r"^(?P<run>[\w.-]+)-s(?P<seed>\d+)$")  # greedy: spo_lr3e-5-s0 -> (spo_lr3e-5, 0)
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class RunSpec:
     name: str  # "<run>-s<seed>": the run folder, the MLflow run name, the Snakemake wildcards
     run: str  # the study entry
     seed: int
-    group: str  # main | offpolicy | ablation
+    group: str  # main | offpolicy | ablation | sweep
     family: str  # the ablation family (figure F8), "" outside the ablation group
     label: str  # how figures and the report name the entry
     reference: str | None  # the entry it is judged against: ablations and off-policy sources vs SPO
@@ -81,7 +81,7 @@ def load_study(study: str, scale: str, study_dir: str | Path | None = None) -> l
         for other in needs:
             if other not in runs:
                 raise ConfigError(f"{path.name}: {run}.needs names {other!r}, which is not an entry of the study")
-        reference = e.get("reference", None if e["group"] == "main" else "spo")
+        reference = e.get("reference", None if e["group"] in ("main", "sweep") else "spo")
         if reference is not None and reference not in runs:
             raise ConfigError(f"{path.name}: {run}.reference={reference!r} is not an entry of the study")
         for seed in seeds[scale][seed_list]:

@@ -16,7 +16,12 @@ SCALE = config["scale"]
 # results/<scale>/{export,figures,tables,bench}/ and results/<scale>/README.md. No rule but `publish`
 # (publish.smk) writes a committed path, so on a fresh clone nothing committed shadows a DAG output.
 ROOT = f"results/{SCALE}"
-EXPORT = f"{ROOT}/export"  # the tidy CSVs (results/<scale>/data is the task data)
+STUDY = config["study"]
+# The study's own outputs (export, figures, tables, README): the default study's at results/<scale>/,
+# another study's at results/<scale>/study_<study>/. Runs (rl/, eval/) are shared by name: a study that
+# reuses an entry of another (same name, same config) reuses its run.
+REPORT = ROOT if STUDY == "default" else f"{ROOT}/study_{STUDY}"
+EXPORT = f"{REPORT}/export"  # the tidy CSVs (results/<scale>/data is the task data)
 PUBLISH = config["publish"] == SCALE  # this scale's report is copied to the committed paths
 ENV = "../../environment.yml"  # software of every rule (with --software-deployment-method conda)
 ANALYSIS = Path(workflow.basedir) / "analysis"
@@ -35,6 +40,7 @@ envvars:
 SPECS = load_study(config["study"], SCALE)  # spolab.study: the one reader of conf/study/<study>.yaml
 RUNS = entries(SPECS)  # study entry -> its RunSpec
 RUN_IDS = [s.name for s in SPECS]
+SWEEP_ONLY = all(s.group == "sweep" for s in SPECS)  # an lr sweep (conf/study/lr_sweep.yaml): its table only
 TRACKING = tracking_settings(SCALE)  # conf/tracking: the MLflow database and experiment of this scale
 
 

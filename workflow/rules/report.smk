@@ -25,9 +25,9 @@ rule eval_table:
     input:
         f"{EXPORT}/eval.csv",
     output:
-        report(f"{ROOT}/tables/eval_{SCALE}.md", caption="../report/eval_table.rst", category="Tables"),
+        report(f"{REPORT}/tables/eval_{SCALE}.md", caption="../report/eval_table.rst", category="Tables"),
     log:
-        f"{ROOT}/logs/eval_table.log",
+        f"{REPORT}/logs/eval_table.log",
     threads: 1
     conda:
         ENV
@@ -70,9 +70,9 @@ rule export:
     output:
         expand(f"{EXPORT}/{{csv}}.csv", csv=CSVS),
     log:
-        f"{ROOT}/logs/export.log",
+        f"{REPORT}/logs/export.log",
     benchmark:
-        f"{ROOT}/benchmarks/export.tsv"
+        f"{REPORT}/benchmarks/export.tsv"
     threads: 1
     conda:
         ENV
@@ -95,13 +95,13 @@ for _fig in FIGURES:
             rules.export.output,
         output:
             report(
-                f"{ROOT}/figures/{_fig}.png",
+                f"{REPORT}/figures/{_fig}.png",
                 caption=f"../report/{_fig}.rst",
                 category="Figures",
                 subcategory=FIGURES[_fig],
             ),
         log:
-            f"{ROOT}/logs/figure_{_fig}.log",
+            f"{REPORT}/logs/figure_{_fig}.log",
         threads: 1
         conda:
             ENV
@@ -115,13 +115,13 @@ for _fig in FIGURES:
 rule report:
     input:
         csvs=rules.export.output,
-        figures=expand(f"{ROOT}/figures/{{fig}}.png", fig=FIGURES),
+        figures=expand(f"{REPORT}/figures/{{fig}}.png", fig=FIGURES),
         table=rules.eval_table.output,
     output:
-        readme=report(f"{ROOT}/README.md", caption="../report/readme.rst", category="Claims"),
-        claims=report(f"{ROOT}/tables/claims_{SCALE}.md", caption="../report/claims.rst", category="Claims"),
+        readme=report(f"{REPORT}/README.md", caption="../report/readme.rst", category="Claims"),
+        claims=report(f"{REPORT}/tables/claims_{SCALE}.md", caption="../report/claims.rst", category="Claims"),
     log:
-        f"{ROOT}/logs/report.log",
+        f"{REPORT}/logs/report.log",
     threads: 1
     conda:
         ENV
@@ -134,3 +134,23 @@ rule report:
     shell:
         "python \"{params.script}\" --scale {params.scale} --study {params.study} --data {params.data} "
         "--figures {params.figures} --out {output.readme} --claims {output.claims} > {log} 2>&1"
+
+
+rule lr_table:
+    """The lr sweep's table and the rule's choice per algorithm (analysis/lr_sweep.py; study=lr_sweep)."""
+    input:
+        runs=expand(f"{ROOT}/rl/{{id}}/summary.json", id=RUN_IDS),
+    output:
+        report(f"{REPORT}/tables/lr_sweep_{SCALE}.md", caption="../report/lr_sweep.rst", category="Tables"),
+        csv=f"{REPORT}/tables/lr_sweep_{SCALE}.csv",
+    log:
+        f"{REPORT}/logs/lr_table.log",
+    threads: 1
+    conda:
+        ENV
+    params:
+        script="$SPOLAB_ANALYSIS/lr_sweep.py",
+        study=STUDY,
+        scale=SCALE,
+    shell:
+        "python \"{params.script}\" --scale {params.scale} --study {params.study} --out {output[0]} > {log} 2>&1"

@@ -3,8 +3,9 @@
 - :func:`generate` samples n programs per problem under a protocol (n, temperature, top-p).
 - :func:`execute` runs every sample on its problem's tests and on the fixed probe inputs
   (its behaviour signature, for functional diversity). Never raises.
-- :func:`score_samples` turns executed samples into pass@k and diversity metrics, with 95 % bootstrap
-  intervals over problems.
+- :func:`score_samples` turns executed samples into pass@k and diversity metrics (spolab.eval.diversity:
+  among all samples, among correct samples, and per solved problem), with 95 % bootstrap intervals
+  over problems.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from tqdm import tqdm
 
 from spolab.eval.diversity import problem_diversity
 from spolab.eval.passk import bootstrap_ci, pass_at_k_array
-from spolab.rollout.sampler import decode_responses, encode_prompts, sample, score
+from spolab.rollout.sampler import decode_responses, encode_prompts, sample, score_groups
 from spolab.tasks import listdsl as dsl
 from spolab.tasks.problems import PROBES, Problem
 from spolab.tasks.render import prompt_text
@@ -40,7 +41,9 @@ def generate(
 ) -> list[dict]:
     """n samples per problem. Each record: problem_id, sample, program, n_tokens, finished,
     logprob (sum under the sampling distribution), entropy (sum of per-token policy entropy)
-    and, with ``ref_model``, logprob_policy / logprob_ref (teacher-forced at temperature 1)."""
+    and, with ``ref_model`` under the policy itself (temperature 1, top-p 1), logprob_policy /
+    logprob_ref, the sequence log-probs behind the k1 estimate of KL(π‖π_ref). KL is a property of
+    the policy, so tempered or nucleus samples (the paper protocol) carry none."""
     model.eval()
     out: list[dict] = []
     per_chunk = max(1, batch_size // n)  # problems per sampler call (n samples share one prefill)
@@ -54,12 +57,13 @@ def generate(
             pad_id=tokenizer.pad_token_id, temperature=temperature, top_p=top_p, generator=generator,
             num_samples=n,
         )
-        ids, mask = ro.prompt_ids, ro.prompt_mask
         texts = decode_responses(tokenizer, ro.response_ids, ro.response_mask)
         extra = {}
-        if ref_model is not None:
-            extra["logprob_policy"] = score(model, ids, mask, ro.response_ids, ro.response_mask).sum(-1)
-            extra["logprob_ref"] = score(ref_model, ids, mask, ro.response_ids, ro.response_mask).sum(-1)
+        if ref_model is not None and temperature == 1.0 and top_p == 1.0:
+            # the samples come from π_θ itself, so their sampling log-probs are log π_θ (the sampler
+            # agrees with teacher forcing at T 1); π_ref scores them with one prefill per prompt
+            extra["logprob_policy"] = ro.logprobs.sum(-1)
+            extra["logprob_ref"] = score_groups(ref_model, ids, mask, ro.response_ids, ro.response_mask, n).sum(-1)
         for i, ((p, j), text) in enumerate(zip(chunk, texts)):
             rec = {
                 "problem_id": p.id,
@@ -98,11 +102,21 @@ def execute(problems: list[Problem], samples: list[dict], reward: str = "binary"
     return samples
 
 
+PER_SOLVED = ("distinct_correct_per_solved", "functional_classes_per_solved")  # NaN on unsolved problems
+NEW_DIVERSITY = (*PER_SOLVED, "effective_programs")  # spolab.eval.diversity's keys scored after the others
+
+
 def score_samples(
     problems: list[Problem], samples: list[dict], ks=(1, 5, 10), prefix: str = "eval", seed: int = 0
 ) -> tuple[dict, dict]:
     """pass@k and diversity. Returns (metrics, per_problem) where metrics has ``{prefix}/<name>``
-    point estimates plus ``{prefix}/<name>_ci_lo|hi`` (95 % bootstrap over problems)."""
+    point estimates plus ``{prefix}/<name>_ci_lo|hi`` (95 % bootstrap over problems), and
+    ``{prefix}/n_solved``, the problems with at least one correct sample.
+
+    The per-solved keys (:data:`PER_SOLVED`) are NaN on an unsolved problem: their point is the mean
+    over the solved problems and their interval a bootstrap over those problems; with none solved
+    the key is NaN (``metrics.jsonl`` null, no MLflow point). In ``per_problem`` NaN is ``None``
+    (JSON null)."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for s in samples:
         groups[s["problem_id"]].append(s)
@@ -123,7 +137,8 @@ def score_samples(
         for i in pids
     ]
     for key in divs[0]:
-        per_problem[key] = np.array([d[key] for d in divs], dtype=np.float64)
+        if key not in NEW_DIVERSITY:
+            per_problem[key] = np.array([d[key] for d in divs], dtype=np.float64)
     tokens = np.array([sum(s["n_tokens"] for s in groups[i]) for i in pids], dtype=np.float64)
     per_problem["entropy_per_token"] = np.array([sum(s["entropy"] for s in groups[i]) for i in pids]) / tokens
     per_problem["parse_rate"] = np.array([np.mean([s["error"] is None or not s["error"].startswith(("parse", "too"))
@@ -133,16 +148,21 @@ def score_samples(
         # k1 estimator of KL(pi || pi_ref) per sequence: E_pi[sum_t log pi - log pi_ref]
         per_problem["kl_ref"] = np.array([np.mean([s["logprob_policy"] - s["logprob_ref"] for s in groups[i]])
                                           for i in pids])
+    for key in NEW_DIVERSITY:  # last, so the intervals of the keys above keep their generator draws
+        per_problem[key] = np.array([d[key] for d in divs], dtype=np.float64)
     rng = np.random.default_rng(seed)
-    metrics: dict[str, float] = {f"{prefix}/n_problems": float(len(pids)), f"{prefix}/n_samples": float(n.mean())}
+    metrics: dict[str, float] = {f"{prefix}/n_problems": float(len(pids)), f"{prefix}/n_samples": float(n.mean()),
+                                 f"{prefix}/n_solved": float((c > 0).sum())}
     for key, vals in per_problem.items():
         if key in ("n", "n_correct"):
             continue  # counts behind pass@k, kept per problem only
-        point, lo, hi = bootstrap_ci(vals, rng, n_boot=1000)
+        vals = vals[np.isfinite(vals)] if key in PER_SOLVED else vals  # the solved problems
+        point, lo, hi = bootstrap_ci(vals, rng, n_boot=1000) if len(vals) else (np.nan, np.nan, np.nan)
         metrics[f"{prefix}/{key}"] = point
         metrics[f"{prefix}/{key}_ci_lo"] = lo
         metrics[f"{prefix}/{key}_ci_hi"] = hi
-    return metrics, {"problem_id": pids, **{k: v.tolist() for k, v in per_problem.items()}}
+    return metrics, {"problem_id": pids, **{k: [None if np.isnan(x) else x for x in v.tolist()]
+                                            for k, v in per_problem.items()}}
 
 
 def evaluate_policy(model, tokenizer, problems, protocol, *, max_new_tokens, batch_size=1024, seed=0,

@@ -1,0 +1,107 @@
+"""The learning-rate sweep's table and its one rule (conf/study/lr_sweep.yaml, DESIGN §2).
+
+    python analysis/lr_sweep.py --scale default --study lr_sweep --out results/default/study_lr_sweep/tables/lr_sweep_default.md
+
+Reads the sweep's RL runs from MLflow (the one route of results: analysis/export.py's readers), and
+for each algorithm picks the learning rate by :func:`choose`. Selection uses the ``val`` split only,
+never ``test``: the main study's test numbers stay untouched by the choice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from export import history, latest_finished  # noqa: E402  (analysis/ is on sys.path when run as a script)
+from spolab.study import load_study  # noqa: E402
+from spolab.tracking import tracking_settings  # noqa: E402
+
+LAST = 3  # validation points averaged per run
+TIE = 0.005  # a smaller lr within this much of the best wins
+
+
+def choose(table: pd.DataFrame) -> pd.Series:
+    """Rule: per algorithm, the lr with the highest ``score`` (mean validation pass@1 over each run's
+    last :data:`LAST` validation points, averaged over seeds); among lrs within :data:`TIE` of the
+    best, the smallest. Returns algo -> chosen lr."""
+    out = {}
+    for algo, g in table.groupby("algo"):
+        best = g.score.max()
+        out[algo] = float(g[g.score >= best - TIE].lr.min())
+    return pd.Series(out, name="lr")
+
+
+def sweep_table(curves: pd.DataFrame) -> pd.DataFrame:
+    """One row per (algo, lr): the rule's score and the final validation point, means over seeds."""
+    val = curves.dropna(subset=["val/pass@1"])
+    rows = []
+    for (algo, lr, seed), g in val.groupby(["algo", "lr", "seed"]):
+        g = g.sort_values("step")
+        last = g.iloc[-1]
+        rows.append({"algo": algo, "lr": lr, "seed": seed, "score": g["val/pass@1"].iloc[-LAST:].mean(),
+                     "final_pass@1": last["val/pass@1"], "final_pass@10": last.get("val/pass@10", np.nan),
+                     "final_kl_ref": last.get("val/kl_ref", np.nan), "start_pass@1": g["val/pass@1"].iloc[0],
+                     "updates": int(last["step"]), "val_points": len(g)})
+    per_seed = pd.DataFrame(rows)
+    t = per_seed.groupby(["algo", "lr"], as_index=False).agg(
+        score=("score", "mean"), final_pass1=("final_pass@1", "mean"), final_pass10=("final_pass@10", "mean"),
+        final_kl=("final_kl_ref", "mean"), start_pass1=("start_pass@1", "mean"), seeds=("seed", "nunique"),
+        updates=("updates", "max"), val_points=("val_points", "max"))
+    chosen = choose(t)
+    t["chosen"] = [chosen[a] == lr for a, lr in zip(t.algo, t.lr)]
+    return t
+
+
+def to_markdown(t: pd.DataFrame, scale: str) -> str:
+    head = (f"# Learning-rate sweep ({scale} scale)\n\n"
+            f"Rule (analysis/lr_sweep.py `choose`): per algorithm, the lr with the highest validation pass@1 "
+            f"averaged over each run's last {LAST} validation points and over seeds; a smaller lr within {TIE} of "
+            "the best wins. Selection reads `val` only. ✔ marks the chosen lr, which conf/algo/<algo>.yaml sets.\n\n")
+    lines = ["| algo | lr | score (val pass@1, last 3) | val pass@1 start → end | val pass@10 end | KL(π‖π_ref) end "
+             "| seeds | updates | chosen |", "|---|---|---|---|---|---|---|---|---|"]
+    for _, r in t.sort_values(["algo", "lr"]).iterrows():
+        lines.append(f"| {r.algo} | {r.lr:g} | {r.score:.3f} | {r.start_pass1:.3f} → {r.final_pass1:.3f} | "
+                     f"{r.final_pass10:.3f} | {r.final_kl:.3f} | {r.seeds} | {r.updates} | {'✔' if r.chosen else ''} |")
+    return head + "\n".join(lines) + "\n"
+
+
+def read_curves(scale: str, study: str) -> pd.DataFrame:
+    specs = load_study(study, scale)
+    track = tracking_settings(scale)
+    client = MlflowClient(track["uri"])
+    exp = client.get_experiment_by_name(track["experiment"])
+    if exp is None:
+        raise SystemExit(f"no MLflow experiment {track['experiment']} in {track['uri']}: run the sweep first")
+    rl = latest_finished(client, exp.experiment_id, "tags.stage = 'rl'")
+    missing = [sp.name for sp in specs if sp.name not in rl]
+    if missing:
+        raise SystemExit(f"sweep runs missing from MLflow (not finished?): {missing}")
+    frames = []
+    for sp in specs:
+        r = rl[sp.name]
+        frames.append(history(client, r).assign(algo=r.data.params["algo.name"], lr=float(r.data.params["algo.lr"]),
+                                                seed=sp.seed, run_name=sp.name))
+    return pd.concat(frames, ignore_index=True)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", default="default")
+    ap.add_argument("--study", default="lr_sweep")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    t = sweep_table(read_curves(args.scale, args.study))
+    text = to_markdown(t, args.scale)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    t.to_csv(args.out.with_suffix(".csv"), index=False, float_format="%.6g")
+    print(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
