@@ -1,14 +1,14 @@
 """F8: SPO hyper-parameter ablations, one family at a time against its reference run.
 
-Families: terminal loss (squared vs BCE), β (0.1 = reference, and the ablated values), optimizer
+Families: terminal loss (squared vs BCE), β (the main comparison's β = reference, and the ablated values), optimizer
 steps per batch, the Q̂0 estimator and importance weights on replayed data (half-online SPO
 without vs with). Each ablation's reference is runs.csv's ``reference`` column (spolab.study: online
-SPO unless the study file names another; half-online SPO for the importance weights in the default
-study); a family whose entries name different references is drawn once per reference. Final test
+SPO unless the study file names another; half-online SPO for the importance weights in
+conf/study/ablations.yaml); a family whose entries name different references is drawn once per reference. Final test
 pass@1, pass@10 and distinct correct programs per solved problem (policy protocol), mean with the
 two-level (seeds, then problems) 95 % bootstrap interval and one dot per seed; the dashed segment is
 the family's reference. Ablations may have fewer seeds
-than their reference (the default study: 1 against 3): each tick label gives the run's seeds, and
+than their reference: each tick label gives the run's seeds, and
 single-seed runs have an open marker (their interval is over problems only).
 Question: which design choice of SPO matters, and which is free?
 """
@@ -87,7 +87,7 @@ def plot(data: Data) -> Figure:
                         ha="center", va="bottom", fontsize=11, fontweight="bold")
             x += 1
         if not fams:
-            no_data(ax, f"{name} of the SPO ablations")
+            no_data(ax, f"{name}:\nno SPO ablations in this study (snakemake --config study=ablations)")
             continue
         ax.set_ylabel(name)
         ax.set_xlim(-0.6, x - 1.4)

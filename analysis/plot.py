@@ -35,7 +35,7 @@ PALETTE = {
     # off-policy data sources and SPO ablations: fixed too, so colours agree across figures
     "spo_expert": "#2ca02c", "spo_earlier_run": "#8c564b", "spo_other_policy": "#e377c2",
     "spo_decoding": "#bcbd22", "spo_random": "#393b79", "spo_offline_only": "#637939", "spo_bce": "#8c6d31",
-    "spo_beta003": "#843c39", "spo_beta03": "#7b4173", "spo_steps4": "#3182bd", "spo_q0_shrunk": "#e6550d",
+    "spo_beta002": "#843c39", "spo_beta02": "#7b4173", "spo_steps4": "#3182bd", "spo_q0_shrunk": "#e6550d",
     "spo_half_online_is": "#31a354",
     "trl_grpo": "#e7969c",  # bench.csv only: TRL's GRPOTrainer
 }

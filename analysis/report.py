@@ -516,6 +516,12 @@ def exact_table(s: Study) -> str:
     return last[["step", *cols]].to_markdown(floatfmt=".4f")
 
 
+def lrs(s: Study) -> str:
+    """The policy lr of each algorithm's main runs, e.g. ``spo 0.0001, ppo 3e-05``."""
+    main = s.runs[s.runs.group == "main"] if (s.runs.group == "main").any() else s.runs
+    return ", ".join(f"{a} {float(lr):g}" for a, lr in main.groupby("algo", sort=False).lr.first().items())
+
+
 def settings(s: Study) -> str:
     r0 = s.runs.iloc[0]
     seeds = s.runs.groupby("group").seed.nunique().to_dict()
@@ -524,8 +530,9 @@ def settings(s: Study) -> str:
     lines = [
         f"- Task: list-DSL program synthesis (\"code contests in miniature\"); the policy is a {n_params(s)} Llama "
         "trained from scratch by SFT, then RL from the SFT policy (= π_ref).",
-        f"- RL budget, every run: {int(r0.updates)} updates × {int(r0.batch_size)} trajectories, lr {r0.lr}; seeds "
-        f"per group: {', '.join(f'{g} {k}' for g, k in seeds.items())}.",
+        f"- RL budget, every run: {int(r0.updates)} updates × {int(r0.batch_size)} trajectories, β {r0.beta} in the "
+        f"main comparison; policy lr per algorithm (the lr sweep's choice): {lrs(s)}; seeds per group: "
+        f"{', '.join(f'{g} {k}' for g, k in seeds.items())}.",
         f"- Held-out evaluation: {int(s.pp.n.iloc[0])} samples per problem; "
         + "; ".join(f"`{p}` protocol ({protocol_text(p)}) for "
                     + ("every run" if set(evaluated[p]) >= set(s.runs.group) else f"SFT and the {', '.join(evaluated[p])} runs")

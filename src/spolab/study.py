@@ -5,8 +5,8 @@ runs from :func:`load_study` and turns names into (entry, seed) with :func:`pars
 reads the YAML itself or re-splits names. A study entry is a set of Hydra overrides of
 ``conf/rl.yaml`` run once per seed of its seed list at the chosen scale::
 
-    spo_beta003: {group: ablation, family: beta, label: SPO β=0.03, seeds: ablation,
-                  overrides: algo=spo algo.beta=0.03}
+    spo_beta002: {group: ablation, family: beta, label: SPO β=0.02, seeds: ablation,
+                  overrides: algo=spo algo.beta=0.02}
 """
 
 from __future__ import annotations
