@@ -38,9 +38,10 @@ def _compose(name: str, overrides: list[str]) -> DictConfig:
 
 @functools.cache
 def own_keys(name: str) -> frozenset[str]:
-    """The top-level keys of entry ``name``: what conf/<name>.yaml and its groups define, before a
-    scale file adds anything (conf/scale/default.yaml sets only ``scale.name``)."""
-    return frozenset(_compose(name, ["scale=default"]).keys())
+    """The top-level keys of entry ``name``: what conf/<name>.yaml and its groups define, composed
+    without any scale file (``~scale``: a scale sets keys of every entry), plus ``scale`` itself,
+    whose ``name`` every entry reads."""
+    return frozenset(_compose(name, ["~scale"]).keys()) | {"scale"}
 
 
 def entry_config(cfg: DictConfig, name: str) -> DictConfig:

@@ -1,0 +1,1 @@
+"""Code tasks: running untrusted Python programs (sandbox)."""
