@@ -25,11 +25,13 @@ def test_sft_loss_falls(smoke_sft):
 def test_evaluate_saved_checkpoint(smoke_sft, smoke_data, tmp_path):
     out, _ = smoke_sft
     cfg = smoke_cfg("evaluate", tmp_path, f"data_dir={smoke_data}", f"model_dir={out}/model",
-                    f"ref_model_dir={out}/model", f"out_dir={tmp_path}/eval", "splits=[test]", "protocols=[paper]")
-    m = evaluate.run(cfg)["test-paper"]
+                    f"ref_model_dir={out}/model", f"out_dir={tmp_path}/eval", "splits=[test]", "protocols=[policy,paper]")
+    res = evaluate.run(cfg)
+    m = res["test-paper"]
     assert 0.0 <= m["test/pass@1"] <= m["test/pass@5"] <= m["test/pass@10"] <= 1.0
     assert m["test/pass@1_ci_lo"] <= m["test/pass@1"] <= m["test/pass@1_ci_hi"]
-    assert abs(m["test/kl_ref"]) < 1e-4  # the policy is its own reference
+    assert abs(res["test-policy"]["test/kl_ref"]) < 1e-4  # the policy is its own reference
+    assert "test/kl_ref" not in m  # KL(π‖π_ref) is the policy's: not estimated from tempered samples
     samples = [json.loads(line) for line in open(tmp_path / "eval" / "test-paper" / "samples.jsonl")]
     assert len(samples) == 40 * 20
     assert {"problem_id", "program", "correct"} <= samples[0].keys()

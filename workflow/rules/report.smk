@@ -141,7 +141,7 @@ rule lr_table:
     input:
         runs=expand(f"{ROOT}/rl/{{id}}/summary.json", id=RUN_IDS),
     output:
-        report(f"{REPORT}/tables/lr_sweep_{SCALE}.md", caption="../report/lr_sweep.rst", category="Tables"),
+        table=report(f"{REPORT}/tables/lr_sweep_{SCALE}.md", caption="../report/lr_sweep.rst", category="Tables"),
         csv=f"{REPORT}/tables/lr_sweep_{SCALE}.csv",
     log:
         f"{REPORT}/logs/lr_table.log",
@@ -153,4 +153,4 @@ rule lr_table:
         study=STUDY,
         scale=SCALE,
     shell:
-        "python \"{params.script}\" --scale {params.scale} --study {params.study} --out {output[0]} > {log} 2>&1"
+        "python \"{params.script}\" --scale {params.scale} --study {params.study} --out {output.table} > {log} 2>&1"
