@@ -59,6 +59,7 @@ from stats import (
     diff_band,
     diff_interval,
     interval,
+    decisive,
     powered,
     seed_sd,
 )
@@ -77,8 +78,10 @@ POWER_RULE = (f"A verdict is given only where its comparison has {POWER * 100:g}
               f"to detect the effect δ its rule names: the minimum detectable effect MDE = {DETECT_SE / Z_CI:.2f} × "
               f"the {CI} CI half-width must be ≤ δ (half-width ≤ {MAX_HALF_WIDTH:.2f}·δ, since δ ≥ (z_(1−α/2) + "
               f"z_power)·SE = {DETECT_SE:.2f}·SE and the half-width is {Z_CI:.2f}·SE; analysis/stats.py), and every "
-              f"run needs ≥ {MIN_SEEDS} seeds (one seed gives an interval without seed-to-seed variation). Otherwise "
-              f"the verdict is **{UNDECIDED}** and the number gives the interval and its MDE.")
+              f"run needs ≥ {MIN_SEEDS} seeds (one seed gives an interval without seed-to-seed variation). A difference "
+              f"whose CI already excludes 0 (significant at α) is judged without the power condition: power guards "
+              f"a null reading, not a significant one. Otherwise the verdict is **{UNDECIDED}** and the number "
+              f"gives the interval and its MDE.")
 
 
 class Study:
@@ -167,15 +170,15 @@ def fmt_mde(d: tuple[float, float, float], digits=3) -> str:
 
 
 def decide(verdict: str, *checks: Check) -> str:
-    """``verdict`` where every comparison it rests on has the power for its δ (stats.powered), else
-    :data:`UNDECIDED`."""
-    return verdict if all(powered(d[1], d[2], delta, n) for d, delta, n in checks) else UNDECIDED
+    """``verdict`` where every comparison it rests on may be judged (stats.decisive: powered for its δ,
+    or its CI already excludes 0), else :data:`UNDECIDED`."""
+    return verdict if all(decisive(d[1], d[2], delta, n) for d, delta, n in checks) else UNDECIDED
 
 
 def direction(d: tuple[float, float, float], delta: float, seeds: int) -> str:
     """How a powered difference a − b reads: "ahead" (CI above 0), "behind" (CI below 0), "level"
-    (the CI contains 0); "undecided" where it lacks the power for δ."""
-    if not powered(d[1], d[2], delta, seeds):
+    (the CI contains 0); "undecided" where it may not be judged (stats.decisive)."""
+    if not decisive(d[1], d[2], delta, seeds):
         return "undecided"
     return "ahead" if d[1] > 0 else ("behind" if d[2] < 0 else "level")
 
@@ -315,7 +318,7 @@ def c4(s: Study, delta: float = DELTA["log_step_s"]) -> tuple[str, str] | None:
     ratio SPO / PPO from the benchmark (exact bytes of parameters, gradients and Adam moments of every
     model: no noise, no interval). reproduced: the CI of Δ_t lies below 0 and the memory ratio < 1;
     partly: one of the two; not: neither. The benchmark's time ratios (one process, medians, no
-    interval) are reported beside."""
+    interval) are reported beside, also at equal optimiser steps (SPO with PPO's steps per update)."""
     if s.bench.empty or not all(r in set(s.curves.study_run) for r in ("spo", "ppo")) \
             or "perf/step_s" not in s.curves:
         return None
@@ -331,8 +334,14 @@ def c4(s: Study, delta: float = DELTA["log_step_s"]) -> tuple[str, str] | None:
     dt = diff_interval(la, lb, s.rng())
     faster = dt[2] < 0
     v = decide(["not", "partly", "reproduced"][int(faster) + int(mem < 1)], (dt, delta, min(len(la), len(lb))))
+    eq = ""
+    if "spo_ppo_steps" in b.index:  # SPO at PPO's optimiser steps per update: the speed claim at equal steps
+        n = b.loc["spo_ppo_steps"].get("opt_steps_per_update", float("nan"))
+        eq = (f"; at PPO's {n:.0f} optimiser steps per update (variant spo_ppo_steps): step time "
+              f"×{b.loc['spo_ppo_steps', 'step_s'] / b.loc['ppo', 'step_s']:.2f}, update "
+              f"×{b.loc['spo_ppo_steps', 'update_s'] / b.loc['ppo', 'update_s']:.2f}")
     return (f"benchmark, model `{size}`: step time ×{t:.2f}, update ×{u:.2f}, training state ×{mem:.2f}, peak RSS "
-            f"above baseline ×{rss:.2f} (SPO / PPO); inside the study{alongside(s)}: Δ log step time "
+            f"above baseline ×{rss:.2f} (SPO / PPO){eq}; inside the study{alongside(s)}: Δ log step time "
             f"{fmt_mde(dt)}, a ratio ×{np.exp(dt[0]):.2f} [{np.exp(dt[1]):.2f}, {np.exp(dt[2]):.2f}]", v)
 
 

@@ -227,3 +227,16 @@ def powered(lo: float, hi: float, delta: float, seeds: int) -> bool:
     (True, False, False)
     """
     return bool(np.isfinite(lo) and np.isfinite(hi) and seeds >= MIN_SEEDS and detectable(lo, hi) <= delta)
+
+
+def decisive(lo: float, hi: float, delta: float, seeds: int) -> bool:
+    """Whether a comparison may be judged: it is :func:`powered` for ``delta``, or its interval already
+    excludes 0 over ≥ :data:`MIN_SEEDS` seeds. Power guards a *null* reading (a CI that contains 0 says
+    "no effect of size δ" only if it could have detected δ); a difference whose CI excludes 0 is
+    significant at :data:`ALPHA` whatever the power, and its direction stands.
+
+    >>> decisive(-0.65, -0.60, 0.02, seeds=3), decisive(-0.065, 0.01, 0.02, seeds=3), decisive(0.1, 0.2, 0.02, 1)
+    (True, False, False)
+    """
+    significant = bool(np.isfinite(lo) and np.isfinite(hi) and (lo > 0 or hi < 0))
+    return powered(lo, hi, delta, seeds) or (significant and seeds >= MIN_SEEDS)

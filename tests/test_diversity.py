@@ -220,12 +220,8 @@ def test_a_collapsed_policy_makes_the_old_counts_pass_at_k_and_leaves_the_new_on
     assert abs(r["effective_programs"]) <= 0.95
 
 
-PREDATES = not set(NEW_PER_PROBLEM) & set(pd.read_csv(REAL / "eval_per_problem.csv", nrows=0).columns)
 
 
-@pytest.mark.xfail(PREDATES, strict=True, reason=(
-    "results/data/eval_per_problem.csv predates the per-solved and effective-program columns (exported by "
-    "the previous code): regenerate the default study, then this mark no longer applies and the test must pass"))
 def test_no_diversity_column_is_pass_at_10_again_on_the_committed_export():
     pp = pd.read_csv(REAL / "eval_per_problem.csv")
     present = [c for c in common.DIVERSITY if c in pp]

@@ -149,6 +149,7 @@ def ablated(real) -> dict[str, pd.DataFrame]:
             df.loc[m, ["study_run", "group"]] = [name, "ablation"]
             for col, val in (("family", fam), ("reference", ref), ("label", f"SPO {fam} ablation")):
                 if col in df:
+                    df[col] = df[col].astype(object)
                     df.loc[m, col] = val
             for col in ("run_name", "model"):
                 if col in df:

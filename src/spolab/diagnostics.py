@@ -34,6 +34,7 @@ from spolab.utils import seed_everything, set_threads
 from spolab.validate import validate
 
 log = logging.getLogger(__name__)
+PAIRS = 6  # draws of (A, B, A resampled) per run: the SD of cos_cross over them is printed beside its mean
 
 
 def algorithm_gradient(algo, batch) -> torch.Tensor:
@@ -98,7 +99,7 @@ def run(cfg: DictConfig) -> dict:
     q0 = load_q0(cfg.q0_path, cfg.algo.beta, cfg.algo.loss, cfg.algo.q0_estimator) if algo_cls.needs_q0 else None
     algo = algo_cls(cfg.algo, policy, ref, tok, q0=q0, seed=cfg.seed, init_path=str(cfg.sft_dir))
     res = gradient_cosines(algo, load_split(cfg.data_dir, "rl"), prompts=cfg.batch_size // cfg.group_size,
-                           pairs=cfg.get("diagnostic_pairs", 6), group_size=cfg.group_size,
+                           pairs=PAIRS, group_size=cfg.group_size,
                            max_new_tokens=cfg.task.max_new_tokens, reward_kind=cfg.task.reward, seed=cfg.seed)
     res = {"algo": cfg.algo.name, "sft_dir": str(cfg.sft_dir), **res}
     print(f"{cfg.algo.name}: cos_cross {res['cos_cross']:+.3f} ± {res['cos_cross_sd']:.3f}, cos_same "
