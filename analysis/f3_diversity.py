@@ -40,7 +40,7 @@ def plot(data: Data) -> Figure:
 
     fig = Figure(figsize=(4 * max(len(main), 4) + 1, 20), layout="constrained")
     top, bottom = fig.subfigures(2, 1, height_ratios=[3, 1.3])
-    grid = top.subplots(len(VAL_PANELS), max(len(main), 1), sharex=True, sharey="row", squeeze=False)
+    grid = top.subplots(len(VAL_PANELS), max(len(main), 1), sharex=True, sharey=False, squeeze=False)
     for row, (metric, ylabel) in zip(grid, VAL_PANELS):
         small_multiples(row, curves, main, f"val/{metric}", "step", rng, names)
         row[0].set_ylabel(f"validation {ylabel}")

@@ -88,8 +88,9 @@ def test_there_are_nine_figure_modules():
 
 
 @pytest.mark.parametrize("name", MODULES)
-def test_every_panel_has_data_within_limits_that_fit_it(figures, name):
-    fig = figures[name]
+def test_every_panel_has_data_within_limits_that_fit_it(figures, ablated, name):
+    # F8 on the ablated export: the default study has no ablations, so its own F8 is "no data" panels
+    fig = importlib.import_module(name).plot(ablated) if name == "f8_ablations" else figures[name]
     assert isinstance(fig, Figure)
     assert len(fig.axes) == N_AXES[name], f"{name}: {len(fig.axes)} axes"
     for i, ax in enumerate(fig.axes):
