@@ -37,6 +37,7 @@ from plot import CI_TEXT, SEED, band, cli, colour, fig_legend, no_data, styled
 from stats import diff_band
 
 LEVELS = 30  # KL levels each algorithm's curve is read at
+DIVERGED = 10  # a run whose final KL exceeds this multiple of the median main run's is drawn apart
 PANELS = [("val/pass@1", "pass@1"), ("val/pass@10", "pass@10"), ("val/entropy_per_token", "entropy / token (nats)"),
           ("val/distinct_correct_per_solved", "distinct correct / solved problem"),
           ("val/effective_programs", "effective distinct programs")]  # curves column, label
@@ -60,6 +61,13 @@ def plot(data: Data) -> Figure:
     main = present(runs, MAIN, "main")
     val = curves[curves[KL].notna()] if KL in curves else curves.iloc[:0]
 
+    # a run that diverged (final KL > DIVERGED x the median run's) would stretch every axis: drawn only in
+    # panel a, off its range, and named in each panel
+    final = {sr: float(checkpoint_matrix(val, sr, KL).mean()) for sr in main if sr in set(val.study_run)}
+    med = float(np.median(list(final.values()))) if final else np.nan
+    diverged = [sr for sr, k in final.items() if np.isfinite(med) and med > 0 and k > DIVERGED * med]
+    note = "; ".join(f"{names.get(sr, sr)} diverged (final KL {final[sr]:.3g} nats): not drawn" for sr in diverged)
+
     fig = Figure(figsize=(20, 11.5), layout="constrained")
     axes = fig.subplots(2, 3)
     ax = axes.flat[0]  # a: how far each algorithm moves
@@ -69,9 +77,15 @@ def plot(data: Data) -> Figure:
         no_data(ax, f"{KL} of the main runs")
     ax.set(xlabel="update (optimizer steps)", ylabel="KL(π_θ‖π_ref) per sequence (nats)",
            title="a  how far each algorithm moves from π_ref")
+    if diverged:
+        kept = [k for sr, k in final.items() if sr not in diverged]
+        ax.set_ylim(0, 1.6 * max(kept))
+        ax.text(0.02, 0.97, note.replace(": not drawn", ": off the axis"), transform=ax.transAxes, va="top",
+                fontsize=10, bbox={"boxstyle": "round", "fc": "white", "ec": "0.7", "alpha": 0.9})
 
     for ax, (letter, (metric, ylabel)) in zip(axes.flat[1:], zip("bcdef", PANELS)):
-        shown = [sr for sr in main if metric in val and val.loc[val.study_run == sr, metric].notna().any()]
+        shown = [sr for sr in main if metric in val and val.loc[val.study_run == sr, metric].notna().any()
+                 and sr not in diverged]
         if not shown:
             no_data(ax, f"{metric} against {KL}")
             continue
@@ -95,6 +109,8 @@ def plot(data: Data) -> Figure:
                         transform=ax.transAxes, ha="right", va="top", fontsize=10,
                         bbox={"boxstyle": "round", "fc": "white", "ec": "0.7", "alpha": 0.9})
         ax.axhline(0, color="0.5", lw=0.8)
+        if diverged:
+            ax.text(0.02, 0.03, note, transform=ax.transAxes, fontsize=9, color="0.3")
         ax.set(xlabel="KL(π_θ‖π_ref) per sequence (nats)", ylabel=f"change in validation {ylabel}\nsince step 0",
                title=f"{letter}  validation {ylabel} against KL")
     axes.flat[1].scatter([], [], color="0.5", edgecolor="k", s=55, label="last checkpoint (seed means)")
