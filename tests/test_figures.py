@@ -197,7 +197,13 @@ def test_f4_draws_the_reference_of_the_offpolicy_runs(figures, real):
 
 def test_f9_draws_one_band_per_algorithm_against_kl(figures, real):
     fig, names = figures["f9_frontier"], common.labels(real)
-    main = common.present(real["runs"], common.MAIN, "main")
+    f9 = importlib.import_module("f9_frontier")
+    c = real["curves"]
+    final = c[c.step == c.step.max()].groupby("study_run")[common.KL].mean()
+    main = [s for s in common.present(real["runs"], common.MAIN, "main")
+            if final[s] <= f9.DIVERGED * final[common.present(real["runs"], common.MAIN, "main")].median()]
+    diverged = set(common.present(real["runs"], common.MAIN, "main")) - set(main)  # named, not drawn
+    assert all(any(names[s] in t.get_text() for t in fig.axes[0].texts) for s in diverged)
     for ax in fig.axes[1:]:
         bold = [ln.get_label() for ln in ax.lines if ln.get_label() in {names[s] for s in main}]
         assert sorted(bold) == sorted(names[s] for s in main), ax.get_title()  # one mean line each, no seed lines
