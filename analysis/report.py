@@ -55,11 +55,11 @@ from stats import (
     N_BOOT,
     POWER,
     Z_CI,
+    decisive,
     detectable,
     diff_band,
     diff_interval,
     interval,
-    decisive,
     powered,
     seed_sd,
 )
