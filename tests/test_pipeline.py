@@ -178,7 +178,7 @@ def test_smoke_study_end_to_end(smoke_study, tmp_path):
     conf = tmp_path / "conf_edit"  # (tmp_path: this test's own folder)
     shutil.copytree(REPO / "conf", conf)
     ppo = conf / "algo" / "ppo.yaml"
-    ppo.write_text(re.sub(r"^lr: \S+", "lr: 3.0e-5", ppo.read_text(), flags=re.M))
+    ppo.write_text(re.sub(r"^lr: \S+", "lr: 7.0e-5", ppo.read_text(), flags=re.M))
     edited = subprocess.run([*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(wd), "-n", *args],
                             capture_output=True, text=True, env={**os.environ, "SPOLAB_CONF_DIR": str(conf)})
     assert edited.returncode == 0, edited.stderr[-3000:]
