@@ -80,20 +80,25 @@ def history(client: MlflowClient, run) -> pd.DataFrame:
     return df.reset_index()
 
 
-def export(scale: str, study: str, out: Path, bench: Path | None) -> dict[str, pd.DataFrame]:
+def study_rl_runs(scale: str, study: str):
+    """(client, experiment, specs, run name -> latest finished RL run) of a study: every run of the
+    matrix must be in MLflow, never silently skipped (also analysis/lr_sweep.py's reader)."""
     specs = load_study(study, scale)  # spolab.study: the one reader of conf/study/<study>.yaml
     track = tracking_settings(scale)  # conf/tracking: the database and experiment the runs wrote to
-    uri = track["uri"]
-    client = MlflowClient(uri)
+    client = MlflowClient(track["uri"])
     exp = client.get_experiment_by_name(track["experiment"])
     if exp is None:
-        raise SystemExit(f"no MLflow experiment {track['experiment']} in {uri}: run the pipeline first")
-
-    # ---- RL runs: config, summary and curves
+        raise SystemExit(f"no MLflow experiment {track['experiment']} in {track['uri']}: run the pipeline first")
     rl = latest_finished(client, exp.experiment_id, "tags.stage = 'rl'")
     missing = [sp.name for sp in specs if sp.name not in rl]
     if missing:
         raise SystemExit(f"study runs missing from MLflow (not finished?): {missing}")
+    return client, exp, specs, rl
+
+
+def export(scale: str, study: str, out: Path, bench: Path | None) -> dict[str, pd.DataFrame]:
+    # ---- RL runs: config, summary and curves
+    client, exp, specs, rl = study_rl_runs(scale, study)
     runs_rows, curves = [], []
     jobs = read_jobs(Path("results") / scale / "benchmarks")  # relative to the working directory, as the uri
     for sp in specs:

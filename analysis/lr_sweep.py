@@ -15,11 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from mlflow.tracking import MlflowClient  # noqa: E402
 
-from export import history, latest_finished  # noqa: E402  (analysis/ is on sys.path when run as a script)
-from spolab.study import load_study  # noqa: E402
-from spolab.tracking import tracking_settings  # noqa: E402
+from export import history, study_rl_runs  # noqa: E402  (analysis/ is on sys.path when run as a script)
 
 LAST = 3  # validation points averaged per run
 TIE = 0.005  # a smaller lr within this much of the best wins
@@ -71,16 +68,7 @@ def to_markdown(t: pd.DataFrame, scale: str) -> str:
 
 
 def read_curves(scale: str, study: str) -> pd.DataFrame:
-    specs = load_study(study, scale)
-    track = tracking_settings(scale)
-    client = MlflowClient(track["uri"])
-    exp = client.get_experiment_by_name(track["experiment"])
-    if exp is None:
-        raise SystemExit(f"no MLflow experiment {track['experiment']} in {track['uri']}: run the sweep first")
-    rl = latest_finished(client, exp.experiment_id, "tags.stage = 'rl'")
-    missing = [sp.name for sp in specs if sp.name not in rl]
-    if missing:
-        raise SystemExit(f"sweep runs missing from MLflow (not finished?): {missing}")
+    client, _, specs, rl = study_rl_runs(scale, study)
     frames = []
     for sp in specs:
         r = rl[sp.name]
