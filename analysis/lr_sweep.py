@@ -3,7 +3,9 @@
     python analysis/lr_sweep.py --scale default --study lr_sweep --out results/default/study_lr_sweep/tables/lr_sweep_default.md
 
 Reads the sweep's RL runs from MLflow (the one route of results: analysis/export.py's readers), and
-for each algorithm picks the learning rate by :func:`choose`. Selection uses the ``val`` split only,
+for each setting picks the learning rate by :func:`choose`. A setting is an algorithm with its data mix
+(``spo`` online, ``spo half_online``, ...): a mix that trains on stored data is its own configuration,
+and one lr need not suit both (online SPO's lr 1e-4 made half-online SPO diverge, issue 12). Selection uses the ``val`` split only,
 never ``test``: the main study's test numbers stay untouched by the choice.
 """
 
@@ -22,47 +24,63 @@ LAST = 3  # validation points averaged per run
 TIE = 0.005  # a smaller lr within this much of the best wins
 
 
+def setting(algo: str, data_mix: str) -> str:
+    """The name of what one lr is chosen for: the algorithm, plus its data mix unless that is online.
+
+    >>> setting("spo", "online"), setting("spo", "half_online")
+    ('spo', 'spo half_online')
+    """
+    return algo if data_mix in ("online", "") else f"{algo} {data_mix}"
+
+
 def choose(table: pd.DataFrame) -> pd.Series:
-    """Rule: per algorithm, the lr with the highest ``score`` (mean validation pass@1 over each run's
+    """Rule: per setting, the lr with the highest ``score`` (mean validation pass@1 over each run's
     last :data:`LAST` validation points, averaged over seeds); among lrs within :data:`TIE` of the
-    best, the smallest. Returns algo -> chosen lr."""
+    best, the smallest. Returns setting -> chosen lr.
+
+    >>> t = pd.DataFrame({"setting": ["a", "a", "a", "b", "b"], "lr": [1e-5, 3e-5, 1e-4, 1e-5, 1e-4],
+    ...                   "score": [0.20, 0.297, 0.30, 0.10, 0.30]})
+    >>> choose(t).to_dict()  # a: 3e-5 is within 0.005 of 1e-4's 0.30 and smaller; b: 1e-4 by 0.2
+    {'a': 3e-05, 'b': 0.0001}
+    """
     out = {}
-    for algo, g in table.groupby("algo"):
+    for name, g in table.groupby("setting"):
         best = g.score.max()
-        out[algo] = float(g[g.score >= best - TIE].lr.min())
+        out[name] = float(g[g.score >= best - TIE].lr.min())
     return pd.Series(out, name="lr")
 
 
 def sweep_table(curves: pd.DataFrame) -> pd.DataFrame:
-    """One row per (algo, lr): the rule's score and the final validation point, means over seeds."""
+    """One row per (setting, lr): the rule's score and the final validation point, means over seeds."""
     val = curves.dropna(subset=["val/pass@1"])
     rows = []
-    for (algo, lr, seed), g in val.groupby(["algo", "lr", "seed"]):
+    for (name, lr, seed), g in val.groupby(["setting", "lr", "seed"]):
         g = g.sort_values("step")
         last = g.iloc[-1]
-        rows.append({"algo": algo, "lr": lr, "seed": seed, "score": g["val/pass@1"].iloc[-LAST:].mean(),
+        rows.append({"setting": name, "lr": lr, "seed": seed, "score": g["val/pass@1"].iloc[-LAST:].mean(),
                      "final_pass@1": last["val/pass@1"], "final_pass@10": last.get("val/pass@10", np.nan),
                      "final_kl_ref": last.get("val/kl_ref", np.nan), "start_pass@1": g["val/pass@1"].iloc[0],
                      "updates": int(last["step"]), "val_points": len(g)})
     per_seed = pd.DataFrame(rows)
-    t = per_seed.groupby(["algo", "lr"], as_index=False).agg(
+    t = per_seed.groupby(["setting", "lr"], as_index=False).agg(
         score=("score", "mean"), final_pass1=("final_pass@1", "mean"), final_pass10=("final_pass@10", "mean"),
         final_kl=("final_kl_ref", "mean"), start_pass1=("start_pass@1", "mean"), seeds=("seed", "nunique"),
         updates=("updates", "max"), val_points=("val_points", "max"))
     chosen = choose(t)
-    t["chosen"] = [chosen[a] == lr for a, lr in zip(t.algo, t.lr)]
+    t["chosen"] = [chosen[a] == lr for a, lr in zip(t.setting, t.lr)]
     return t
 
 
 def to_markdown(t: pd.DataFrame, scale: str) -> str:
     head = (f"# Learning-rate sweep ({scale} scale)\n\n"
-            f"Rule (analysis/lr_sweep.py `choose`): per algorithm, the lr with the highest validation pass@1 "
+            f"Rule (analysis/lr_sweep.py `choose`): per setting (an algorithm, with its data mix unless online), the lr with the highest validation pass@1 "
             f"averaged over each run's last {LAST} validation points and over seeds; a smaller lr within {TIE} of "
-            "the best wins. Selection reads `val` only. ✔ marks the chosen lr, which conf/algo/<algo>.yaml sets.\n\n")
-    lines = ["| algo | lr | score (val pass@1, last 3) | val pass@1 start → end | val pass@10 end | KL(π‖π_ref) end "
+            "the best wins. Selection reads `val` only. ✔ marks the chosen lr: conf/algo/<algo>.yaml sets an "
+            "online setting's, the study entry (conf/study/default.yaml) any other's.\n\n")
+    lines = ["| setting | lr | score (val pass@1, last 3) | val pass@1 start → end | val pass@10 end | KL(π‖π_ref) end "
              "| seeds | updates | chosen |", "|---|---|---|---|---|---|---|---|---|"]
-    for _, r in t.sort_values(["algo", "lr"]).iterrows():
-        lines.append(f"| {r.algo} | {r.lr:g} | {r.score:.3f} | {r.start_pass1:.3f} → {r.final_pass1:.3f} | "
+    for _, r in t.sort_values(["setting", "lr"]).iterrows():
+        lines.append(f"| {r.setting} | {r.lr:g} | {r.score:.3f} | {r.start_pass1:.3f} → {r.final_pass1:.3f} | "
                      f"{r.final_pass10:.3f} | {r.final_kl:.3f} | {r.seeds} | {r.updates} | {'✔' if r.chosen else ''} |")
     return head + "\n".join(lines) + "\n"
 
@@ -72,8 +90,9 @@ def read_curves(scale: str, study: str) -> pd.DataFrame:
     frames = []
     for sp in specs:
         r = rl[sp.name]
-        frames.append(history(client, r).assign(algo=r.data.params["algo.name"], lr=float(r.data.params["algo.lr"]),
-                                                seed=sp.seed, run_name=sp.name))
+        p = r.data.params
+        frames.append(history(client, r).assign(setting=setting(p["algo.name"], p.get("data_mix.name", "online")),
+                                                lr=float(p["algo.lr"]), seed=sp.seed, run_name=sp.name))
     return pd.concat(frames, ignore_index=True)
 
 

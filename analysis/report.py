@@ -526,22 +526,28 @@ def exact_table(s: Study) -> str:
 
 
 def lrs(s: Study) -> str:
-    """The policy lr of each algorithm's main runs, e.g. ``spo 0.0001, ppo 3e-05``."""
+    """The policy lr of each main entry, e.g. ``spo 0.0001, spo_half_online 3e-05, ppo 3e-05``."""
     main = s.runs[s.runs.group == "main"] if (s.runs.group == "main").any() else s.runs
-    return ", ".join(f"{a} {float(lr):g}" for a, lr in main.groupby("algo", sort=False).lr.first().items())
+    return ", ".join(f"{r} {float(lr):g}" for r, lr in main.groupby("study_run", sort=False).lr.first().items())
+
+
+def seed_counts(s: Study) -> str:
+    """Seeds of each main entry, then of each other group, e.g. ``spo 8, ppo 8, grpo 3; offpolicy 1``."""
+    main = s.runs[s.runs.group == "main"]
+    per_entry = ", ".join(f"{r} {k}" for r, k in main.groupby("study_run", sort=False).seed.nunique().items())
+    rest = s.runs[s.runs.group != "main"].groupby("group", sort=False).seed.nunique()
+    return "; ".join(x for x in (per_entry, ", ".join(f"{g} {k}" for g, k in rest.items())) if x)
 
 
 def settings(s: Study) -> str:
     r0 = s.runs.iloc[0]
-    seeds = s.runs.groupby("group").seed.nunique().to_dict()
     protocols = [p for p in ("policy", "paper") if (s.pp.protocol == p).any()]
     evaluated = {p: sorted(set(s.pp.group[s.pp.protocol == p]) - {"sft"}) for p in protocols}
     lines = [
         f"- Task: list-DSL program synthesis (\"code contests in miniature\"); the policy is a {n_params(s)} Llama "
         "trained from scratch by SFT, then RL from the SFT policy (= π_ref).",
         f"- RL budget, every run: {int(r0.updates)} updates × {int(r0.batch_size)} trajectories, β {r0.beta} in the "
-        f"main comparison; policy lr per algorithm (the lr sweep's choice): {lrs(s)}; seeds per group: "
-        f"{', '.join(f'{g} {k}' for g, k in seeds.items())}.",
+        f"main comparison; policy lr per entry (the lr sweep's choice): {lrs(s)}; seeds: {seed_counts(s)}.",
         f"- Held-out evaluation: {int(s.pp.n.iloc[0])} samples per problem; "
         + "; ".join(f"`{p}` protocol ({protocol_text(p)}) for "
                     + ("every run" if set(evaluated[p]) >= set(s.runs.group) else f"SFT and the {', '.join(evaluated[p])} runs")

@@ -78,13 +78,17 @@ def config_hash(cfg: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+PLACEMENT = ("tracking", "device")  # top-level keys that say where a run goes, not what it is
+
+
 def run_identity(cfg: Any) -> str:
-    """What makes two runs the same run: the hash of the resolved config without ``tracking``
-    (where the run is mirrored does not change what it computes). A run folder resumes only a
+    """What makes two runs the same run: the hash of the resolved config without ``tracking`` and
+    ``device`` (where the run is mirrored, and where it is placed, do not change what it computes: a
+    study run on CPU is not rerun to be read on a GPU machine, as its thread count is no part of it either). A run folder resumes only a
     checkpoint of the same identity; the Snakefile's ``params.conf`` is the same hash, so
     Snakemake reruns exactly the jobs whose identity changed."""
     d = to_container(cfg)
-    return config_hash({k: v for k, v in d.items() if k != "tracking"} if isinstance(d, dict) else d)
+    return config_hash({k: v for k, v in d.items() if k not in PLACEMENT} if isinstance(d, dict) else d)
 
 
 def flatten(d: Any, prefix: str = "", sep: str = ".", max_len: int = 6000) -> dict[str, str]:
