@@ -490,10 +490,20 @@ def correlation_table(s: Study) -> str:
     return "\n".join(lines)
 
 
-def wall_time(jobs: pd.DataFrame) -> tuple[float, float]:
-    """(seconds from the first job's start to the last job's end, job-seconds in all)."""
-    start = (jobs.end_time - jobs.s).min()
-    return float(jobs.end_time.max() - start), float(jobs.s.sum())
+def wall_time(jobs: pd.DataFrame) -> tuple[float, float, float]:
+    """(busy seconds: the length of the union of the jobs' running intervals, seconds from the first
+    job's start to the last job's end, job-seconds in all).
+
+    The busy time is the study's wall time: the span also counts gaps in which none of its jobs ran,
+    such as the lr sweep's RL jobs between the shared SFT model and the study's own RL jobs.
+    """
+    start, end = (jobs.end_time - jobs.s).to_numpy(float), jobs.end_time.to_numpy(float)
+    busy, reach = 0.0, -np.inf
+    for a, b in sorted(zip(start, end)):  # sweep the intervals in start order, adding what is new
+        if b > reach:
+            busy += b - max(a, reach)
+            reach = b
+    return busy, float(end.max() - start.min()), float(jobs.s.sum())
 
 
 def n_params(s: Study) -> str:
@@ -557,10 +567,12 @@ def settings(s: Study) -> str:
         "(analysis/stats.py).",
     ]
     if s.jobs is not None and len(s.jobs):
-        span, total = wall_time(s.jobs)
+        busy, span, total = wall_time(s.jobs)
         per_rule = s.jobs.groupby("rule").s.sum().sort_values(ascending=False) / 60
-        lines.append(f"- Wall time: **{span / 60:.1f} min** from the first job's start to the last job's end "
-                     f"(Snakemake `benchmark:` files, jobs.csv; figures and report excluded), {total / 60:.1f} "
+        lines.append(f"- Wall time: **{busy / 60:.1f} min** with a job of this study running (the union of its "
+                     f"jobs' running intervals; {span / 60:.1f} min from the first job's start to the last job's end, "
+                     "which also counts gaps where no job of it ran, e.g. another study's jobs between the shared SFT "
+                     f"model and its RL runs; Snakemake `benchmark:` files, jobs.csv; figures and report excluded), {total / 60:.1f} "
                      f"job-minutes in all ({', '.join(f'{r} {m:.1f}' for r, m in per_rule.items())}), "
                      f"{concurrency(s.jobs):.1f} jobs running at once on average.")
     return "\n".join(lines)

@@ -326,10 +326,13 @@ def test_the_wall_time_comes_from_jobs_csv():
     jobs = pd.DataFrame({"rule": ["data", "rl", "rl", "eval"], "name": ["", "spo_s0", "ppo_s0", "spo-s0"],
                          "s": [60.0, 600.0, 900.0, 120.0], "max_rss_mb": 1.0,
                          "end_time": [1060.0, 1700.0, 2000.0, 2200.0]})
-    assert report.wall_time(jobs) == (1200.0, 1680.0)  # first start 1000, last end 2200; 60 + 600 + 900 + 120
+    # running: data 1000-1060, spo 1100-1700, ppo 1100-2000, eval 2080-2200: busy 60 + 900 + 120 = 1080
+    # (gaps 1060-1100 and 2000-2080 not counted); span 1000-2200 = 1200; 60 + 600 + 900 + 120 = 1680
+    assert report.wall_time(jobs) == (1080.0, 1200.0, 1680.0)
     s = study(rows("spo", BASE), rows("ppo", BASE), jobs=jobs)
     text = report.settings(s)
-    assert "**20.0 min** from the first job's start to the last job's end" in text
+    assert "**18.0 min** with a job of this study running" in text
+    assert "20.0 min from the first job's start to the last job's end" in text
     assert "28.0 job-minutes in all (rl 25.0, eval 2.0, data 1.0)" in text
 
 
@@ -353,8 +356,8 @@ def test_report_of_the_fresh_committed_export(tmp_path):
         assert text.count(r.rule) == 1  # each rule stated once
     assert text.count(report.POWER_RULE) == 1 and "MDE = 1.43 × the 95 % CI half-width" in text
     assert f"{stats.N_BOOT} resamples" in text and "2 cores" not in text and "1 thread" not in text
-    span, total = report.wall_time(FRESH["jobs"])
-    assert f"**{span / 60:.1f} min**" in text and f"{total / 60:.1f} job-minutes" in text
+    busy, _, total = report.wall_time(FRESH["jobs"])
+    assert f"**{busy / 60:.1f} min**" in text and f"{total / 60:.1f} job-minutes" in text
     assert text.count("![F") == 9
     assert "| SPO against | val metric (δ) | κ* (nats) |" in text and "| PPO | pass@10 (0.02) |" in text
     assert "| `effective_programs` |" in text
