@@ -13,7 +13,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
@@ -29,7 +28,7 @@ from spolab.rollout.offpolicy import (
 )
 from spolab.rollout.trajectories import save_trajectories
 from spolab.tracking import Tracker
-from spolab.utils import seed_everything, set_threads, write_json
+from spolab.utils import autocast, generator, resolve_device, seed_everything, set_threads, write_json
 from spolab.validate import validate
 
 log = logging.getLogger(__name__)
@@ -48,10 +47,11 @@ def pool_stats(trajs) -> dict[str, float]:
 def run(cfg: DictConfig) -> dict:
     set_threads()
     validate(cfg, "sources")
+    device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     out = Path(cfg.out_dir)
     tok = load_tokenizer(cfg.sft_dir)
-    ref = load_model(cfg.sft_dir).eval().requires_grad_(False)
+    ref = load_model(cfg.sft_dir, device=device).eval().requires_grad_(False)
     problems = load_split(cfg.data_dir, "rl")[: cfg.problems]
     builders = {
         "expert": lambda: expert_trajectories(problems, tok, per_problem=cfg.expert.per_problem,
@@ -59,7 +59,7 @@ def run(cfg: DictConfig) -> dict:
         "other_policy": lambda: collect(ref, tok, problems, group_size=cfg.other_policy.per_problem,
                                         max_new_tokens=cfg.task.max_new_tokens,
                                         temperature=cfg.other_policy.temperature,
-                                        generator=torch.Generator().manual_seed(cfg.seed), source="other_policy",
+                                        generator=generator(device, cfg.seed), source="other_policy",
                                         version=0, reward_kind=cfg.task.reward, batch_size=cfg.forward_batch_size)[0],
         "decoding": lambda: decoding_trajectories(ref, tok, problems, restarts=cfg.decoding.restarts,
                                                     max_new_tokens=cfg.task.max_new_tokens,
@@ -70,7 +70,8 @@ def run(cfg: DictConfig) -> dict:
     }
     summary = {}
     with Tracker.from_config(out, cfg, run_name="sources",
-                             tags={"stage": "sources", "algo": "ref", "scale": cfg.scale.name}) as tracker:
+                             tags={"stage": "sources", "algo": "ref", "scale": cfg.scale.name}) as tracker, \
+            autocast(device, cfg.precision):
         for name in tqdm(POOL_SOURCES, desc="sources"):
             trajs = builders[name]()
             attach_ref_logp(ref, trajs, tok.pad_token_id, batch_size=cfg.forward_batch_size)

@@ -201,6 +201,17 @@ MODEL: list[Rule] = [
     ("model.max_positions", integer(1)),
 ]
 
+def device() -> Check:
+    from spolab.utils import device_name_error
+
+    return Check(device_name_error)
+
+
+PLACEMENT: list[Rule] = [  # every entry point that runs a model (spolab.utils.resolve_device / autocast)
+    ("device", device()),
+    ("precision", one_of("fp32", "bf16")),
+]
+
 TRACKING: list[Rule] = [
     ("tracking.uri", optional(text())),
     ("tracking.experiment", text()),
@@ -264,7 +275,7 @@ DATA_MIX: list[Rule] = [
 # ------------------------------------------------------------------------------------------ entry tables
 
 RL: list[Rule] = [
-    *SEED, *MODEL, *TRACKING, *ALGO_COMMON, *DATA_MIX,
+    *SEED, *MODEL, *TRACKING, *PLACEMENT, *ALGO_COMMON, *DATA_MIX,
     ("name", text()),
     ("updates", integer(1)),
     ("batch_size", integer(1)),
@@ -278,7 +289,8 @@ RL: list[Rule] = [
 ]
 
 SFT: list[Rule] = [
-    *SEED, *MODEL, *TRACKING,
+    *SEED, *MODEL, *TRACKING, *PLACEMENT,
+    ("sft.enabled", boolean()),
     ("sft.targets", one_of("generator", "all_solvers")),
     ("sft.solver_max_len", integer(1)),
     ("sft.flaw_rate", fraction()),
@@ -297,7 +309,7 @@ SFT: list[Rule] = [
 ]
 
 EVALUATE: list[Rule] = [
-    *SEED, *MODEL, *TRACKING,
+    *SEED, *MODEL, *TRACKING, *PLACEMENT,
     ("name", text()),
     ("splits", items(one_of(*SPLITS))),
     ("protocols", items(text())),
@@ -305,10 +317,10 @@ EVALUATE: list[Rule] = [
     ("ref_model_dir", optional(text())),
 ]
 
-Q0: list[Rule] = [*SEED, *MODEL, *TRACKING, ("n_ref", integer(1)), ("forward_batch_size", integer(1))]
+Q0: list[Rule] = [*SEED, *MODEL, *TRACKING, *PLACEMENT, ("n_ref", integer(1)), ("forward_batch_size", integer(1))]
 
 SOURCES: list[Rule] = [
-    *SEED, *MODEL, *TRACKING,
+    *SEED, *MODEL, *TRACKING, *PLACEMENT,
     ("problems", integer(1)),
     ("forward_batch_size", integer(1)),
     ("expert.per_problem", integer(1)),
@@ -321,7 +333,7 @@ SOURCES: list[Rule] = [
 DATA: list[Rule] = [*SEED, *MODEL]  # and TASK, as for every entry with a task
 
 BENCH: list[Rule] = [
-    *MODEL, *TRACKING,
+    *MODEL, *TRACKING, *PLACEMENT,
     ("sizes", items(text())),
     ("variants", items(text())),
     ("sft_size", text()),
@@ -620,11 +632,18 @@ def _rl_paths(cfg) -> None:
 def _sft_paths(cfg) -> None:
     name_or_path = get(cfg, "model.name_or_path")
     if name_or_path:
-        if not (Path(name_or_path) / "config.json").is_file():
+        from spolab.models.build import resolve_name_or_path
+
+        folder = Path(resolve_name_or_path(name_or_path))  # package:<module> -> its folder (ConfigError if absent)
+        gguf_file = OmegaConf.select(cfg, "model.gguf_file", default=None)
+        if gguf_file and not (folder / gguf_file).is_file():
+            raise MissingInput(f"model.gguf_file={gguf_file!r}: no such file in {folder} (model.name_or_path="
+                               f"{name_or_path!r})")
+        if not gguf_file and not (folder / "config.json").is_file():
             raise MissingInput(f"model.name_or_path={name_or_path!r}: must be null or a local model directory "
                                "holding config.json (hub ids are not fetched: download the checkpoint first, e.g. "
                                "`huggingface-cli download <id> --local-dir <dir>`)")
-        need_data(cfg, ["sft", "val"])
+        need_data(cfg, ["val"] if not get(cfg, "sft.enabled") else ["sft", "val"])
     else:
         need_data(cfg, ["sft", "val"], tokenizer=True)
 

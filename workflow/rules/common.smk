@@ -69,6 +69,22 @@ def conf_hash(entry, overrides=""):
     return run_identity(resolved(entry, overrides))
 
 
+def gpus(entry, overrides=""):
+    """GPUs one job of this entry requests (Snakemake's `gpu` resource): 1 when its resolved `device`
+    is cuda (a GPU scale sets `device: cuda`, conf/scale/paper.yaml), 0 for cpu and for auto, which
+    cannot know at DAG time where a job will land. The SLURM executor turns `gpu=1` into a GPU request
+    (workflow/profiles/slurm); locally, `snakemake --resources gpu=<GPUs>` runs that many GPU jobs at once."""
+    return 1 if str(resolved(entry, overrides).get("device", "cpu")).startswith("cuda") else 0
+
+
+def bench_device():
+    """What the bench's output files are named after (spolab.bench writes bench_<device type>.*)."""
+    return "cuda" if gpus("bench") else "cpu"
+
+
+BENCH_DEVICE = bench_device()
+
+
 def model_of(w):
     """The checkpoint an eval job scores: the SFT model, or an RL run's final model."""
     return f"{ROOT}/sft/model/config.json" if w.name == "sft" else f"{ROOT}/rl/{w.name}/model/config.json"

@@ -12,6 +12,8 @@ rule eval:
     benchmark:
         f"{ROOT}/benchmarks/eval/{{name}}.tsv"  # <rule>/<job>: read_jobs (analysis/export.py)
     threads: 1
+    resources:
+        gpu=gpus("evaluate"),
     conda:
         ENV
     params:

@@ -22,6 +22,7 @@ from spolab.rollout.sampler import decode_responses, encode_prompts, sample, sco
 from spolab.tasks import listdsl as dsl
 from spolab.tasks.problems import PROBES, Problem
 from spolab.tasks.render import prompt_text
+from spolab.utils import device_of, generator
 
 
 @torch.no_grad()
@@ -45,6 +46,7 @@ def generate(
     logprob_ref, the sequence log-probs behind the k1 estimate of KL(π‖π_ref). KL is a property of
     the policy, so tempered or nucleus samples (the paper protocol) carry none."""
     model.eval()
+    device = device_of(model)
     out: list[dict] = []
     per_chunk = max(1, batch_size // n)  # problems per sampler call (n samples share one prefill)
     bar = tqdm(total=len(problems) * n, desc="eval/generate", disable=not progress, mininterval=2, leave=False)
@@ -52,6 +54,7 @@ def generate(
         unique = problems[start : start + per_chunk]
         chunk = [(p, j) for p in unique for j in range(n)]
         ids, mask = encode_prompts(tokenizer, [prompt_text(p.examples) for p in unique])
+        ids, mask = ids.to(device), mask.to(device)
         ro = sample(
             model, ids, mask, max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_token_id,
             pad_id=tokenizer.pad_token_id, temperature=temperature, top_p=top_p, generator=generator,
@@ -168,7 +171,7 @@ def score_samples(
 def evaluate_policy(model, tokenizer, problems, protocol, *, max_new_tokens, batch_size=1024, seed=0,
                     prefix="eval", ref_model=None, reward="binary", progress=True):
     """generate -> execute -> score in one call (used for periodic validation during training)."""
-    gen = torch.Generator().manual_seed(seed)
+    gen = generator(device_of(model), seed)  # the CPU generator on the CPU: the same draws as before
     samples = generate(model, tokenizer, problems, n=protocol.n, temperature=protocol.temperature,
                        top_p=protocol.top_p, max_new_tokens=max_new_tokens, batch_size=batch_size,
                        generator=gen, ref_model=ref_model, progress=progress)

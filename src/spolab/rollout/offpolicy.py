@@ -32,6 +32,7 @@ from spolab.rollout.trajectories import ReplayBuffer, Trajectory
 from spolab.tasks import listdsl as dsl
 from spolab.tasks.problems import Problem, random_program
 from spolab.tasks.render import prompt_text
+from spolab.utils import device_of
 
 STORED_SOURCES = ("replay", "expert", "earlier_run", "other_policy", "decoding", "random")
 POOL_SOURCES = ("expert", "other_policy", "decoding", "random")  # built by spolab.sources
@@ -105,6 +106,7 @@ def decoding_trajectories(model, tok, problems: Sequence[Problem], *, restarts: 
     for start in range(0, len(problems), batch_size):
         chunk = list(problems[start : start + batch_size])
         ids, mask = encode_prompts(tok, [prompt_text(p.examples) for p in chunk])
+        ids, mask = ids.to(device_of(model)), mask.to(device_of(model))
         logits = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask)).logits[:, -1]  # (B, V)
         logits[:, tok.eos_token_id] = float("-inf")
         first = logits.topk(restarts, dim=-1).indices  # (B, R)
