@@ -13,8 +13,8 @@ import json
 
 import pytest
 import torch
-from conftest import rl_cfg, smoke_cfg
 
+from conftest import rl_cfg, smoke_cfg
 from spolab.config import run_identity
 from spolab.errors import ConfigError
 from spolab.models.build import build_model, build_tokenizer
