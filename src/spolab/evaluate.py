@@ -22,6 +22,7 @@ from spolab.config import CONF_DIR
 from spolab.data import load_split
 from spolab.eval.generate import evaluate_policy
 from spolab.models.build import load_model, load_tokenizer
+from spolab.tasks.base import get_task
 from spolab.tracking import Tracker
 from spolab.utils import (
     autocast,
@@ -57,6 +58,7 @@ def run(cfg: DictConfig) -> dict:
     tok = load_tokenizer(cfg.model_dir)
     model = load_model(cfg.model_dir, device=device).eval()
     ref = load_model(cfg.ref_model_dir, device=device).eval() if cfg.ref_model_dir else None
+    task = get_task(cfg.task)
     results = {}
     for split in cfg.splits:
         problems = load_split(cfg.data_dir, split)
@@ -76,6 +78,7 @@ def run(cfg: DictConfig) -> dict:
                 metrics, per_problem, samples = evaluate_policy(
                     model, tok, problems, protocol, max_new_tokens=cfg.task.max_new_tokens,
                     batch_size=cfg.forward_batch_size, seed=cfg.seed, prefix=split, ref_model=ref, reward=cfg.task.reward,
+                    task=task,
                 )
                 metrics.update(memory_metrics(device))
                 write_jsonl(out / "samples.jsonl", samples)

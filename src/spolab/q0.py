@@ -20,6 +20,7 @@ from spolab.data import load_split
 from spolab.models.build import load_model, load_tokenizer
 from spolab.rollout.collect import collect
 from spolab.rollout.trajectories import save_trajectories
+from spolab.tasks.base import get_task
 from spolab.tracking import Tracker
 from spolab.utils import autocast, generator, resolve_device, seed_everything, set_threads, write_json
 from spolab.validate import validate
@@ -41,7 +42,8 @@ def run(cfg: DictConfig) -> dict:
             autocast(device, cfg.precision):
         trajs, stats = collect(ref, tok, problems, group_size=cfg.n_ref, max_new_tokens=cfg.task.max_new_tokens,
                                generator=generator(device, cfg.seed), source="ref_samples", version=0,
-                               reward_kind=cfg.task.reward, batch_size=cfg.forward_batch_size)
+                               reward_kind=cfg.task.reward, batch_size=cfg.forward_batch_size,
+                               task=get_task(cfg.task))
         for t in trajs:
             t.ref_logp = t.behaviour_logp  # sampled from π_ref at temperature 1: the same numbers
         succ = Counter()

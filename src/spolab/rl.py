@@ -32,6 +32,7 @@ from spolab.eval.generate import evaluate_policy
 from spolab.models.build import load_model, load_tokenizer
 from spolab.rollout.offpolicy import STORED_SOURCES, SourceMixer, allocate
 from spolab.rollout.trajectories import ReplayBuffer, load_trajectories, save_trajectories
+from spolab.tasks.base import get_task
 from spolab.tracking import Tracker
 from spolab.train import train_step
 from spolab.utils import autocast, generator, memory_metrics, resolve_device, seed_everything, set_threads
@@ -144,6 +145,7 @@ def run(cfg: DictConfig) -> dict:
     behaviour = policy if sync_every == 1 else copy.deepcopy(policy).requires_grad_(False)
     replay = ReplayBuffer(cfg.replay_capacity, seed=cfg.seed)
     mixer = SourceMixer(load_pools(cfg, sources), replay, seed=cfg.seed)
+    task = get_task(cfg.task)  # renders the prompts and runs the programs (spolab.tasks.base)
     problems = load_split(cfg.data_dir, "rl")
     val = load_split(cfg.data_dir, "val")[: cfg.val_problems]
     step, fresh_total, wall = 0, 0, 0.0
@@ -172,7 +174,8 @@ def run(cfg: DictConfig) -> dict:
 
     def evaluate(step: int) -> dict:
         m, _, _ = evaluate_policy(policy, tok, val, cfg.val_protocol, max_new_tokens=cfg.task.max_new_tokens,
-                                  seed=cfg.seed, prefix="val", ref_model=ref, progress=False)
+                                  seed=cfg.seed, prefix="val", ref_model=ref, progress=False, task=task,
+                                  reward=cfg.task.reward)
         m = {k: v for k, v in m.items() if not k.endswith(("_lo", "_hi"))}
         tracker.log({**m, "data/fresh_samples": fresh_total, "perf/wall_s": wall}, step)
         return m
@@ -190,7 +193,7 @@ def run(cfg: DictConfig) -> dict:
             metrics, fresh, parts, times = train_step(
                 algo, behaviour, prompts.take(n_fresh // cfg.group_size), mixer, replay, counts,
                 group_size=cfg.group_size, max_new_tokens=cfg.task.max_new_tokens, temperature=cfg.temperature,
-                generator=gen, version=step - step % sync_every, reward_kind=cfg.task.reward)
+                generator=gen, version=step - step % sync_every, reward_kind=cfg.task.reward, task=task)
             step_s = time.perf_counter() - t0
             step += 1
             fresh_total += len(fresh)

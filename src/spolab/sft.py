@@ -37,7 +37,7 @@ from spolab.eval.generate import evaluate_policy
 from spolab.models.build import build_model, load_model, load_pretrained, load_tokenizer, n_params
 from spolab.rollout.sampler import encode_prompts, encode_responses, score
 from spolab.tasks import listdsl as dsl
-from spolab.tasks.render import prompt_text
+from spolab.tasks.base import get_task
 from spolab.tracking import Tracker
 from spolab.utils import autocast, memory_metrics, resolve_device, seed_everything, set_threads
 from spolab.validate import validate
@@ -129,7 +129,8 @@ def reference_only(cfg: DictConfig, device) -> dict:
                                    "scale": cfg.scale.name, "sft": "disabled"}) as tracker, \
             autocast(device, cfg.precision):
         m, _, _ = evaluate_policy(model, tok, val, cfg.val_protocol, max_new_tokens=cfg.task.max_new_tokens,
-                                  seed=cfg.seed, prefix="val", progress=False)
+                                  seed=cfg.seed, prefix="val", progress=False, task=get_task(cfg.task),
+                                  reward=cfg.task.reward)
         metrics = {k: v for k, v in m.items() if not k.endswith(("_lo", "_hi"))}
         tracker.log(metrics, 0)
         save_model(out / "model", model, tok)
@@ -151,11 +152,20 @@ def run(cfg: DictConfig) -> dict:
     final_dir = out / "model"
     gguf_file = cfg.model.get("gguf_file")
     tok = load_tokenizer(cfg.model.name_or_path or Path(cfg.data_dir) / "tokenizer", gguf_file=gguf_file)
+    task = get_task(cfg.task)
     train = load_split(cfg.data_dir, "sft")
     val = load_split(cfg.data_dir, "val")[: cfg.val_problems]
-    targets = sft_targets(train, cfg.sft.targets, cfg.sft.solver_max_len, cfg.sft.flaw_rate,
-                          list(cfg.sft.flaw_ops), cfg.seed)
-    n_flawed = sum(t[0] != p.program and len(t) == 1 for t, p in zip(targets, train)) if cfg.sft.flaw_rate else 0
+    if task.name == "listdsl":  # the miniature's targets: generators, all solvers, the habitual flaw
+        targets = sft_targets(train, cfg.sft.targets, cfg.sft.solver_max_len, cfg.sft.flaw_rate,
+                              list(cfg.sft.flaw_ops), cfg.seed)
+        n_flawed = sum(t[0] != p.program and len(t) == 1 for t, p in zip(targets, train)) if cfg.sft.flaw_rate else 0
+    else:  # a code task: the dataset's reference solutions; problems without one are not trained on
+        pairs = [(p, task.solutions(p)) for p in train]
+        train, targets = [p for p, t in pairs if t], [t for _, t in pairs if t]
+        n_flawed = 0
+        if not train:
+            raise ConfigError(f"task={task.name}: no problem of the sft split has a reference solution to train on; "
+                              "use sft.enabled=false (π_ref = the pretrained model)")
 
     # ---- model, optimiser, resume
     ckpt, start = resume_point(out, cfg)  # a checkpoint of this very config, or a clean start
@@ -188,7 +198,7 @@ def run(cfg: DictConfig) -> dict:
              n_flawed, n_params(model), total, device, cfg.precision, threads)
 
     # ---- prompts are tokenised once; targets per step (all_solvers draws one per problem)
-    prompts = [prompt_text(p.examples) for p in train]
+    prompts = [task.prompt(p) for p in train]
     pick = random.Random(f"{cfg.seed}-targets")
     if ckpt is not None:
         pick.setstate(state["pick_rng"])
@@ -227,7 +237,8 @@ def run(cfg: DictConfig) -> dict:
                 t_last, tok_count = time.perf_counter(), 0
             if (cfg.sft.eval_every and step % cfg.sft.eval_every == 0) or step == total:
                 m, _, _ = evaluate_policy(model, tok, val, cfg.val_protocol, max_new_tokens=cfg.task.max_new_tokens,
-                                          seed=cfg.seed, prefix="val", progress=False)
+                                          seed=cfg.seed, prefix="val", progress=False, task=task,
+                                          reward=cfg.task.reward)
                 tracker.log({k: v for k, v in m.items() if not k.endswith(("_lo", "_hi"))}, step)
                 log.info("step %d: loss %.3f val pass@1 %.3f", step, loss.item(), m["val/pass@1"])
                 metrics.update(m)

@@ -30,8 +30,8 @@ from spolab.rollout.collect import reward_of
 from spolab.rollout.sampler import _positions, decode_responses, encode_prompts, sample
 from spolab.rollout.trajectories import ReplayBuffer, Trajectory
 from spolab.tasks import listdsl as dsl
+from spolab.tasks.base import task_of
 from spolab.tasks.problems import Problem, random_program
-from spolab.tasks.render import prompt_text
 from spolab.utils import device_of
 
 STORED_SOURCES = ("replay", "expert", "earlier_run", "other_policy", "decoding", "random")
@@ -50,9 +50,9 @@ def allocate(batch_size: int, fresh_fraction: float, shares: dict[str, float]) -
     return counts
 
 
-def _prompt_ids(tok, problem: Problem) -> list[int]:
-    """The prompt as the sampler encodes it (BOS + prompt tokens, no padding)."""
-    ids, mask = encode_prompts(tok, [prompt_text(problem.examples)])
+def _prompt_ids(tok, problem) -> list[int]:
+    """The prompt as the sampler encodes it (BOS + prompt tokens, or the chat template; no padding)."""
+    ids, mask = encode_prompts(tok, [task_of([problem]).prompt(problem)])
     return ids[0][mask[0].bool()].tolist()
 
 
@@ -105,7 +105,7 @@ def decoding_trajectories(model, tok, problems: Sequence[Problem], *, restarts: 
     near_greedy = 1e-4  # temperature: the sampler's argmax (ties have probability ~0 with float logits)
     for start in range(0, len(problems), batch_size):
         chunk = list(problems[start : start + batch_size])
-        ids, mask = encode_prompts(tok, [prompt_text(p.examples) for p in chunk])
+        ids, mask = encode_prompts(tok, [task_of(chunk).prompt(p) for p in chunk])
         ids, mask = ids.to(device_of(model)), mask.to(device_of(model))
         logits = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask)).logits[:, -1]  # (B, V)
         logits[:, tok.eos_token_id] = float("-inf")
