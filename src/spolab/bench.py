@@ -70,21 +70,21 @@ def bench_trl_grpo(size: str, cfg, queue) -> None:
         raise ImportError("the trl_grpo bench variant needs TRL: pip install -e '.[bench]'") from e
     from spolab.config import load_config
     from spolab.data import load_split
-    from spolab.tasks import listdsl as dsl
-    from spolab.tasks.render import prompt_text
+    from spolab.tasks.base import task_of
     from spolab.utils import peak_memory_mb, resolve_device, sync
 
     cfg = OmegaConf.create(cfg)
     torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    rl_cfg = load_config("rl", ["algo=grpo", f"model={size}"])
+    rl_cfg = load_config("rl", ["algo=grpo", f"model={size}", f"scale={cfg.scale.name}"])
     policy, tok, init = _policy_for(size, cfg, rl_cfg)
     problems = load_split(cfg.data_dir, "rl")
+    task = task_of(problems)
     by_id = {p.id: p for p in problems}
-    ds = Dataset.from_list([{"prompt": prompt_text(p.examples), "problem_id": p.id} for p in problems[:2000]])
+    ds = Dataset.from_list([{"prompt": task.prompt(p), "problem_id": p.id} for p in problems[:2000]])
 
     def reward(prompts, completions, problem_id, **kw):
-        return [dsl.execute(c, by_id[i].all_tests()).reward() for c, i in zip(completions, problem_id)]
+        return [o.reward() for o in task.execute([by_id[i] for i in problem_id], list(completions))]
 
     class Timer(TrainerCallback):
         def __init__(self):
@@ -128,9 +128,10 @@ def _policy_for(size: str, cfg, rl_cfg):
     """(policy, tokenizer, checkpoint path): the SFT checkpoint for ``sft_size``, else a fresh model."""
     from spolab.models.build import build_model, load_model, load_tokenizer
 
-    tok = load_tokenizer(Path(cfg.data_dir) / "tokenizer")
     if size == cfg.sft_size and cfg.sft_dir and Path(cfg.sft_dir, "config.json").exists():
-        return load_model(cfg.sft_dir), tok, cfg.sft_dir  # the trained SFT policy: realistic lengths
+        # the SFT policy (π_ref, for a real model the pretrained one): realistic lengths
+        return load_model(cfg.sft_dir), load_tokenizer(cfg.sft_dir), cfg.sft_dir
+    tok = load_tokenizer(Path(cfg.data_dir) / "tokenizer")  # a fresh model of another size: the miniature's
     init = f"/tmp/spolab-bench-{size}-{os.getpid()}"
     build_model(rl_cfg.model, tok, seed=0).save_pretrained(init)
     tok.save_pretrained(init)
@@ -208,7 +209,7 @@ def bench_one(variant: str, size: str, cfg_dict: dict, queue) -> None:
     baseline = psutil.Process().memory_info().rss  # after imports: libraries are not the algorithm's
     algo_name, mix_name = VARIANTS[variant]
     steps = [f"algo.steps_per_batch={ppo_steps_per_update()}"] if variant == "spo_ppo_steps" else []
-    rl_cfg = load_config("rl", [f"algo={algo_name}", f"data_mix={mix_name}", f"model={size}",
+    rl_cfg = load_config("rl", [f"algo={algo_name}", f"data_mix={mix_name}", f"model={size}", f"scale={cfg.scale.name}",
                                 f"batch_size={cfg.batch_size}", f"group_size={cfg.group_size}", *steps])
     algo_cls = get_algorithm(algo_name)
     policy, tok, init = _policy_for(size, cfg, rl_cfg)
@@ -301,16 +302,16 @@ def sampler_vs_generate(cfg, size: str, repeats: int = 5) -> list[dict]:
     from spolab.config import load_config
     from spolab.data import load_split
     from spolab.rollout.sampler import encode_prompts, sample
-    from spolab.tasks.render import prompt_text
+    from spolab.tasks.base import task_of
     from spolab.utils import autocast, resolve_device, sync
 
     device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads)
-    rl_cfg = load_config("rl", [f"model={size}"])
+    rl_cfg = load_config("rl", [f"model={size}", f"scale={cfg.scale.name}"])
     policy, tok, _ = _policy_for(size, cfg, rl_cfg)
     policy.to(device).eval()
     probs = load_split(cfg.data_dir, "rl")[: cfg.batch_size // cfg.group_size]
-    ids, mask = encode_prompts(tok, [prompt_text(p.examples) for p in probs])
+    ids, mask = encode_prompts(tok, [task_of(probs).prompt(p) for p in probs])
     ids, mask = ids.to(device), mask.to(device)
     k, T = cfg.group_size, rl_cfg.task.max_new_tokens
     kw = dict(max_new_tokens=T, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)

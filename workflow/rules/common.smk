@@ -69,6 +69,14 @@ def conf_hash(entry, overrides=""):
     return run_identity(resolved(entry, overrides))
 
 
+def eval_splits():
+    """workflow/config.yaml's eval_splits that the scale's task builds (HumanEval has no ood split)."""
+    from spolab.tasks.base import task_splits
+
+    built = task_splits(resolved("data")["task"])
+    return [s for s in config["eval_splits"] if s in built]
+
+
 def gpus(entry, overrides=""):
     """GPUs one job of this entry requests (Snakemake's `gpu` resource): 1 when its resolved `device`
     is cuda (a GPU scale sets `device: cuda`, conf/scale/paper.yaml), 0 for cpu and for auto, which
@@ -83,6 +91,7 @@ def bench_device():
 
 
 BENCH_DEVICE = bench_device()
+EVAL_SPLITS = eval_splits()
 
 
 def model_of(w):

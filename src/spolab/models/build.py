@@ -125,6 +125,12 @@ def load_model(path: str | Path, dtype: torch.dtype = torch.float32, device: str
     ``save_pretrained`` writes it as safetensors, in the dtype it was loaded in (fp32)."""
     path = resolve_name_or_path(str(path))
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **_local(path), **_gguf(gguf_file))
+    if gguf_file:  # the weights are dequantised dense tensors now: nothing of the GGUF quantisation is left,
+        # but transformers keeps its quantizer and then refuses save_pretrained ("not serializable")
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if getattr(model.config, "quantization_config", None) is not None:
+            del model.config.quantization_config
     return model.to(device)
 
 

@@ -129,6 +129,26 @@ def task_of(problems: Sequence, task: Task | None = None) -> Task:
     raise ValueError(f"no registered task claims a problem of type {type(problems[0]).__name__}")
 
 
+def task_splits(cfg) -> list[str]:
+    """The splits a task config builds (what the Snakefile evaluates on): listdsl's ``splits`` with a
+    size > 0, humaneval's ``fractions``, codecontests' ``paths`` (or its ``from_dsl`` splits)."""
+    get = (lambda k: cfg.get(k)) if hasattr(cfg, "get") else (lambda k: None)
+    name = get("name")
+    if name == "humaneval":
+        return [s for s, f in dict(get("fractions") or {}).items() if f]
+    if name == "codecontests":
+        if get("from_dsl"):
+            from omegaconf import OmegaConf
+
+            from spolab.config import CONF_DIR
+
+            base = OmegaConf.load(CONF_DIR / "task" / "listdsl.yaml")
+            merged = OmegaConf.merge(base, get("from_dsl"))
+            return [s for s, n in dict(merged.splits).items() if n]
+        return list(dict(get("paths") or {}))
+    return [s for s, n in dict(get("splits") or {}).items() if n]
+
+
 def exec_threads(cfg) -> int:
     """Threads that run a code task's programs: ``task.exec_threads``, or the job's thread count."""
     n = cfg.get("exec_threads") if hasattr(cfg, "get") else None
