@@ -69,12 +69,22 @@ def conf_hash(entry, overrides=""):
     return run_identity(resolved(entry, overrides))
 
 
+def data_outputs():
+    """(the splits the scale's task builds, whether it writes its own tokenizer): the data rule's
+    outputs. listdsl builds sft/rl/val/test/ood and a word-level tokenizer; HumanEval rl/val/test and
+    no tokenizer (a real model brings its own)."""
+    from spolab.tasks.base import task_class, task_splits
+
+    task = resolved("data")["task"]
+    return task_splits(task), task_class(task["name"]).builds_tokenizer
+
+
+TASK_SPLITS, TASK_TOKENIZER = data_outputs()
+
+
 def eval_splits():
     """workflow/config.yaml's eval_splits that the scale's task builds (HumanEval has no ood split)."""
-    from spolab.tasks.base import task_splits
-
-    built = task_splits(resolved("data")["task"])
-    return [s for s in config["eval_splits"] if s in built]
+    return [s for s in config["eval_splits"] if s in TASK_SPLITS]
 
 
 def gpus(entry, overrides=""):
