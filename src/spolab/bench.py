@@ -70,21 +70,21 @@ def bench_trl_grpo(size: str, cfg, queue) -> None:
         raise ImportError("the trl_grpo bench variant needs TRL: pip install -e '.[bench]'") from e
     from spolab.config import load_config
     from spolab.data import load_split
-    from spolab.tasks import listdsl as dsl
-    from spolab.tasks.render import prompt_text
-    from spolab.utils import default_device, peak_memory_mb, sync
+    from spolab.tasks.base import task_of
+    from spolab.utils import peak_memory_mb, resolve_device, sync
 
     cfg = OmegaConf.create(cfg)
     torch.set_num_threads(cfg.threads)
-    device = default_device()
-    rl_cfg = load_config("rl", ["algo=grpo", f"model={size}"])
+    device = resolve_device(cfg.device)
+    rl_cfg = load_config("rl", ["algo=grpo", f"model={size}", f"scale={cfg.scale.name}"])
     policy, tok, init = _policy_for(size, cfg, rl_cfg)
     problems = load_split(cfg.data_dir, "rl")
+    task = task_of(problems)
     by_id = {p.id: p for p in problems}
-    ds = Dataset.from_list([{"prompt": prompt_text(p.examples), "problem_id": p.id} for p in problems[:2000]])
+    ds = Dataset.from_list([{"prompt": task.prompt(p), "problem_id": p.id} for p in problems[:2000]])
 
     def reward(prompts, completions, problem_id, **kw):
-        return [dsl.execute(c, by_id[i].all_tests()).reward() for c, i in zip(completions, problem_id)]
+        return [o.reward() for o in task.execute([by_id[i] for i in problem_id], list(completions))]
 
     class Timer(TrainerCallback):
         def __init__(self):
@@ -101,8 +101,9 @@ def bench_trl_grpo(size: str, cfg, queue) -> None:
         output_dir=f"/tmp/spolab-trl-{os.getpid()}", per_device_train_batch_size=cfg.batch_size,
         num_generations=cfg.group_size, steps_per_generation=1, max_completion_length=rl_cfg.task.max_new_tokens,
         beta=rl_cfg.algo.beta, learning_rate=rl_cfg.algo.lr, max_steps=cfg.warmup + cfg.repeats, logging_steps=1,
-        report_to="none", use_cpu=device.type == "cpu", save_strategy="no", temperature=1.0, top_p=1.0,
-        disable_tqdm=True, bf16=False, seed=0,
+        report_to="none", use_cpu=device.type == "cpu", bf16=cfg.precision == "bf16", save_strategy="no",
+        temperature=1.0, top_p=1.0,
+        disable_tqdm=True, seed=0,
     )
     timer = Timer()
     trainer = GRPOTrainer(model=policy, reward_funcs=reward, args=args, train_dataset=ds, processing_class=tok,
@@ -127,9 +128,10 @@ def _policy_for(size: str, cfg, rl_cfg):
     """(policy, tokenizer, checkpoint path): the SFT checkpoint for ``sft_size``, else a fresh model."""
     from spolab.models.build import build_model, load_model, load_tokenizer
 
-    tok = load_tokenizer(Path(cfg.data_dir) / "tokenizer")
     if size == cfg.sft_size and cfg.sft_dir and Path(cfg.sft_dir, "config.json").exists():
-        return load_model(cfg.sft_dir), tok, cfg.sft_dir  # the trained SFT policy: realistic lengths
+        # the SFT policy (π_ref, for a real model the pretrained one): realistic lengths
+        return load_model(cfg.sft_dir), load_tokenizer(cfg.sft_dir), cfg.sft_dir
+    tok = load_tokenizer(Path(cfg.data_dir) / "tokenizer")  # a fresh model of another size: the miniature's
     init = f"/tmp/spolab-bench-{size}-{os.getpid()}"
     build_model(rl_cfg.model, tok, seed=0).save_pretrained(init)
     tok.save_pretrained(init)
@@ -199,15 +201,15 @@ def bench_one(variant: str, size: str, cfg_dict: dict, queue) -> None:
     from spolab.rollout.offpolicy import SourceMixer, allocate
     from spolab.rollout.trajectories import ReplayBuffer
     from spolab.train import train_step
-    from spolab.utils import default_device, peak_memory_mb, reset_peak_memory
+    from spolab.utils import autocast, peak_memory_mb, reset_peak_memory, resolve_device
 
     cfg = OmegaConf.create(cfg_dict)
     torch.set_num_threads(cfg.threads)
-    device = default_device()
+    device = resolve_device(cfg.device)
     baseline = psutil.Process().memory_info().rss  # after imports: libraries are not the algorithm's
     algo_name, mix_name = VARIANTS[variant]
     steps = [f"algo.steps_per_batch={ppo_steps_per_update()}"] if variant == "spo_ppo_steps" else []
-    rl_cfg = load_config("rl", [f"algo={algo_name}", f"data_mix={mix_name}", f"model={size}",
+    rl_cfg = load_config("rl", [f"algo={algo_name}", f"data_mix={mix_name}", f"model={size}", f"scale={cfg.scale.name}",
                                 f"batch_size={cfg.batch_size}", f"group_size={cfg.group_size}", *steps])
     algo_cls = get_algorithm(algo_name)
     policy, tok, init = _policy_for(size, cfg, rl_cfg)
@@ -234,6 +236,8 @@ def bench_one(variant: str, size: str, cfg_dict: dict, queue) -> None:
     times: dict[str, list[float]] = {"sample": [], "score_mix": [], "update": []}
     tokens_sampled, tokens_trained, batch_trajs = [], [], []
     reset_peak_memory(device)
+    precision = autocast(device, cfg.precision)
+    precision.__enter__()  # every step below, as rl.py runs them (bf16 forward passes, fp32 log-probs)
     for i in range(cfg.warmup + cfg.repeats):  # the first step finds the replay buffer empty, as in rl.py
         _, fresh, parts, t = step(i)
         if i >= cfg.warmup:
@@ -247,12 +251,13 @@ def bench_one(variant: str, size: str, cfg_dict: dict, queue) -> None:
     # backward) and the saved-tensor counter (only the update saves tensors for backward)
     with FlopCounterMode(display=False) as fc, SavedActivations() as acts:
         step(cfg.warmup + cfg.repeats)
+    precision.__exit__(None, None, None)
     flops = fc.get_total_flops()
 
     med = {k: statistics.median(v) for k, v in times.items()}
     step_s = sum(med.values())
     row = {
-        "variant": variant, "size": size, "device": device.type,
+        "variant": variant, "size": size, "device": device.type, "precision": cfg.precision,
         "params_M": sum(p.numel() for p in policy.parameters()) / 1e6,
         "opt_steps_per_update": algo.steps_per_update,
         "sample_s": med["sample"], "score_s": med["score_mix"], "update_s": med["update"], "step_s": step_s,
@@ -297,16 +302,16 @@ def sampler_vs_generate(cfg, size: str, repeats: int = 5) -> list[dict]:
     from spolab.config import load_config
     from spolab.data import load_split
     from spolab.rollout.sampler import encode_prompts, sample
-    from spolab.tasks.render import prompt_text
-    from spolab.utils import default_device, sync
+    from spolab.tasks.base import task_of
+    from spolab.utils import autocast, resolve_device, sync
 
-    device = default_device()
+    device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads)
-    rl_cfg = load_config("rl", [f"model={size}"])
+    rl_cfg = load_config("rl", [f"model={size}", f"scale={cfg.scale.name}"])
     policy, tok, _ = _policy_for(size, cfg, rl_cfg)
     policy.to(device).eval()
     probs = load_split(cfg.data_dir, "rl")[: cfg.batch_size // cfg.group_size]
-    ids, mask = encode_prompts(tok, [prompt_text(p.examples) for p in probs])
+    ids, mask = encode_prompts(tok, [task_of(probs).prompt(p) for p in probs])
     ids, mask = ids.to(device), mask.to(device)
     k, T = cfg.group_size, rl_cfg.task.max_new_tokens
     kw = dict(max_new_tokens=T, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
@@ -319,7 +324,7 @@ def sampler_vs_generate(cfg, size: str, repeats: int = 5) -> list[dict]:
             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, top_k=0, top_p=1.0, temperature=1.0),
     }
     rows = []
-    with torch.no_grad():
+    with torch.no_grad(), autocast(device, cfg.precision):
         for name, fn in ways.items():
             ts = []
             for i in range(repeats + 2):
@@ -353,11 +358,11 @@ def _result(q, proc, what: str) -> dict:
 def run(cfg: DictConfig) -> list[dict]:
     import pandas as pd
 
-    from spolab.utils import default_device, device_name
+    from spolab.utils import device_name, resolve_device
 
     validate(cfg, "bench")
     ctx = mp.get_context("spawn")
-    device = default_device()
+    device = resolve_device(cfg.device)
     peak = matmul_gflops(cfg.threads, device)
     log.info("fp32 matmul throughput: %.1f GFLOP/s (%d threads, %s)", peak, cfg.threads, device)
     rows = []
@@ -385,7 +390,7 @@ def run(cfg: DictConfig) -> list[dict]:
     df.to_csv(out / f"bench_{device.type}.csv", index=False, float_format="%.4g")
     sampler = pd.DataFrame([r for size in cfg.sizes for r in sampler_vs_generate(cfg, size)])
     sampler.to_csv(out / f"sampler_{device.type}.csv", index=False, float_format="%.4g")
-    header = (f"# Benchmark ({device.type}: {device_name(device)}, {cfg.threads} threads, fp32, batch {cfg.batch_size} = "
+    header = (f"# Benchmark ({device.type}: {device_name(device)}, {cfg.threads} threads, {cfg.precision} forward passes, batch {cfg.batch_size} = "
               f"{cfg.batch_size // cfg.group_size} prompts x {cfg.group_size}, median of {cfg.repeats} updates after "
               f"{cfg.warmup} warm-up; measured fp32 matmul peak {peak:.1f} GFLOP/s)\n\n")
     text = (header + df.to_markdown(index=False, floatfmt=".4g") + "\n\n## Sampling "

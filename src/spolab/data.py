@@ -1,7 +1,9 @@
-"""``python -m spolab.data``: build the list-DSL dataset, its splits and the tokenizer.
+"""``python -m spolab.data``: build the task's splits (and, for the miniature, its tokenizer).
 
-Writes ``{out_dir}/{split}.jsonl`` (one problem per line), ``meta.json`` (sizes, class
-counts, solver statistics) and ``tokenizer/``. The same seed gives byte-identical files.
+Writes ``{out_dir}/{split}.jsonl`` (one problem per line), ``meta.json`` (sizes and the task's
+summary, e.g. class counts and solver statistics of the list DSL, and the task config) and, for a
+task with its own vocabulary, ``tokenizer/``. The same seed gives byte-identical files. The task is
+``task=<name>`` (spolab.tasks.base): listdsl, humaneval, codecontests.
 """
 
 from __future__ import annotations
@@ -15,10 +17,9 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from spolab.cli import entry
-from spolab.models.build import build_tokenizer
 from spolab.tasks import listdsl as dsl
+from spolab.tasks.base import get_task
 from spolab.tasks.problems import Problem, iter_problems, sample_classes
-from spolab.tasks.render import task_vocab
 from spolab.utils import set_threads, write_json, write_jsonl
 from spolab.validate import check_task, validate
 
@@ -78,23 +79,31 @@ def run(cfg: DictConfig) -> dict:
     set_threads()
     validate(cfg, "data")
     out = Path(cfg.out_dir)
-    splits, meta = build_dataset(cfg.task, cfg.seed)
+    task = get_task(cfg.task)
+    splits, meta = task.build(cfg.seed)
     for split, probs in splits.items():
         write_jsonl(out / f"{split}.jsonl", (p.to_json() for p in probs))
-    build_tokenizer(task_vocab()).save_pretrained(str(out / "tokenizer"))
+    if task.builds_tokenizer:
+        task.save_tokenizer(out / "tokenizer")
     meta["task"] = OmegaConf.to_container(cfg.task, resolve=True)
     write_json(out / "meta.json", meta)
-    log.info("dataset written to %s: %s; median solvers %s", out, meta["sizes"], meta["median_solvers"])
+    log.info("dataset written to %s: %s; %s", out, meta["sizes"],
+             {k: v for k, v in meta.items() if k not in ("sizes", "task")})
     return meta
 
 
-def load_split(data_dir: str | Path, split: str) -> list[Problem]:
+def load_split(data_dir: str | Path, split: str) -> list:
+    """The problems of one split, as the task the folder was built for reads them (meta.json)."""
     path = Path(data_dir) / f"{split}.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run `python -m spolab.data` (or the Snakemake data rule) first")
+    from spolab.tasks.base import task_of_data
     from spolab.utils import read_jsonl
 
-    return [Problem.from_json(d) for d in read_jsonl(path)]
+    task = task_of_data(data_dir) if (Path(data_dir) / "meta.json").exists() else None
+    if task is None:  # a folder of problems without meta.json: the miniature's, as before meta recorded the task
+        return [Problem.from_json(d) for d in read_jsonl(path)]
+    return [task.problem_from_json(d) for d in read_jsonl(path)]
 
 
 main = entry("data", run)

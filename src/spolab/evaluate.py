@@ -22,8 +22,18 @@ from spolab.config import CONF_DIR
 from spolab.data import load_split
 from spolab.eval.generate import evaluate_policy
 from spolab.models.build import load_model, load_tokenizer
+from spolab.tasks.base import get_task
 from spolab.tracking import Tracker
-from spolab.utils import seed_everything, set_threads, write_json, write_jsonl
+from spolab.utils import (
+    autocast,
+    memory_metrics,
+    reset_peak_memory,
+    resolve_device,
+    seed_everything,
+    set_threads,
+    write_json,
+    write_jsonl,
+)
 from spolab.validate import validate
 
 log = logging.getLogger(__name__)
@@ -42,11 +52,13 @@ def run(cfg: DictConfig) -> dict:
     each pair writes ``{out_dir}/{split}-{protocol}/`` and is one MLflow run."""
     set_threads()
     validate(cfg, "evaluate")
+    device = resolve_device(cfg.device)
     if not (Path(cfg.model_dir) / "config.json").exists():
         raise FileNotFoundError(f"model_dir={cfg.model_dir} holds no saved model (config.json missing)")
     tok = load_tokenizer(cfg.model_dir)
-    model = load_model(cfg.model_dir).eval()
-    ref = load_model(cfg.ref_model_dir).eval() if cfg.ref_model_dir else None
+    model = load_model(cfg.model_dir, device=device).eval()
+    ref = load_model(cfg.ref_model_dir, device=device).eval() if cfg.ref_model_dir else None
+    task = get_task(cfg.task)
     results = {}
     for split in cfg.splits:
         problems = load_split(cfg.data_dir, split)
@@ -61,11 +73,14 @@ def run(cfg: DictConfig) -> dict:
                 out, cfg, run_name=f"eval-{cfg.name}-{split}-{protocol.name}",
                 tags={"stage": "eval", "algo": cfg.name, "split": split, "protocol": protocol.name,
                       "scale": cfg.scale.name, "seed": str(cfg.seed)},
-            ) as tracker:
+            ) as tracker, autocast(device, cfg.precision):
+                reset_peak_memory(device)
                 metrics, per_problem, samples = evaluate_policy(
                     model, tok, problems, protocol, max_new_tokens=cfg.task.max_new_tokens,
                     batch_size=cfg.forward_batch_size, seed=cfg.seed, prefix=split, ref_model=ref, reward=cfg.task.reward,
+                    task=task,
                 )
+                metrics.update(memory_metrics(device))
                 write_jsonl(out / "samples.jsonl", samples)
                 write_json(out / "per_problem.json", per_problem)
                 finite = {k: v if math.isfinite(v) else None for k, v in metrics.items()}  # NaN: a per-solved

@@ -13,7 +13,6 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import torch
 from omegaconf import DictConfig
 
 from spolab.cli import entry
@@ -21,8 +20,9 @@ from spolab.data import load_split
 from spolab.models.build import load_model, load_tokenizer
 from spolab.rollout.collect import collect
 from spolab.rollout.trajectories import save_trajectories
+from spolab.tasks.base import get_task
 from spolab.tracking import Tracker
-from spolab.utils import seed_everything, set_threads, write_json
+from spolab.utils import autocast, generator, resolve_device, seed_everything, set_threads, write_json
 from spolab.validate import validate
 
 log = logging.getLogger(__name__)
@@ -31,16 +31,19 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig) -> dict:
     set_threads()
     validate(cfg, "q0")
+    device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     out = Path(cfg.out_dir)
     tok = load_tokenizer(cfg.sft_dir)
-    ref = load_model(cfg.sft_dir).eval()
+    ref = load_model(cfg.sft_dir, device=device).eval()
     problems = load_split(cfg.data_dir, "rl")
     with Tracker.from_config(out, cfg, run_name=f"q0-n{cfg.n_ref}",
-                             tags={"stage": "q0", "algo": "ref", "scale": cfg.scale.name}) as tracker:
+                             tags={"stage": "q0", "algo": "ref", "scale": cfg.scale.name}) as tracker, \
+            autocast(device, cfg.precision):
         trajs, stats = collect(ref, tok, problems, group_size=cfg.n_ref, max_new_tokens=cfg.task.max_new_tokens,
-                               generator=torch.Generator().manual_seed(cfg.seed), source="ref_samples", version=0,
-                               reward_kind=cfg.task.reward, batch_size=cfg.forward_batch_size)
+                               generator=generator(device, cfg.seed), source="ref_samples", version=0,
+                               reward_kind=cfg.task.reward, batch_size=cfg.forward_batch_size,
+                               task=get_task(cfg.task))
         for t in trajs:
             t.ref_logp = t.behaviour_logp  # sampled from π_ref at temperature 1: the same numbers
         succ = Counter()

@@ -32,9 +32,10 @@ from spolab.eval.generate import evaluate_policy
 from spolab.models.build import load_model, load_tokenizer
 from spolab.rollout.offpolicy import STORED_SOURCES, SourceMixer, allocate
 from spolab.rollout.trajectories import ReplayBuffer, load_trajectories, save_trajectories
+from spolab.tasks.base import get_task
 from spolab.tracking import Tracker
 from spolab.train import train_step
-from spolab.utils import seed_everything, set_threads
+from spolab.utils import autocast, generator, memory_metrics, resolve_device, seed_everything, set_threads
 from spolab.validate import validate
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,7 @@ def source_metrics(parts: dict[str, list], batch_size: int) -> dict[str, float]:
 def run(cfg: DictConfig) -> dict:
     threads = set_threads()
     validate(cfg, "rl")
+    device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     out = Path(cfg.out_dir)
     final_dir = out / "model"
@@ -135,18 +137,19 @@ def run(cfg: DictConfig) -> dict:
         shutil.rmtree(final_dir, ignore_errors=True)
         (out / "trajectories.jsonl").unlink(missing_ok=True)
     tok = load_tokenizer(cfg.sft_dir)
-    policy = load_model(ckpt if ckpt is not None else cfg.sft_dir)
-    ref = load_model(cfg.sft_dir).eval().requires_grad_(False)
+    policy = load_model(ckpt if ckpt is not None else cfg.sft_dir, device=device)
+    ref = load_model(cfg.sft_dir, device=device).eval().requires_grad_(False)
     q0 = load_q0(cfg.q0_path, cfg.algo.beta, cfg.algo.loss, cfg.algo.q0_estimator) if algo_cls.needs_q0 else None
     algo = algo_cls(cfg.algo, policy, ref, tok, q0=q0, seed=cfg.seed, init_path=str(cfg.sft_dir),
-                    total_updates=cfg.updates)
+                    total_updates=cfg.updates).to(device)  # PPO's critic, loaded in __init__, too
     behaviour = policy if sync_every == 1 else copy.deepcopy(policy).requires_grad_(False)
     replay = ReplayBuffer(cfg.replay_capacity, seed=cfg.seed)
     mixer = SourceMixer(load_pools(cfg, sources), replay, seed=cfg.seed)
+    task = get_task(cfg.task)  # renders the prompts and runs the programs (spolab.tasks.base)
     problems = load_split(cfg.data_dir, "rl")
     val = load_split(cfg.data_dir, "val")[: cfg.val_problems]
     step, fresh_total, wall = 0, 0, 0.0
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = generator(device, cfg.seed)
     if ckpt is not None:
         state = load_state(ckpt)
         algo.load_state_dict(state["algo"])
@@ -166,19 +169,20 @@ def run(cfg: DictConfig) -> dict:
               "beta": str(cfg.algo.beta), "scale": cfg.scale.name, "study_run": str(cfg.study_run),
               "study_group": str(cfg.study_group)},
     )
-    log.info("%s: %d updates x %d trajectories (%d fresh), %d threads", cfg.name, cfg.updates, cfg.batch_size,
-             n_fresh, threads)
+    log.info("%s: %d updates x %d trajectories (%d fresh), on %s (%s), %d threads", cfg.name, cfg.updates,
+             cfg.batch_size, n_fresh, device, cfg.precision, threads)
 
     def evaluate(step: int) -> dict:
         m, _, _ = evaluate_policy(policy, tok, val, cfg.val_protocol, max_new_tokens=cfg.task.max_new_tokens,
-                                  seed=cfg.seed, prefix="val", ref_model=ref, progress=False)
+                                  seed=cfg.seed, prefix="val", ref_model=ref, progress=False, task=task,
+                                  reward=cfg.task.reward)
         m = {k: v for k, v in m.items() if not k.endswith(("_lo", "_hi"))}
         tracker.log({**m, "data/fresh_samples": fresh_total, "perf/wall_s": wall}, step)
         return m
 
     bar = tqdm(total=cfg.updates, initial=step, desc=cfg.name, mininterval=2)
     metrics: dict = {}
-    with tracker:
+    with tracker, autocast(device, cfg.precision):
         if step == 0:
             metrics.update(evaluate(0))  # the SFT policy, on the same axis
         while step < cfg.updates:
@@ -189,7 +193,7 @@ def run(cfg: DictConfig) -> dict:
             metrics, fresh, parts, times = train_step(
                 algo, behaviour, prompts.take(n_fresh // cfg.group_size), mixer, replay, counts,
                 group_size=cfg.group_size, max_new_tokens=cfg.task.max_new_tokens, temperature=cfg.temperature,
-                generator=gen, version=step - step % sync_every, reward_kind=cfg.task.reward)
+                generator=gen, version=step - step % sync_every, reward_kind=cfg.task.reward, task=task)
             step_s = time.perf_counter() - t0
             step += 1
             fresh_total += len(fresh)
@@ -207,6 +211,7 @@ def run(cfg: DictConfig) -> dict:
                 "data/fresh_samples": fresh_total, "data/batch_size": batch_size,
                 "perf/sample_s": times["sample"], "perf/score_mix_s": times["score_mix"],
                 "perf/update_s": times["update"], "perf/step_s": step_s, "perf/wall_s": wall,
+                **memory_metrics(device),
             })
             if step % cfg.log_every == 0 or step == cfg.updates:
                 tracker.log(metrics, step)

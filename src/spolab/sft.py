@@ -5,6 +5,10 @@ program after its prompt; the loss is the mean token cross-entropy over response
 Targets: ``generator`` (the generating program) or ``all_solvers`` (each epoch, one program
 drawn from all equivalent programs of <= ``solver_max_len`` primitives: a softer target).
 
+With ``sft.enabled=false`` nothing is trained: π_ref is ``model.name_or_path`` itself (an instruct
+model, as the paper's π_ref is Llama-3.1-8B-Instruct), validated and saved as this step's model, so
+every later step reads ``{out_dir}/model`` either way.
+
 Checkpoints every ``ckpt_every`` steps into ``{out_dir}/checkpoint`` (model, optimizer,
 schedule, RNG); a killed run restarted with the same command resumes from there. The final
 model and tokenizer go to ``{out_dir}/model``.
@@ -28,13 +32,14 @@ from spolab.checkpoint import load_state, remove_checkpoints, resume_point, save
 from spolab.cli import entry
 from spolab.config import run_identity
 from spolab.data import load_split
+from spolab.errors import ConfigError
 from spolab.eval.generate import evaluate_policy
-from spolab.models.build import build_model, load_model, load_tokenizer, n_params
+from spolab.models.build import build_model, load_model, load_pretrained, load_tokenizer, n_params
 from spolab.rollout.sampler import encode_prompts, encode_responses, score
 from spolab.tasks import listdsl as dsl
-from spolab.tasks.render import prompt_text
+from spolab.tasks.base import get_task
 from spolab.tracking import Tracker
-from spolab.utils import seed_everything, set_threads
+from spolab.utils import autocast, memory_metrics, resolve_device, seed_everything, set_threads
 from spolab.validate import validate
 
 log = logging.getLogger(__name__)
@@ -109,29 +114,69 @@ def lr_at(step: int, total: int, lr: float, warmup: int, min_ratio: float) -> fl
     return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
+def reference_only(cfg: DictConfig, device) -> dict:
+    """``sft.enabled=false``: π_ref is the pretrained model itself. Validates it like a trained one
+    and saves it (safetensors, fp32: a GGUF checkpoint cannot be written back as GGUF) as this
+    step's model, which q0, sources, rl and evaluate read."""
+    if not cfg.model.name_or_path:
+        raise ConfigError("sft.enabled=false: π_ref is then the pretrained model, so model.name_or_path must name "
+                          "one (a folder, or package:<module>); the from-scratch miniature needs SFT")
+    out = Path(cfg.out_dir)
+    model, tok = load_pretrained(cfg.model, device)
+    val = load_split(cfg.data_dir, "val")[: cfg.val_problems]
+    with Tracker.from_config(out, cfg, run_name=f"sft-{cfg.model.name}-s{cfg.seed}",
+                             tags={"stage": "sft", "algo": "sft", "model": cfg.model.name, "seed": str(cfg.seed),
+                                   "scale": cfg.scale.name, "sft": "disabled"}) as tracker, \
+            autocast(device, cfg.precision):
+        m, _, _ = evaluate_policy(model, tok, val, cfg.val_protocol, max_new_tokens=cfg.task.max_new_tokens,
+                                  seed=cfg.seed, prefix="val", progress=False, task=get_task(cfg.task),
+                                  reward=cfg.task.reward)
+        metrics = {k: v for k, v in m.items() if not k.endswith(("_lo", "_hi"))}
+        tracker.log(metrics, 0)
+        save_model(out / "model", model, tok)
+        summary = {"steps": 0, "n_params": n_params(model), **metrics, **memory_metrics(device)}
+        tracker.log_summary(summary)
+    log.info("SFT disabled: π_ref = %s (%d params), val pass@1 %.3f", cfg.model.name_or_path, n_params(model),
+             metrics["val/pass@1"])
+    return summary
+
+
 def run(cfg: DictConfig) -> dict:
     threads = set_threads()
     validate(cfg, "sft")
+    device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
+    if not cfg.sft.enabled:
+        return reference_only(cfg, device)
     out = Path(cfg.out_dir)
     final_dir = out / "model"
-    tok = load_tokenizer(cfg.model.name_or_path or Path(cfg.data_dir) / "tokenizer")
+    gguf_file = cfg.model.get("gguf_file")
+    tok = load_tokenizer(cfg.model.name_or_path or Path(cfg.data_dir) / "tokenizer", gguf_file=gguf_file)
+    task = get_task(cfg.task)
     train = load_split(cfg.data_dir, "sft")
     val = load_split(cfg.data_dir, "val")[: cfg.val_problems]
-    targets = sft_targets(train, cfg.sft.targets, cfg.sft.solver_max_len, cfg.sft.flaw_rate,
-                          list(cfg.sft.flaw_ops), cfg.seed)
-    n_flawed = sum(t[0] != p.program and len(t) == 1 for t, p in zip(targets, train)) if cfg.sft.flaw_rate else 0
+    if task.name == "listdsl":  # the miniature's targets: generators, all solvers, the habitual flaw
+        targets = sft_targets(train, cfg.sft.targets, cfg.sft.solver_max_len, cfg.sft.flaw_rate,
+                              list(cfg.sft.flaw_ops), cfg.seed)
+        n_flawed = sum(t[0] != p.program and len(t) == 1 for t, p in zip(targets, train)) if cfg.sft.flaw_rate else 0
+    else:  # a code task: the dataset's reference solutions; problems without one are not trained on
+        pairs = [(p, task.solutions(p)) for p in train]
+        train, targets = [p for p, t in pairs if t], [t for _, t in pairs if t]
+        n_flawed = 0
+        if not train:
+            raise ConfigError(f"task={task.name}: no problem of the sft split has a reference solution to train on; "
+                              "use sft.enabled=false (π_ref = the pretrained model)")
 
     # ---- model, optimiser, resume
     ckpt, start = resume_point(out, cfg)  # a checkpoint of this very config, or a clean start
     if ckpt is None:
         shutil.rmtree(final_dir, ignore_errors=True)  # a previous run's model belongs to another config
     if ckpt is not None:
-        model = load_model(ckpt)
+        model = load_model(ckpt, device=device)
     elif cfg.model.name_or_path:
-        model = load_model(cfg.model.name_or_path)
+        model = load_model(cfg.model.name_or_path, device=device, gguf_file=gguf_file)
     else:
-        model = build_model(cfg.model, tok, seed=cfg.seed)
+        model = build_model(cfg.model, tok, seed=cfg.seed).to(device)
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.sft.lr, betas=(0.9, 0.95), weight_decay=cfg.sft.weight_decay)
     steps_per_epoch = math.ceil(len(train) / cfg.sft.batch_size)
     total = cfg.sft.epochs * steps_per_epoch
@@ -149,18 +194,18 @@ def run(cfg: DictConfig) -> dict:
         out, cfg, run_name=f"sft-{cfg.model.name}-s{cfg.seed}", resume_step=start,
         tags={"stage": "sft", "algo": "sft", "model": cfg.model.name, "seed": str(cfg.seed), "scale": cfg.scale.name},
     )
-    log.info("SFT: %d problems (%d with a flawed target), %d params, %d steps, %d threads", len(train), n_flawed,
-             n_params(model), total, threads)
+    log.info("SFT: %d problems (%d with a flawed target), %d params, %d steps, on %s (%s), %d threads", len(train),
+             n_flawed, n_params(model), total, device, cfg.precision, threads)
 
     # ---- prompts are tokenised once; targets per step (all_solvers draws one per problem)
-    prompts = [prompt_text(p.examples) for p in train]
+    prompts = [task.prompt(p) for p in train]
     pick = random.Random(f"{cfg.seed}-targets")
     if ckpt is not None:
         pick.setstate(state["pick_rng"])
     bar = tqdm(total=total, initial=step, desc="sft", mininterval=2)
     t_last, tok_count = time.perf_counter(), 0
     metrics: dict = {}
-    with tracker:
+    with tracker, autocast(device, cfg.precision):
         while step < total:
             # ---- batch: a fixed permutation per epoch, so a resumed run sees the same data
             epoch, i = divmod(step, steps_per_epoch)
@@ -168,6 +213,7 @@ def run(cfg: DictConfig) -> dict:
             idx = perm[i * cfg.sft.batch_size : (i + 1) * cfg.sft.batch_size]
             p_ids, p_mask = encode_prompts(tok, [prompts[j] for j in idx])
             r_ids, r_mask = encode_responses(tok, [pick.choice(targets[j]) for j in idx])
+            p_ids, p_mask, r_ids, r_mask = (x.to(device) for x in (p_ids, p_mask, r_ids, r_mask))
             # ---- loss, step
             model.train()
             for g in optim.param_groups:
@@ -184,13 +230,15 @@ def run(cfg: DictConfig) -> dict:
             if step % cfg.sft.log_every == 0 or step == total:
                 dt = time.perf_counter() - t_last
                 metrics = {"loss/sft": loss.item(), "opt/lr": optim.param_groups[0]["lr"],
-                           "opt/grad_norm": float(gnorm), "perf/tokens_per_s": tok_count / dt, "sft/epoch": epoch}
+                           "opt/grad_norm": float(gnorm), "perf/tokens_per_s": tok_count / dt, "sft/epoch": epoch,
+                           **memory_metrics(device)}
                 tracker.log(metrics, step)
                 bar.set_postfix(loss=f"{loss.item():.3f}")
                 t_last, tok_count = time.perf_counter(), 0
             if (cfg.sft.eval_every and step % cfg.sft.eval_every == 0) or step == total:
                 m, _, _ = evaluate_policy(model, tok, val, cfg.val_protocol, max_new_tokens=cfg.task.max_new_tokens,
-                                          seed=cfg.seed, prefix="val", progress=False)
+                                          seed=cfg.seed, prefix="val", progress=False, task=task,
+                                          reward=cfg.task.reward)
                 tracker.log({k: v for k, v in m.items() if not k.endswith(("_lo", "_hi"))}, step)
                 log.info("step %d: loss %.3f val pass@1 %.3f", step, loss.item(), m["val/pass@1"])
                 metrics.update(m)

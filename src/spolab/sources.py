@@ -13,7 +13,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
@@ -25,11 +24,14 @@ from spolab.rollout.offpolicy import (
     POOL_SOURCES,
     decoding_trajectories,
     expert_trajectories,
+    foreign_trajectories,
     random_trajectories,
+    reference_trajectories,
 )
 from spolab.rollout.trajectories import save_trajectories
+from spolab.tasks.base import get_task
 from spolab.tracking import Tracker
-from spolab.utils import seed_everything, set_threads, write_json
+from spolab.utils import autocast, generator, resolve_device, seed_everything, set_threads, write_json
 from spolab.validate import validate
 
 log = logging.getLogger(__name__)
@@ -48,29 +50,38 @@ def pool_stats(trajs) -> dict[str, float]:
 def run(cfg: DictConfig) -> dict:
     set_threads()
     validate(cfg, "sources")
+    device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     out = Path(cfg.out_dir)
     tok = load_tokenizer(cfg.sft_dir)
-    ref = load_model(cfg.sft_dir).eval().requires_grad_(False)
+    ref = load_model(cfg.sft_dir, device=device).eval().requires_grad_(False)
     problems = load_split(cfg.data_dir, "rl")[: cfg.problems]
+    task = get_task(cfg.task)
+    dsl = task.name == "listdsl"  # the miniature enumerates equivalent programs and draws from its grammar
     builders = {
         "expert": lambda: expert_trajectories(problems, tok, per_problem=cfg.expert.per_problem,
-                                                max_len=cfg.task.solver_max_len, reward_kind=cfg.task.reward),
+                                                max_len=cfg.task.solver_max_len, reward_kind=cfg.task.reward)
+        if dsl else reference_trajectories(problems, tok, task, per_problem=cfg.expert.per_problem,
+                                           reward_kind=cfg.task.reward),
         "other_policy": lambda: collect(ref, tok, problems, group_size=cfg.other_policy.per_problem,
                                         max_new_tokens=cfg.task.max_new_tokens,
                                         temperature=cfg.other_policy.temperature,
-                                        generator=torch.Generator().manual_seed(cfg.seed), source="other_policy",
-                                        version=0, reward_kind=cfg.task.reward, batch_size=cfg.forward_batch_size)[0],
+                                        generator=generator(device, cfg.seed), source="other_policy",
+                                        version=0, reward_kind=cfg.task.reward, batch_size=cfg.forward_batch_size,
+                                        task=task)[0],
         "decoding": lambda: decoding_trajectories(ref, tok, problems, restarts=cfg.decoding.restarts,
                                                     max_new_tokens=cfg.task.max_new_tokens,
                                                     reward_kind=cfg.task.reward, batch_size=cfg.forward_batch_size),
         "random": lambda: random_trajectories(problems, tok, per_problem=cfg.random.per_problem,
                                                 max_prims=cfg.task.max_prims, seed=cfg.seed,
-                                                reward_kind=cfg.task.reward),
+                                                reward_kind=cfg.task.reward)
+        if dsl else foreign_trajectories(problems, tok, task, per_problem=cfg.random.per_problem, seed=cfg.seed,
+                                         reward_kind=cfg.task.reward),
     }
     summary = {}
     with Tracker.from_config(out, cfg, run_name="sources",
-                             tags={"stage": "sources", "algo": "ref", "scale": cfg.scale.name}) as tracker:
+                             tags={"stage": "sources", "algo": "ref", "scale": cfg.scale.name}) as tracker, \
+            autocast(device, cfg.precision):
         for name in tqdm(POOL_SOURCES, desc="sources"):
             trajs = builders[name]()
             attach_ref_logp(ref, trajs, tok.pad_token_id, batch_size=cfg.forward_batch_size)

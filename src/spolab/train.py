@@ -18,7 +18,7 @@ from spolab.utils import sync
 
 def train_step(algo: Algorithm, behaviour, problems: list[Problem], mixer: SourceMixer, replay: ReplayBuffer,
                counts: dict[str, int], *, group_size: int, max_new_tokens: int, temperature: float, generator,
-               version: int, reward_kind: str
+               version: int, reward_kind: str, task=None
                ) -> tuple[dict[str, float], list[Trajectory], dict[str, list[Trajectory]], dict[str, float]]:
     """Sample, mix, score, update: one update of ``algo`` on a batch of ``sum(counts.values())``.
 
@@ -42,7 +42,8 @@ def train_step(algo: Algorithm, behaviour, problems: list[Problem], mixer: Sourc
     fresh, roll = [], {}
     if problems:
         fresh, roll = collect(behaviour, algo.tok, problems, group_size=group_size, max_new_tokens=max_new_tokens,
-                              temperature=temperature, generator=generator, version=version, reward_kind=reward_kind)
+                              temperature=temperature, generator=generator, version=version, reward_kind=reward_kind,
+                              task=task)
     t1 = time.perf_counter()
     # ---- mix: stored sources in their exact per-batch counts; then this step's samples join the replay
     stored = mixer.draw(counts)

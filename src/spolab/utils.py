@@ -99,6 +99,62 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+DEVICE_NAMES = ("auto", "cpu", "cuda", "cuda:N")  # the values of every entry point's ``device`` key
+PRECISIONS = ("fp32", "bf16")  # the values of every entry point's ``precision`` key
+
+
+def device_name_error(name) -> str | None:
+    """Why ``name`` is not a ``device`` value (None when it is one of :data:`DEVICE_NAMES`)."""
+    if isinstance(name, str) and (name in ("auto", "cpu", "cuda") or
+                                  (name.startswith("cuda:") and name[5:].isdigit())):
+        return None
+    return f"one of {list(DEVICE_NAMES)}"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``device=auto|cpu|cuda|cuda:N`` -> a torch device: auto is the GPU when there is one.
+
+    Asking for a GPU that is not there is a ConfigError, never a silent CPU run."""
+    why = device_name_error(name)
+    if why is not None:
+        raise ConfigError(f"device={name!r}: must be {why}")
+    if name == "auto":
+        return default_device()
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={name!r}: no CUDA device is available to torch {torch.__version__} "
+                              f"(torch.cuda.is_available() is False); use device=cpu or device=auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device={name!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    return device
+
+
+def autocast(device, precision: str):
+    """The forward passes' precision: a ``torch.autocast`` context in bf16, a no-op in fp32.
+
+    Weights, gradients and optimiser state stay fp32 (autocast casts the inputs of matmuls and
+    convolutions, nothing else); log-probs are taken from fp32 logits (spolab.rollout.sampler casts
+    before its log-softmax), and losses and their reductions are computed from those, so only the
+    network's forward passes run in bf16. Works on the CPU too (tests run it there)."""
+    import contextlib
+
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision={precision!r}: must be one of {list(PRECISIONS)}")
+    device = torch.device(device)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"precision=bf16: {torch.cuda.get_device_name(device)} does not support bf16; use fp32")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def generator(device, seed: int) -> torch.Generator:
+    """A seeded sampling generator on ``device`` (CUDA sampling needs a CUDA generator; on the CPU
+    this is ``torch.Generator().manual_seed(seed)``, so CPU runs draw the same numbers as before)."""
+    return torch.Generator(device=torch.device(device)).manual_seed(seed)
+
+
 def device_of(model: torch.nn.Module) -> torch.device:
     """Where a model's parameters live."""
     return next(model.parameters()).device
@@ -113,6 +169,12 @@ def sync(device) -> None:
 def reset_peak_memory(device) -> None:
     if _cuda(device):
         torch.cuda.reset_peak_memory_stats(device)
+
+
+def memory_metrics(device) -> dict[str, float]:
+    """``perf/max_memory_allocated_MB`` (``torch.cuda.max_memory_allocated`` since the start or the last
+    reset) on a GPU; nothing on the CPU (the Snakemake benchmark files hold its RSS)."""
+    return {"perf/max_memory_allocated_MB": peak_memory_mb(device)} if _cuda(device) else {}
 
 
 def peak_memory_mb(device) -> float:

@@ -177,8 +177,8 @@ def _apply(cfg, rules: Sequence[Rule], prefix: str = "") -> None:
 
 SEED: list[Rule] = [("seed", integer(0))]
 
-TASK: list[Rule] = [
-    ("name", one_of("listdsl")),
+TASK: list[Rule] = [  # task=listdsl (conf/task/listdsl.yaml)
+    ("name", one_of("listdsl", "humaneval", "codecontests")),  # spolab.tasks.base.TASKS
     ("n_classes", integer(2)),
     ("ood_fraction", fraction(lo_open=True, hi_open=True)),
     ("max_prims", integer(1)),
@@ -191,14 +191,23 @@ TASK: list[Rule] = [
     ("max_new_tokens", integer(1)),
 ]
 
-MODEL: list[Rule] = [
+MODEL_SHAPE = ("hidden_size", "intermediate_size", "num_layers", "num_heads", "max_positions")
+MODEL: list[Rule] = [  # the sizes of a from-scratch model; a real one (name_or_path) brings its own
     ("model.name", text()),
     ("model.name_or_path", optional(text())),
-    ("model.hidden_size", integer(1)),
-    ("model.intermediate_size", integer(1)),
-    ("model.num_layers", integer(1)),
-    ("model.num_heads", integer(1)),
-    ("model.max_positions", integer(1)),
+    ("model.gguf_file?", optional(text())),
+    *((f"model.{k}?", optional(integer(1))) for k in MODEL_SHAPE),
+]
+
+def device() -> Check:
+    from spolab.utils import device_name_error
+
+    return Check(device_name_error)
+
+
+PLACEMENT: list[Rule] = [  # every entry point that runs a model (spolab.utils.resolve_device / autocast)
+    ("device", device()),
+    ("precision", one_of("fp32", "bf16")),
 ]
 
 TRACKING: list[Rule] = [
@@ -264,7 +273,7 @@ DATA_MIX: list[Rule] = [
 # ------------------------------------------------------------------------------------------ entry tables
 
 RL: list[Rule] = [
-    *SEED, *MODEL, *TRACKING, *ALGO_COMMON, *DATA_MIX,
+    *SEED, *MODEL, *TRACKING, *PLACEMENT, *ALGO_COMMON, *DATA_MIX,
     ("name", text()),
     ("updates", integer(1)),
     ("batch_size", integer(1)),
@@ -278,7 +287,8 @@ RL: list[Rule] = [
 ]
 
 SFT: list[Rule] = [
-    *SEED, *MODEL, *TRACKING,
+    *SEED, *MODEL, *TRACKING, *PLACEMENT,
+    ("sft.enabled", boolean()),
     ("sft.targets", one_of("generator", "all_solvers")),
     ("sft.solver_max_len", integer(1)),
     ("sft.flaw_rate", fraction()),
@@ -297,7 +307,7 @@ SFT: list[Rule] = [
 ]
 
 EVALUATE: list[Rule] = [
-    *SEED, *MODEL, *TRACKING,
+    *SEED, *MODEL, *TRACKING, *PLACEMENT,
     ("name", text()),
     ("splits", items(one_of(*SPLITS))),
     ("protocols", items(text())),
@@ -305,10 +315,10 @@ EVALUATE: list[Rule] = [
     ("ref_model_dir", optional(text())),
 ]
 
-Q0: list[Rule] = [*SEED, *MODEL, *TRACKING, ("n_ref", integer(1)), ("forward_batch_size", integer(1))]
+Q0: list[Rule] = [*SEED, *MODEL, *TRACKING, *PLACEMENT, ("n_ref", integer(1)), ("forward_batch_size", integer(1))]
 
 SOURCES: list[Rule] = [
-    *SEED, *MODEL, *TRACKING,
+    *SEED, *MODEL, *TRACKING, *PLACEMENT,
     ("problems", integer(1)),
     ("forward_batch_size", integer(1)),
     ("expert.per_problem", integer(1)),
@@ -321,7 +331,7 @@ SOURCES: list[Rule] = [
 DATA: list[Rule] = [*SEED, *MODEL]  # and TASK, as for every entry with a task
 
 BENCH: list[Rule] = [
-    *MODEL, *TRACKING,
+    *MODEL, *TRACKING, *PLACEMENT,
     ("sizes", items(text())),
     ("variants", items(text())),
     ("sft_size", text()),
@@ -392,8 +402,49 @@ def prompt_tokens(n_examples: int) -> int:
     return len(prompt_text([[full, full]] * n_examples).split()) + 1
 
 
+CODE_TASK: list[Rule] = [  # task=humaneval | codecontests (conf/task/<name>.yaml)
+    ("reward", one_of("binary", "fraction")),
+    ("max_new_tokens", integer(1)),
+    ("time_limit_s", positive()),
+    ("memory_mb", integer(16)),
+    ("exec_threads", optional(integer(1))),
+    ("prompt_template", optional(text())),
+]
+CODE_TASKS = {
+    "humaneval": [*CODE_TASK, ("split_seed", optional(integer(0)))],
+    "codecontests": [*CODE_TASK, ("tests", items(one_of("public", "private", "generated")))],
+}
+
+
+def _code_task(task, prefix: str) -> None:
+    name = task.name
+    _apply(task, CODE_TASKS[name], f"{prefix}.")
+    template = task.get("prompt_template")
+    if template is not None and "{prompt}" not in template:
+        raise ConfigError(f"{prefix}.prompt_template={template!r}: must contain {{prompt}} (the problem's text)")
+    limits = task.get("max_problems") or {}
+    for split, n in dict(limits).items():
+        if split not in SPLITS:
+            raise ConfigError(f"{prefix}.max_problems.{split}={n!r}: unknown split; must be one of {list(SPLITS)}")
+        integer(1)(f"{prefix}.max_problems.{split}", n)
+    if name == "humaneval":
+        fr = dict(get(task, "fractions"))
+        for split, f in fr.items():
+            if split not in SPLITS:
+                raise ConfigError(f"{prefix}.fractions.{split}={f!r}: unknown split; must be one of {list(SPLITS)}")
+            fraction()(f"{prefix}.fractions.{split}", f)
+        if abs(sum(fr.values()) - 1) > 1e-6:
+            raise ConfigError(f"{prefix}.fractions={fr}: must sum to 1 (every HumanEval problem in one split)")
+    elif not task.get("from_dsl") and not task.get("paths"):
+        raise ConfigError(f"{prefix}.paths={{}}: task=codecontests reads its splits from disk; map each split to "
+                          f"a file or folder ({prefix}.paths.rl=..., .val=..., .test=...) or set {prefix}.from_dsl")
+
+
 def check_task(task, prefix: str = "task") -> None:
     """The dataset settings (conf/task): values, split names and sizes, feasibility of n_classes."""
+    name = get(task, "name")
+    if name in CODE_TASKS:
+        return _code_task(task, prefix)
     _apply(task, TASK, f"{prefix}.")
     splits = get(task, "splits")  # present: compose always has it
     if not isinstance(splits, dict):
@@ -428,6 +479,12 @@ def _protocol(cfg, prefix: str) -> None:
 
 def _model_shape(cfg) -> None:
     m = cfg.model
+    if m.name_or_path:
+        return  # a pretrained model: its config.json holds its shape
+    for k in MODEL_SHAPE:
+        if m.get(k) is None:
+            raise ConfigError(f"model.{k}=None: must be an integer >= 1 for a model trained from scratch "
+                              "(model.name_or_path null), or set model.name_or_path")
     if m.hidden_size % m.num_heads or (m.hidden_size // m.num_heads) % 2:
         raise ConfigError(f"model.hidden_size={m.hidden_size}: must be a multiple of 2 x model.num_heads="
                           f"{m.num_heads} (an even head dimension for rotary embeddings)")
@@ -476,6 +533,12 @@ def _rl(cfg) -> None:
 
 def _sft(cfg) -> None:
     _model_shape(cfg)
+    _protocol(cfg.val_protocol, "val_protocol.")
+    if cfg.task.name != "listdsl":
+        if cfg.sft.flaw_rate > 0:
+            raise ConfigError(f"sft.flaw_rate={cfg.sft.flaw_rate}: must be 0 for task={cfg.task.name} (the habitual "
+                              "flaw is a list-DSL step)")
+        return
     if cfg.sft.flaw_rate > 0 and cfg.task.max_new_tokens < longest_program_tokens(cfg.task.max_prims + 1):
         raise ConfigError(f"task.max_new_tokens={cfg.task.max_new_tokens}: must be >= "
                           f"{longest_program_tokens(cfg.task.max_prims + 1)} with sft.flaw_rate={cfg.sft.flaw_rate} "
@@ -620,11 +683,18 @@ def _rl_paths(cfg) -> None:
 def _sft_paths(cfg) -> None:
     name_or_path = get(cfg, "model.name_or_path")
     if name_or_path:
-        if not (Path(name_or_path) / "config.json").is_file():
+        from spolab.models.build import resolve_name_or_path
+
+        folder = Path(resolve_name_or_path(name_or_path))  # package:<module> -> its folder (ConfigError if absent)
+        gguf_file = OmegaConf.select(cfg, "model.gguf_file", default=None)
+        if gguf_file and not (folder / gguf_file).is_file():
+            raise MissingInput(f"model.gguf_file={gguf_file!r}: no such file in {folder} (model.name_or_path="
+                               f"{name_or_path!r})")
+        if not gguf_file and not (folder / "config.json").is_file():
             raise MissingInput(f"model.name_or_path={name_or_path!r}: must be null or a local model directory "
                                "holding config.json (hub ids are not fetched: download the checkpoint first, e.g. "
                                "`huggingface-cli download <id> --local-dir <dir>`)")
-        need_data(cfg, ["sft", "val"])
+        need_data(cfg, ["val"] if not get(cfg, "sft.enabled") else ["sft", "val"])
     else:
         need_data(cfg, ["sft", "val"], tokenizer=True)
 

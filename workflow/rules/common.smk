@@ -69,6 +69,41 @@ def conf_hash(entry, overrides=""):
     return run_identity(resolved(entry, overrides))
 
 
+def data_outputs():
+    """(the splits the scale's task builds, whether it writes its own tokenizer): the data rule's
+    outputs. listdsl builds sft/rl/val/test/ood and a word-level tokenizer; HumanEval rl/val/test and
+    no tokenizer (a real model brings its own)."""
+    from spolab.tasks.base import task_class, task_splits
+
+    task = resolved("data")["task"]
+    return task_splits(task), task_class(task["name"]).builds_tokenizer
+
+
+TASK_SPLITS, TASK_TOKENIZER = data_outputs()
+
+
+def eval_splits():
+    """workflow/config.yaml's eval_splits that the scale's task builds (HumanEval has no ood split)."""
+    return [s for s in config["eval_splits"] if s in TASK_SPLITS]
+
+
+def gpus(entry, overrides=""):
+    """GPUs one job of this entry requests (Snakemake's `gpu` resource): 1 when its resolved `device`
+    is cuda (a GPU scale sets `device: cuda`, conf/scale/paper.yaml), 0 for cpu and for auto, which
+    cannot know at DAG time where a job will land. The SLURM executor turns `gpu=1` into a GPU request
+    (workflow/profiles/slurm); locally, `snakemake --resources gpu=<GPUs>` runs that many GPU jobs at once."""
+    return 1 if str(resolved(entry, overrides).get("device", "cpu")).startswith("cuda") else 0
+
+
+def bench_device():
+    """What the bench's output files are named after (spolab.bench writes bench_<device type>.*)."""
+    return "cuda" if gpus("bench") else "cpu"
+
+
+BENCH_DEVICE = bench_device()
+EVAL_SPLITS = eval_splits()
+
+
 def model_of(w):
     """The checkpoint an eval job scores: the SFT model, or an RL run's final model."""
     return f"{ROOT}/sft/model/config.json" if w.name == "sft" else f"{ROOT}/rl/{w.name}/model/config.json"

@@ -1,12 +1,10 @@
-# The task dataset: splits (sft, rl, val, test, ood) and the tokenizer.
-SPLITS = ["sft", "rl", "val", "test", "ood"]
-
-
+# The task dataset: its splits (listdsl: sft, rl, val, test, ood; humaneval: rl, val, test) and, for a
+# task with its own vocabulary, the tokenizer (common.smk: data_outputs).
 rule data:
     output:
         meta=f"{ROOT}/data/meta.json",
-        splits=expand(f"{ROOT}/data/{{split}}.jsonl", split=SPLITS),
-        tokenizer=f"{ROOT}/data/tokenizer/tokenizer.json",
+        splits=expand(f"{ROOT}/data/{{split}}.jsonl", split=TASK_SPLITS),
+        tokenizer=[f"{ROOT}/data/tokenizer/tokenizer.json"] if TASK_TOKENIZER else [],
     log:
         f"{ROOT}/logs/data.log",
     benchmark:

@@ -12,13 +12,15 @@ rule eval:
     benchmark:
         f"{ROOT}/benchmarks/eval/{{name}}.tsv"  # <rule>/<job>: read_jobs (analysis/export.py)
     threads: 1
+    resources:
+        gpu=gpus("evaluate"),
     conda:
         ENV
     params:
         scale=SCALE,
         conf=conf_hash("evaluate"),
         args=lambda w, input: (
-            f"name={w.name} splits=[{','.join(config['eval_splits'])}] "
+            f"name={w.name} splits=[{','.join(EVAL_SPLITS)}] "
             f"protocols=[{','.join(protocols_of(w.name))}] data_dir={ROOT}/data "
             f"model_dir={Path(input.model).parent} ref_model_dir={ROOT}/sft/model out_dir={ROOT}/eval/{w.name}"
         ),

@@ -42,14 +42,16 @@ rule bench:
     input:
         model=rules.sft.output.model,
     output:
-        f"{ROOT}/bench/bench_cpu.md",
-        csv=f"{ROOT}/bench/bench_cpu.csv",
-        sampler=f"{ROOT}/bench/sampler_cpu.csv",
+        f"{ROOT}/bench/bench_{BENCH_DEVICE}.md",
+        csv=f"{ROOT}/bench/bench_{BENCH_DEVICE}.csv",
+        sampler=f"{ROOT}/bench/sampler_{BENCH_DEVICE}.csv",
     log:
         f"{ROOT}/logs/bench.log",
     benchmark:
         f"{ROOT}/benchmarks/bench.tsv"
     threads: workflow.cores  # alone on the machine: timings are only comparable without neighbours
+    resources:
+        gpu=gpus("bench"),
     conda:
         ENV
     params:

@@ -12,6 +12,8 @@ rule q0:
     benchmark:
         f"{ROOT}/benchmarks/q0.tsv"
     threads: workflow.cores
+    resources:
+        gpu=gpus("q0"),
     conda:
         ENV
     params:
@@ -34,6 +36,8 @@ rule sources:
     benchmark:
         f"{ROOT}/benchmarks/sources.tsv"
     threads: 1
+    resources:
+        gpu=gpus("sources"),
     conda:
         ENV
     params:
@@ -58,6 +62,8 @@ rule rl:
     wildcard_constraints:
         seed=r"\d+",
     threads: 1
+    resources:
+        gpu=lambda w: gpus("rl", RUNS[w.run].overrides),
     conda:
         ENV
     params:

@@ -11,6 +11,8 @@ rule sft:
     benchmark:
         f"{ROOT}/benchmarks/sft.tsv"
     threads: workflow.cores
+    resources:
+        gpu=gpus("sft"),
     conda:
         ENV
     params:

@@ -19,16 +19,15 @@ from tqdm import tqdm
 from spolab.eval.diversity import problem_diversity
 from spolab.eval.passk import bootstrap_ci, pass_at_k_array
 from spolab.rollout.sampler import decode_responses, encode_prompts, sample, score_groups
-from spolab.tasks import listdsl as dsl
-from spolab.tasks.problems import PROBES, Problem
-from spolab.tasks.render import prompt_text
+from spolab.tasks.base import Task, task_of
+from spolab.utils import device_of, generator
 
 
 @torch.no_grad()
 def generate(
     model,
     tokenizer,
-    problems: list[Problem],
+    problems: list,
     *,
     n: int,
     temperature: float,
@@ -38,20 +37,24 @@ def generate(
     generator: torch.Generator | None = None,
     ref_model=None,
     progress: bool = True,
+    task: Task | None = None,
 ) -> list[dict]:
     """n samples per problem. Each record: problem_id, sample, program, n_tokens, finished,
     logprob (sum under the sampling distribution), entropy (sum of per-token policy entropy)
     and, with ``ref_model`` under the policy itself (temperature 1, top-p 1), logprob_policy /
     logprob_ref, the sequence log-probs behind the k1 estimate of KL(π‖π_ref). KL is a property of
     the policy, so tempered or nucleus samples (the paper protocol) carry none."""
+    task = task_of(problems, task)
     model.eval()
+    device = device_of(model)
     out: list[dict] = []
     per_chunk = max(1, batch_size // n)  # problems per sampler call (n samples share one prefill)
     bar = tqdm(total=len(problems) * n, desc="eval/generate", disable=not progress, mininterval=2, leave=False)
     for start in range(0, len(problems), per_chunk):
         unique = problems[start : start + per_chunk]
         chunk = [(p, j) for p in unique for j in range(n)]
-        ids, mask = encode_prompts(tokenizer, [prompt_text(p.examples) for p in unique])
+        ids, mask = encode_prompts(tokenizer, [task.prompt(p) for p in unique])
+        ids, mask = ids.to(device), mask.to(device)
         ro = sample(
             model, ids, mask, max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_token_id,
             pad_id=tokenizer.pad_token_id, temperature=temperature, top_p=top_p, generator=generator,
@@ -81,24 +84,25 @@ def generate(
     return out
 
 
-def execute(problems: list[Problem], samples: list[dict], reward: str = "binary") -> list[dict]:
-    """Adds correct / reward / passed / error / signature to each sample (in place, returned).
+def execute(problems: list, samples: list[dict], reward: str = "binary", task: Task | None = None) -> list[dict]:
+    """Adds correct / reward / passed / error / signature to each sample (in place, returned): the
+    task runs every sample's program on its problem's tests (all at once: a code task in parallel),
+    and a correct program's signature is its functional class.
 
     A sample that hit the length limit without EOS is wrong ("too long"), whatever it parses to.
     """
+    if not samples:
+        return samples
+    task = task_of(problems, task)
     by_id = {p.id: p for p in problems}
-    for s in samples:
-        prob = by_id[s["problem_id"]]
-        if not s.get("finished", True):
-            res = dsl.ExecResult(False, 0, len(prob.all_tests()), "too long")
-        else:
-            res = dsl.execute(s["program"], prob.all_tests())
-        s["correct"] = res.success
-        s["reward"] = res.reward(reward)
-        s["passed"] = res.passed
-        s["error"] = res.error
-        sig = dsl.signature_of_text(s["program"], PROBES) if res.success else None
-        s["signature"] = repr(sig) if sig is not None else None
+    outcomes = task.execute([by_id[s["problem_id"]] for s in samples],
+                            [s["program"] if s.get("finished", True) else None for s in samples])
+    for s, o in zip(samples, outcomes):
+        s["correct"] = o.success
+        s["reward"] = o.reward(reward)
+        s["passed"] = o.passed
+        s["error"] = o.error
+        s["signature"] = o.signature
     return samples
 
 
@@ -107,7 +111,7 @@ NEW_DIVERSITY = (*PER_SOLVED, "effective_programs")  # spolab.eval.diversity's k
 
 
 def score_samples(
-    problems: list[Problem], samples: list[dict], ks=(1, 5, 10), prefix: str = "eval", seed: int = 0
+    problems: list, samples: list[dict], ks=(1, 5, 10), prefix: str = "eval", seed: int = 0
 ) -> tuple[dict, dict]:
     """pass@k and diversity. Returns (metrics, per_problem) where metrics has ``{prefix}/<name>``
     point estimates plus ``{prefix}/<name>_ci_lo|hi`` (95 % bootstrap over problems), and
@@ -141,7 +145,7 @@ def score_samples(
             per_problem[key] = np.array([d[key] for d in divs], dtype=np.float64)
     tokens = np.array([sum(s["n_tokens"] for s in groups[i]) for i in pids], dtype=np.float64)
     per_problem["entropy_per_token"] = np.array([sum(s["entropy"] for s in groups[i]) for i in pids]) / tokens
-    per_problem["parse_rate"] = np.array([np.mean([s["error"] is None or not s["error"].startswith(("parse", "too"))
+    per_problem["parse_rate"] = np.array([np.mean([s["error"] is None or not s["error"].startswith(("parse", "too", "syntax", "no code"))
                                                    for s in groups[i]]) for i in pids])
     per_problem["mean_length"] = tokens / n
     if "logprob_ref" in samples[0]:
@@ -166,12 +170,13 @@ def score_samples(
 
 
 def evaluate_policy(model, tokenizer, problems, protocol, *, max_new_tokens, batch_size=1024, seed=0,
-                    prefix="eval", ref_model=None, reward="binary", progress=True):
+                    prefix="eval", ref_model=None, reward="binary", progress=True, task=None):
     """generate -> execute -> score in one call (used for periodic validation during training)."""
-    gen = torch.Generator().manual_seed(seed)
+    task = task_of(problems, task)
+    gen = generator(device_of(model), seed)  # the CPU generator on the CPU: the same draws as before
     samples = generate(model, tokenizer, problems, n=protocol.n, temperature=protocol.temperature,
                        top_p=protocol.top_p, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                       generator=gen, ref_model=ref_model, progress=progress)
-    execute(problems, samples, reward)
+                       generator=gen, ref_model=ref_model, progress=progress, task=task)
+    execute(problems, samples, reward, task)
     metrics, per_problem = score_samples(problems, samples, protocol.ks, prefix=prefix, seed=seed)  # k > n raises
     return metrics, per_problem, samples

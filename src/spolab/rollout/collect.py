@@ -6,27 +6,28 @@ import torch
 
 from spolab.rollout.sampler import decode_responses, encode_prompts, sample, score
 from spolab.rollout.trajectories import Trajectory, collate
-from spolab.tasks import listdsl as dsl
-from spolab.tasks.problems import Problem
-from spolab.tasks.render import prompt_text
+from spolab.tasks.base import Task, task_of
 from spolab.utils import device_of
 
 
-def reward_of(problem: Problem, program: str, finished: bool, kind: str) -> tuple[float, bool]:
+def reward_of(problem, program: str, finished: bool, kind: str, task: Task | None = None) -> tuple[float, bool]:
     """(reward, success) of a response; unfinished responses (no EOS) score 0."""
-    if not finished:
-        return 0.0, False
-    res = dsl.execute(program, problem.all_tests())
-    return res.reward(kind), res.success
+    o = task_of([problem], task).execute([problem], [program if finished else None])[0]
+    return o.reward(kind), o.success
 
 
 @torch.no_grad()
-def collect(model, tokenizer, problems: list[Problem], *, group_size: int, max_new_tokens: int,
+def collect(model, tokenizer, problems: list, *, group_size: int, max_new_tokens: int,
             temperature: float = 1.0, top_p: float = 1.0, generator: torch.Generator | None = None,
             source: str = "online", version: int = -1, reward_kind: str = "binary",
-            batch_size: int = 1024) -> tuple[list[Trajectory], dict]:
+            batch_size: int = 1024, task: Task | None = None) -> tuple[list[Trajectory], dict]:
     """``group_size`` samples per problem, consecutive (GRPO/RLOO groups). Returns the
-    trajectories (behaviour log-probs = the sampling distribution's) and rollout stats."""
+    trajectories (behaviour log-probs = the sampling distribution's) and rollout stats. The task
+    (default: the problems' own, spolab.tasks.base.task_of) renders the prompts and runs the
+    programs, a chunk's at once."""
+    if not problems:
+        return [], {"rollout/entropy_per_token": 0.0, "rollout/response_len": 0.0}
+    task = task_of(problems, task)
     model.eval()
     device = device_of(model)
     out: list[Trajectory] = []
@@ -35,7 +36,7 @@ def collect(model, tokenizer, problems: list[Problem], *, group_size: int, max_n
     for start in range(0, len(problems), per_chunk):
         unique = problems[start : start + per_chunk]
         chunk = [p for p in unique for _ in range(group_size)]
-        ids, mask = encode_prompts(tokenizer, [prompt_text(p.examples) for p in unique])
+        ids, mask = encode_prompts(tokenizer, [task.prompt(p) for p in unique])
         ro = sample(model, ids.to(device), mask.to(device), max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_token_id,
                     pad_id=tokenizer.pad_token_id, temperature=temperature, top_p=top_p, generator=generator,
                     num_samples=group_size)
@@ -43,12 +44,13 @@ def collect(model, tokenizer, problems: list[Problem], *, group_size: int, max_n
         texts = decode_responses(tokenizer, ro.response_ids, ro.response_mask)
         ent_sum += float(ro.entropy.sum())
         tok_sum += int(ro.response_mask.sum())
-        for i, p in enumerate(chunk):
+        finished = ro.finished.tolist()
+        outcomes = task.execute(chunk, [t if f else None for t, f in zip(texts, finished)])
+        for i, (p, o) in enumerate(zip(chunk, outcomes)):
             n = int(ro.response_mask[i].sum())
-            r, ok = reward_of(p, texts[i], bool(ro.finished[i]), reward_kind)
             prompt = ids[i][mask[i].bool()].tolist()
-            out.append(Trajectory(p.id, prompt, ro.response_ids[i, :n].tolist(), r, ok, source, version,
-                                  behaviour_logp=ro.logprobs[i, :n].tolist()))
+            out.append(Trajectory(p.id, prompt, ro.response_ids[i, :n].tolist(), o.reward(reward_kind), o.success,
+                                  source, version, behaviour_logp=ro.logprobs[i, :n].tolist()))
     stats = {"rollout/entropy_per_token": ent_sum / max(tok_sum, 1),
              "rollout/response_len": tok_sum / max(len(out), 1)}
     return out, stats

@@ -30,8 +30,9 @@ from spolab.rollout.collect import reward_of
 from spolab.rollout.sampler import _positions, decode_responses, encode_prompts, sample
 from spolab.rollout.trajectories import ReplayBuffer, Trajectory
 from spolab.tasks import listdsl as dsl
+from spolab.tasks.base import task_of
 from spolab.tasks.problems import Problem, random_program
-from spolab.tasks.render import prompt_text
+from spolab.utils import device_of
 
 STORED_SOURCES = ("replay", "expert", "earlier_run", "other_policy", "decoding", "random")
 POOL_SOURCES = ("expert", "other_policy", "decoding", "random")  # built by spolab.sources
@@ -49,9 +50,9 @@ def allocate(batch_size: int, fresh_fraction: float, shares: dict[str, float]) -
     return counts
 
 
-def _prompt_ids(tok, problem: Problem) -> list[int]:
-    """The prompt as the sampler encodes it (BOS + prompt tokens, no padding)."""
-    ids, mask = encode_prompts(tok, [prompt_text(problem.examples)])
+def _prompt_ids(tok, problem) -> list[int]:
+    """The prompt as the sampler encodes it (BOS + prompt tokens, or the chat template; no padding)."""
+    ids, mask = encode_prompts(tok, [task_of([problem]).prompt(problem)])
     return ids[0][mask[0].bool()].tolist()
 
 
@@ -93,6 +94,35 @@ def random_trajectories(problems: Sequence[Problem], tok, *, per_problem: int, m
     return out
 
 
+def reference_trajectories(problems: Sequence, tok, task, *, per_problem: int,
+                           reward_kind: str = "binary") -> list[Trajectory]:
+    """The ``expert`` source of a code task: up to ``per_problem`` of each problem's reference
+    solutions (the dataset's, as the model should write them: spolab.tasks.base.Task.solutions),
+    scored on the problem's tests like any program. Problems without one contribute nothing."""
+    out = []
+    for p in problems:
+        prompt = _prompt_ids(tok, p)
+        out += [_traj(tok, p, prompt, prog, "expert", reward_kind) for prog in task.solutions(p)[:per_problem]]
+    return out
+
+
+def foreign_trajectories(problems: Sequence, tok, task, *, per_problem: int, seed: int,
+                         reward_kind: str = "binary") -> list[Trajectory]:
+    """The ``random`` source of a code task: reference solutions of *other* problems, drawn at random.
+    Well-formed code that answers another question: the code-task analogue of a random DSL program
+    (almost always wrong, and scored, so the rare accident counts)."""
+    rng = random.Random(f"{seed}-random-source")
+    pool = [(p.id, prog) for p in problems for prog in task.solutions(p)]
+    out = []
+    for p in problems:
+        others = [prog for pid, prog in pool if pid != p.id]
+        if not others:
+            continue
+        prompt = _prompt_ids(tok, p)
+        out += [_traj(tok, p, prompt, rng.choice(others), "random", reward_kind) for _ in range(per_problem)]
+    return out
+
+
 @torch.no_grad()
 def decoding_trajectories(model, tok, problems: Sequence[Problem], *, restarts: int, max_new_tokens: int,
                           reward_kind: str = "binary", batch_size: int = 256) -> list[Trajectory]:
@@ -104,7 +134,8 @@ def decoding_trajectories(model, tok, problems: Sequence[Problem], *, restarts: 
     near_greedy = 1e-4  # temperature: the sampler's argmax (ties have probability ~0 with float logits)
     for start in range(0, len(problems), batch_size):
         chunk = list(problems[start : start + batch_size])
-        ids, mask = encode_prompts(tok, [prompt_text(p.examples) for p in chunk])
+        ids, mask = encode_prompts(tok, [task_of(chunk).prompt(p) for p in chunk])
+        ids, mask = ids.to(device_of(model)), mask.to(device_of(model))
         logits = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask)).logits[:, -1]  # (B, V)
         logits[:, tok.eos_token_id] = float("-inf")
         first = logits.topk(restarts, dim=-1).indices  # (B, R)
@@ -113,11 +144,12 @@ def decoding_trajectories(model, tok, problems: Sequence[Problem], *, restarts: 
         ext_mask = torch.cat([mask.repeat_interleave(restarts, 0), torch.ones_like(first.reshape(-1, 1))], dim=1)
         ro = sample(model, ext_ids, ext_mask, max_new_tokens=max_new_tokens - 1, eos_id=tok.eos_token_id,
                     pad_id=tok.pad_token_id, temperature=near_greedy)
-        rest = decode_responses(tok, ro.response_ids, ro.response_mask)
-        for i, text in enumerate(rest):
+        # the forced first token and its greedy continuation, decoded as one response (a subword
+        # tokenizer joins them without a space, the miniature's word-level one with one)
+        whole_ids = torch.cat([first.reshape(-1, 1), ro.response_ids], dim=1)
+        whole_mask = torch.cat([torch.ones_like(first.reshape(-1, 1)), ro.response_mask], dim=1)
+        for i, program in enumerate(decode_responses(tok, whole_ids, whole_mask)):
             p = chunk[i // restarts]
-            head = tok.convert_ids_to_tokens(int(first.reshape(-1)[i]))
-            program = f"{head} {text}".strip()
             prompt = ids[i // restarts][mask[i // restarts].bool()].tolist()
             out.append(_traj(tok, p, prompt, program, "decoding", reward_kind, finished=bool(ro.finished[i]),
                              version=0))

@@ -29,9 +29,23 @@ class Rollout:
     finished: torch.Tensor  # (B,) bool: ended with EOS within max_new_tokens
 
 
+def chat_prompt(tokenizer, text: str) -> str:
+    """A task prompt as the model reads it: a chat model's user turn (its tokenizer's chat template,
+    with the assistant's turn opened), or the text itself for a tokenizer without a template (ours)."""
+    if not getattr(tokenizer, "chat_template", None):
+        return text
+    return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                         tokenize=False)
+
+
 def encode_prompts(tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded prompt ids and mask, (B, P), with the tokenizer's special tokens (BOS)."""
-    enc = tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=True)
+    """Left-padded prompt ids and mask, (B, P), on the CPU: with the tokenizer's special tokens (BOS),
+    or, for a chat model, in its chat template (which writes its own special tokens)."""
+    if getattr(tokenizer, "chat_template", None):
+        enc = tokenizer([chat_prompt(tokenizer, t) for t in texts], padding=True, return_tensors="pt",
+                        add_special_tokens=False)
+    else:
+        enc = tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=True)
     return enc["input_ids"], enc["attention_mask"]
 
 

