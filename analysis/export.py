@@ -15,7 +15,9 @@ a run of the matrix missing from MLflow is an error, never silently skipped. Wri
 - ``eval_per_problem.csv``: per-problem values behind them (:data:`PER_PROBLEM`: n, n_correct,
   diversity among correct samples, per solved problem and among all samples, entropy, KL);
 - ``exact.csv``: the exact testbed's curves; ``bench.csv``: the per-update benchmark;
-- ``jobs.csv``: every Snakemake job's wall time and peak RSS (its ``benchmark:`` file).
+- ``jobs.csv``: every Snakemake job of this study: wall time and peak RSS (its ``benchmark:`` file). The
+  shared jobs (data, SFT, Q̂0, sources, exact, bench) and this study's own RL runs and evaluations;
+  another study's runs in the same folder (the lr sweep's) are left out.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ def export(scale: str, study: str, out: Path, bench: Path | None) -> dict[str, p
     # ---- RL runs: config, summary and curves
     client, exp, specs, rl = study_rl_runs(scale, study)
     runs_rows, curves = [], []
-    jobs = read_jobs(Path("results") / scale / "benchmarks")  # relative to the working directory, as the uri
+    jobs = study_jobs(read_jobs(Path("results") / scale / "benchmarks"), [sp.name for sp in specs])
     for sp in specs:
         r = rl[sp.name]
         meta = {"run_name": sp.name, "study_run": sp.run, "group": sp.group, "label": sp.label,
@@ -173,6 +175,22 @@ def export(scale: str, study: str, out: Path, bench: Path | None) -> dict[str, p
         df.to_csv(out / f"{name}.csv", index=False, float_format="%.10g")
         print(f"wrote {out / name}.csv: {len(df)} rows")
     return tables
+
+
+def study_jobs(jobs: pd.DataFrame, run_names: list[str]) -> pd.DataFrame:
+    """The jobs of one study: every job of a rule with one job (data, sft, q0, sources, exact, bench:
+    shared by every study at a scale), and of the per-run rules only this study's RL runs and the
+    evaluations of SFT and of those runs. Another study's runs, which share the benchmarks folder
+    (``rl/spo_lr1e-4-s0.tsv`` of the lr sweep), are not this study's time.
+
+    >>> j = pd.DataFrame({"rule": ["sft", "rl", "rl", "eval", "eval"], "name": ["", "spo-s0", "spo_lr1e-4-s0",
+    ...                   "sft", "spo_lr1e-4-s0"], "s": 1.0, "max_rss_mb": 1.0, "end_time": 1.0})
+    >>> study_jobs(j, ["spo-s0"])[["rule", "name"]].values.tolist()
+    [['sft', ''], ['rl', 'spo-s0'], ['eval', 'sft']]
+    """
+    mine = set(run_names)
+    keep = (jobs.name == "") | jobs.name.isin(mine) | ((jobs.rule == "eval") & (jobs.name == "sft"))
+    return jobs[keep].reset_index(drop=True)
 
 
 def read_jobs(bench_dir: Path) -> pd.DataFrame:

@@ -368,3 +368,16 @@ def test_the_committed_claims_table_is_what_the_report_computes():
     hand (regenerated with the study)."""
     rows_ = report.claims(report.Study(REAL))
     assert (ROOT / "results" / "tables" / "claims_default.md").read_text() == report.claims_table(rows_) + "\n"
+
+
+def test_the_export_keeps_only_this_studys_jobs():
+    """jobs.csv (and so the report's wall time) holds the shared jobs and this study's runs, never another
+    study's runs that share the benchmarks folder (analysis/export.py study_jobs, its doctest)."""
+    import doctest
+
+    import export
+
+    result = doctest.testmod(export)
+    assert result.attempted >= 1 and result.failed == 0
+    jobs = pd.read_csv(ROOT / "results" / "data" / "jobs.csv")
+    assert not jobs.name.fillna("").str.contains("_lr").any()  # the lr sweep's runs are not the study's
