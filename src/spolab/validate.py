@@ -436,7 +436,7 @@ def _code_task(task, prefix: str) -> None:
         if abs(sum(fr.values()) - 1) > 1e-6:
             raise ConfigError(f"{prefix}.fractions={fr}: must sum to 1 (every HumanEval problem in one split)")
     elif not task.get("from_dsl") and not task.get("paths"):
-        raise ConfigError(f"{prefix}.paths={{}}: task=codecontests reads its splits from disk; map each split to "
+        raise ConfigError(f"{prefix}.paths={task.get('paths')!r}: task=codecontests reads its splits from disk; map each split to "
                           f"a file or folder ({prefix}.paths.rl=..., .val=..., .test=...) or set {prefix}.from_dsl")
 
 
