@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import smoke_cfg
 
+from conftest import smoke_cfg
 from spolab import data
 from spolab.data import load_split
 from spolab.errors import ConfigError
