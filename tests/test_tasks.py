@@ -137,3 +137,26 @@ def test_real_smoke_dag_runs_spo_and_ppo_on_humaneval(tmp_path):
     from spolab.config import load_config
 
     assert task_splits(load_config("data", ["scale=real_smoke"]).task) == ["rl", "val", "test"]  # eval: test only
+
+
+def test_q0_of_a_partial_credit_reward_is_the_monte_carlo_soft_value(tmp_path):
+    """q0.json records the reference rewards; with task.reward=fraction SPO's Q̂0 is β log mean exp(r/β) of
+    them (computed here by hand), and with binary rewards the same file gives the success-count formula."""
+    import math
+
+    from spolab.rl import load_q0
+
+    beta = 0.1
+    path = tmp_path / "q0.json"
+    path.write_text(json.dumps({"n_ref": 4, "successes": {"a": 1, "b": 0},
+                                "rewards": {"a": [1.0, 0.5, 0.0, 0.25], "b": [0.0, 0.0, 0.0, 0.0]}}))
+    q = load_q0(path, beta, "squared", "plain", "fraction")
+    want_a = beta * math.log(sum(math.exp(r / beta) for r in [1.0, 0.5, 0.0, 0.25]) / 4)
+    assert q["a"] == pytest.approx(want_a, rel=1e-6) and q["b"] == pytest.approx(0.0, abs=1e-7)
+    binary = load_q0(path, beta, "squared", "plain", "binary")
+    assert binary["a"] == pytest.approx(1 + beta * math.log(0.25 + 0.75 * math.exp(-1 / beta)), rel=1e-6)
+    with pytest.raises(ConfigError, match="plain Monte-Carlo"):
+        load_q0(path, beta, "squared", "shrunk", "fraction")
+    path.write_text(json.dumps({"n_ref": 4, "successes": {"a": 1}}))
+    with pytest.raises(ConfigError, match="rerun"):
+        load_q0(path, beta, "squared", "plain", "fraction")

@@ -525,6 +525,9 @@ def _rl(cfg) -> None:
     if "minibatches" in cfg.algo and bs % cfg.algo.minibatches:
         raise ConfigError(f"algo.minibatches={cfg.algo.minibatches}: must divide batch_size={bs} "
                           "(equal minibatches of each batch)")
+    if name == "spo" and cfg.task.reward != "binary" and cfg.algo.q0_estimator != "plain":
+        raise ConfigError(f"algo.q0_estimator={cfg.algo.q0_estimator!r}: must be 'plain' with task.reward="
+                          f"{cfg.task.reward!r} (the shrunk estimator pools binary success counts)")
     if name == "spo" and cfg.algo.loss == "bce" and cfg.task.reward != "binary":
         raise ConfigError(f"task.reward={cfg.task.reward!r}: must be 'binary' with algo.loss='bce' "
                           "(a success probability needs a 0/1 reward)")
