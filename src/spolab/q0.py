@@ -53,7 +53,12 @@ def run(cfg: DictConfig) -> dict:
         rate = np.array(list(successes.values())) / cfg.n_ref
         summary = {"q0/mean_success": float(rate.mean()), "q0/frac_no_success": float((rate == 0).mean()),
                    "q0/n_prompts": len(problems), **stats}
-        write_json(out / "q0.json", {"n_ref": cfg.n_ref, "successes": successes})
+        rewards: dict[str, list[float]] = {p.id: [] for p in problems}
+        for t in trajs:
+            rewards[t.problem_id].append(float(t.reward))
+        # the success counts serve binary rewards (every estimator); the rewards themselves a partial-credit
+        # reward (task.reward=fraction), whose Q̂0 is the Monte-Carlo β log mean exp(r/β)
+        write_json(out / "q0.json", {"n_ref": cfg.n_ref, "successes": successes, "rewards": rewards})
         save_trajectories(out / "ref_samples.jsonl", trajs)
         tracker.log_summary(summary)
     log.info("Q̂0 from %d samples on %d prompts: mean success %.3f, %.0f%% of prompts without a success",

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from spolab.algos import ConfigError, get_algorithm
-from spolab.algos.losses import q0_from_success
+from spolab.algos.losses import q0_from_success, q0_monte_carlo
 from spolab.checkpoint import load_state, remove_checkpoints, resume_point, save_checkpoint, save_model
 from spolab.cli import entry
 from spolab.config import run_identity
@@ -82,12 +82,23 @@ def load_pools(cfg, sources: dict[str, float]) -> dict[str, list]:
     return pools
 
 
-def load_q0(path: str | Path, beta: float, kind: str, estimator: str) -> dict[str, float]:
-    """Per-prompt Q̂0 for this run's β and loss kind, from the reference success counts."""
+def load_q0(path: str | Path, beta: float, kind: str, estimator: str, reward: str = "binary") -> dict[str, float]:
+    """Per-prompt Q̂0 for this run's β and loss kind: from the reference success counts for a binary
+    reward, from the reference rewards themselves (β log mean exp(r/β), q0_monte_carlo) otherwise."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run `python -m spolab.q0` (Snakemake rule q0) first")
     d = json.loads(path.read_text())
+    if reward != "binary":
+        if "rewards" not in d:
+            raise ConfigError(f"{path} holds success counts only, which fit a binary reward, not task.reward={reward!r}: "
+                              "rerun `python -m spolab.q0` (it records the rewards)")
+        if kind != "squared" or estimator != "plain":
+            raise ConfigError(f"task.reward={reward!r}: Q̂0 of a non-binary reward is the plain Monte-Carlo estimate "
+                              f"of the squared loss (algo.loss=squared, algo.q0_estimator=plain), not {kind}/{estimator}")
+        ids = sorted(d["rewards"])
+        r = torch.tensor([d["rewards"][i] for i in ids], dtype=torch.float64)  # (P, n_ref)
+        return dict(zip(ids, q0_monte_carlo(r, beta).float().tolist()))
     ids = sorted(d["successes"])
     s = torch.tensor([d["successes"][i] for i in ids], dtype=torch.float64)
     q0 = q0_from_success(s, d["n_ref"], beta, kind, estimator)
@@ -139,7 +150,8 @@ def run(cfg: DictConfig) -> dict:
     tok = load_tokenizer(cfg.sft_dir)
     policy = load_model(ckpt if ckpt is not None else cfg.sft_dir, device=device)
     ref = load_model(cfg.sft_dir, device=device).eval().requires_grad_(False)
-    q0 = load_q0(cfg.q0_path, cfg.algo.beta, cfg.algo.loss, cfg.algo.q0_estimator) if algo_cls.needs_q0 else None
+    q0 = (load_q0(cfg.q0_path, cfg.algo.beta, cfg.algo.loss, cfg.algo.q0_estimator, cfg.task.reward)
+          if algo_cls.needs_q0 else None)
     algo = algo_cls(cfg.algo, policy, ref, tok, q0=q0, seed=cfg.seed, init_path=str(cfg.sft_dir),
                     total_updates=cfg.updates).to(device)  # PPO's critic, loaded in __init__, too
     behaviour = policy if sync_every == 1 else copy.deepcopy(policy).requires_grad_(False)

@@ -436,7 +436,7 @@ def _code_task(task, prefix: str) -> None:
         if abs(sum(fr.values()) - 1) > 1e-6:
             raise ConfigError(f"{prefix}.fractions={fr}: must sum to 1 (every HumanEval problem in one split)")
     elif not task.get("from_dsl") and not task.get("paths"):
-        raise ConfigError(f"{prefix}.paths={{}}: task=codecontests reads its splits from disk; map each split to "
+        raise ConfigError(f"{prefix}.paths={task.get('paths')!r}: task=codecontests reads its splits from disk; map each split to "
                           f"a file or folder ({prefix}.paths.rl=..., .val=..., .test=...) or set {prefix}.from_dsl")
 
 
@@ -525,6 +525,9 @@ def _rl(cfg) -> None:
     if "minibatches" in cfg.algo and bs % cfg.algo.minibatches:
         raise ConfigError(f"algo.minibatches={cfg.algo.minibatches}: must divide batch_size={bs} "
                           "(equal minibatches of each batch)")
+    if name == "spo" and cfg.task.reward != "binary" and cfg.algo.q0_estimator != "plain":
+        raise ConfigError(f"algo.q0_estimator={cfg.algo.q0_estimator!r}: must be 'plain' with task.reward="
+                          f"{cfg.task.reward!r} (the shrunk estimator pools binary success counts)")
     if name == "spo" and cfg.algo.loss == "bce" and cfg.task.reward != "binary":
         raise ConfigError(f"task.reward={cfg.task.reward!r}: must be 'binary' with algo.loss='bce' "
                           "(a success probability needs a 0/1 reward)")

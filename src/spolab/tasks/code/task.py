@@ -110,10 +110,14 @@ class CodeContestsTask(CodeTask):
                               "task.paths={rl: data/cc/train.jsonl, val: data/cc/valid.jsonl, test: data/cc/test.jsonl}; "
                               "or set task.from_dsl for the easy code set built from the list DSL")
         out = {}
-        for split, path in paths.items():
-            if not Path(path).exists():
-                raise ConfigError(f"task.paths.{split}={path!r}: no such file or folder")
-            problems = load_codecontests(path, tests=list(self.cfg.tests), default_time_limit_s=float(self.cfg.time_limit_s),
+        for split, where in paths.items():
+            # a path, or {path, split}: one split of a `datasets` DatasetDict saved with save_to_disk
+            path, dataset_split = (where, None) if isinstance(where, str) else (where.get("path"), where.get("split"))
+            if not path or not Path(path).exists():
+                raise ConfigError(f"task.paths.{split}={where!r}: no such file or folder (put the data on disk "
+                                  "first: README, Real scale)")
+            problems = load_codecontests(path, dataset_split, tests=list(self.cfg.tests),
+                                         default_time_limit_s=float(self.cfg.time_limit_s),
                                          default_memory_mb=int(self.cfg.memory_mb))
             for p in problems:
                 p.split = split
