@@ -160,3 +160,17 @@ def test_q0_of_a_partial_credit_reward_is_the_monte_carlo_soft_value(tmp_path):
     path.write_text(json.dumps({"n_ref": 4, "successes": {"a": 1}}))
     with pytest.raises(ConfigError, match="rerun"):
         load_q0(path, beta, "squared", "plain", "fraction")
+
+
+def test_bench_on_a_code_task_needs_no_task_tokenizer(tmp_path):
+    """A code task's data folder has no tokenizer (the model brings its own): the bench's input check must
+    not ask for one (it did, and stopped the real_smoke DAG at its bench job)."""
+    from spolab.validate import validate
+
+    cfg = smoke_cfg("data", tmp_path, "task=humaneval", f"out_dir={tmp_path}/data")
+    data.run(cfg)
+    bench = smoke_cfg("bench", tmp_path, "task=humaneval", f"data_dir={tmp_path}/data", "sft_dir=null")
+    validate(bench, "bench")  # raised MissingInput "... tokenizer does not exist" before
+    listdsl = smoke_cfg("bench", tmp_path, f"data_dir={tmp_path}/data", "sft_dir=null")
+    with pytest.raises(ConfigError, match="tokenizer"):
+        validate(listdsl, "bench")

@@ -725,7 +725,7 @@ ENTRIES: dict[str, tuple[list[Rule], Callable | None, Callable | None]] = {
     "evaluate": (EVALUATE, _evaluate, _evaluate_paths),
     "q0": (Q0, None, _ref_paths),
     "sources": (SOURCES, None, _ref_paths),
-    "bench": (BENCH, _bench, lambda cfg: need_data(cfg, ["rl"], tokenizer=True)),
+    "bench": (BENCH, _bench, lambda cfg: need_data(cfg, ["rl"], tokenizer=cfg.task.name == "listdsl")),  # a real model brings its tokenizer
     "exact": (EXACT, _exact, None),
 }
 
