@@ -59,7 +59,6 @@ import hashlib
 import json
 import re
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -355,44 +354,18 @@ def _function_result(res: sandbox.SandboxResult, chk: _Check) -> CodeResult:
 # Caches and the driver
 
 
-class CodeResultCache:
-    """A thread-safe LRU of CodeResults by (problem fingerprint, program sha256, options).
-
-    Results with a ``sandbox_error`` are not cached (the sandbox failed, not the program).
+class CodeResultCache(sandbox.ResultCache):
+    """A thread-safe LRU of CodeResults by (problem fingerprint, program sha256, options): the sandbox's
+    LRU (sandbox.ResultCache). Results with a ``sandbox_error`` are not cached (the sandbox failed, not
+    the program).
     """
 
     def __init__(self, maxsize: int = 200_000):
-        self.maxsize = maxsize
-        self._data: OrderedDict[tuple, CodeResult] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = self.misses = 0
+        super().__init__(maxsize)
 
-    def get(self, key: tuple) -> CodeResult | None:
-        with self._lock:
-            res = self._data.get(key)
-            if res is None:
-                self.misses += 1
-                return None
-            self._data.move_to_end(key)
-            self.hits += 1
-            return res
-
-    def put(self, key: tuple, res: CodeResult) -> None:
-        if res.error == "sandbox_error":
-            return
-        with self._lock:
-            self._data[key] = res
-            self._data.move_to_end(key)
-            while len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-            self.hits = self.misses = 0
-
-    def __len__(self) -> int:
-        return len(self._data)
+    @staticmethod
+    def cacheable(res: CodeResult) -> bool:
+        return res.error != "sandbox_error"
 
 
 DEFAULT_CACHE = CodeResultCache()

@@ -19,8 +19,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 
+from spolab.tasks.base import Outcome
+
 KINDS = ("function", "stdio")
-REWARD_KINDS = ("binary", "fraction")
 
 
 @dataclass
@@ -61,28 +62,11 @@ class CodeProblem:
         return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-@dataclass(frozen=True)
-class CodeResult:
-    """Outcome of running one program on one problem. Never an exception.
-
-    ``error`` is None for a program that ran cleanly (it may still fail tests: a wrong
-    answer), else the first failure: a sandbox status (``runtime_error``, ``timeout``,
-    ``memory``, ``output_limit``, ``syntax_error``, ``sandbox_error``) or ``"no code"`` (no
-    program could be extracted) or ``"too long"`` (the program exceeds the size limit).
-    ``signature`` is the program's functional class (a hash of its outputs on the tests; see
-    :mod:`spolab.tasks.code.execute`), None when the program did not run to the end.
-    """
-
-    success: bool
-    passed: int
-    total: int
-    error: str | None = None
-    signature: str | None = None
-
-    def reward(self, kind: str = "binary") -> float:
-        """``binary``: 1 if every test passes else 0; ``fraction``: share of tests passed."""
-        if kind == "binary":
-            return float(self.success)
-        if kind == "fraction":
-            return self.passed / self.total if self.total else 0.0
-        raise ValueError(f"unknown reward kind {kind!r}; valid: {', '.join(map(repr, REWARD_KINDS))}")
+# Outcome of running one program on one problem: spolab.tasks.base.Outcome, the type every task returns
+# (success, passed of total, the first failure, the functional signature; ``reward(kind)``). ``error`` is None
+# for a program that ran cleanly (it may still fail tests: a wrong answer), else a sandbox status
+# (``runtime_error``, ``timeout``, ``memory``, ``output_limit``, ``syntax_error``, ``sandbox_error``),
+# ``"no code"`` (no program could be extracted) or ``"too long"`` (the program exceeds the size limit).
+# ``signature`` is the program's functional class (a hash of its outputs on the tests; see
+# spolab.tasks.code.execute), None when the program did not run to the end.
+CodeResult = Outcome

@@ -1117,13 +1117,19 @@ class Job:
 
 
 class ResultCache:
-    """A thread-safe LRU of results by job key (sandbox errors are not cached)."""
+    """A thread-safe LRU of results by job key (sandbox errors are not cached: :meth:`cacheable`).
+    spolab.tasks.code.execute.CodeResultCache is the same LRU over whole-program results."""
 
     def __init__(self, maxsize: int = 100_000):
         self.maxsize = maxsize
-        self._data: OrderedDict[str, SandboxResult] = OrderedDict()
+        self._data: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
         self.hits = self.misses = 0
+
+    @staticmethod
+    def cacheable(res) -> bool:
+        """Whether a result may be kept: not when the sandbox itself failed (the program did not)."""
+        return res.status != "sandbox_error"
 
     def get(self, key: str) -> SandboxResult | None:
         with self._lock:
@@ -1136,7 +1142,7 @@ class ResultCache:
             return res
 
     def put(self, key: str, res: SandboxResult) -> None:
-        if res.status == "sandbox_error":
+        if not self.cacheable(res):
             return
         with self._lock:
             self._data[key] = res
