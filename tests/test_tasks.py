@@ -123,15 +123,18 @@ def test_codecontests_without_data_says_where_to_put_it(tmp_path):
 
 def test_real_smoke_dag_runs_spo_and_ppo_on_humaneval(tmp_path):
     """`snakemake --cores 2 --config scale=real_smoke` (dry run): SmolLM2 on HumanEval, SFT off, SPO and PPO
-    at one seed, SFT and both RL policies evaluated on test only (HumanEval has no ood split), no tokenizer."""
+    at one seed and SPO + expert (the canonical solutions), SFT and the RL policies evaluated on test only
+    (HumanEval has no ood split), no tokenizer."""
     from test_devices import dry_run_jobs
 
     jobs = dry_run_jobs("real_smoke", tmp_path)
     by_rule: dict[str, list[dict]] = {}
     for rule, block in jobs:
         by_rule.setdefault(rule, []).append(block)
-    assert sorted(b["wildcards"] for b in by_rule["rl"]) == ["run=ppo, seed=0", "run=spo, seed=0"]
-    assert sorted(b["wildcards"] for b in by_rule["eval"]) == ["name=ppo-s0", "name=sft", "name=spo-s0"]
+    assert sorted(b["wildcards"] for b in by_rule["rl"]) == ["run=ppo, seed=0", "run=spo, seed=0",
+                                                                  "run=spo_expert, seed=0"]
+    assert sorted(b["wildcards"] for b in by_rule["eval"]) == ["name=ppo-s0", "name=sft", "name=spo-s0",
+                                                               "name=spo_expert-s0"]
     data_out = by_rule["data"][0]["output"]
     assert "rl.jsonl" in data_out and "ood.jsonl" not in data_out and "tokenizer" not in data_out
     from spolab.config import load_config
