@@ -177,3 +177,25 @@ def test_bench_on_a_code_task_needs_no_task_tokenizer(tmp_path):
     listdsl = smoke_cfg("bench", tmp_path, f"data_dir={tmp_path}/data", "sft_dir=null")
     with pytest.raises(ConfigError, match="tokenizer"):
         validate(listdsl, "bench")
+
+
+def test_every_task_checks_its_own_config_and_names_its_splits():
+    """spolab.validate.check_task and the Snakefile's data outputs ask the task class (no branch on task
+    names outside the task): each registered task answers ``split_names`` and ``check_config``, and the
+    easy code set's miniature is checked as a list-DSL group under ``task.from_dsl``."""
+    from omegaconf import OmegaConf
+
+    from spolab.config import load_config
+    from spolab.tasks.base import TASKS, Task
+    from spolab.validate import check_task
+
+    task_class("listdsl")  # imports every task module
+    for name, cls in TASKS.items():
+        assert cls.split_names is not Task.split_names and cls.check_config is not Task.check_config, name
+    easy = load_config("data", ["task=codecontests", "task.from_dsl={n_classes: 20, max_prims: 2}"]).task
+    check_task(easy)
+    assert task_splits(easy) == ["sft", "rl", "val", "test", "ood"]  # conf/task/listdsl.yaml's order
+    with pytest.raises(ConfigError, match=r"task.from_dsl.n_classes=10000: must be <= \d+"):
+        check_task(load_config("data", ["task=codecontests", "task.from_dsl={n_classes: 10000, max_prims: 2}"]).task)
+    with pytest.raises(ConfigError, match=r"task.name='nope': unknown task 'nope'; valid: \['codecontests'"):
+        check_task(OmegaConf.create({"name": "nope"}))

@@ -159,7 +159,7 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())
 
 
-def _apply(cfg, rules: Sequence[Rule], prefix: str = "") -> None:
+def apply_rules(cfg, rules: Sequence[Rule], prefix: str = "") -> None:
     """Check every ``(key, check)`` of ``rules`` on ``cfg``; keys are reported as ``prefix + key``."""
     for key, check in rules:
         if key.endswith("?"):  # checked only where the config has it
@@ -176,20 +176,6 @@ def _apply(cfg, rules: Sequence[Rule], prefix: str = "") -> None:
 # ------------------------------------------------------------------------------------------ shared rules
 
 SEED: list[Rule] = [("seed", integer(0))]
-
-TASK: list[Rule] = [  # task=listdsl (conf/task/listdsl.yaml)
-    ("name", one_of("listdsl", "humaneval", "codecontests")),  # spolab.tasks.base.TASKS
-    ("n_classes", integer(2)),
-    ("ood_fraction", fraction(lo_open=True, hi_open=True)),
-    ("max_prims", integer(1)),
-    ("n_examples", integer(1)),
-    ("n_tests", integer(1)),
-    ("solver_max_len", integer(1)),
-    ("solvers_for", items(one_of(*SPLITS), nonempty=False)),
-    ("max_solvers_stored", integer(0)),
-    ("reward", one_of("binary", "fraction")),
-    ("max_new_tokens", integer(1)),
-]
 
 MODEL_SHAPE = ("hidden_size", "intermediate_size", "num_layers", "num_heads", "max_positions")
 MODEL: list[Rule] = [  # the sizes of a from-scratch model; a real one (name_or_path) brings its own
@@ -375,102 +361,21 @@ def _bad(key: str, value, must: str) -> ConfigError:
     return ConfigError(f"{key}={value!r}: must be {must}")
 
 
-def max_program_count(max_prims: int) -> int:
-    """Programs of 1..max_prims primitives (list ops, the last one possibly an int op): a cheap upper
-    bound on the behaviour classes ``spolab.tasks.problems.sample_classes`` can find."""
-    from spolab.tasks import listdsl as dsl
-
-    n_list, n_all = len(dsl.LIST_OPS), len(dsl.PRIMITIVES)
-    return sum(n_list ** (n - 1) * n_all for n in range(1, max_prims + 1))
-
-
-def longest_program_tokens(max_prims: int) -> int:
-    """Tokens of the longest program of ``max_prims`` primitives, separators and EOS included."""
-    from spolab.tasks import listdsl as dsl
-
-    longest_list = max(len(dsl.PRIMITIVES[i].tokens) for i in dsl.LIST_OPS)
-    longest_last = max(len(p.tokens) for p in dsl.PRIMITIVES)
-    return (max_prims - 1) * (longest_list + 1) + longest_last + 1
-
-
-def prompt_tokens(n_examples: int) -> int:
-    """Prompt length in tokens (BOS included); every prompt of a dataset has this length."""
-    from spolab.tasks import listdsl as dsl
-    from spolab.tasks.render import prompt_text
-
-    full = [0] * dsl.MAX_LIST_LEN
-    return len(prompt_text([[full, full]] * n_examples).split()) + 1
-
-
-CODE_TASK: list[Rule] = [  # task=humaneval | codecontests (conf/task/<name>.yaml)
-    ("reward", one_of("binary", "fraction")),
-    ("max_new_tokens", integer(1)),
-    ("time_limit_s", positive()),
-    ("memory_mb", integer(16)),
-    ("exec_threads", optional(integer(1))),
-    ("prompt_template", optional(text())),
-]
-CODE_TASKS = {
-    "humaneval": [*CODE_TASK, ("split_seed", optional(integer(0)))],
-    "codecontests": [*CODE_TASK, ("tests", items(one_of("public", "private", "generated")))],
-}
-
-
-def _code_task(task, prefix: str) -> None:
-    name = task.name
-    _apply(task, CODE_TASKS[name], f"{prefix}.")
-    template = task.get("prompt_template")
-    if template is not None and "{prompt}" not in template:
-        raise ConfigError(f"{prefix}.prompt_template={template!r}: must contain {{prompt}} (the problem's text)")
-    limits = task.get("max_problems") or {}
-    for split, n in dict(limits).items():
-        if split not in SPLITS:
-            raise ConfigError(f"{prefix}.max_problems.{split}={n!r}: unknown split; must be one of {list(SPLITS)}")
-        integer(1)(f"{prefix}.max_problems.{split}", n)
-    if name == "humaneval":
-        fr = dict(get(task, "fractions"))
-        for split, f in fr.items():
-            if split not in SPLITS:
-                raise ConfigError(f"{prefix}.fractions.{split}={f!r}: unknown split; must be one of {list(SPLITS)}")
-            fraction()(f"{prefix}.fractions.{split}", f)
-        if abs(sum(fr.values()) - 1) > 1e-6:
-            raise ConfigError(f"{prefix}.fractions={fr}: must sum to 1 (every HumanEval problem in one split)")
-    elif not task.get("from_dsl") and not task.get("paths"):
-        raise ConfigError(f"{prefix}.paths={task.get('paths')!r}: task=codecontests reads its splits from disk; map each split to "
-                          f"a file or folder ({prefix}.paths.rl=..., .val=..., .test=...) or set {prefix}.from_dsl")
-
-
 def check_task(task, prefix: str = "task") -> None:
-    """The dataset settings (conf/task): values, split names and sizes, feasibility of n_classes."""
+    """The task group (conf/task/<name>.yaml): its own task class checks it (``Task.check_config``)."""
+    from spolab.tasks.base import task_class
+
     name = get(task, "name")
-    if name in CODE_TASKS:
-        return _code_task(task, prefix)
-    _apply(task, TASK, f"{prefix}.")
-    splits = get(task, "splits")  # present: compose always has it
-    if not isinstance(splits, dict):
-        raise _bad(f"{prefix}.splits", splits, f"a mapping of split name to problem count, splits among {list(SPLITS)}")
-    for name, n in splits.items():
-        if name not in SPLITS:
-            raise ConfigError(f"{prefix}.splits.{name}={n!r}: unknown split; must be one of {list(SPLITS)}")
-        integer(0)(f"{prefix}.splits.{name}", n)
-    n_classes, max_prims, frac = task.n_classes, task.max_prims, task.ood_fraction
-    if n_classes - max(1, round(frac * n_classes)) < 1:
-        raise ConfigError(f"{prefix}.n_classes={n_classes}: must leave at least one class outside the ood split "
-                          f"with {prefix}.ood_fraction={frac} (raise n_classes or lower ood_fraction)")
-    bound = max_program_count(max_prims)
-    if n_classes > bound:
-        raise ConfigError(f"{prefix}.n_classes={n_classes}: must be <= {bound}, the number of programs of <= "
-                          f"{prefix}.max_prims={max_prims} primitives; lower {prefix}.n_classes or raise "
-                          f"{prefix}.max_prims")
-    need = longest_program_tokens(max_prims)
-    if task.max_new_tokens < need:
-        raise ConfigError(f"{prefix}.max_new_tokens={task.max_new_tokens}: must be >= {need}, the longest program of "
-                          f"{prefix}.max_prims={max_prims} primitives plus EOS")
+    try:
+        cls = task_class(name)
+    except ConfigError as e:  # "unknown task 'x'; valid: [...]"
+        raise ConfigError(f"{prefix}.name={name!r}: {e}") from None
+    cls.check_config(task, prefix)
 
 
 def _protocol(cfg, prefix: str) -> None:
     """A sampling protocol: fields, and pass@k needs every k <= n."""
-    _apply(cfg, PROTOCOL, prefix)
+    apply_rules(cfg, PROTOCOL, prefix)
     n = cfg.n
     for i, k in enumerate(cfg.ks):
         if k > n:
@@ -498,7 +403,7 @@ def _rl(cfg) -> None:
     name = cfg.algo.name
     if name not in ALGORITHMS:
         raise _bad("algo.name", name, f"one of {sorted(ALGORITHMS)} (conf/algo)")
-    _apply(cfg, ALGO.get(name, []))
+    apply_rules(cfg, ALGO.get(name, []))
     sources = get(cfg, "data_mix.sources") or {}
     if not isinstance(sources, dict):
         raise _bad("data_mix.sources", sources, "a mapping of stored source to its share of each batch")
@@ -535,6 +440,8 @@ def _rl(cfg) -> None:
 
 
 def _sft(cfg) -> None:
+    from spolab.tasks import listdsl_task as dsl_task
+
     _model_shape(cfg)
     _protocol(cfg.val_protocol, "val_protocol.")
     if cfg.task.name != "listdsl":
@@ -542,12 +449,12 @@ def _sft(cfg) -> None:
             raise ConfigError(f"sft.flaw_rate={cfg.sft.flaw_rate}: must be 0 for task={cfg.task.name} (the habitual "
                               "flaw is a list-DSL step)")
         return
-    if cfg.sft.flaw_rate > 0 and cfg.task.max_new_tokens < longest_program_tokens(cfg.task.max_prims + 1):
+    if cfg.sft.flaw_rate > 0 and cfg.task.max_new_tokens < dsl_task.longest_program_tokens(cfg.task.max_prims + 1):
         raise ConfigError(f"task.max_new_tokens={cfg.task.max_new_tokens}: must be >= "
-                          f"{longest_program_tokens(cfg.task.max_prims + 1)} with sft.flaw_rate={cfg.sft.flaw_rate} "
+                          f"{dsl_task.longest_program_tokens(cfg.task.max_prims + 1)} with sft.flaw_rate={cfg.sft.flaw_rate} "
                           f"(a flawed target has up to task.max_prims + 1 = {cfg.task.max_prims + 1} primitives)")
     _protocol(cfg.val_protocol, "val_protocol.")
-    need = prompt_tokens(cfg.task.n_examples) + cfg.task.max_new_tokens
+    need = dsl_task.prompt_tokens(cfg.task.n_examples) + cfg.task.max_new_tokens
     if not cfg.model.name_or_path and cfg.model.max_positions < need:
         raise ConfigError(f"model.max_positions={cfg.model.max_positions}: must be >= {need}, a prompt of "
                           f"task.n_examples={cfg.task.n_examples} examples plus task.max_new_tokens="
@@ -737,7 +644,7 @@ def validate(cfg: DictConfig, entry: str, *, check_paths: bool = True) -> None:
     if entry not in ENTRIES:
         raise ValueError(f"no validation rules for entry {entry!r}; known: {sorted(ENTRIES)}")
     rules, cross, paths = ENTRIES[entry]
-    _apply(cfg, rules)
+    apply_rules(cfg, rules)
     if entry in TASK_ENTRIES:
         get(cfg, "task")  # a ConfigError when the group is absent
         check_task(cfg.task)

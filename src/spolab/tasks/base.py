@@ -93,6 +93,17 @@ class Task:
         """Whether ``problem`` is one of this task's (a problem record names its task by its type)."""
         raise NotImplementedError
 
+    # ---- config (no instance needed: the Snakefile and spolab.validate read a bare ``task`` group)
+    @classmethod
+    def split_names(cls, cfg) -> list[str]:
+        """The splits ``cfg`` builds, in order (the data rule's outputs, the splits evaluated on)."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_config(cls, cfg, prefix: str = "task") -> None:
+        """Raise ConfigError for a bad ``task`` group (called by ``spolab.validate.check_task``)."""
+        raise NotImplementedError
+
 
 def task_class(name: str) -> type[Task]:
     for module in _MODULES:
@@ -130,23 +141,8 @@ def task_of(problems: Sequence, task: Task | None = None) -> Task:
 
 
 def task_splits(cfg) -> list[str]:
-    """The splits a task config builds (what the Snakefile evaluates on): listdsl's ``splits`` with a
-    size > 0, humaneval's ``fractions``, codecontests' ``paths`` (or its ``from_dsl`` splits)."""
-    get = (lambda k: cfg.get(k)) if hasattr(cfg, "get") else (lambda k: None)
-    name = get("name")
-    if name == "humaneval":
-        return [s for s, f in dict(get("fractions") or {}).items() if f]
-    if name == "codecontests":
-        if get("from_dsl"):
-            from omegaconf import OmegaConf
-
-            from spolab.config import CONF_DIR
-
-            base = OmegaConf.load(CONF_DIR / "task" / "listdsl.yaml")
-            merged = OmegaConf.merge(base, get("from_dsl"))
-            return [s for s, n in dict(merged.splits).items() if n]
-        return list(dict(get("paths") or {}))
-    return [s for s, n in dict(get("splits") or {}).items() if n]
+    """The splits a task config builds (what the Snakefile evaluates on): its task's ``split_names``."""
+    return task_class(cfg["name"]).split_names(cfg)
 
 
 def exec_threads(cfg) -> int:

@@ -10,10 +10,45 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from spolab.errors import ConfigError
 from spolab.tasks import listdsl as dsl
 from spolab.tasks.base import TASKS, TOO_LONG, Outcome, Task
 from spolab.tasks.problems import PROBES, Problem
 from spolab.tasks.render import prompt_text, task_vocab
+from spolab.validate import SPLITS, Rule, apply_rules, fraction, get, integer, items, one_of
+
+RULES: list[Rule] = [  # conf/task/listdsl.yaml
+    ("n_classes", integer(2)),
+    ("ood_fraction", fraction(lo_open=True, hi_open=True)),
+    ("max_prims", integer(1)),
+    ("n_examples", integer(1)),
+    ("n_tests", integer(1)),
+    ("solver_max_len", integer(1)),
+    ("solvers_for", items(one_of(*SPLITS), nonempty=False)),
+    ("max_solvers_stored", integer(0)),
+    ("reward", one_of("binary", "fraction")),
+    ("max_new_tokens", integer(1)),
+]
+
+
+def max_program_count(max_prims: int) -> int:
+    """Programs of 1..max_prims primitives (list ops, the last one possibly an int op): a cheap upper
+    bound on the behaviour classes ``spolab.tasks.problems.sample_classes`` can find."""
+    n_list, n_all = len(dsl.LIST_OPS), len(dsl.PRIMITIVES)
+    return sum(n_list ** (n - 1) * n_all for n in range(1, max_prims + 1))
+
+
+def longest_program_tokens(max_prims: int) -> int:
+    """Tokens of the longest program of ``max_prims`` primitives, separators and EOS included."""
+    longest_list = max(len(dsl.PRIMITIVES[i].tokens) for i in dsl.LIST_OPS)
+    longest_last = max(len(p.tokens) for p in dsl.PRIMITIVES)
+    return (max_prims - 1) * (longest_list + 1) + longest_last + 1
+
+
+def prompt_tokens(n_examples: int) -> int:
+    """Prompt length in tokens (BOS included); every prompt of a dataset has this length."""
+    full = [0] * dsl.MAX_LIST_LEN
+    return len(prompt_text([[full, full]] * n_examples).split()) + 1
 
 
 @TASKS.register("listdsl")
@@ -57,3 +92,34 @@ class ListDSLTask(Task):
     @classmethod
     def claims(cls, problem) -> bool:
         return isinstance(problem, Problem)
+
+    @classmethod
+    def split_names(cls, cfg) -> list[str]:
+        """``task.splits`` with a size > 0."""
+        return [s for s, n in dict(cfg["splits"]).items() if n]
+
+    @classmethod
+    def check_config(cls, cfg, prefix: str = "task") -> None:
+        """Values, split names and sizes, and that ``n_classes`` classes exist and fit the token budget."""
+        apply_rules(cfg, RULES, f"{prefix}.")
+        splits = get(cfg, "splits")  # present: compose always has it
+        if not isinstance(splits, dict):
+            raise ConfigError(f"{prefix}.splits={splits!r}: must be a mapping of split name to problem count, "
+                              f"splits among {list(SPLITS)}")
+        for name, n in splits.items():
+            if name not in SPLITS:
+                raise ConfigError(f"{prefix}.splits.{name}={n!r}: unknown split; must be one of {list(SPLITS)}")
+            integer(0)(f"{prefix}.splits.{name}", n)
+        n_classes, max_prims, frac = cfg.n_classes, cfg.max_prims, cfg.ood_fraction
+        if n_classes - max(1, round(frac * n_classes)) < 1:
+            raise ConfigError(f"{prefix}.n_classes={n_classes}: must leave at least one class outside the ood split "
+                              f"with {prefix}.ood_fraction={frac} (raise n_classes or lower ood_fraction)")
+        bound = max_program_count(max_prims)
+        if n_classes > bound:
+            raise ConfigError(f"{prefix}.n_classes={n_classes}: must be <= {bound}, the number of programs of <= "
+                              f"{prefix}.max_prims={max_prims} primitives; lower {prefix}.n_classes or raise "
+                              f"{prefix}.max_prims")
+        need = longest_program_tokens(max_prims)
+        if cfg.max_new_tokens < need:
+            raise ConfigError(f"{prefix}.max_new_tokens={cfg.max_new_tokens}: must be >= {need}, the longest program "
+                              f"of {prefix}.max_prims={max_prims} primitives plus EOS")

@@ -26,6 +26,17 @@ from spolab.tasks.base import TASKS, TOO_LONG, Outcome, Task, exec_threads
 from spolab.tasks.code import execute as code_exec
 from spolab.tasks.code.extract import extract_code
 from spolab.tasks.code.problems import CodeProblem
+from spolab.tasks.listdsl_task import ListDSLTask
+from spolab.validate import SPLITS, Rule, apply_rules, fraction, get, integer, items, one_of, optional, positive, text
+
+RULES: list[Rule] = [  # what both code tasks' groups have (conf/task/humaneval.yaml, codecontests.yaml)
+    ("reward", one_of("binary", "fraction")),
+    ("max_new_tokens", integer(1)),
+    ("time_limit_s", positive()),
+    ("memory_mb", integer(16)),
+    ("exec_threads", optional(integer(1))),
+    ("prompt_template", optional(text())),
+]
 
 FUNCTION_PROMPT = ("Complete the following Python function. Reply with the complete function, including its "
                    "imports, in one ```python code block.\n\n```python\n{prompt}```")
@@ -38,6 +49,7 @@ class CodeTask(Task):
     as a fenced code block (the way the prompt asks the model to answer)."""
 
     template = ""
+    rules: list[Rule] = RULES
 
     def problem_from_json(self, d: dict) -> CodeProblem:
         return CodeProblem.from_json(d)
@@ -60,6 +72,18 @@ class CodeTask(Task):
     def solutions(self, problem: CodeProblem) -> list[str]:
         return [f"```python\n{s.rstrip()}\n```" for s in problem.solutions]
 
+    @classmethod
+    def check_config(cls, cfg, prefix: str = "task") -> None:
+        """The shared rules, the prompt template's ``{prompt}``, ``max_problems``' splits and sizes."""
+        apply_rules(cfg, cls.rules, f"{prefix}.")
+        template = cfg.get("prompt_template")
+        if template is not None and "{prompt}" not in template:
+            raise ConfigError(f"{prefix}.prompt_template={template!r}: must contain {{prompt}} (the problem's text)")
+        for split, n in dict(cfg.get("max_problems") or {}).items():
+            if split not in SPLITS:
+                raise ConfigError(f"{prefix}.max_problems.{split}={n!r}: unknown split; must be one of {list(SPLITS)}")
+            integer(1)(f"{prefix}.max_problems.{split}", n)
+
     @staticmethod
     def meta(splits: dict[str, list[CodeProblem]]) -> dict:
         return {"sizes": {s: len(v) for s, v in splits.items()},
@@ -71,6 +95,7 @@ class CodeTask(Task):
 class HumanEvalTask(CodeTask):
     name = "humaneval"
     template = FUNCTION_PROMPT
+    rules = [*RULES, ("split_seed", optional(integer(0)))]
 
     def build(self, seed: int):
         from spolab.tasks.code.humaneval import load_humaneval
@@ -86,11 +111,28 @@ class HumanEvalTask(CodeTask):
     def claims(cls, problem) -> bool:
         return isinstance(problem, CodeProblem) and problem.kind == "function"
 
+    @classmethod
+    def split_names(cls, cfg) -> list[str]:
+        """The splits of ``task.fractions`` with a share > 0."""
+        return [s for s, f in dict(cfg.get("fractions") or {}).items() if f]
+
+    @classmethod
+    def check_config(cls, cfg, prefix: str = "task") -> None:
+        super().check_config(cfg, prefix)
+        fr = dict(get(cfg, "fractions"))
+        for split, f in fr.items():
+            if split not in SPLITS:
+                raise ConfigError(f"{prefix}.fractions.{split}={f!r}: unknown split; must be one of {list(SPLITS)}")
+            fraction()(f"{prefix}.fractions.{split}", f)
+        if abs(sum(fr.values()) - 1) > 1e-6:
+            raise ConfigError(f"{prefix}.fractions={fr}: must sum to 1 (every HumanEval problem in one split)")
+
 
 @TASKS.register("codecontests")
 class CodeContestsTask(CodeTask):
     name = "codecontests"
     template = STDIO_PROMPT
+    rules = [*RULES, ("tests", items(one_of("public", "private", "generated")))]
 
     def build(self, seed: int):
         if self.cfg.get("from_dsl", None):
@@ -129,15 +171,11 @@ class CodeContestsTask(CodeTask):
         overrides) as CodeContests records, read back through the CodeContests reader."""
         import tempfile
 
-        from omegaconf import OmegaConf
-
-        from spolab.config import CONF_DIR
         from spolab.data import build_dataset
         from spolab.tasks.code.codecontests import load_codecontests
         from spolab.tasks.code.easy import dsl_problems_as_codecontests, write_jsonl
 
-        dsl_cfg = OmegaConf.merge(OmegaConf.load(CONF_DIR / "task" / "listdsl.yaml"), self.cfg.from_dsl)
-        dsl_splits, _ = build_dataset(dsl_cfg, seed)
+        dsl_splits, _ = build_dataset(self._dsl_config(self.cfg), seed)
         out = {}
         with tempfile.TemporaryDirectory() as tmp:
             for split, probs in dsl_splits.items():
@@ -155,3 +193,29 @@ class CodeContestsTask(CodeTask):
     @classmethod
     def claims(cls, problem) -> bool:
         return isinstance(problem, CodeProblem) and problem.kind == "stdio"
+
+    @classmethod
+    def split_names(cls, cfg) -> list[str]:
+        """``task.paths``' splits, or with ``task.from_dsl`` the miniature's splits of a size > 0."""
+        if cfg.get("from_dsl"):
+            return ListDSLTask.split_names(cls._dsl_config(cfg))
+        return list(dict(cfg.get("paths") or {}))
+
+    @classmethod
+    def check_config(cls, cfg, prefix: str = "task") -> None:
+        super().check_config(cfg, prefix)
+        if cfg.get("from_dsl"):
+            ListDSLTask.check_config(cls._dsl_config(cfg), f"{prefix}.from_dsl")
+        elif not cfg.get("paths"):
+            raise ConfigError(f"{prefix}.paths={cfg.get('paths')!r}: task=codecontests reads its splits from disk; map "
+                              f"each split to a file or folder ({prefix}.paths.rl=..., .val=..., .test=...) or set "
+                              f"{prefix}.from_dsl")
+
+    @staticmethod
+    def _dsl_config(cfg):
+        """The easy set's miniature: conf/task/listdsl.yaml with ``task.from_dsl``'s overrides."""
+        from omegaconf import OmegaConf
+
+        from spolab.config import CONF_DIR
+
+        return OmegaConf.merge(OmegaConf.load(CONF_DIR / "task" / "listdsl.yaml"), cfg["from_dsl"])
