@@ -14,8 +14,8 @@ from spolab.algos.base import lr_factor
 from spolab.config import load_config
 from spolab.models.build import load_model, load_tokenizer
 from spolab.rollout.trajectories import collate
-from spolab.sft import flawed_program, sft_targets
 from spolab.tasks import listdsl as dsl
+from spolab.tasks.listdsl_task import flawed_program, sft_targets
 from spolab.tracking import read_metrics
 from spolab.validate import validate
 from test_algos import _algo, setup  # noqa: F401  (the module fixture)

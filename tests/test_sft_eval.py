@@ -89,8 +89,8 @@ def test_sft_resumes_after_kill(smoke_data, tmp_path):
 
 def test_sft_targets_all_solvers(smoke_data):
     from spolab.data import load_split
-    from spolab.sft import sft_targets
     from spolab.tasks import listdsl as dsl
+    from spolab.tasks.listdsl_task import sft_targets
 
     problems = load_split(smoke_data, "sft")[:20]
     targets = sft_targets(problems, "all_solvers", 3)

@@ -2,8 +2,10 @@
 
 Trains a small Llama from scratch (or fine-tunes ``model.name_or_path``) to write a problem's
 program after its prompt; the loss is the mean token cross-entropy over response tokens.
-Targets: ``generator`` (the generating program) or ``all_solvers`` (each epoch, one program
-drawn from all equivalent programs of <= ``solver_max_len`` primitives: a softer target).
+Targets are the task's (``Task.sft_targets``): for the miniature ``generator`` (the generating program)
+or ``all_solvers`` (each epoch, one program drawn from all equivalent programs of <= ``solver_max_len``
+primitives: a softer target), a share of them taught a habitual flaw; for a code task the dataset's
+reference solutions.
 
 With ``sft.enabled=false`` nothing is trained: π_ref is ``model.name_or_path`` itself (an instruct
 model, as the paper's π_ref is Llama-3.1-8B-Instruct), validated and saved as this step's model, so
@@ -36,68 +38,12 @@ from spolab.errors import ConfigError
 from spolab.eval.generate import evaluate_policy
 from spolab.models.build import build_model, load_model, load_pretrained, load_tokenizer, n_params
 from spolab.rollout.sampler import encode_prompts, encode_responses, score
-from spolab.tasks import listdsl as dsl
 from spolab.tasks.base import get_task
 from spolab.tracking import Tracker
 from spolab.utils import autocast, memory_metrics, resolve_device, seed_everything, set_threads
 from spolab.validate import validate
 
 log = logging.getLogger(__name__)
-
-
-def flawed_program(problem, habit_ops: list[str], rng: random.Random) -> str | None:
-    """The problem's generator with one habitual extra step that makes it wrong, or None.
-
-    The habit: one primitive of ``habit_ops``, appended to a list-valued program or put just
-    before the final primitive of an int-valued one (``sort | sum`` -> ``sort | dedup | sum``).
-    Only a version that fails the problem's tests counts (a habit that happens to be harmless,
-    ``sort | sort``, is not a flaw); the ops are tried in a random order.
-    """
-    prog = list(dsl.parse(problem.program))
-    for name in rng.sample(habit_ops, len(habit_ops)):
-        op = dsl.PRIM_BY_NAME[name]
-        cand = prog + [op] if not dsl.PRIMITIVES[prog[-1]].returns_int else prog[:-1] + [op, prog[-1]]
-        text = dsl.to_text(tuple(cand))
-        if not dsl.execute(text, problem.all_tests()).success:
-            return text
-    return None
-
-
-def sft_targets(problems, kind: str, solver_max_len: int, flaw_rate: float = 0.0,
-                flaw_ops: list[str] | None = None, seed: int = 0) -> list[list[str]]:
-    """Per problem, the list of programs it may be trained on.
-
-    With ``flaw_rate`` > 0, that share of the problems (drawn per problem from ``seed``) is
-    taught a flawed program instead (:func:`flawed_program`): a systematic habit that the
-    reward penalises on every prompt, the kind of general flaw RL post-training corrects.
-    """
-    if kind not in ("generator", "all_solvers"):
-        raise ValueError(f"sft.targets={kind!r} is not valid; choose 'generator' or 'all_solvers'")
-    out = _clean_targets(problems, kind, solver_max_len)
-    if flaw_rate > 0:
-        rng = random.Random(f"{seed}-flaw")
-        for i, p in enumerate(problems):
-            if rng.random() < flaw_rate:
-                bad = flawed_program(p, list(flaw_ops or []), rng)
-                if bad is not None:
-                    out[i] = [bad]
-    return out
-
-
-def _clean_targets(problems, kind: str, solver_max_len: int) -> list[list[str]]:
-    if kind == "generator":
-        return [[p.program] for p in problems]
-    if kind != "all_solvers":
-        raise ValueError(f"sft.targets={kind!r} is not valid; choose 'generator' or 'all_solvers'")
-    # Solvers per class, found once on the class's first problem, then checked on each problem.
-    by_class: dict[int, list[str]] = {}
-    out = []
-    for p in tqdm(problems, desc="sft/solvers", mininterval=2, leave=False):
-        if p.class_id not in by_class:
-            by_class[p.class_id] = [dsl.to_text(s) for s in dsl.enumerate_solvers(p.all_tests(), solver_max_len)]
-        ok = [s for s in by_class[p.class_id] if dsl.execute(s, p.all_tests()).success]
-        out.append(ok or [p.program])
-    return out
 
 
 def sft_loss(model, prompt_ids, prompt_mask, resp_ids, resp_mask) -> torch.Tensor:
@@ -155,17 +101,7 @@ def run(cfg: DictConfig) -> dict:
     task = get_task(cfg.task)
     train = load_split(cfg.data_dir, "sft")
     val = load_split(cfg.data_dir, "val")[: cfg.val_problems]
-    if task.name == "listdsl":  # the miniature's targets: generators, all solvers, the habitual flaw
-        targets = sft_targets(train, cfg.sft.targets, cfg.sft.solver_max_len, cfg.sft.flaw_rate,
-                              list(cfg.sft.flaw_ops), cfg.seed)
-        n_flawed = sum(t[0] != p.program and len(t) == 1 for t, p in zip(targets, train)) if cfg.sft.flaw_rate else 0
-    else:  # a code task: the dataset's reference solutions; problems without one are not trained on
-        pairs = [(p, task.solutions(p)) for p in train]
-        train, targets = [p for p, t in pairs if t], [t for _, t in pairs if t]
-        n_flawed = 0
-        if not train:
-            raise ConfigError(f"task={task.name}: no problem of the sft split has a reference solution to train on; "
-                              "use sft.enabled=false (π_ref = the pretrained model)")
+    train, targets, n_flawed = task.sft_targets(train, cfg.sft, cfg.seed)
 
     # ---- model, optimiser, resume
     ckpt, start = resume_point(out, cfg)  # a checkpoint of this very config, or a clean start

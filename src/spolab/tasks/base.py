@@ -88,6 +88,19 @@ class Task:
         """Reference programs of a problem, as the model should write them (may be empty)."""
         raise NotImplementedError
 
+    def sft_targets(self, problems: Sequence, sft_cfg, seed: int) -> tuple[list, list[list[str]], int]:
+        """What SFT trains on: (the problems, per problem the programs it may be taught, how many of
+        them are deliberately flawed). By default each problem's reference solutions; problems without
+        one are left out, and a split with none is a ConfigError."""
+        from spolab.errors import ConfigError
+
+        pairs = [(p, self.solutions(p)) for p in problems]
+        kept = [(p, t) for p, t in pairs if t]
+        if not kept:
+            raise ConfigError(f"task={self.name}: no problem of the sft split has a reference solution to train on; "
+                              "use sft.enabled=false (π_ref = the pretrained model)")
+        return [p for p, _ in kept], [t for _, t in kept], 0
+
     @classmethod
     def claims(cls, problem) -> bool:
         """Whether ``problem`` is one of this task's (a problem record names its task by its type)."""

@@ -7,8 +7,11 @@ one class when they compute the same function, not only when they agree on the t
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from pathlib import Path
+
+from tqdm import tqdm
 
 from spolab.errors import ConfigError
 from spolab.tasks import listdsl as dsl
@@ -51,6 +54,62 @@ def prompt_tokens(n_examples: int) -> int:
     return len(prompt_text([[full, full]] * n_examples).split()) + 1
 
 
+def flawed_program(problem, habit_ops: list[str], rng: random.Random) -> str | None:
+    """The problem's generator with one habitual extra step that makes it wrong, or None.
+
+    The habit: one primitive of ``habit_ops``, appended to a list-valued program or put just
+    before the final primitive of an int-valued one (``sort | sum`` -> ``sort | dedup | sum``).
+    Only a version that fails the problem's tests counts (a habit that happens to be harmless,
+    ``sort | sort``, is not a flaw); the ops are tried in a random order.
+    """
+    prog = list(dsl.parse(problem.program))
+    for name in rng.sample(habit_ops, len(habit_ops)):
+        op = dsl.PRIM_BY_NAME[name]
+        cand = prog + [op] if not dsl.PRIMITIVES[prog[-1]].returns_int else prog[:-1] + [op, prog[-1]]
+        text = dsl.to_text(tuple(cand))
+        if not dsl.execute(text, problem.all_tests()).success:
+            return text
+    return None
+
+
+def sft_targets(problems, kind: str, solver_max_len: int, flaw_rate: float = 0.0,
+                flaw_ops: list[str] | None = None, seed: int = 0) -> list[list[str]]:
+    """Per problem, the list of programs it may be trained on.
+
+    With ``flaw_rate`` > 0, that share of the problems (drawn per problem from ``seed``) is
+    taught a flawed program instead (:func:`flawed_program`): a systematic habit that the
+    reward penalises on every prompt, the kind of general flaw RL post-training corrects.
+    """
+    if kind not in ("generator", "all_solvers"):
+        raise ValueError(f"sft.targets={kind!r} is not valid; choose 'generator' or 'all_solvers'")
+    out = _clean_targets(problems, kind, solver_max_len)
+    if flaw_rate > 0:
+        rng = random.Random(f"{seed}-flaw")
+        for i, p in enumerate(problems):
+            if rng.random() < flaw_rate:
+                bad = flawed_program(p, list(flaw_ops or []), rng)
+                if bad is not None:
+                    out[i] = [bad]
+    return out
+
+
+def _clean_targets(problems, kind: str, solver_max_len: int) -> list[list[str]]:
+    if kind == "generator":
+        return [[p.program] for p in problems]
+    if kind != "all_solvers":
+        raise ValueError(f"sft.targets={kind!r} is not valid; choose 'generator' or 'all_solvers'")
+    # Solvers per class, found once on the class's first problem, then checked on each problem.
+    by_class: dict[int, list[str]] = {}
+    out = []
+    for p in tqdm(problems, desc="sft/solvers", mininterval=2, leave=False):
+        if p.class_id not in by_class:
+            by_class[p.class_id] = [dsl.to_text(s) for s in dsl.enumerate_solvers(p.all_tests(), solver_max_len)]
+        ok = [s for s in by_class[p.class_id] if dsl.execute(s, p.all_tests()).success]
+        out.append(ok or [p.program])
+    return out
+
+
+
 @TASKS.register("listdsl")
 class ListDSLTask(Task):
     name = "listdsl"
@@ -88,6 +147,14 @@ class ListDSLTask(Task):
 
     def solutions(self, problem: Problem) -> list[str]:
         return [problem.program]
+
+    def sft_targets(self, problems, sft_cfg, seed: int):
+        """Every problem, with ``sft.targets``' programs (:func:`sft_targets`: generators or all solvers,
+        ``sft.flaw_rate`` of them the habitual flaw); the count taught a flawed program."""
+        targets = sft_targets(problems, sft_cfg.targets, sft_cfg.solver_max_len, sft_cfg.flaw_rate,
+                              list(sft_cfg.flaw_ops), seed)
+        n_flawed = sum(t[0] != p.program and len(t) == 1 for t, p in zip(targets, problems)) if sft_cfg.flaw_rate else 0
+        return problems, targets, n_flawed
 
     @classmethod
     def claims(cls, problem) -> bool:

@@ -19,6 +19,7 @@ class is a hash of its outputs on the tests.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from spolab.errors import ConfigError
@@ -27,7 +28,19 @@ from spolab.tasks.code import execute as code_exec
 from spolab.tasks.code.extract import extract_code
 from spolab.tasks.code.problems import CodeProblem
 from spolab.tasks.listdsl_task import ListDSLTask
-from spolab.validate import SPLITS, Rule, apply_rules, fraction, get, integer, items, one_of, optional, positive, text
+from spolab.validate import (
+    SPLITS,
+    Rule,
+    apply_rules,
+    fraction,
+    get,
+    integer,
+    items,
+    one_of,
+    optional,
+    positive,
+    text,
+)
 
 RULES: list[Rule] = [  # what both code tasks' groups have (conf/task/humaneval.yaml, codecontests.yaml)
     ("reward", one_of("binary", "fraction")),
@@ -60,13 +73,14 @@ class CodeTask(Task):
         return (self.cfg.get("prompt_template", None) or self.template).format(prompt=problem.prompt)
 
     def execute(self, problems: Sequence[CodeProblem], programs: Sequence[str | None]) -> list[Outcome]:
-        codes = [None if text is None else extract_code(text, p) for p, text in zip(problems, programs)]
+        codes = [None if reply is None else extract_code(reply, p) for p, reply in zip(problems, programs)]
         results = code_exec.execute(problems, codes, threads=exec_threads(self.cfg))
         out = []
-        for text, res in zip(programs, results):
-            error = TOO_LONG if text is None else res.error  # cut off at max_new_tokens: wrong, as in listdsl
-            out.append(Outcome(res.success and text is not None, res.passed if text is not None else 0, res.total,
-                               error, res.signature if res.success and text is not None else None))
+        for reply, res in zip(programs, results):
+            if reply is None:  # cut off at max_new_tokens: wrong, as in listdsl
+                out.append(Outcome(False, 0, res.total, TOO_LONG))
+            else:  # the executor keeps a complete wrong run's outputs; a functional class is a correct one's
+                out.append(res if res.success or res.signature is None else replace(res, signature=None))
         return out
 
     def solutions(self, problem: CodeProblem) -> list[str]:
