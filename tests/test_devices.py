@@ -148,11 +148,12 @@ def dry_run_jobs(scale: str, tmp_path) -> list[tuple[str, dict[str, str]]]:
     return job_blocks(res.stdout)
 
 
-def test_a_gpu_scale_requests_a_gpu_for_every_model_job_and_only_those(tmp_path):
-    """conf/scale/paper.yaml sets device: cuda; its model jobs carry Snakemake's `gpu=1` resource (which
-    the SLURM profile maps to a GPU request), and nothing else asks for one. The smoke scale (device
-    auto) requests none."""
-    jobs = dry_run_jobs("paper", tmp_path / "paper")
+@pytest.mark.parametrize("scale", ["paper", "gpu_check"])
+def test_a_gpu_scale_requests_a_gpu_for_every_model_job_and_only_those(scale, tmp_path):
+    """conf/scale/paper.yaml and gpu_check.yaml set device: cuda; their model jobs carry Snakemake's `gpu=1`
+    resource (which the SLURM profile maps to a GPU request), and nothing else asks for one. The smoke scale
+    (device auto) requests none."""
+    jobs = dry_run_jobs(scale, tmp_path / scale)
     asked = {rule for rule, b in jobs if "gpu=1" in b.get("resources", "")}
     assert asked == MODEL_RULES
     assert all("gpu=1" in b["resources"] for rule, b in jobs if rule in MODEL_RULES)
