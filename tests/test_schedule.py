@@ -132,7 +132,29 @@ def test_gradient_cosine_diagnostic(smoke_q0, tmp_path):
     res = gradient_cosines(algo, load_split(cfg.data_dir, "rl"), prompts=8, pairs=2, group_size=8,
                            max_new_tokens=cfg.task.max_new_tokens, reward_kind="binary", seed=0)
     assert all(torch.equal(b, p) for b, p in zip(before, policy.parameters()))  # nothing trained
-    assert algo.opt_steps == 0 and not hasattr(algo.__dict__, "step")
+    assert algo.opt_steps == 0 and algo._recorded is None and not algo.optim.state  # no step, no Adam state
     assert -1 <= res["cos_cross"] <= 1 and res["cos_same"] > res["cos_cross"]
     assert 0 < res["reward"] < 1
-    assert algorithm_gradient.__doc__
+    # the recorded gradient is the unclipped gradient of SPO's terminal loss on the batch, computed here directly
+    from spolab.algos.base import policy_logp
+    from spolab.algos.losses import spo_terminal_loss
+    from spolab.rollout.collect import attach_ref_logp, collect
+    from spolab.rollout.trajectories import collate
+
+    problems = load_split(cfg.data_dir, "rl")[:8]
+    trajs, _ = collect(policy, tok, problems, group_size=8, max_new_tokens=cfg.task.max_new_tokens,
+                       temperature=1.0, generator=torch.Generator().manual_seed(1), version=0, reward_kind="binary")
+    attach_ref_logp(ref, trajs, tok.pad_token_id)
+    batch = collate(trajs, tok.pad_token_id)
+    assert 0 < float(batch.reward.mean()) < 1
+    policy.train()
+    got = algorithm_gradient(algo, batch)
+    policy.zero_grad(set_to_none=True)
+    q0_b = torch.tensor([q0[t.problem_id] for t in batch.trajs])
+    loss, _ = spo_terminal_loss(policy_logp(policy, batch), batch.ref_logp, batch.response_mask, batch.reward, q0_b,
+                                cfg.algo.beta, cfg.algo.loss, None)
+    loss.backward()
+    want = torch.cat([p.grad.flatten() for p in policy.parameters()])
+    policy.zero_grad(set_to_none=True)
+    assert want.norm() > 0 and torch.allclose(got, want, atol=1e-6, rtol=1e-4)
+    assert all(torch.equal(b, p) for b, p in zip(before, policy.parameters())) and algo.opt_steps == 0

@@ -39,22 +39,8 @@ PAIRS = 6  # draws of (A, B, A resampled) per run: the SD of cos_cross over them
 
 def algorithm_gradient(algo, batch) -> torch.Tensor:
     """The flattened gradient of ``algo``'s loss on ``batch`` at its current weights (no step taken):
-    the gradient its first policy optimiser step would apply, before clipping."""
-    grads: list[torch.Tensor] = []
-
-    def capture(optim, params):  # stands in for Algorithm.step for one update
-        if optim is algo.optim and not grads:
-            grads.append(torch.cat([p.grad.flatten() if p.grad is not None else torch.zeros(p.numel())
-                                    for p in algo.policy.parameters()]).clone())
-        optim.zero_grad(set_to_none=True)
-        return torch.zeros(())
-
-    algo.step = capture
-    try:
-        algo.update(batch)
-    finally:
-        del algo.step
-    return grads[0]
+    the gradient its first policy optimiser step would apply, before clipping (``Algorithm.first_gradient``)."""
+    return algo.first_gradient(batch)
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:

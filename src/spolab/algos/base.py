@@ -91,6 +91,7 @@ class Algorithm:
         self.optim = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
         self.total_steps = total_updates * self.steps_per_update if total_updates else None
         self.opt_steps = 0  # policy optimiser steps taken (the schedule's clock; logged as opt/steps)
+        self._recorded: list[torch.Tensor] | None = None  # first_gradient: steps record instead of stepping
         lr_factor(0, self.cfg.warmup_steps, self.cfg.lr_schedule, self.total_steps, self.cfg.min_lr_ratio)  # validates
 
     @property
@@ -110,7 +111,15 @@ class Algorithm:
     def step(self, optim: torch.optim.Optimizer, params) -> torch.Tensor:
         """Clip, step at the scheduled learning rate, zero the gradients; returns the gradient norm
         before clipping (0-d tensor). Every optimiser the algorithm holds (PPO's critic too) follows
-        the policy's schedule; the clock advances with the policy's steps."""
+        the policy's schedule; the clock advances with the policy's steps. Inside :meth:`first_gradient`
+        it records the policy's gradient and steps nothing."""
+        if self._recorded is not None:
+            if optim is self.optim and not self._recorded:
+                self._recorded.append(torch.cat([p.grad.flatten() if p.grad is not None else
+                                                 torch.zeros(p.numel(), device=p.device)
+                                                 for p in self.policy.parameters()]).clone())
+            optim.zero_grad(set_to_none=True)
+            return torch.zeros(())
         gnorm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
         scale = self.lr_scale
         for group in optim.param_groups:
@@ -121,6 +130,17 @@ class Algorithm:
         if optim is self.optim:
             self.opt_steps += 1
         return gnorm.detach()
+
+    def first_gradient(self, batch: Batch) -> torch.Tensor:
+        """The flattened policy gradient that the first optimiser step of ``update(batch)`` would apply,
+        before clipping. Nothing is stepped: weights, optimiser state and the schedule's clock are left as
+        they were (spolab.diagnostics' cross-prompt gradient cosine)."""
+        self._recorded = []
+        try:
+            self.update(batch)
+            return self._recorded[0]
+        finally:
+            self._recorded = None
 
     # ---- the trainer's view: what is trained, by what, where
     def modules(self) -> list[torch.nn.Module]:
