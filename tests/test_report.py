@@ -262,6 +262,17 @@ def test_c5_is_undecided_with_three_seeds_far_apart_or_one_seed():
     assert report.c5(s)[1] == UNDECIDED
 
 
+def test_c5_without_val_pass_at_10_judges_the_seed_sd_alone():
+    """A validation protocol without k = 10 (real_smoke: n 4, ks [1, 4]) logs no val pass@10: the report
+    says the collapse events were not counted and decides on the seed SD (it raised KeyError before)."""
+    s = study(rows("spo", STEADY, runs=EIGHT), rows("ppo", SPREAD8, runs=EIGHT), runs=EIGHT,
+              pass10={"spo": [FLAT] * 8, "ppo": [FLAT] * 8})
+    s.curves = s.curves.drop(columns="val/pass@10")
+    assert report.collapse_events(s.curves, "spo", 0.05) is None
+    number, got = report.c5(s)
+    assert got == "reproduced" and "collapse events: not counted (no val pass@10 logged)" in number, number
+
+
 @pytest.mark.parametrize("half, verdict", [(BASE, "reproduced"), (BASE + mixed(91, 64), "partly"),
                                            (BASE - 1, "not"), (BASE + noisy(40), UNDECIDED)])
 def test_c6(half, verdict):
@@ -381,3 +392,13 @@ def test_the_export_keeps_only_this_studys_jobs():
     assert result.attempted >= 1 and result.failed == 0
     jobs = pd.read_csv(ROOT / "results" / "data" / "jobs.csv")
     assert not jobs.name.fillna("").str.contains("_lr").any()  # the lr sweep's runs are not the study's
+
+
+def test_the_settings_name_the_scales_task_and_model():
+    """The miniature's report says it trains from scratch; real_smoke's says SmolLM2 on HumanEval with SFT
+    off (it said "list-DSL ... trained from scratch" at every scale)."""
+    s = study(rows("spo", BASE), rows("ppo", BASE))
+    assert "list-DSL program synthesis" in report.task_line(s, "smoke") and "from scratch" in report.task_line(s, "smoke")
+    real = report.task_line(s, "real_smoke")
+    assert "HumanEval" in real and "`smollm2`" in real and "SFT off" in real and "from scratch" not in real
+    assert "unseen classes" in report.settings(s, "default") and "unseen classes" not in report.settings(s, "real_smoke")
