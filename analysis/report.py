@@ -16,6 +16,7 @@ column (spolab.study), never from here. Nothing in the output is written by hand
 from __future__ import annotations
 
 import argparse
+import functools
 import inspect
 import os
 from collections.abc import Callable
@@ -562,6 +563,7 @@ TASK_TEXT = {"listdsl": "list-DSL program synthesis (\"code contests in miniatur
              "codecontests": "CodeContests-format problems (stdin/stdout programs, run in the sandbox)"}
 
 
+@functools.cache
 def setup(scale: str) -> dict:
     """The scale's task, model and SFT setting (conf/scale/<scale>.yaml composed for the sft entry)."""
     from spolab.config import load_config

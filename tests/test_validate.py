@@ -130,6 +130,10 @@ CASES = [
     ("sft", ["val_protocol.temperature=0"], ["val_protocol.temperature=0: must be > 0"]),
     ("sft", ["model.num_heads=5"], ["model.hidden_size=48: must be a multiple of 2 x model.num_heads=5"]),
     ("sft", ["model.max_positions=32"], ["model.max_positions=32: must be >= 62"]),
+    # the task's own SFT checks (Task.check_sft): a flawed target has one primitive more than max_prims
+    ("sft", ["sft.flaw_rate=0.5", "task.max_new_tokens=12"],
+     ["task.max_new_tokens=12: must be >= 16 with sft.flaw_rate=0.5"]),
+    ("sft", ["task=humaneval", "sft.flaw_rate=0.5"], ["sft.flaw_rate=0.5: must be 0 for task=humaneval"]),
     ("sft", ["model.name_or_path=gpt2"], ["model.name_or_path='gpt2': must be null or a local model directory"]),
     ("sft", [f"data_dir={NO_DIR}"], [f"data_dir='{NO_DIR}'", "python -m spolab.data"]),
     # ---- evaluate

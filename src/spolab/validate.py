@@ -361,6 +361,15 @@ def _bad(key: str, value, must: str) -> ConfigError:
     return ConfigError(f"{key}={value!r}: must be {must}")
 
 
+def per_split(mapping, key: str, check: Check) -> None:
+    """A mapping of split name to value (``task.splits``, ``.max_problems``, ``.fractions``): every name a
+    known split, every value passing ``check``."""
+    for split, v in dict(mapping).items():
+        if split not in SPLITS:
+            raise ConfigError(f"{key}.{split}={v!r}: unknown split; must be one of {list(SPLITS)}")
+        check(f"{key}.{split}", v)
+
+
 def check_task(task, prefix: str = "task") -> None:
     """The task group (conf/task/<name>.yaml): its own task class checks it (``Task.check_config``)."""
     from spolab.tasks.base import task_class
@@ -440,25 +449,18 @@ def _rl(cfg) -> None:
 
 
 def _sft(cfg) -> None:
-    from spolab.tasks import listdsl_task as dsl_task
+    from spolab.tasks.base import task_class
 
     _model_shape(cfg)
     _protocol(cfg.val_protocol, "val_protocol.")
-    if cfg.task.name != "listdsl":
-        if cfg.sft.flaw_rate > 0:
-            raise ConfigError(f"sft.flaw_rate={cfg.sft.flaw_rate}: must be 0 for task={cfg.task.name} (the habitual "
-                              "flaw is a list-DSL step)")
-        return
-    if cfg.sft.flaw_rate > 0 and cfg.task.max_new_tokens < dsl_task.longest_program_tokens(cfg.task.max_prims + 1):
-        raise ConfigError(f"task.max_new_tokens={cfg.task.max_new_tokens}: must be >= "
-                          f"{dsl_task.longest_program_tokens(cfg.task.max_prims + 1)} with sft.flaw_rate={cfg.sft.flaw_rate} "
-                          f"(a flawed target has up to task.max_prims + 1 = {cfg.task.max_prims + 1} primitives)")
-    _protocol(cfg.val_protocol, "val_protocol.")
-    need = dsl_task.prompt_tokens(cfg.task.n_examples) + cfg.task.max_new_tokens
-    if not cfg.model.name_or_path and cfg.model.max_positions < need:
-        raise ConfigError(f"model.max_positions={cfg.model.max_positions}: must be >= {need}, a prompt of "
-                          f"task.n_examples={cfg.task.n_examples} examples plus task.max_new_tokens="
-                          f"{cfg.task.max_new_tokens}")
+    task_class(cfg.task.name).check_sft(cfg)  # what the task's SFT targets need (the flaw, the prompt length)
+
+
+def _task_tokenizer(cfg) -> bool:
+    """Whether the task writes its own tokenizer into the data folder (``Task.builds_tokenizer``)."""
+    from spolab.tasks.base import task_class
+
+    return task_class(cfg.task.name).builds_tokenizer
 
 
 def protocol_path(name: str) -> Path:
@@ -482,10 +484,7 @@ def _evaluate(cfg) -> None:
     if n_problems is not None:
         if not isinstance(n_problems, dict):
             raise _bad("n_problems", n_problems, "null or a mapping of split to its first N problems")
-        for split, n in n_problems.items():
-            if split not in SPLITS:
-                raise ConfigError(f"n_problems.{split}={n!r}: unknown split; must be one of {list(SPLITS)}")
-            optional(integer(1))(f"n_problems.{split}", n)
+        per_split(n_problems, "n_problems", optional(integer(1)))
 
 
 def _bench(cfg) -> None:
@@ -632,7 +631,7 @@ ENTRIES: dict[str, tuple[list[Rule], Callable | None, Callable | None]] = {
     "evaluate": (EVALUATE, _evaluate, _evaluate_paths),
     "q0": (Q0, None, _ref_paths),
     "sources": (SOURCES, None, _ref_paths),
-    "bench": (BENCH, _bench, lambda cfg: need_data(cfg, ["rl"], tokenizer=cfg.task.name == "listdsl")),  # a real model brings its tokenizer
+    "bench": (BENCH, _bench, lambda cfg: need_data(cfg, ["rl"], tokenizer=_task_tokenizer(cfg))),  # a real model brings its tokenizer
     "exact": (EXACT, _exact, None),
 }
 

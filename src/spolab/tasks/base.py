@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from spolab.errors import ConfigError
 from spolab.utils import Registry
 
 TASKS = Registry("task")  # task.name -> Task subclass
@@ -92,8 +93,6 @@ class Task:
         """What SFT trains on: (the problems, per problem the programs it may be taught, how many of
         them are deliberately flawed). By default each problem's reference solutions; problems without
         one are left out, and a split with none is a ConfigError."""
-        from spolab.errors import ConfigError
-
         pairs = [(p, self.solutions(p)) for p in problems]
         kept = [(p, t) for p, t in pairs if t]
         if not kept:
@@ -116,6 +115,14 @@ class Task:
     def check_config(cls, cfg, prefix: str = "task") -> None:
         """Raise ConfigError for a bad ``task`` group (called by ``spolab.validate.check_task``)."""
         raise NotImplementedError
+
+    @classmethod
+    def check_sft(cls, cfg) -> None:
+        """Raise ConfigError where the sft entry's config ``cfg`` cannot train this task's targets. By default
+        the habitual flaw (``sft.flaw_rate``), a list-DSL step, must be off."""
+        if cfg.sft.flaw_rate > 0:
+            raise ConfigError(f"sft.flaw_rate={cfg.sft.flaw_rate}: must be 0 for task={cfg.task.name} (the habitual "
+                              "flaw is a list-DSL step)")
 
 
 def task_class(name: str) -> type[Task]:

@@ -18,7 +18,7 @@ from spolab.tasks import listdsl as dsl
 from spolab.tasks.base import TASKS, TOO_LONG, Outcome, Task
 from spolab.tasks.problems import PROBES, Problem
 from spolab.tasks.render import prompt_text, task_vocab
-from spolab.validate import SPLITS, Rule, apply_rules, fraction, get, integer, items, one_of
+from spolab.validate import SPLITS, Rule, apply_rules, fraction, get, integer, items, one_of, per_split
 
 RULES: list[Rule] = [  # conf/task/listdsl.yaml
     ("n_classes", integer(2)),
@@ -96,9 +96,7 @@ def sft_targets(problems, kind: str, solver_max_len: int, flaw_rate: float = 0.0
 def _clean_targets(problems, kind: str, solver_max_len: int) -> list[list[str]]:
     if kind == "generator":
         return [[p.program] for p in problems]
-    if kind != "all_solvers":
-        raise ValueError(f"sft.targets={kind!r} is not valid; choose 'generator' or 'all_solvers'")
-    # Solvers per class, found once on the class's first problem, then checked on each problem.
+    # kind == "all_solvers" (sft_targets checked it). Solvers per class, found once on the class's first problem, then checked on each problem.
     by_class: dict[int, list[str]] = {}
     out = []
     for p in tqdm(problems, desc="sft/solvers", mininterval=2, leave=False):
@@ -173,10 +171,7 @@ class ListDSLTask(Task):
         if not isinstance(splits, dict):
             raise ConfigError(f"{prefix}.splits={splits!r}: must be a mapping of split name to problem count, "
                               f"splits among {list(SPLITS)}")
-        for name, n in splits.items():
-            if name not in SPLITS:
-                raise ConfigError(f"{prefix}.splits.{name}={n!r}: unknown split; must be one of {list(SPLITS)}")
-            integer(0)(f"{prefix}.splits.{name}", n)
+        per_split(splits, f"{prefix}.splits", integer(0))
         n_classes, max_prims, frac = cfg.n_classes, cfg.max_prims, cfg.ood_fraction
         if n_classes - max(1, round(frac * n_classes)) < 1:
             raise ConfigError(f"{prefix}.n_classes={n_classes}: must leave at least one class outside the ood split "
@@ -190,3 +185,18 @@ class ListDSLTask(Task):
         if cfg.max_new_tokens < need:
             raise ConfigError(f"{prefix}.max_new_tokens={cfg.max_new_tokens}: must be >= {need}, the longest program "
                               f"of {prefix}.max_prims={max_prims} primitives plus EOS")
+
+    @classmethod
+    def check_sft(cls, cfg) -> None:
+        """A flawed target (one primitive more) and every prompt must fit: ``task.max_new_tokens`` holds the
+        longest flawed program, ``model.max_positions`` a prompt plus a response (a from-scratch model)."""
+        task = cfg.task
+        if cfg.sft.flaw_rate > 0 and task.max_new_tokens < longest_program_tokens(task.max_prims + 1):
+            raise ConfigError(f"task.max_new_tokens={task.max_new_tokens}: must be >= "
+                              f"{longest_program_tokens(task.max_prims + 1)} with sft.flaw_rate={cfg.sft.flaw_rate} "
+                              f"(a flawed target has up to task.max_prims + 1 = {task.max_prims + 1} primitives)")
+        need = prompt_tokens(task.n_examples) + task.max_new_tokens
+        if not cfg.model.name_or_path and cfg.model.max_positions < need:
+            raise ConfigError(f"model.max_positions={cfg.model.max_positions}: must be >= {need}, a prompt of "
+                              f"task.n_examples={task.n_examples} examples plus task.max_new_tokens="
+                              f"{task.max_new_tokens}")

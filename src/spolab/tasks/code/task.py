@@ -29,7 +29,6 @@ from spolab.tasks.code.extract import extract_code
 from spolab.tasks.code.problems import CodeProblem
 from spolab.tasks.listdsl_task import ListDSLTask
 from spolab.validate import (
-    SPLITS,
     Rule,
     apply_rules,
     fraction,
@@ -38,6 +37,7 @@ from spolab.validate import (
     items,
     one_of,
     optional,
+    per_split,
     positive,
     text,
 )
@@ -93,10 +93,7 @@ class CodeTask(Task):
         template = cfg.get("prompt_template")
         if template is not None and "{prompt}" not in template:
             raise ConfigError(f"{prefix}.prompt_template={template!r}: must contain {{prompt}} (the problem's text)")
-        for split, n in dict(cfg.get("max_problems") or {}).items():
-            if split not in SPLITS:
-                raise ConfigError(f"{prefix}.max_problems.{split}={n!r}: unknown split; must be one of {list(SPLITS)}")
-            integer(1)(f"{prefix}.max_problems.{split}", n)
+        per_split(cfg.get("max_problems") or {}, f"{prefix}.max_problems", integer(1))
 
     @staticmethod
     def meta(splits: dict[str, list[CodeProblem]]) -> dict:
@@ -134,10 +131,7 @@ class HumanEvalTask(CodeTask):
     def check_config(cls, cfg, prefix: str = "task") -> None:
         super().check_config(cfg, prefix)
         fr = dict(get(cfg, "fractions"))
-        for split, f in fr.items():
-            if split not in SPLITS:
-                raise ConfigError(f"{prefix}.fractions.{split}={f!r}: unknown split; must be one of {list(SPLITS)}")
-            fraction()(f"{prefix}.fractions.{split}", f)
+        per_split(fr, f"{prefix}.fractions", fraction())
         if abs(sum(fr.values()) - 1) > 1e-6:
             raise ConfigError(f"{prefix}.fractions={fr}: must sum to 1 (every HumanEval problem in one split)")
 
