@@ -1,6 +1,6 @@
 """The code-task library: loaders, extraction, execution in the real sandbox, the DSL easy set.
 
-Every program here really runs in ``spolab.tasks.code.sandbox`` (2 threads at most). The
+Every program here really runs in ``spolab.sandbox`` (2 threads at most). The
 fixture ``fixtures/codecontests/mini.jsonl`` holds 9 problems in the CodeContests schema, each
 with correct Python 3 solutions and one incorrect solution of a known kind (INCORRECT below).
 """
@@ -24,7 +24,7 @@ from spolab.errors import ConfigError
 from spolab.tasks import listdsl as dsl
 from spolab.tasks import problems as dsl_problems
 from spolab.tasks.code import codecontests, easy, execute, extract, humaneval
-from spolab.tasks.code import sandbox as sb
+from spolab import sandbox as sb
 from spolab.tasks.code.codecontests import load_codecontests
 from spolab.tasks.code.easy import dsl_problems_as_codecontests, dsl_to_python, write_jsonl
 from spolab.tasks.code.execute import CodeResultCache, outputs_match

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import psutil
 import pytest
 
-from spolab.tasks.code import sandbox as sb
+from spolab import sandbox as sb
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 

@@ -1,1 +1,1 @@
-"""Code tasks: running untrusted Python programs (sandbox)."""
+"""Code tasks (HumanEval, CodeContests): their programs run in :mod:`spolab.sandbox`."""

@@ -62,8 +62,8 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from spolab import sandbox
 from spolab.errors import ConfigError
-from spolab.tasks.code import sandbox
 from spolab.tasks.code.problems import CodeProblem, CodeResult
 
 MAX_PROGRAM_CHARS = 100_000  # longer programs are not run: error "too long"
