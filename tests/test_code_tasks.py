@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from spolab import sandbox as sb
 from spolab.errors import ConfigError
 from spolab.tasks import listdsl as dsl
 from spolab.tasks import problems as dsl_problems
 from spolab.tasks.code import codecontests, easy, execute, extract, humaneval
-from spolab import sandbox as sb
 from spolab.tasks.code.codecontests import load_codecontests
 from spolab.tasks.code.easy import dsl_problems_as_codecontests, dsl_to_python, write_jsonl
 from spolab.tasks.code.execute import CodeResultCache, outputs_match

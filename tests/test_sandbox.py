@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from spolab import sandbox as sb
+from spolab.sandbox import isolation
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -36,7 +37,7 @@ def contains_writes(mode: str) -> bool:
 
 
 def isolates_network(mode: str) -> bool:
-    return mode == "bwrap" or ROOT or sb._userns_works()
+    return mode == "bwrap" or ROOT or isolation.userns_works()
 
 
 @pytest.fixture(params=MODES)
@@ -284,7 +285,7 @@ def test_never_raises(monkeypatch):
     assert sb.run("print(1)", time_limit_s=1, memory_mb=0).status == "sandbox_error"
     assert sb.run("print(1)", time_limit_s=1, memory_mb=256, isolation="docker").status == "sandbox_error"
     assert sb.run(None, time_limit_s=1, memory_mb=256).status == "sandbox_error"  # type: ignore[arg-type]
-    monkeypatch.setattr(sb, "_bwrap_path", lambda: None)
+    monkeypatch.setattr(isolation, "bwrap_path", lambda: None)
     res = sb.run("print(1)", time_limit_s=1, memory_mb=256, isolation="bwrap")
     assert res.status == "sandbox_error" and "bwrap" in res.error
 
