@@ -165,7 +165,7 @@ class CodeContestsTask(CodeTask):
             path, dataset_split = (where, None) if isinstance(where, str) else (where.get("path"), where.get("split"))
             if not path or not Path(path).exists():
                 raise ConfigError(f"task.paths.{split}={where!r}: no such file or folder (put the data on disk "
-                                  "first: README, Real scale)")
+                                  "first: docs/real_scale.md)")
             problems = load_codecontests(path, dataset_split, tests=list(self.cfg.tests),
                                          default_time_limit_s=float(self.cfg.time_limit_s),
                                          default_memory_mb=int(self.cfg.memory_mb))
