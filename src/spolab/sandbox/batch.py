@@ -1,5 +1,5 @@
-"""Many runs: :func:`run_many` runs :class:`Job` s on a thread pool, each once, through a
-:class:`ResultCache`."""
+"""Many runs: :func:`run_many` runs jobs (:class:`Job`) on a thread pool, each distinct job once,
+through a :class:`ResultCache`."""
 
 from __future__ import annotations
 

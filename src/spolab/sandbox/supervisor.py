@@ -1,11 +1,13 @@
-"""The supervisor: the trusted program that starts, watches and cleans up after the untrusted one."""
+"""The supervisor: the trusted few lines that start, watch and clean up after the untrusted program.
 
-# The supervisor: a trusted few lines run by a fresh `python -I -S` (inside bwrap, or directly
-# in the fallback). It forks the program (rlimits, own process group, unprivileged uid when
-# configured, exec), waits for it, then kills every remaining descendant -- it is a child
-# subreaper, so double-forked daemons are re-parented to it. It reports on a status pipe that
-# the program never holds (close-on-exec): {"event": "start"}, {"event": "exit", ...} or
-# {"event": "error", "msg": ...}. SIGTERM from the parent = stop now (timeout, output cap).
+``SUPERVISOR`` is run by a fresh ``python -I -S`` (inside bwrap, or directly in the fallback). It
+forks the program (rlimits, own process group, unprivileged uid when configured, exec), waits for
+it, then kills every remaining descendant: it is a child subreaper, so double-forked daemons are
+re-parented to it. It reports on a status pipe that the program never holds (close-on-exec):
+``{"event": "start"}``, ``{"event": "exit", ...}`` or ``{"event": "error", "msg": ...}``. SIGTERM
+from the parent means stop now (timeout, output cap).
+"""
+
 SUPERVISOR = r"""
 import json, os, signal, sys, time
 cfg = json.loads(sys.argv[1])
