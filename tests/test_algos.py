@@ -11,9 +11,11 @@ from conftest import rl_cfg
 from spolab import rl
 from spolab.algos import ALGORITHMS, Algorithm, ConfigError, get_algorithm
 from spolab.algos.base import minibatches, policy_logp, register
+from spolab.algos.q0 import load_q0
 from spolab.config import load_config
 from spolab.models.build import load_model, load_tokenizer
 from spolab.rollout.collect import attach_ref_logp, collect
+from spolab.rollout.mix import check_data_mix
 from spolab.rollout.offpolicy import SourceMixer, allocate
 from spolab.rollout.trajectories import (
     ReplayBuffer,
@@ -40,17 +42,17 @@ def test_data_mix_rules():
     for algo in ("ppo", "grpo", "rloo"):
         mix = load_config("rl", ["data_mix=half_online"]).data_mix
         with pytest.raises(ConfigError, match=f"algo={algo} is on-policy.*data_mix=half_online"):
-            rl.check_data_mix(get_algorithm(algo), mix)
-    assert rl.check_data_mix(get_algorithm("spo"), load_config("rl", ["data_mix=half_online"]).data_mix) == (
+            check_data_mix(get_algorithm(algo), mix)
+    assert check_data_mix(get_algorithm("spo"), load_config("rl", ["data_mix=half_online"]).data_mix) == (
         10, {"replay": 0.5})
     bad = load_config("rl", ["data_mix=half_online", "data_mix.fresh_fraction=0.7"]).data_mix
     with pytest.raises(ConfigError, match="sum to 1"):
-        rl.check_data_mix(get_algorithm("spo"), bad)
+        check_data_mix(get_algorithm("spo"), bad)
 
 
 @pytest.fixture(scope="module")
 def setup(smoke_sft, smoke_data):
-    from spolab.data import load_split
+    from spolab.tasks.io import load_split
 
     out, _ = smoke_sft
     tok = load_tokenizer(out / "model")
@@ -161,7 +163,7 @@ def test_loss_reduction_is_read_from_the_config(setup):
 
 def test_train_step_draws_the_exact_counts(setup, smoke_data):
     """One update's data path: fresh samples, then the stored parts in allocate's counts, replay filled after."""
-    from spolab.data import load_split
+    from spolab.tasks.io import load_split
 
     _, tok, _, trajs = setup
     algo, policy = _algo("spo", setup)
@@ -231,7 +233,7 @@ def test_q0_file(smoke_q0):
     d = json.loads((smoke_q0 / "q0.json").read_text())
     assert d["n_ref"] == 16 and len(d["successes"]) == 200
     assert all(0 <= s <= 16 for s in d["successes"].values())
-    q = rl.load_q0(smoke_q0 / "q0.json", 0.1, "squared", "plain")
+    q = load_q0(smoke_q0 / "q0.json", 0.1, "squared", "plain")
     assert len(q) == 200
 
 

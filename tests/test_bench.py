@@ -2,7 +2,7 @@
 
 import torch
 
-from spolab.bench import SavedActivations, _state_bytes
+from spolab.perf import SavedActivations, state_bytes
 
 
 def test_saved_activations_counts_what_backward_needs():
@@ -20,10 +20,10 @@ def test_saved_activations_counts_what_backward_needs():
 def test_state_bytes_counts_params_grads_and_adam_moments():
     m = torch.nn.Linear(10, 5)  # 55 float32 parameters
     opt = torch.optim.AdamW(m.parameters())
-    assert _state_bytes([m], [opt]) == 55 * 4
+    assert state_bytes([m], [opt]) == 55 * 4
     m(torch.randn(3, 10)).sum().backward()
     opt.step()
-    assert _state_bytes([m], [opt]) == 55 * 4 * 4 + 2 * 4  # params, grads, exp_avg, exp_avg_sq, 2 step counters
+    assert state_bytes([m], [opt]) == 55 * 4 * 4 + 2 * 4  # params, grads, exp_avg, exp_avg_sq, 2 step counters
 
 
 def test_bench_times_the_trainers_own_step(smoke_sft, smoke_data):

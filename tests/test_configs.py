@@ -6,6 +6,7 @@ import pytest
 
 from spolab import data
 from spolab.config import CONF_DIR, load_config
+from spolab.tasks.io import load_split
 
 ENTRY = sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
 SCALES = sorted(p.stem for p in (CONF_DIR / "scale").glob("*.yaml"))
@@ -32,7 +33,7 @@ def test_compose_every_group_option(group):
 
 
 def test_protocols_load():
-    from spolab.evaluate import load_protocol
+    from spolab.config import load_protocol
 
     assert load_protocol("paper").temperature == 0.4 and load_protocol("policy").n == 20
 
@@ -48,7 +49,7 @@ def test_bad_config_values_raise_clearly(tmp_path):
 
 def test_missing_inputs_name_the_step(tmp_path):
     with pytest.raises(FileNotFoundError, match="spolab.data"):
-        data.load_split(tmp_path, "sft")
+        load_split(tmp_path, "sft")
     assert Path(CONF_DIR).is_dir()
 
 

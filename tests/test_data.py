@@ -8,6 +8,7 @@ from conftest import smoke_cfg
 from spolab import data
 from spolab.config import load_config
 from spolab.tasks import listdsl as dsl
+from spolab.tasks.io import load_split
 from spolab.tasks.problems import has_dead_step, iter_problems, nontrivial_outputs, sample_classes
 
 
@@ -26,7 +27,7 @@ def test_same_seed_byte_identical_files(tmp_path, smoke_data):
 
 
 def test_split_rules(smoke_data):
-    splits = {s: data.load_split(smoke_data, s) for s in ["sft", "rl", "val", "test", "ood"]}
+    splits = {s: load_split(smoke_data, s) for s in ["sft", "rl", "val", "test", "ood"]}
     prompts = {s: [str(p.examples) for p in v] for s, v in splits.items()}
     # no prompt appears twice, within a split or across any two splits
     everything = [x for v in prompts.values() for x in v]

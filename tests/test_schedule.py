@@ -11,9 +11,11 @@ from conftest import rl_cfg
 from spolab import rl
 from spolab.algos import ConfigError, get_algorithm
 from spolab.algos.base import lr_factor
+from spolab.algos.q0 import load_q0
 from spolab.config import load_config
 from spolab.models.build import load_model, load_tokenizer
 from spolab.rollout.trajectories import collate
+from spolab.schedule import lr_at
 from spolab.tasks import listdsl as dsl
 from spolab.tasks.listdsl_task import flawed_program, sft_targets
 from spolab.tracking import read_metrics
@@ -33,6 +35,43 @@ def test_lr_factor_by_hand():
         lr_factor(0, 4, "cosine", None, 0.1)
     with pytest.raises(ConfigError, match="lr_schedule='linear'"):
         lr_factor(0, 4, "linear", 10, 0.1)
+
+
+def _old_rl_factor(step, warmup_steps, schedule, total_steps, min_lr_ratio):
+    """algos.base.lr_factor as it was written before the two schedules became spolab.schedule.lr_at."""
+    w = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    if schedule == "constant":
+        return w
+    p = min(1.0, step / total_steps)
+    return w * (min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * p)))
+
+
+def _old_sft_lr(step, total, lr, warmup, min_ratio):
+    """sft.lr_at as it was written before the two schedules became spolab.schedule.lr_at."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    frac = min(1.0, (step - warmup) / max(1, total - warmup))
+    return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def test_one_schedule_gives_both_old_formulas_exactly():
+    """SFT's and RL's schedules are one function (spolab.schedule.lr_at): bit for bit the floats each
+    caller computed with its own formula, on a grid of steps, warm-ups, totals and floors."""
+    grid = [(w, t, r) for w in (0, 1, 3, 10, 100) for t in (1, 7, 96, 250, 1000) for r in (0.0, 0.1, 0.37)]
+    n = 0
+    for warmup, total, ratio in grid:
+        for step in range(0, total + 15):
+            for schedule in ("constant", "cosine"):
+                assert lr_factor(step, warmup, schedule, total, ratio) == _old_rl_factor(step, warmup, schedule, total,
+                                                                                         ratio)
+            for lr in (1e-3, 3e-4, 5e-5):
+                got = lr_at(step, warmup=warmup, total=total, min_ratio=ratio, peak=lr, decay_after_warmup=True)
+                assert got == _old_sft_lr(step, total, lr, warmup, ratio)
+                n += 1
+    assert n > 10_000
+    # the two shapes differ while warming up under a cosine: RL's ramp multiplies a decay begun at step 0
+    assert lr_at(1, warmup=4, total=10, min_ratio=0.1) < lr_at(1, warmup=4, total=10, min_ratio=0.1,
+                                                               decay_after_warmup=True)
 
 
 def test_first_adam_step_is_taken_at_the_warmed_up_rate(setup):  # noqa: F811
@@ -82,7 +121,7 @@ def test_on_policy_algorithms_refuse_temperature_other_than_one(name):
 
 
 def test_flawed_program_is_the_habit_and_fails(smoke_data):
-    from spolab.data import load_split
+    from spolab.tasks.io import load_split
 
     problems = load_split(smoke_data, "sft")[:200]
     rng = random.Random(0)
@@ -106,7 +145,7 @@ def test_flawed_program_is_the_habit_and_fails(smoke_data):
 
 
 def test_sft_targets_flaw_share(smoke_data):
-    from spolab.data import load_split
+    from spolab.tasks.io import load_split
 
     problems = load_split(smoke_data, "sft")[:400]
     clean = sft_targets(problems, "generator", 3)
@@ -119,14 +158,14 @@ def test_sft_targets_flaw_share(smoke_data):
 
 def test_gradient_cosine_diagnostic(smoke_q0, tmp_path):
     """The same prompts resampled agree more than disjoint prompts (smoke SFT, SPO's gradient)."""
-    from spolab.data import load_split
     from spolab.diagnostics import algorithm_gradient, gradient_cosines
+    from spolab.tasks.io import load_split
 
     root = smoke_q0.parent
     cfg = rl_cfg(root, tmp_path)
     tok = load_tokenizer(cfg.sft_dir)
     policy, ref = load_model(cfg.sft_dir), load_model(cfg.sft_dir).eval().requires_grad_(False)
-    q0 = rl.load_q0(cfg.q0_path, cfg.algo.beta, cfg.algo.loss, cfg.algo.q0_estimator)
+    q0 = load_q0(cfg.q0_path, cfg.algo.beta, cfg.algo.loss, cfg.algo.q0_estimator)
     algo = get_algorithm("spo")(cfg.algo, policy, ref, tok, q0=q0, seed=0)
     before = [p.detach().clone() for p in policy.parameters()]
     res = gradient_cosines(algo, load_split(cfg.data_dir, "rl"), prompts=8, pairs=2, group_size=8,

@@ -58,9 +58,9 @@ def test_evaluate_saved_checkpoint(smoke_sft, smoke_data, tmp_path):
 def test_evaluate_rejects_k_above_n_and_unknown_protocols(smoke_sft, smoke_data, tmp_path):
     from omegaconf import OmegaConf
 
-    from spolab.data import load_split
     from spolab.eval.generate import evaluate_policy
     from spolab.models.build import load_model, load_tokenizer
+    from spolab.tasks.io import load_split
 
     out, _ = smoke_sft
     proto = OmegaConf.create({"name": "x", "n": 5, "temperature": 1.0, "top_p": 1.0, "ks": [1, 10]})
@@ -88,8 +88,8 @@ def test_sft_resumes_after_kill(smoke_data, tmp_path):
 
 
 def test_sft_targets_all_solvers(smoke_data):
-    from spolab.data import load_split
     from spolab.tasks import listdsl as dsl
+    from spolab.tasks.io import load_split
     from spolab.tasks.listdsl_task import sft_targets
 
     problems = load_split(smoke_data, "sft")[:20]

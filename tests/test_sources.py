@@ -12,11 +12,12 @@ from conftest import rl_cfg
 from spolab import rl
 from spolab.algos import ConfigError, get_algorithm
 from spolab.config import load_config
-from spolab.data import load_split
 from spolab.models.build import load_model, load_tokenizer
+from spolab.rollout.mix import check_data_mix, load_pools
 from spolab.rollout.offpolicy import POOL_SOURCES, SourceMixer, allocate, decoding_trajectories
 from spolab.rollout.trajectories import ReplayBuffer, Trajectory, load_trajectories, save_trajectories
 from spolab.tasks import listdsl as dsl
+from spolab.tasks.io import load_split
 from spolab.utils import read_jsonl
 
 
@@ -52,14 +53,14 @@ def test_data_mix_configs_validate():
     spo = get_algorithm("spo")
     for mix in ("online", "half_online", "expert", "earlier_run", "other_policy", "decoding", "random", "offline_only"):
         cfg = load_config("rl", [f"data_mix={mix}"]).data_mix
-        sync, sources = rl.check_data_mix(spo, cfg)
+        sync, sources = check_data_mix(spo, cfg)
         assert abs(cfg.fresh_fraction + sum(sources.values()) - 1) < 1e-9
     bad = load_config("rl", ["data_mix=offline_only", "data_mix.sources.expert=0", "+data_mix.sources.replay=1.0"]).data_mix
     with pytest.raises(ConfigError, match="replay stores the run's own fresh samples"):
-        rl.check_data_mix(spo, bad)
+        check_data_mix(spo, bad)
     unknown = load_config("rl", ["data_mix=expert", "data_mix.sources.expert=0", "+data_mix.sources.experts=0.5"]).data_mix
     with pytest.raises(ConfigError, match=r"unknown source\(s\) \['experts'\]"):
-        rl.check_data_mix(spo, unknown)
+        check_data_mix(spo, unknown)
 
 
 @pytest.mark.parametrize("mix", ["expert", "offline_only", "random", "decoding", "other_policy"])
@@ -148,7 +149,7 @@ def test_earlier_run_dump_and_load(pools, smoke_q0, tmp_path):
     assert all(t.behaviour_logp is not None and t.ref_logp is not None for t in dump)
     spo = rl_cfg(root, tmp_path / "spo", "algo=spo", "data_mix=earlier_run", "updates=2", "eval_every=2",
                  "ckpt_every=2", f"earlier_run_path={tmp_path}/ppo/trajectories.jsonl", f"out_dir={tmp_path}/spo")
-    pools_ = rl.load_pools(spo, {"earlier_run": 0.5})
+    pools_ = load_pools(spo, {"earlier_run": 0.5})
     assert [t.response_ids for t in pools_["earlier_run"]] == [t.response_ids for t in dump]
     assert {t.source for t in pools_["earlier_run"]} == {"earlier_run"}
     rl.run(spo)

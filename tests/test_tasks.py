@@ -12,12 +12,12 @@ import pytest
 
 from conftest import smoke_cfg
 from spolab import data
-from spolab.data import load_split
 from spolab.errors import ConfigError
 from spolab.eval.generate import execute, score_samples
 from spolab.tasks import listdsl as dsl
 from spolab.tasks.base import TOO_LONG, get_task, task_class, task_of, task_splits
 from spolab.tasks.code.problems import CodeProblem
+from spolab.tasks.io import load_split
 from spolab.tasks.problems import Problem
 
 FIXTURE = Path(__file__).parent / "fixtures" / "codecontests" / "mini.jsonl"
@@ -147,7 +147,7 @@ def test_q0_of_a_partial_credit_reward_is_the_monte_carlo_soft_value(tmp_path):
     them (computed here by hand), and with binary rewards the same file gives the success-count formula."""
     import math
 
-    from spolab.rl import load_q0
+    from spolab.algos.q0 import load_q0
 
     beta = 0.1
     path = tmp_path / "q0.json"

@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from conftest import ONE_THREAD, smoke_cfg
-from spolab import evaluate
+from spolab import config
 from spolab.config import CONF_DIR, load_config
 from spolab.errors import ConfigError, OperationalError
 from spolab.validate import ENTRIES, MissingInput, validate
@@ -59,9 +59,10 @@ def inputs(smoke_data, tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def bad_protocols(request, monkeypatch):
-    """evaluate reads conf/protocol/<name>.yaml: point it at the copy holding bad.yaml and big_k.yaml."""
+    """evaluate reads conf/protocol/<name>.yaml (spolab.config.protocol_path): point it at the copy holding
+    bad.yaml and big_k.yaml."""
     if "inputs" in request.fixturenames:
-        monkeypatch.setattr(evaluate, "CONF_DIR", request.getfixturevalue("inputs")["conf"])
+        monkeypatch.setattr(config, "CONF_DIR", request.getfixturevalue("inputs")["conf"])
 
 
 def compose(entry, inputs, tmp_path, *overrides):

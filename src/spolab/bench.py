@@ -18,60 +18,50 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import queue
 import resource
 import statistics
 import time
 from pathlib import Path
 
+import pandas as pd
+import psutil
+import torch
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.flop_counter import FlopCounterMode
 
+from spolab.algos import get_algorithm
+from spolab.algos.losses import q0_from_success
+from spolab.builder import build_rl_run
 from spolab.cli import entry
+from spolab.config import load_config
+from spolab.models.build import build_model, load_model, load_tokenizer
+from spolab.perf import VARIANTS, SavedActivations, matmul_gflops, ppo_steps_per_update, state_bytes
+from spolab.rollout.sampler import encode_prompts, sample
+from spolab.tasks.base import task_of
+from spolab.tasks.io import load_split
+from spolab.train import train_step
+from spolab.utils import (
+    autocast,
+    device_name,
+    peak_memory_mb,
+    reset_peak_memory,
+    resolve_device,
+    sync,
+)
 from spolab.validate import validate
 
 log = logging.getLogger(__name__)
 
-VARIANTS = {  # name -> (algo config, data mix)
-    "spo": ("spo", "online"),
-    "spo_ppo_steps": ("spo", "online"),  # SPO at PPO's optimiser steps per update (ppo_steps_per_update)
-    "spo_half_online": ("spo", "half_online"),
-    "ppo": ("ppo", "online"),
-    "grpo": ("grpo", "online"),
-    "rloo": ("rloo", "online"),
-}
-
-
-def _state_bytes(modules, optimizers) -> int:
-    """Exact bytes of parameters, gradients and optimizer state of the given objects."""
-    import torch
-
-    total = 0
-    for m in modules:
-        for p in m.parameters():
-            total += p.numel() * p.element_size()
-            if p.grad is not None:
-                total += p.grad.numel() * p.grad.element_size()
-    for opt in optimizers:
-        for st in opt.state.values():
-            total += sum(v.numel() * v.element_size() for v in st.values() if torch.is_tensor(v))
-    return total
-
-
 def bench_trl_grpo(size: str, cfg, queue) -> None:
     """TRL's GRPOTrainer on the same task, model, batch and reward, built offline (a peer)."""
-    import psutil
-    import torch
-
     baseline = psutil.Process().memory_info().rss
-    try:
+    try:  # optional extras (.[bench]): only this variant needs TRL and datasets
         from datasets import Dataset
         from transformers import TrainerCallback
         from trl import GRPOConfig, GRPOTrainer
     except ImportError as e:
         raise ImportError("the trl_grpo bench variant needs TRL: pip install -e '.[bench]'") from e
-    from spolab.config import load_config
-    from spolab.data import load_split
-    from spolab.tasks.base import task_of
-    from spolab.utils import peak_memory_mb, resolve_device, sync
 
     cfg = OmegaConf.create(cfg)
     torch.set_num_threads(cfg.threads)
@@ -118,117 +108,55 @@ def bench_trl_grpo(size: str, cfg, queue) -> None:
         "gflop_per_step": nan, "achieved_gflop_s": nan, "batch_trajectories": nan,
         "peak_rss_above_baseline_MB": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline) / 2**20,
         "peak_activations_MB": nan,
-        "train_state_MB": _state_bytes([trainer.model] + ([trainer.ref_model] if trainer.ref_model is not None else []),
+        "train_state_MB": state_bytes([trainer.model] + ([trainer.ref_model] if trainer.ref_model is not None else []),
                                        [trainer.optimizer]) / 2**20,
         "cuda_max_allocated_MB": peak_memory_mb(device),
     })
 
 
-def _policy_for(size: str, cfg, rl_cfg):
-    """(policy, tokenizer, checkpoint path): the SFT checkpoint for ``sft_size``, else a fresh model."""
-    from spolab.models.build import build_model, load_model, load_tokenizer
-
+def _init_dir(size: str, cfg, rl_cfg) -> str:
+    """The checkpoint a benchmarked policy starts from: the SFT checkpoint for ``sft_size``, else a
+    fresh model of ``size`` written to a temporary folder (with the miniature's tokenizer)."""
     if size == cfg.sft_size and cfg.sft_dir and Path(cfg.sft_dir, "config.json").exists():
         # the SFT policy (π_ref, for a real model the pretrained one): realistic lengths
-        return load_model(cfg.sft_dir), load_tokenizer(cfg.sft_dir), cfg.sft_dir
+        return cfg.sft_dir
     tok = load_tokenizer(Path(cfg.data_dir) / "tokenizer")  # a fresh model of another size: the miniature's
     init = f"/tmp/spolab-bench-{size}-{os.getpid()}"
     build_model(rl_cfg.model, tok, seed=0).save_pretrained(init)
     tok.save_pretrained(init)
-    return load_model(init), tok, init  # loaded from disk: name_or_path set (TRL builds its reference from it)
+    return init
 
 
-class SavedActivations:
-    """Live bytes of tensors autograd saves for backward (activations; parameters excluded), and
-    their peak: inside the context, each saved tensor is counted when packed and uncounted when
-    the graph that holds it is freed."""
-
-    def __init__(self):
-        self.live = self.peak = 0
-
-    class _Token:
-        def __init__(self, owner, n):
-            self.owner, self.n = owner, n
-            owner.live += n
-            owner.peak = max(owner.peak, owner.live)
-
-        def __del__(self):
-            self.owner.live -= self.n
-
-    def pack(self, t):
-        import torch
-
-        n = 0 if isinstance(t, torch.nn.Parameter) else t.numel() * t.element_size()
-        return t, self._Token(self, n)
-
-    @staticmethod
-    def unpack(packed):
-        return packed[0]
-
-    def __enter__(self):
-        import torch
-
-        self._ctx = torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)
-        self._ctx.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self._ctx.__exit__(*exc)
-
-
-def ppo_steps_per_update() -> int:
-    """PPO's policy optimiser steps per update, epochs × minibatches (conf/algo/ppo.yaml): the
-    ``spo_ppo_steps`` variant takes as many gradient steps per batch, so the speed comparison is
-    also made at equal optimiser steps, not only at equal samples."""
-    from spolab.config import load_config
-
-    a = load_config("rl", ["algo=ppo"]).algo
-    return int(a.epochs) * int(a.minibatches)
+def _policy_for(size: str, cfg, rl_cfg):
+    """(policy, tokenizer, checkpoint path) of :func:`_init_dir`, loaded from disk (name_or_path set:
+    TRL builds its reference from it)."""
+    init = _init_dir(size, cfg, rl_cfg)
+    return load_model(init), load_tokenizer(init), init
 
 
 def bench_one(variant: str, size: str, cfg_dict: dict, queue) -> None:
     """Runs in a spawned process: one algorithm, one model size; puts its row on ``queue``."""
-    import psutil
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from spolab.algos import get_algorithm
-    from spolab.algos.losses import q0_from_success
-    from spolab.config import load_config
-    from spolab.data import load_split
-    from spolab.models.build import load_model
-    from spolab.rl import PromptStream, check_data_mix, load_pools
-    from spolab.rollout.offpolicy import SourceMixer, allocate
-    from spolab.rollout.trajectories import ReplayBuffer
-    from spolab.train import train_step
-    from spolab.utils import autocast, peak_memory_mb, reset_peak_memory, resolve_device
-
     cfg = OmegaConf.create(cfg_dict)
     torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     baseline = psutil.Process().memory_info().rss  # after imports: libraries are not the algorithm's
     algo_name, mix_name = VARIANTS[variant]
     steps = [f"algo.steps_per_batch={ppo_steps_per_update()}"] if variant == "spo_ppo_steps" else []
+    # the policy itself samples (data_mix.sync_every 1, no stale copy in memory): the cost of the online setting
     rl_cfg = load_config("rl", [f"algo={algo_name}", f"data_mix={mix_name}", f"model={size}", f"scale={cfg.scale.name}",
-                                f"batch_size={cfg.batch_size}", f"group_size={cfg.group_size}", *steps])
-    algo_cls = get_algorithm(algo_name)
-    policy, tok, init = _policy_for(size, cfg, rl_cfg)
-    ref = load_model(init).eval().requires_grad_(False)
-    problems = load_split(cfg.data_dir, "rl")
+                                f"batch_size={cfg.batch_size}", f"group_size={cfg.group_size}", "seed=0",
+                                "data_mix.sync_every=1", *steps])
+    rl_cfg.sft_dir, rl_cfg.data_dir = _init_dir(size, cfg, rl_cfg), cfg.data_dir
     q0 = None
-    if algo_cls.needs_q0:  # 3 of 16 reference samples succeed on every prompt: a plausible Q̂0
+    if get_algorithm(algo_name).needs_q0:  # 3 of 16 reference samples succeed on every prompt: a plausible Q̂0
+        problems = load_split(cfg.data_dir, "rl")
         q0 = dict(zip([p.id for p in problems], q0_from_success(
             torch.full((len(problems),), 3.0), 16, rl_cfg.algo.beta, rl_cfg.algo.loss, "plain").tolist()))
-    algo = algo_cls(rl_cfg.algo, policy, ref, tok, q0=q0, seed=0, init_path=init).to(device)
-    # ---- the RL loop's data path: exact counts of the mix, a real replay buffer, fresh prompts
-    _, sources = check_data_mix(algo_cls, rl_cfg.data_mix)
-    counts = allocate(cfg.batch_size, rl_cfg.data_mix.fresh_fraction, sources)
-    replay = ReplayBuffer(rl_cfg.replay_capacity, seed=0)
-    mixer = SourceMixer(load_pools(rl_cfg, sources), replay, seed=0)
-    prompts = PromptStream(problems, seed=0)
-    gen = torch.Generator(device=device).manual_seed(0)
+    # ---- the RL run as spolab.rl builds it: exact counts of the mix, a real replay buffer, fresh prompts
+    r = build_rl_run(rl_cfg, device, q0=q0)
+    algo, policy, prompts, mixer, replay, counts, gen = r.algo, r.policy, r.prompts, r.mixer, r.replay, r.counts, r.gen
 
-    def step(i: int):  # the policy itself samples (sync_every 1): the cost of the online setting
+    def step(i: int):
         return train_step(algo, policy, prompts.take(counts["fresh"] // cfg.group_size), mixer, replay, counts,
                           group_size=cfg.group_size, max_new_tokens=rl_cfg.task.max_new_tokens, temperature=1.0,
                           generator=gen, version=i, reward_kind=rl_cfg.task.reward)
@@ -267,44 +195,15 @@ def bench_one(variant: str, size: str, cfg_dict: dict, queue) -> None:
         "achieved_gflop_s": flops / 1e9 / step_s,
         "batch_trajectories": statistics.median(batch_trajs),
         "peak_rss_above_baseline_MB": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline) / 2**20,
-        "train_state_MB": _state_bytes([*algo.modules(), algo.ref], algo.optimizers()) / 2**20,
+        "train_state_MB": state_bytes([*algo.modules(), algo.ref], algo.optimizers()) / 2**20,
         "peak_activations_MB": acts.peak / 2**20,  # saved for backward during one update
         "cuda_max_allocated_MB": peak_memory_mb(device),
     }
     queue.put(row)
 
 
-def matmul_gflops(threads: int, device, n: int = 2048, repeats: int = 10) -> float:
-    """This machine's measured fp32 matmul throughput (GFLOP/s): the limit reported against."""
-    import torch
-
-    from spolab.utils import sync
-
-    torch.set_num_threads(threads)
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    for _ in range(3):
-        a @ b
-    ts = []
-    for _ in range(repeats):
-        sync(device)
-        t = time.perf_counter()
-        a @ b
-        sync(device)
-        ts.append(time.perf_counter() - t)
-    return 2 * n**3 / statistics.median(ts) / 1e9
-
-
 def sampler_vs_generate(cfg, size: str, repeats: int = 5) -> list[dict]:
     """Our KV-cached sampler (prefill shared by a prompt's samples, or not) against model.generate."""
-    import torch
-
-    from spolab.config import load_config
-    from spolab.data import load_split
-    from spolab.rollout.sampler import encode_prompts, sample
-    from spolab.tasks.base import task_of
-    from spolab.utils import autocast, resolve_device, sync
-
     device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads)
     rl_cfg = load_config("rl", [f"model={size}", f"scale={cfg.scale.name}"])
@@ -343,8 +242,6 @@ def sampler_vs_generate(cfg, size: str, repeats: int = 5) -> list[dict]:
 
 def _result(q, proc, what: str) -> dict:
     """The child's row; a child that died without one is an error, not a hang."""
-    import queue
-
     while True:
         try:
             row = q.get(timeout=5)
@@ -356,10 +253,6 @@ def _result(q, proc, what: str) -> dict:
 
 
 def run(cfg: DictConfig) -> list[dict]:
-    import pandas as pd
-
-    from spolab.utils import device_name, resolve_device
-
     validate(cfg, "bench")
     ctx = mp.get_context("spawn")
     device = resolve_device(cfg.device)

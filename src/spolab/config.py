@@ -108,3 +108,17 @@ def flatten(d: Any, prefix: str = "", sep: str = ".", max_len: int = 6000) -> di
 
     rec(to_container(d), prefix)
     return out
+
+
+def protocol_path(name: str) -> Path:
+    """``conf/protocol/<name>.yaml``, an evaluation protocol (under :data:`CONF_DIR` as it is when called)."""
+    return CONF_DIR / "protocol" / f"{name}.yaml"
+
+
+def load_protocol(name: str) -> DictConfig:
+    """The evaluation protocol ``name`` (n, temperature, top-p, ks); an unknown name raises, listing the valid ones."""
+    path = protocol_path(name)
+    if not path.exists():
+        valid = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ValueError(f"unknown evaluation protocol {name!r}; valid: {valid}")
+    return OmegaConf.load(path)

@@ -9,70 +9,16 @@ task with its own vocabulary, ``tokenizer/``. The same seed gives byte-identical
 from __future__ import annotations
 
 import logging
-import random
-import statistics
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 from spolab.cli import entry
-from spolab.tasks import listdsl as dsl
 from spolab.tasks.base import get_task
-from spolab.tasks.problems import Problem, iter_problems, sample_classes
 from spolab.utils import set_threads, write_json, write_jsonl
-from spolab.validate import check_task, validate
+from spolab.validate import validate
 
 log = logging.getLogger(__name__)
-
-SPLITS_IN_ORDER = ("test", "val", "ood", "rl", "sft")  # earlier splits claim prompts first
-
-
-def build_dataset(task: DictConfig, seed: int) -> tuple[dict[str, list[Problem]], dict]:
-    """All splits (DESIGN §3) and a summary. Pure function of (task config, seed)."""
-    check_task(task)  # ConfigError: split names and sizes, ood_fraction, n_classes feasibility, ...
-    classes = sample_classes(random.Random(f"{seed}-classes"), task.n_classes, task.max_prims)
-    ids = list(range(len(classes)))
-    random.Random(f"{seed}-ood").shuffle(ids)
-    n_ood = max(1, round(task.ood_fraction * len(ids)))
-    ood_ids, seen_ids = sorted(ids[:n_ood]), sorted(ids[n_ood:])
-
-    prompts_taken: set[str] = set()
-    splits: dict[str, list[Problem]] = {}
-    for split in SPLITS_IN_ORDER:
-        n = int(task.splits.get(split, 0))
-        rng = random.Random(f"{seed}-{split}")
-        stream = iter_problems(rng, split, classes, ood_ids if split == "ood" else seen_ids,
-                                 task.n_examples, task.n_tests)
-        out: list[Problem] = []
-        with tqdm(total=n, desc=f"data/{split}", leave=False, mininterval=2) as bar:
-            while len(out) < n:
-                prob = next(stream)
-                key = " ".join(map(str, prob.examples))
-                if key in prompts_taken:
-                    continue  # a prompt never appears twice, within or across splits
-                prompts_taken.add(key)
-                prob.id = f"{split}-{len(out):06d}"
-                if split in task.solvers_for:
-                    sols = dsl.enumerate_solvers(prob.all_tests(), task.solver_max_len)
-                    prob.n_solvers = len(sols)
-                    prob.solvers = [dsl.to_text(s) for s in sols[: task.max_solvers_stored]]
-                out.append(prob)
-                bar.update()
-        splits[split] = out
-
-    meta = {
-        "seed": seed,
-        "n_classes": len(classes),
-        "n_ood_classes": len(ood_ids),
-        "sizes": {s: len(v) for s, v in splits.items()},
-        "classes_covered": {s: len({p.class_id for p in v}) for s, v in splits.items()},
-        "median_solvers": {
-            s: statistics.median(p.n_solvers for p in v) for s, v in splits.items() if v and v[0].n_solvers >= 0
-        },
-        "solver_max_len": task.solver_max_len,
-    }
-    return splits, meta
 
 
 def run(cfg: DictConfig) -> dict:
@@ -90,20 +36,6 @@ def run(cfg: DictConfig) -> dict:
     log.info("dataset written to %s: %s; %s", out, meta["sizes"],
              {k: v for k, v in meta.items() if k not in ("sizes", "task")})
     return meta
-
-
-def load_split(data_dir: str | Path, split: str) -> list:
-    """The problems of one split, as the task the folder was built for reads them (meta.json)."""
-    path = Path(data_dir) / f"{split}.jsonl"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run `python -m spolab.data` (or the Snakemake data rule) first")
-    from spolab.tasks.base import task_of_data
-    from spolab.utils import read_jsonl
-
-    task = task_of_data(data_dir) if (Path(data_dir) / "meta.json").exists() else None
-    if task is None:  # a folder of problems without meta.json: the miniature's, as before meta recorded the task
-        return [Problem.from_json(d) for d in read_jsonl(path)]
-    return [task.problem_from_json(d) for d in read_jsonl(path)]
 
 
 main = entry("data", run)

@@ -23,11 +23,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from spolab.algos import get_algorithm
+from spolab.builder import build_rl_run
 from spolab.cli import entry
-from spolab.data import load_split
-from spolab.models.build import load_model, load_tokenizer
-from spolab.rl import load_q0
 from spolab.rollout.collect import attach_ref_logp, collect
 from spolab.rollout.trajectories import collate
 from spolab.utils import seed_everything, set_threads
@@ -78,13 +75,8 @@ def run(cfg: DictConfig) -> dict:
     set_threads()
     validate(cfg, "rl")
     seed_everything(cfg.seed)
-    algo_cls = get_algorithm(cfg.algo.name)
-    tok = load_tokenizer(cfg.sft_dir)
-    policy = load_model(cfg.sft_dir)
-    ref = load_model(cfg.sft_dir).eval().requires_grad_(False)
-    q0 = load_q0(cfg.q0_path, cfg.algo.beta, cfg.algo.loss, cfg.algo.q0_estimator) if algo_cls.needs_q0 else None
-    algo = algo_cls(cfg.algo, policy, ref, tok, q0=q0, seed=cfg.seed, init_path=str(cfg.sft_dir))
-    res = gradient_cosines(algo, load_split(cfg.data_dir, "rl"), prompts=cfg.batch_size // cfg.group_size,
+    r = build_rl_run(cfg, torch.device("cpu"))  # the RL run's algorithm at the SFT policy (Q̂0 of the task's reward)
+    res = gradient_cosines(r.algo, r.problems, prompts=cfg.batch_size // cfg.group_size,
                            pairs=PAIRS, group_size=cfg.group_size,
                            max_new_tokens=cfg.task.max_new_tokens, reward_kind=cfg.task.reward, seed=cfg.seed)
     res = {"algo": cfg.algo.name, "sft_dir": str(cfg.sft_dir), **res}

@@ -18,11 +18,11 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from spolab.cli import entry
-from spolab.config import CONF_DIR
-from spolab.data import load_split
+from spolab.config import load_protocol
 from spolab.eval.generate import evaluate_policy
 from spolab.models.build import load_model, load_tokenizer
 from spolab.tasks.base import get_task
+from spolab.tasks.io import load_split
 from spolab.tracking import Tracker
 from spolab.utils import (
     autocast,
@@ -37,14 +37,6 @@ from spolab.utils import (
 from spolab.validate import validate
 
 log = logging.getLogger(__name__)
-
-
-def load_protocol(name: str) -> DictConfig:
-    path = CONF_DIR / "protocol" / f"{name}.yaml"
-    if not path.exists():
-        valid = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ValueError(f"unknown evaluation protocol {name!r}; valid: {valid}")
-    return OmegaConf.load(path)
 
 
 def run(cfg: DictConfig) -> dict:

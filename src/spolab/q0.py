@@ -16,11 +16,11 @@ import numpy as np
 from omegaconf import DictConfig
 
 from spolab.cli import entry
-from spolab.data import load_split
 from spolab.models.build import load_model, load_tokenizer
 from spolab.rollout.collect import collect
 from spolab.rollout.trajectories import save_trajectories
 from spolab.tasks.base import get_task
+from spolab.tasks.io import load_split
 from spolab.tracking import Tracker
 from spolab.utils import autocast, generator, resolve_device, seed_everything, set_threads, write_json
 from spolab.validate import validate

@@ -10,124 +10,29 @@ samples consumed and wall clock are logged so curves can use either axis.
 
 from __future__ import annotations
 
-import copy
-import json
 import logging
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from spolab.algos import ConfigError, get_algorithm
-from spolab.algos.losses import q0_from_success, q0_monte_carlo
-from spolab.checkpoint import load_state, remove_checkpoints, resume_point, save_checkpoint, save_model
+from spolab.builder import build_rl_run
+from spolab.checkpoint import remove_checkpoints, resume_point, save_checkpoint, save_model
 from spolab.cli import entry
 from spolab.config import run_identity
-from spolab.data import load_split
 from spolab.eval.generate import evaluate_policy
-from spolab.models.build import load_model, load_tokenizer
-from spolab.rollout.offpolicy import STORED_SOURCES, SourceMixer, allocate
-from spolab.rollout.trajectories import ReplayBuffer, load_trajectories, save_trajectories
-from spolab.tasks.base import get_task
+from spolab.rollout.mix import source_metrics
+from spolab.rollout.trajectories import save_trajectories
+from spolab.tasks.io import load_split
 from spolab.tracking import Tracker
 from spolab.train import train_step
-from spolab.utils import autocast, generator, memory_metrics, resolve_device, seed_everything, set_threads
+from spolab.utils import autocast, memory_metrics, resolve_device, seed_everything, set_threads
 from spolab.validate import validate
 
 log = logging.getLogger(__name__)
-
-
-def check_data_mix(algo_cls, mix) -> tuple[int, dict[str, float]]:
-    """Validate a data mix against an algorithm; returns (sync_every, stored-source shares)."""
-    sources = dict(mix.sources or {})
-    unknown = set(sources) - set(STORED_SOURCES)
-    if unknown:
-        raise ConfigError(f"data_mix.sources has unknown source(s) {sorted(unknown)}; valid: {list(STORED_SOURCES)}")
-    shares = [mix.fresh_fraction, *sources.values()]
-    if abs(sum(shares) - 1.0) > 1e-6 or min(shares) < 0:
-        raise ConfigError(f"data_mix={mix.name}: fresh_fraction + source shares must be non-negative and sum to 1 "
-                          f"(got fresh_fraction={mix.fresh_fraction}, sources={sources})")
-    if "replay" in sources and mix.fresh_fraction == 0:
-        raise ConfigError(f"data_mix={mix.name}: replay stores the run's own fresh samples, so it needs "
-                          "fresh_fraction > 0")
-    if mix.sync_every < 1:
-        raise ConfigError(f"data_mix.sync_every must be >= 1, got {mix.sync_every}")
-    if algo_cls.on_policy and (mix.fresh_fraction < 1.0 or mix.sync_every != 1 or any(sources.values())):
-        raise ConfigError(
-            f"algo={algo_cls.name} is on-policy but data_mix={mix.name} feeds it off-policy data "
-            f"(data_mix.fresh_fraction={mix.fresh_fraction}, data_mix.sync_every={mix.sync_every}, "
-            f"data_mix.sources={sources}); use data_mix=online or an off-policy algorithm (algo=spo)")
-    return mix.sync_every, sources
-
-
-def load_pools(cfg, sources: dict[str, float]) -> dict[str, list]:
-    """Stored pools of the mix's sources (replay excepted: the run fills it), relabelled with
-    their source name. earlier_run reads a finished run's dump (``cfg.earlier_run_path``)."""
-    pools = {}
-    for src, share in sources.items():
-        if src == "replay" or share == 0:
-            continue
-        path = Path(cfg.earlier_run_path) if src == "earlier_run" else Path(cfg.sources_dir) / f"{src}.jsonl"
-        if not path.exists():
-            hint = ("run the study's PPO run first (Snakemake does)" if src == "earlier_run"
-                    else "run `python -m spolab.sources` (Snakemake rule sources) first")
-            raise FileNotFoundError(f"data_mix source {src!r} reads {path}, which does not exist: {hint}")
-        pools[src] = load_trajectories(path)
-        for t in pools[src]:
-            t.source = src
-    return pools
-
-
-def load_q0(path: str | Path, beta: float, kind: str, estimator: str, reward: str = "binary") -> dict[str, float]:
-    """Per-prompt Q̂0 for this run's β and loss kind: from the reference success counts for a binary
-    reward, from the reference rewards themselves (β log mean exp(r/β), q0_monte_carlo) otherwise."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run `python -m spolab.q0` (Snakemake rule q0) first")
-    d = json.loads(path.read_text())
-    if reward != "binary":
-        if "rewards" not in d:
-            raise ConfigError(f"{path} holds success counts only, which fit a binary reward, not task.reward={reward!r}: "
-                              "rerun `python -m spolab.q0` (it records the rewards)")
-        if kind != "squared" or estimator != "plain":
-            raise ConfigError(f"task.reward={reward!r}: Q̂0 of a non-binary reward is the plain Monte-Carlo estimate "
-                              f"of the squared loss (algo.loss=squared, algo.q0_estimator=plain), not {kind}/{estimator}")
-        ids = sorted(d["rewards"])
-        r = torch.tensor([d["rewards"][i] for i in ids], dtype=torch.float64)  # (P, n_ref)
-        return dict(zip(ids, q0_monte_carlo(r, beta).float().tolist()))
-    ids = sorted(d["successes"])
-    s = torch.tensor([d["successes"][i] for i in ids], dtype=torch.float64)
-    q0 = q0_from_success(s, d["n_ref"], beta, kind, estimator)
-    return dict(zip(ids, q0.tolist()))
-
-
-class PromptStream:
-    """Fresh prompts: a seeded permutation of the pool, reshuffled when exhausted."""
-
-    def __init__(self, problems, seed: int, start: int = 0):
-        self.problems, self.seed, self.pos = problems, seed, start
-
-    def take(self, n: int):
-        out = []
-        for _ in range(n):
-            epoch, i = divmod(self.pos, len(self.problems))
-            perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.problems))
-            out.append(self.problems[perm[i]])
-            self.pos += 1
-        return out
-
-
-def source_metrics(parts: dict[str, list], batch_size: int) -> dict[str, float]:
-    """Per-source accounting of one batch: the share each source actually filled and its mean reward."""
-    out = {}
-    for src, trajs in parts.items():
-        out[f"data/frac_{src}"] = len(trajs) / batch_size
-        out[f"data/reward_{src}"] = float(np.mean([t.reward for t in trajs])) if trajs else float("nan")
-    return out
 
 
 def run(cfg: DictConfig) -> dict:
@@ -137,43 +42,18 @@ def run(cfg: DictConfig) -> dict:
     seed_everything(cfg.seed)
     out = Path(cfg.out_dir)
     final_dir = out / "model"
-    algo_cls = get_algorithm(cfg.algo.name)
-    sync_every, sources = check_data_mix(algo_cls, cfg.data_mix)  # validated above; here for its values
-    counts = allocate(cfg.batch_size, cfg.data_mix.fresh_fraction, sources)  # exact per-batch counts (validated)
-    n_fresh = counts["fresh"]
-
-    # ---- models: policy (trained), reference (frozen SFT), behaviour (synced copy or the policy)
     ckpt, start = resume_point(out, cfg)  # a checkpoint of this very config, or a clean start
     if ckpt is None:  # outputs of a previous run in this folder belong to another config, or are stale
         shutil.rmtree(final_dir, ignore_errors=True)
         (out / "trajectories.jsonl").unlink(missing_ok=True)
-    tok = load_tokenizer(cfg.sft_dir)
-    policy = load_model(ckpt if ckpt is not None else cfg.sft_dir, device=device)
-    ref = load_model(cfg.sft_dir, device=device).eval().requires_grad_(False)
-    q0 = (load_q0(cfg.q0_path, cfg.algo.beta, cfg.algo.loss, cfg.algo.q0_estimator, cfg.task.reward)
-          if algo_cls.needs_q0 else None)
-    algo = algo_cls(cfg.algo, policy, ref, tok, q0=q0, seed=cfg.seed, init_path=str(cfg.sft_dir),
-                    total_updates=cfg.updates).to(device)  # PPO's critic, loaded in __init__, too
-    behaviour = policy if sync_every == 1 else copy.deepcopy(policy).requires_grad_(False)
-    replay = ReplayBuffer(cfg.replay_capacity, seed=cfg.seed)
-    mixer = SourceMixer(load_pools(cfg, sources), replay, seed=cfg.seed)
-    task = get_task(cfg.task)  # renders the prompts and runs the programs (spolab.tasks.base)
-    problems = load_split(cfg.data_dir, "rl")
-    val = load_split(cfg.data_dir, "val")[: cfg.val_problems]
-    step, fresh_total, wall = 0, 0, 0.0
-    gen = generator(device, cfg.seed)
+    r = build_rl_run(cfg, device, ckpt=ckpt)  # models, Q̂0, data mix, prompts; a checkpoint's state restored
+    algo, policy, ref, behaviour, tok, task = r.algo, r.policy, r.ref, r.behaviour, r.tok, r.task
+    replay, mixer, prompts, gen, counts, sync_every = r.replay, r.mixer, r.prompts, r.gen, r.counts, r.sync_every
+    step, fresh_total, wall = r.step, r.fresh_total, r.wall
+    n_fresh = counts["fresh"]
     if ckpt is not None:
-        state = load_state(ckpt)
-        algo.load_state_dict(state["algo"])
-        if behaviour is not policy:  # the stale behaviour policy is what the next fresh samples come from
-            behaviour.load_state_dict(state["behaviour"])
-        step, fresh_total, wall = state["step"], state["fresh_total"], state["wall"]
-        gen.set_state(state["gen"])
-        replay.items = state["replay"]
-        replay.rng.setstate(state["replay_rng"])
-        mixer.rng.setstate(state["mixer_rng"])
         log.info("resuming from update %d / %d", step, cfg.updates)
-    prompts = PromptStream(problems, cfg.seed, start=fresh_total // cfg.group_size)
+    val = load_split(cfg.data_dir, "val")[: cfg.val_problems]
 
     tracker = Tracker.from_config(
         out, cfg, run_name=cfg.name, resume_step=start,

@@ -33,12 +33,13 @@ from tqdm import tqdm
 from spolab.checkpoint import load_state, remove_checkpoints, resume_point, save_checkpoint, save_model
 from spolab.cli import entry
 from spolab.config import run_identity
-from spolab.data import load_split
 from spolab.errors import ConfigError
 from spolab.eval.generate import evaluate_policy
 from spolab.models.build import build_model, load_model, load_pretrained, load_tokenizer, n_params
 from spolab.rollout.sampler import encode_prompts, encode_responses, score
+from spolab.schedule import lr_at
 from spolab.tasks.base import get_task
+from spolab.tasks.io import load_split
 from spolab.tracking import Tracker
 from spolab.utils import autocast, memory_metrics, resolve_device, seed_everything, set_threads
 from spolab.validate import validate
@@ -50,14 +51,6 @@ def sft_loss(model, prompt_ids, prompt_mask, resp_ids, resp_mask) -> torch.Tenso
     """Mean negative log-likelihood per response token: -sum(mask * log p) / sum(mask)."""
     logp = score(model, prompt_ids, prompt_mask, resp_ids, resp_mask)  # (B, T)
     return -(logp.sum() / resp_mask.sum())
-
-
-def lr_at(step: int, total: int, lr: float, warmup: int, min_ratio: float) -> float:
-    """Linear warm-up to ``lr`` over ``warmup`` steps, then cosine decay to ``lr * min_ratio``."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    frac = min(1.0, (step - warmup) / max(1, total - warmup))
-    return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
 def reference_only(cfg: DictConfig, device) -> dict:
@@ -153,7 +146,8 @@ def run(cfg: DictConfig) -> dict:
             # ---- loss, step
             model.train()
             for g in optim.param_groups:
-                g["lr"] = lr_at(step, total, cfg.sft.lr, cfg.sft.warmup_steps, cfg.sft.min_lr_ratio)
+                g["lr"] = lr_at(step, warmup=cfg.sft.warmup_steps, total=total, min_ratio=cfg.sft.min_lr_ratio,
+                                peak=cfg.sft.lr, decay_after_warmup=True)  # warm-up to lr, then cosine to lr·min_ratio
             loss = sft_loss(model, p_ids, p_mask, r_ids, r_mask)
             optim.zero_grad(set_to_none=True)
             loss.backward()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import platform
 import random
 from collections.abc import Iterable
 from pathlib import Path
@@ -137,8 +139,6 @@ def autocast(device, precision: str):
     convolutions, nothing else); log-probs are taken from fp32 logits (spolab.rollout.sampler casts
     before its log-softmax), and losses and their reductions are computed from those, so only the
     network's forward passes run in bf16. Works on the CPU too (tests run it there)."""
-    import contextlib
-
     if precision not in PRECISIONS:
         raise ConfigError(f"precision={precision!r}: must be one of {list(PRECISIONS)}")
     device = torch.device(device)
@@ -184,6 +184,4 @@ def peak_memory_mb(device) -> float:
 
 def device_name(device) -> str:
     """The GPU's name, or the CPU's."""
-    import platform
-
     return torch.cuda.get_device_name(device) if _cuda(device) else platform.processor() or platform.machine()

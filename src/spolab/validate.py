@@ -20,7 +20,10 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from spolab.config import protocol_path
 from spolab.errors import ConfigError
+from spolab.perf import VARIANTS
+from spolab.rollout.mix import check_data_mix
 
 __all__ = ["ENTRIES", "ConfigError", "MissingInput", "check_task", "validate"]
 
@@ -406,7 +409,6 @@ def _model_shape(cfg) -> None:
 
 def _rl(cfg) -> None:
     from spolab.algos import ALGORITHMS
-    from spolab.rl import check_data_mix
     from spolab.rollout.offpolicy import allocate
 
     name = cfg.algo.name
@@ -463,12 +465,6 @@ def _task_tokenizer(cfg) -> bool:
     return task_class(cfg.task.name).builds_tokenizer
 
 
-def protocol_path(name: str) -> Path:
-    from spolab import evaluate
-
-    return Path(evaluate.CONF_DIR) / "protocol" / f"{name}.yaml"
-
-
 def _evaluate(cfg) -> None:
     names = get(cfg, "protocols")
     for i, name in enumerate(names):
@@ -488,7 +484,6 @@ def _evaluate(cfg) -> None:
 
 
 def _bench(cfg) -> None:
-    from spolab.bench import VARIANTS
     from spolab.config import CONF_DIR
 
     sizes = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))

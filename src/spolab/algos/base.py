@@ -3,13 +3,12 @@ update step shares (log-probs, minibatches, optimiser steps, one metrics convers
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from spolab.errors import ConfigError
 from spolab.rollout.sampler import score
 from spolab.rollout.trajectories import Batch
+from spolab.schedule import lr_at
 from spolab.utils import Registry, device_of
 
 ALGORITHMS = Registry("algo")  # algo.name -> Algorithm subclass
@@ -56,22 +55,14 @@ LR_SCHEDULES = ("constant", "cosine")
 
 
 def lr_factor(step: int, warmup_steps: int, schedule: str, total_steps: int | None, min_lr_ratio: float) -> float:
-    """The learning-rate multiplier before optimiser step ``step`` (0-based).
-
-    Linear warm-up, ``(step + 1) / warmup_steps`` for the first ``warmup_steps`` steps: Adam's first
-    steps are sign steps of norm lr·√N whatever the gradient's size, so the first one is taken at
-    lr / warmup_steps. Then ``constant`` (1) or ``cosine``: ``r + (1 − r)·(1 + cos(π·p))/2`` with
-    p = step / total_steps and r = ``min_lr_ratio``.
-    """
-    w = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
-    if schedule == "constant":
-        return w
-    if schedule != "cosine":
+    """The learning-rate multiplier before optimiser step ``step`` (0-based): :func:`spolab.schedule.lr_at`
+    with the warm-up ramp multiplying a cosine that decays from step 0 over ``total_steps``
+    (``algo.lr_schedule``: constant | cosine)."""
+    if schedule not in LR_SCHEDULES:
         raise ConfigError(f"algo.lr_schedule={schedule!r}; valid: {list(LR_SCHEDULES)}")
-    if not total_steps:
+    if schedule == "cosine" and not total_steps:
         raise ConfigError("algo.lr_schedule=cosine needs the run's total optimiser steps (rl.updates)")
-    p = min(1.0, step / total_steps)
-    return w * (min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * p)))
+    return lr_at(step, warmup=warmup_steps, shape=schedule, total=total_steps or 1, min_ratio=min_lr_ratio)
 
 
 class Algorithm:

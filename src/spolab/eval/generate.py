@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from spolab.eval.diversity import problem_diversity
 from spolab.eval.passk import bootstrap_ci, pass_at_k_array
-from spolab.rollout.sampler import decode_responses, encode_prompts, sample, score_groups
+from spolab.rollout.sampler import sample_problems, score_groups
 from spolab.tasks.base import Task, task_of
 from spolab.utils import device_of, generator
 
@@ -45,28 +45,19 @@ def generate(
     logprob_ref, the sequence log-probs behind the k1 estimate of KL(π‖π_ref). KL is a property of
     the policy, so tempered or nucleus samples (the paper protocol) carry none."""
     task = task_of(problems, task)
-    model.eval()
-    device = device_of(model)
     out: list[dict] = []
-    per_chunk = max(1, batch_size // n)  # problems per sampler call (n samples share one prefill)
     bar = tqdm(total=len(problems) * n, desc="eval/generate", disable=not progress, mininterval=2, leave=False)
-    for start in range(0, len(problems), per_chunk):
-        unique = problems[start : start + per_chunk]
-        chunk = [(p, j) for p in unique for j in range(n)]
-        ids, mask = encode_prompts(tokenizer, [task.prompt(p) for p in unique])
-        ids, mask = ids.to(device), mask.to(device)
-        ro = sample(
-            model, ids, mask, max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_token_id,
-            pad_id=tokenizer.pad_token_id, temperature=temperature, top_p=top_p, generator=generator,
-            num_samples=n,
-        )
-        texts = decode_responses(tokenizer, ro.response_ids, ro.response_mask)
+    for c in sample_problems(model, tokenizer, problems, task.prompt, num_samples=n, max_new_tokens=max_new_tokens,
+                             temperature=temperature, top_p=top_p, generator=generator, batch_size=batch_size):
+        ro, texts = c.rollout, c.texts
+        chunk = [(p, j) for p in c.problems for j in range(n)]
         extra = {}
         if ref_model is not None and temperature == 1.0 and top_p == 1.0:
             # the samples come from π_θ itself, so their sampling log-probs are log π_θ (the sampler
             # agrees with teacher forcing at T 1); π_ref scores them with one prefill per prompt
             extra["logprob_policy"] = ro.logprobs.sum(-1)
-            extra["logprob_ref"] = score_groups(ref_model, ids, mask, ro.response_ids, ro.response_mask, n).sum(-1)
+            extra["logprob_ref"] = score_groups(ref_model, c.prompt_ids, c.prompt_mask, ro.response_ids, ro.response_mask,
+                                               n).sum(-1)
         for i, ((p, j), text) in enumerate(zip(chunk, texts)):
             rec = {
                 "problem_id": p.id,

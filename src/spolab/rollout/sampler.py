@@ -12,10 +12,14 @@ is what lets trajectories carry their behaviour log-probs.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from spolab.utils import device_of
 
 
 @dataclass
@@ -161,6 +165,38 @@ def sample(
         entropy=torch.stack(ents, 1) * mask,
         finished=done,
     )
+
+
+@dataclass
+class Chunk:
+    """One sampler call of :func:`sample_problems`: U problems, ``num_samples`` rows each (B = U·num_samples)."""
+
+    problems: list  # the U problems, once each
+    prompt_ids: torch.Tensor  # (U, P) left-padded, on the model's device
+    prompt_mask: torch.Tensor  # (U, P)
+    rollout: Rollout  # (B, ·) rows, a problem's num_samples consecutive
+    texts: list[str]  # (B,) decoded responses
+
+
+@torch.no_grad()
+def sample_problems(model, tokenizer, problems: list, prompt: Callable[[Any], str], *, num_samples: int,
+                    max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0,
+                    generator: torch.Generator | None = None, batch_size: int = 1024) -> Iterator[Chunk]:
+    """The one sampling loop of training (spolab.rollout.collect) and evaluation (spolab.eval.generate):
+    ``num_samples`` responses to each problem's prompt (``prompt(problem)``, the task's text), in
+    chunks of ``batch_size // num_samples`` problems whose samples share one prefill. Yields each
+    chunk as soon as it is sampled (the caller scores it before the next one is drawn)."""
+    model.eval()
+    device = device_of(model)
+    per_chunk = max(1, batch_size // num_samples)  # problems per sampler call
+    for start in range(0, len(problems), per_chunk):
+        unique = problems[start : start + per_chunk]
+        ids, mask = encode_prompts(tokenizer, [prompt(p) for p in unique])
+        ids, mask = ids.to(device), mask.to(device)
+        ro = sample(model, ids, mask, max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_token_id,
+                    pad_id=tokenizer.pad_token_id, temperature=temperature, top_p=top_p, generator=generator,
+                    num_samples=num_samples)
+        yield Chunk(unique, ids, mask, ro, decode_responses(tokenizer, ro.response_ids, ro.response_mask))
 
 
 def score(

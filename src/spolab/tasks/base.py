@@ -16,12 +16,16 @@ without EOS, which is wrong ("too long") whatever it would parse to.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
+from spolab.config import CONF_DIR
 from spolab.errors import ConfigError
 from spolab.utils import Registry
 
@@ -151,10 +155,6 @@ def task_of(problems: Sequence, task: Task | None = None) -> Task:
     for name, cls in TASKS.items():
         if cls.claims(problems[0]):
             if name not in _DEFAULTS:
-                from omegaconf import OmegaConf
-
-                from spolab.config import CONF_DIR
-
                 _DEFAULTS[name] = cls(OmegaConf.load(CONF_DIR / "task" / f"{name}.yaml"))
             return _DEFAULTS[name]
     raise ValueError(f"no registered task claims a problem of type {type(problems[0]).__name__}")
@@ -173,10 +173,6 @@ def exec_threads(cfg) -> int:
 
 def task_of_data(data_dir: str | Path) -> Task:
     """The task a data folder was built for (its meta.json records the task config)."""
-    import json
-
-    from omegaconf import OmegaConf
-
     meta = Path(data_dir) / "meta.json"
     if not meta.exists():
         raise FileNotFoundError(f"{meta} not found: run `python -m spolab.data` (or the Snakemake data rule) first")

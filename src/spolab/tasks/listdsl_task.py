@@ -8,17 +8,31 @@ one class when they compute the same function, not only when they agree on the t
 from __future__ import annotations
 
 import random
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 from spolab.errors import ConfigError
+from spolab.models.build import build_tokenizer
 from spolab.tasks import listdsl as dsl
 from spolab.tasks.base import TASKS, TOO_LONG, Outcome, Task
-from spolab.tasks.problems import PROBES, Problem
+from spolab.tasks.problems import PROBES, Problem, iter_problems, sample_classes
 from spolab.tasks.render import prompt_text, task_vocab
-from spolab.validate import SPLITS, Rule, apply_rules, fraction, get, integer, items, one_of, per_split
+from spolab.validate import (
+    SPLITS,
+    Rule,
+    apply_rules,
+    check_task,
+    fraction,
+    get,
+    integer,
+    items,
+    one_of,
+    per_split,
+)
 
 RULES: list[Rule] = [  # conf/task/listdsl.yaml
     ("n_classes", integer(2)),
@@ -107,6 +121,56 @@ def _clean_targets(problems, kind: str, solver_max_len: int) -> list[list[str]]:
     return out
 
 
+SPLITS_IN_ORDER = ("test", "val", "ood", "rl", "sft")  # earlier splits claim prompts first
+
+
+def build_dataset(task: DictConfig, seed: int) -> tuple[dict[str, list[Problem]], dict]:
+    """All splits of the miniature and a summary for meta.json. Pure function of (task config, seed)."""
+    check_task(task)  # ConfigError: split names and sizes, ood_fraction, n_classes feasibility, ...
+    classes = sample_classes(random.Random(f"{seed}-classes"), task.n_classes, task.max_prims)
+    ids = list(range(len(classes)))
+    random.Random(f"{seed}-ood").shuffle(ids)
+    n_ood = max(1, round(task.ood_fraction * len(ids)))
+    ood_ids, seen_ids = sorted(ids[:n_ood]), sorted(ids[n_ood:])
+
+    prompts_taken: set[str] = set()
+    splits: dict[str, list[Problem]] = {}
+    for split in SPLITS_IN_ORDER:
+        n = int(task.splits.get(split, 0))
+        rng = random.Random(f"{seed}-{split}")
+        stream = iter_problems(rng, split, classes, ood_ids if split == "ood" else seen_ids,
+                                 task.n_examples, task.n_tests)
+        out: list[Problem] = []
+        with tqdm(total=n, desc=f"data/{split}", leave=False, mininterval=2) as bar:
+            while len(out) < n:
+                prob = next(stream)
+                key = " ".join(map(str, prob.examples))
+                if key in prompts_taken:
+                    continue  # a prompt never appears twice, within or across splits
+                prompts_taken.add(key)
+                prob.id = f"{split}-{len(out):06d}"
+                if split in task.solvers_for:
+                    sols = dsl.enumerate_solvers(prob.all_tests(), task.solver_max_len)
+                    prob.n_solvers = len(sols)
+                    prob.solvers = [dsl.to_text(s) for s in sols[: task.max_solvers_stored]]
+                out.append(prob)
+                bar.update()
+        splits[split] = out
+
+    meta = {
+        "seed": seed,
+        "n_classes": len(classes),
+        "n_ood_classes": len(ood_ids),
+        "sizes": {s: len(v) for s, v in splits.items()},
+        "classes_covered": {s: len({p.class_id for p in v}) for s, v in splits.items()},
+        "median_solvers": {
+            s: statistics.median(p.n_solvers for p in v) for s, v in splits.items() if v and v[0].n_solvers >= 0
+        },
+        "solver_max_len": task.solver_max_len,
+    }
+    return splits, meta
+
+
 
 @TASKS.register("listdsl")
 class ListDSLTask(Task):
@@ -114,13 +178,9 @@ class ListDSLTask(Task):
     builds_tokenizer = True
 
     def build(self, seed: int):
-        from spolab.data import build_dataset
-
         return build_dataset(self.cfg, seed)
 
     def save_tokenizer(self, out_dir: Path) -> None:
-        from spolab.models.build import build_tokenizer
-
         build_tokenizer(task_vocab()).save_pretrained(str(out_dir))
 
     def problem_from_json(self, d: dict) -> Problem:

@@ -15,6 +15,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
+from spolab.errors import ConfigError
 from spolab.tasks import listdsl as dsl
 
 PROBE_SEED = 20250305  # fixed, independent of the data seed: signatures compare across datasets
@@ -81,8 +82,6 @@ def sample_classes(rng: random.Random, n_classes: int, max_prims: int = 4, *, wi
     at_window_start = 0  # classes found when the current window of draws began
 
     def infeasible(why: str):
-        from spolab.errors import ConfigError
-
         return ConfigError(f"task.n_classes={n_classes}: only {len(seen)} distinct non-trivial behaviour classes "
                            f"found with task.max_prims={max_prims} ({why}); lower task.n_classes or raise "
                            "task.max_prims")

@@ -94,7 +94,7 @@ def _file_label(path: Path) -> str:
 def _read_file(path: Path) -> Iterator[dict]:
     suffix = _suffix(path)
     if suffix == ".parquet":
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # optional: comes with `datasets` (.[real]), needed for .parquet only
 
         for batch in pq.ParquetFile(path).iter_batches(batch_size=64):
             yield from batch.to_pylist()
@@ -124,7 +124,7 @@ def _sources(path: Path, split: str | None) -> Iterator[tuple[str, str, Iterator
     if not path.exists():
         raise ConfigError(f"codecontests path {str(path)!r} does not exist")
     if path.is_dir() and any((path / f).exists() for f in ("dataset_dict.json", "state.json")):
-        import datasets
+        import datasets  # optional extra (.[real]): only a saved `datasets` folder needs it
 
         ds = datasets.load_from_disk(str(path))
         if isinstance(ds, datasets.DatasetDict):

