@@ -18,18 +18,18 @@ from tqdm import tqdm
 
 from spolab.cli import entry
 from spolab.tasks import listdsl as dsl
-from spolab.tasks.base import get_task
+from spolab.tasks.base import SPLITS, get_task
 from spolab.tasks.problems import Problem, iter_problems, sample_classes
 from spolab.utils import set_threads, write_json, write_jsonl
 from spolab.validate import check_task, validate
 
 log = logging.getLogger(__name__)
 
-SPLITS_IN_ORDER = ("test", "val", "ood", "rl", "sft")  # earlier splits claim prompts first
+SPLITS_IN_ORDER = SPLITS  # earlier splits claim prompts first
 
 
 def build_dataset(task: DictConfig, seed: int) -> tuple[dict[str, list[Problem]], dict]:
-    """All splits (DESIGN §3) and a summary. Pure function of (task config, seed)."""
+    """All splits and a summary. Pure function of (task config, seed)."""
     check_task(task)  # ConfigError: split names and sizes, ood_fraction, n_classes feasibility, ...
     classes = sample_classes(random.Random(f"{seed}-classes"), task.n_classes, task.max_prims)
     ids = list(range(len(classes)))

@@ -1,4 +1,4 @@
-"""Start-up validation of every entry point's configuration (issue 10, item 7).
+"""Start-up validation of every entry point's configuration.
 
 ``validate(cfg, entry)`` runs at the top of each ``spolab.<entry>.run``, before any model is
 loaded, any sample drawn or any file written. The first bad value raises :class:`ConfigError`
@@ -21,10 +21,10 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from spolab.errors import ConfigError
+from spolab.tasks.base import SPLITS
+from spolab.utils import PRECISIONS, device_name_error
 
-__all__ = ["ENTRIES", "ConfigError", "MissingInput", "check_task", "validate"]
-
-SPLITS = ("test", "val", "ood", "rl", "sft")  # spolab.data.SPLITS_IN_ORDER (not imported: data imports us)
+__all__ = ["ENTRIES", "SPLITS", "ConfigError", "MissingInput", "check_task", "validate"]
 
 
 class MissingInput(ConfigError, FileNotFoundError):
@@ -96,6 +96,12 @@ def positive() -> Check:
     return number(0, lo_open=True)
 
 
+def beta(*, divisor: bool = False) -> Check:
+    """β, the KL coefficient: >= 0 (0 turns the KL term off), > 0 where it is a divisor (SPO's Q̂0 and bce
+    loss, the exact testbed's)."""
+    return number(0, lo_open=divisor)
+
+
 def fraction(*, lo_open: bool = False, hi_open: bool = False) -> Check:
     return number(0, 1, lo_open=lo_open, hi_open=hi_open)
 
@@ -105,7 +111,8 @@ def one_of(*choices: str) -> Check:
 
 
 def registered(module: str, registry: str) -> Check:
-    """A name of a registry (``spolab.utils.Registry``), read when checked: the valid names are the code's."""
+    """A name of a registry (``spolab.utils.Registry``) or of a tuple of names, read from ``module`` when
+    checked: the valid names are the code's, and the module is not imported before a check needs it."""
 
     def test(v):
         import importlib
@@ -185,15 +192,9 @@ MODEL: list[Rule] = [  # the sizes of a from-scratch model; a real one (name_or_
     *((f"model.{k}?", optional(integer(1))) for k in MODEL_SHAPE),
 ]
 
-def device() -> Check:
-    from spolab.utils import device_name_error
-
-    return Check(device_name_error)
-
-
 PLACEMENT: list[Rule] = [  # every entry point that runs a model (spolab.utils.resolve_device / autocast)
-    ("device", device()),
-    ("precision", one_of("fp32", "bf16")),
+    ("device", Check(device_name_error)),
+    ("precision", one_of(*PRECISIONS)),
 ]
 
 TRACKING: list[Rule] = [
@@ -211,44 +212,16 @@ PROTOCOL: list[Rule] = [  # conf/protocol/*.yaml and the val_protocol of rl and 
     ("ks", items(integer(1))),
 ]
 
-ALGO_COMMON: list[Rule] = [
+ALGO_COMMON: list[Rule] = [  # the keys every algorithm has; its own: Algorithm.config_rules (spolab.algos)
     ("algo.name", text()),
-    ("algo.beta", number(0)),
+    ("algo.beta", beta()),
     ("algo.lr", positive()),
     ("algo.grad_clip", positive()),
     ("algo.group_size", integer(1)),
     ("algo.warmup_steps", integer(0)),
-    ("algo.lr_schedule", one_of("constant", "cosine")),
+    ("algo.lr_schedule", registered("spolab.algos.base", "LR_SCHEDULES")),
     ("algo.min_lr_ratio", fraction()),
 ]
-
-ALGO: dict[str, list[Rule]] = {
-    "spo": [
-        ("algo.beta", positive()),  # Q̂0 and the bce loss divide by β
-        ("algo.loss", registered("spolab.algos.losses", "TERMINAL_LOSSES")),
-        ("algo.steps_per_batch", integer(1)),
-        ("algo.q0_estimator", one_of("plain", "shrunk")),
-        ("algo.is_weights", one_of("none", "truncated")),
-        ("algo.is_clip", positive()),
-    ],
-    "ppo": [
-        ("algo.critic_lr", positive()),
-        ("algo.epochs", integer(1)),
-        ("algo.minibatches", integer(1)),
-        ("algo.clip", positive()),
-        ("algo.value_clip", positive()),
-        ("algo.vf_coef", number(0)),
-        ("algo.gamma", fraction()),
-        ("algo.gae_lambda", fraction()),
-        ("algo.whiten_advantages", boolean()),
-    ],
-    "grpo": [("algo.epochs", integer(1)), ("algo.minibatches", integer(1)), ("algo.clip", positive())],
-    "rloo": [("algo.epochs", integer(1)), ("algo.minibatches", integer(1))],
-}
-REDUCTION = ("algo.loss_reduction?", registered("spolab.algos.losses", "LOSS_REDUCTIONS"))
-for _name in ("ppo", "grpo", "rloo"):
-    ALGO[_name].append(REDUCTION)
-GROUPED = ("grpo", "rloo")  # advantages relative to the other samples of a prompt: group_size >= 2
 
 DATA_MIX: list[Rule] = [
     ("data_mix.name", text()),
@@ -335,7 +308,7 @@ EXACT: list[Rule] = [
     ("exact.L", integer(1)),
     ("exact.p_success", fraction(lo_open=True, hi_open=True)),
     ("exact.seed", integer(0)),
-    ("exact.beta", positive()),
+    ("exact.beta", beta(divisor=True)),
     ("exact.updates", integer(1)),
     ("exact.batch_size", integer(1)),
     ("exact.behaviour", one_of("online", "uniform")),
@@ -412,14 +385,15 @@ def _rl(cfg) -> None:
     name = cfg.algo.name
     if name not in ALGORITHMS:
         raise _bad("algo.name", name, f"one of {sorted(ALGORITHMS)} (conf/algo)")
-    apply_rules(cfg, ALGO.get(name, []))
+    algo = ALGORITHMS[name]
+    apply_rules(cfg, algo.config_rules)
     sources = get(cfg, "data_mix.sources") or {}
     if not isinstance(sources, dict):
         raise _bad("data_mix.sources", sources, "a mapping of stored source to its share of each batch")
     for src, share in sources.items():
         fraction()(f"data_mix.sources.{src}", share)
-    _, sources = check_data_mix(ALGORITHMS[name], cfg.data_mix)  # unknown sources, shares, on-policy refusals
-    if ALGORITHMS[name].on_policy and cfg.temperature != 1.0:
+    _, sources = check_data_mix(algo, cfg.data_mix)  # unknown sources, shares, on-policy refusals
+    if algo.on_policy and cfg.temperature != 1.0:
         # PPO's, GRPO's and RLOO's π_old is the sampler's log-prob, which is π_θ only at temperature 1
         raise _bad("temperature", cfg.temperature, f"1.0 for the on-policy algo={name} (its π_old is the "
                    "sampler's log-prob, which equals π_θ only at temperature 1); off-policy algo=spo accepts any")
@@ -427,9 +401,9 @@ def _rl(cfg) -> None:
     if cfg.algo.group_size != g:
         raise ConfigError(f"algo.group_size={cfg.algo.group_size}: must equal group_size={g} (conf/algo: "
                           "${group_size})")
-    if name in GROUPED and g < 2:
-        raise ConfigError(f"group_size={g}: must be an integer >= 2 for algo={name} (advantages compare the "
-                          "samples of one prompt)")
+    if g < algo.min_group_size:
+        raise ConfigError(f"group_size={g}: must be an integer >= {algo.min_group_size} for algo={name} "
+                          "(advantages compare the samples of one prompt)")
     if bs % g:
         raise ConfigError(f"batch_size={bs}: must be a multiple of group_size={g}")
     n_fresh = allocate(bs, cfg.data_mix.fresh_fraction, sources)["fresh"]
@@ -439,12 +413,7 @@ def _rl(cfg) -> None:
     if "minibatches" in cfg.algo and bs % cfg.algo.minibatches:
         raise ConfigError(f"algo.minibatches={cfg.algo.minibatches}: must divide batch_size={bs} "
                           "(equal minibatches of each batch)")
-    if name == "spo" and cfg.task.reward != "binary" and cfg.algo.q0_estimator != "plain":
-        raise ConfigError(f"algo.q0_estimator={cfg.algo.q0_estimator!r}: must be 'plain' with task.reward="
-                          f"{cfg.task.reward!r} (the shrunk estimator pools binary success counts)")
-    if name == "spo" and cfg.algo.loss == "bce" and cfg.task.reward != "binary":
-        raise ConfigError(f"task.reward={cfg.task.reward!r}: must be 'binary' with algo.loss='bce' "
-                          "(a success probability needs a 0/1 reward)")
+    algo.check_config(cfg)
     _protocol(cfg.val_protocol, "val_protocol.")
 
 
@@ -488,6 +457,7 @@ def _evaluate(cfg) -> None:
 
 
 def _bench(cfg) -> None:
+    from spolab.algos import ALGORITHMS
     from spolab.bench import VARIANTS
     from spolab.config import CONF_DIR
 
@@ -497,8 +467,12 @@ def _bench(cfg) -> None:
     for i, v in enumerate(cfg.variants):
         one_of(*VARIANTS, "trl_grpo")(f"variants[{i}]", v)
     bs, g = cfg.batch_size, cfg.group_size
-    if g < 2 and ({"grpo", "rloo", "trl_grpo"} & set(cfg.variants)):
-        raise ConfigError(f"group_size={g}: must be an integer >= 2 for the grpo, rloo and trl_grpo variants")
+    algo_of = {v: algo for v, (algo, _) in VARIANTS.items()} | {"trl_grpo": "grpo"}  # TRL's GRPOTrainer
+    need = max(ALGORITHMS[algo_of[v]].min_group_size for v in cfg.variants)
+    if g < need:
+        grouped = [v for v, algo in algo_of.items() if ALGORITHMS[algo].min_group_size >= need]
+        raise ConfigError(f"group_size={g}: must be an integer >= {need} for the {', '.join(grouped[:-1])} and "
+                          f"{grouped[-1]} variants")
     if bs % g:
         raise ConfigError(f"batch_size={bs}: must be a multiple of group_size={g}")
 
@@ -570,12 +544,13 @@ def need_data(cfg, splits: Sequence[str], tokenizer: bool = False, key: str = "d
 
 
 def _rl_paths(cfg) -> None:
+    from spolab.algos import ALGORITHMS
     from spolab.rollout.offpolicy import POOL_SOURCES
 
     need_model_dir(cfg, "sft_dir")
     need_data(cfg, ["rl", "val"])
-    if cfg.algo.name == "spo":
-        need_file(cfg, "q0_path", "the reference success counts q0.json (SPO's Q̂0)", Q0_STEP)
+    if ALGORITHMS[cfg.algo.name].needs_q0:
+        need_file(cfg, "q0_path", f"the reference success counts q0.json (algo={cfg.algo.name} reads Q̂0)", Q0_STEP)
     for src, share in (get(cfg, "data_mix.sources") or {}).items():
         if not share:
             continue
