@@ -248,7 +248,7 @@ RL: list[Rule] = [
 SFT: list[Rule] = [
     *SEED, *MODEL, *TRACKING, *PLACEMENT,
     ("sft.enabled", boolean()),
-    ("sft.targets", one_of("generator", "all_solvers")),
+    ("sft.targets", registered("spolab.tasks.listdsl_task", "SFT_TARGETS")),
     ("sft.solver_max_len", integer(1)),
     ("sft.flaw_rate", fraction()),
     ("sft.flaw_ops", items(registered("spolab.tasks.listdsl", "PRIM_BY_NAME"), nonempty=False)),
