@@ -90,3 +90,22 @@ def test_batch_size_means_trajectories_per_update():
         cfg = load_config(name, [])
         assert "forward_batch_size" in cfg and "batch_size" not in cfg
     assert load_config("rl", []).batch_size == load_config("bench", []).batch_size == 64
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_paths_are_the_scale_folders(scale):
+    """conf/*.yaml's ${path:<name>} and the Snakemake rules' PATHS read one definition (spolab.paths)."""
+    from spolab.paths import paths
+
+    root = f"results/{scale}"
+    p = paths(scale)
+    assert (p.root, p.data, p.sft_model, p.q0_file, p.rl) == (root, f"{root}/data", f"{root}/sft/model",
+                                                              f"{root}/q0/q0.json", f"{root}/rl")
+    rl = load_config("rl", [f"scale={scale}", "seed=3"])
+    assert (rl.data_dir, rl.sft_dir, rl.q0_path, rl.sources_dir) == (p.data, p.sft_model, p.q0_file, p.sources)
+    assert rl.earlier_run_path == f"{root}/rl/ppo-s3/trajectories.jsonl"
+    assert rl.out_dir == f"{root}/rl/spo-online-s3"
+    assert load_config("evaluate", [f"scale={scale}", "name=sft"]).out_dir == f"{root}/eval/sft"
+    for entry, folder in [("data", "data"), ("sft", "sft"), ("q0", "q0"), ("sources", "sources"), ("exact", "exact"),
+                          ("bench", "bench")]:
+        assert load_config(entry, [f"scale={scale}"]).out_dir == f"{root}/{folder}", entry

@@ -1,4 +1,4 @@
-"""Issue 10 (item 7): every entry point validates its config at start-up, before any model load,
+"""Every entry point validates its config at start-up, before any model load,
 sample or file write. A bad value is one line naming the key, the value and the valid range; the
 command exits 2 without a traceback (``SPOLAB_DEBUG=1`` shows one); missing inputs never reach the
 network; infeasible task settings fail fast."""
@@ -177,6 +177,8 @@ CASES = [
     # ---- bench and exact
     ("bench", ["repeats=0"], ["repeats=0: must be an integer >= 1"]),
     ("bench", ["variants=[spo,dpo]"], ["variants[1]='dpo': must be one of"]),
+    ("bench", ["variants=[spo,rloo]", "group_size=1"],
+     ["group_size=1: must be an integer >= 2 for the grpo, rloo and trl_grpo variants"]),
     ("exact", ["exact.beta=0"], ["exact.beta=0: must be > 0"]),
     ("exact", ["exact.L=1000000000"], ["exact.L=1000000000: must keep the testbed to <= 1000000 responses"]),
 ]
@@ -213,6 +215,47 @@ def test_missing_inputs_are_config_and_file_errors(inputs, tmp_path):
         validate(cfg, "rl")
     assert isinstance(info.value, ConfigError) and isinstance(info.value, FileNotFoundError)
     assert info.value.kind == "missing input"
+
+
+@pytest.fixture
+def new_algo():
+    """Registers a test algorithm under algo.name ``probe`` (PPO's config keys) for one test; yields its class."""
+    from spolab.algos import ALGORITHMS, Algorithm
+    from spolab.validate import integer
+
+    class Probe(Algorithm):
+        name = "probe"
+        needs_q0 = True
+        min_group_size = 3
+        config_rules = [("algo.epochs", integer(2))]
+
+    ALGORITHMS["probe"] = Probe
+    try:
+        yield Probe
+    finally:
+        del ALGORITHMS["probe"]
+
+
+def test_a_new_algorithm_needing_q0_gets_the_q0_path_check(new_algo, inputs, tmp_path):
+    """validate asks the registered class (needs_q0), not the algorithm's name."""
+    ok = compose("rl", inputs, tmp_path, "algo=ppo", "algo.name=probe", "algo.epochs=2", "batch_size=48",
+                 "group_size=3")
+    validate(ok, "rl")
+    cfg = compose("rl", inputs, tmp_path, "algo=ppo", "algo.name=probe", "algo.epochs=2", "batch_size=48",
+                  "group_size=3", f"q0_path={NO_DIR}/q0.json")
+    with pytest.raises(MissingInput, match=rf"q0_path='{NO_DIR}/q0.json'.*python -m spolab.q0"):
+        validate(cfg, "rl")
+    new_algo.needs_q0 = False
+    validate(cfg, "rl")  # without needs_q0 nothing reads q0_path
+
+
+def test_a_new_algorithm_brings_its_own_rules(new_algo, inputs, tmp_path):
+    """Its config_rules and min_group_size apply as a shipped algorithm's do, with the same messages."""
+    base = ["algo=ppo", "algo.name=probe", "batch_size=48"]
+    with pytest.raises(ConfigError, match=r"^algo.epochs=1: must be an integer >= 2$"):
+        validate(compose("rl", inputs, tmp_path, *base, "group_size=3", "algo.epochs=1"), "rl")
+    with pytest.raises(ConfigError, match=r"^group_size=2: must be an integer >= 3 for algo=probe"):
+        validate(compose("rl", inputs, tmp_path, *base, "group_size=2", "algo.epochs=2"), "rl")
 
 
 @pytest.mark.parametrize("scale", SCALES)

@@ -2,3 +2,5 @@
 and RLOO, as one reproducible pipeline. Not to be confused with other methods called "SPO"."""
 
 __version__ = "0.1.0"
+
+from spolab import paths as _paths  # noqa: E402, F401  registers the configs' ${path:<name>} resolver

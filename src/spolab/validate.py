@@ -1,4 +1,4 @@
-"""Start-up validation of every entry point's configuration (issue 10, item 7).
+"""Start-up validation of every entry point's configuration.
 
 ``validate(cfg, entry)`` runs at the top of each ``spolab.<entry>.run``, before any model is
 loaded, any sample drawn or any file written. The first bad value raises :class:`ConfigError`
@@ -12,22 +12,39 @@ cross-field rules (the data mix, batch layout, protocol ks, task feasibility), t
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from spolab.config import protocol_path
+from spolab.algos import ALGORITHMS
+from spolab.checks import (  # noqa: F401  re-exported: the entry tables' check constructors
+    Check,
+    Rule,
+    apply_rules,
+    beta,
+    boolean,
+    fraction,
+    get,
+    integer,
+    items,
+    number,
+    one_of,
+    optional,
+    positive,
+    registered,
+    text,
+)
+from spolab.config import CONF_DIR, protocol_path
 from spolab.errors import ConfigError
+from spolab.models.build import resolve_name_or_path
 from spolab.perf import VARIANTS
 from spolab.rollout.mix import check_data_mix
+from spolab.rollout.offpolicy import POOL_SOURCES, allocate
+from spolab.tasks.base import SPLITS, task_class
+from spolab.utils import PRECISIONS, device_name_error
 
-__all__ = ["ENTRIES", "ConfigError", "MissingInput", "check_task", "validate"]
-
-SPLITS = ("test", "val", "ood", "rl", "sft")  # spolab.data.SPLITS_IN_ORDER (not imported: data imports us)
+__all__ = ["ENTRIES", "SPLITS", "ConfigError", "MissingInput", "check_task", "validate"]
 
 
 class MissingInput(ConfigError, FileNotFoundError):
@@ -35,145 +52,6 @@ class MissingInput(ConfigError, FileNotFoundError):
 
     kind = "missing input"
 
-
-# ------------------------------------------------------------------------------------------ checks
-
-
-@dataclass(frozen=True)
-class Check:
-    """``test(value)`` returns None when the value is good, else what it must be ("an integer >= 1");
-    a list check carries the check of each of its items."""
-
-    test: Callable[[Any], str | None]
-    item: Check | None = None
-
-    def __call__(self, key: str, value: Any) -> None:
-        why = self.test(value)
-        if why is not None:
-            raise ConfigError(f"{key}={value!r}: must be {why}")
-        if self.item is not None:
-            for i, v in enumerate(value):
-                self.item(f"{key}[{i}]", v)
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def _bounds(lo, hi, lo_open: bool, hi_open: bool) -> str:
-    if lo is not None and hi is not None:
-        return f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
-    if lo is not None:
-        return f"{'>' if lo_open else '>='} {lo}"
-    if hi is not None:
-        return f"{'<' if hi_open else '<='} {hi}"
-    return ""
-
-
-def _in_range(v, lo, hi, lo_open: bool, hi_open: bool) -> bool:
-    return ((lo is None or (v > lo if lo_open else v >= lo))
-            and (hi is None or (v < hi if hi_open else v <= hi)))
-
-
-def integer(lo: int | None = None, hi: int | None = None) -> Check:
-    desc = " ".join(filter(None, ["an integer", _bounds(lo, hi, False, False)]))
-    return Check(lambda v: None if _is_int(v) and _in_range(v, lo, hi, False, False) else desc)
-
-
-def number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False) -> Check:
-    bounds = _bounds(lo, hi, lo_open, hi_open)
-
-    def test(v):
-        if not _is_num(v) or not math.isfinite(v):
-            return " ".join(filter(None, ["a finite number", bounds]))
-        return None if _in_range(v, lo, hi, lo_open, hi_open) else bounds
-
-    return Check(test)
-
-
-def positive() -> Check:
-    return number(0, lo_open=True)
-
-
-def fraction(*, lo_open: bool = False, hi_open: bool = False) -> Check:
-    return number(0, 1, lo_open=lo_open, hi_open=hi_open)
-
-
-def one_of(*choices: str) -> Check:
-    return Check(lambda v: None if isinstance(v, str) and v in choices else f"one of {sorted(choices)}")
-
-
-def registered(module: str, registry: str) -> Check:
-    """A name of a registry (``spolab.utils.Registry``), read when checked: the valid names are the code's."""
-
-    def test(v):
-        import importlib
-
-        names = sorted(getattr(importlib.import_module(module), registry))
-        return None if isinstance(v, str) and v in names else f"one of {names}"
-
-    return Check(test)
-
-
-def text() -> Check:
-    return Check(lambda v: None if isinstance(v, str) and v.strip() else "a non-empty string")
-
-
-def boolean() -> Check:
-    return Check(lambda v: None if isinstance(v, bool) else "true or false")
-
-
-def optional(check: Check) -> Check:
-    return Check(lambda v: None if v is None else (None if check.test(v) is None else f"null or {check.test(v)}"))
-
-
-def items(item: Check, *, nonempty: bool = True) -> Check:
-    """A list whose every element passes ``item`` (reported as ``key[i]``)."""
-    what = "a non-empty list" if nonempty else "a list"
-    return Check(lambda v: None if isinstance(v, list) and (v or not nonempty) else what, item)
-
-
-Rule = tuple[str, Check]
-
-_ABSENT = object()
-
-
-def _plain(v):
-    return OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig | ListConfig) else v
-
-
-def get(cfg, key: str):
-    """The resolved value at a dotted key; a missing key or a broken interpolation is a ConfigError."""
-    try:
-        v = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=True)
-        v = _plain(v)
-    except Exception as e:  # omegaconf's interpolation and missing-value errors
-        raise ConfigError(f"{key}: cannot be resolved ({type(e).__name__}: {_one_line(e)})") from None
-    if v is _ABSENT:
-        raise ConfigError(f"{key}: missing from the configuration (see conf/)")
-    return v
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())
-
-
-def apply_rules(cfg, rules: Sequence[Rule], prefix: str = "") -> None:
-    """Check every ``(key, check)`` of ``rules`` on ``cfg``; keys are reported as ``prefix + key``."""
-    for key, check in rules:
-        if key.endswith("?"):  # checked only where the config has it
-            key = key[:-1]
-            if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
-                continue
-        try:
-            value = get(cfg, key)
-        except ConfigError as e:
-            raise ConfigError(f"{prefix}{e}") from None
-        check(prefix + key, value)
 
 
 # ------------------------------------------------------------------------------------------ shared rules
@@ -188,15 +66,9 @@ MODEL: list[Rule] = [  # the sizes of a from-scratch model; a real one (name_or_
     *((f"model.{k}?", optional(integer(1))) for k in MODEL_SHAPE),
 ]
 
-def device() -> Check:
-    from spolab.utils import device_name_error
-
-    return Check(device_name_error)
-
-
 PLACEMENT: list[Rule] = [  # every entry point that runs a model (spolab.utils.resolve_device / autocast)
-    ("device", device()),
-    ("precision", one_of("fp32", "bf16")),
+    ("device", Check(device_name_error)),
+    ("precision", one_of(*PRECISIONS)),
 ]
 
 TRACKING: list[Rule] = [
@@ -214,44 +86,16 @@ PROTOCOL: list[Rule] = [  # conf/protocol/*.yaml and the val_protocol of rl and 
     ("ks", items(integer(1))),
 ]
 
-ALGO_COMMON: list[Rule] = [
+ALGO_COMMON: list[Rule] = [  # the keys every algorithm has; its own: Algorithm.config_rules (spolab.algos)
     ("algo.name", text()),
-    ("algo.beta", number(0)),
+    ("algo.beta", beta()),
     ("algo.lr", positive()),
     ("algo.grad_clip", positive()),
     ("algo.group_size", integer(1)),
     ("algo.warmup_steps", integer(0)),
-    ("algo.lr_schedule", one_of("constant", "cosine")),
+    ("algo.lr_schedule", registered("spolab.algos.base", "LR_SCHEDULES")),
     ("algo.min_lr_ratio", fraction()),
 ]
-
-ALGO: dict[str, list[Rule]] = {
-    "spo": [
-        ("algo.beta", positive()),  # Q̂0 and the bce loss divide by β
-        ("algo.loss", registered("spolab.algos.losses", "TERMINAL_LOSSES")),
-        ("algo.steps_per_batch", integer(1)),
-        ("algo.q0_estimator", one_of("plain", "shrunk")),
-        ("algo.is_weights", one_of("none", "truncated")),
-        ("algo.is_clip", positive()),
-    ],
-    "ppo": [
-        ("algo.critic_lr", positive()),
-        ("algo.epochs", integer(1)),
-        ("algo.minibatches", integer(1)),
-        ("algo.clip", positive()),
-        ("algo.value_clip", positive()),
-        ("algo.vf_coef", number(0)),
-        ("algo.gamma", fraction()),
-        ("algo.gae_lambda", fraction()),
-        ("algo.whiten_advantages", boolean()),
-    ],
-    "grpo": [("algo.epochs", integer(1)), ("algo.minibatches", integer(1)), ("algo.clip", positive())],
-    "rloo": [("algo.epochs", integer(1)), ("algo.minibatches", integer(1))],
-}
-REDUCTION = ("algo.loss_reduction?", registered("spolab.algos.losses", "LOSS_REDUCTIONS"))
-for _name in ("ppo", "grpo", "rloo"):
-    ALGO[_name].append(REDUCTION)
-GROUPED = ("grpo", "rloo")  # advantages relative to the other samples of a prompt: group_size >= 2
 
 DATA_MIX: list[Rule] = [
     ("data_mix.name", text()),
@@ -278,7 +122,7 @@ RL: list[Rule] = [
 SFT: list[Rule] = [
     *SEED, *MODEL, *TRACKING, *PLACEMENT,
     ("sft.enabled", boolean()),
-    ("sft.targets", one_of("generator", "all_solvers")),
+    ("sft.targets", registered("spolab.tasks.listdsl_task", "SFT_TARGETS")),
     ("sft.solver_max_len", integer(1)),
     ("sft.flaw_rate", fraction()),
     ("sft.flaw_ops", items(registered("spolab.tasks.listdsl", "PRIM_BY_NAME"), nonempty=False)),
@@ -338,7 +182,7 @@ EXACT: list[Rule] = [
     ("exact.L", integer(1)),
     ("exact.p_success", fraction(lo_open=True, hi_open=True)),
     ("exact.seed", integer(0)),
-    ("exact.beta", positive()),
+    ("exact.beta", beta(divisor=True)),
     ("exact.updates", integer(1)),
     ("exact.batch_size", integer(1)),
     ("exact.behaviour", one_of("online", "uniform")),
@@ -375,7 +219,6 @@ def per_split(mapping, key: str, check: Check) -> None:
 
 def check_task(task, prefix: str = "task") -> None:
     """The task group (conf/task/<name>.yaml): its own task class checks it (``Task.check_config``)."""
-    from spolab.tasks.base import task_class
 
     name = get(task, "name")
     try:
@@ -408,20 +251,19 @@ def _model_shape(cfg) -> None:
 
 
 def _rl(cfg) -> None:
-    from spolab.algos import ALGORITHMS
-    from spolab.rollout.offpolicy import allocate
 
     name = cfg.algo.name
     if name not in ALGORITHMS:
         raise _bad("algo.name", name, f"one of {sorted(ALGORITHMS)} (conf/algo)")
-    apply_rules(cfg, ALGO.get(name, []))
+    algo = ALGORITHMS[name]
+    apply_rules(cfg, algo.config_rules)
     sources = get(cfg, "data_mix.sources") or {}
     if not isinstance(sources, dict):
         raise _bad("data_mix.sources", sources, "a mapping of stored source to its share of each batch")
     for src, share in sources.items():
         fraction()(f"data_mix.sources.{src}", share)
-    _, sources = check_data_mix(ALGORITHMS[name], cfg.data_mix)  # unknown sources, shares, on-policy refusals
-    if ALGORITHMS[name].on_policy and cfg.temperature != 1.0:
+    _, sources = check_data_mix(algo, cfg.data_mix)  # unknown sources, shares, on-policy refusals
+    if algo.on_policy and cfg.temperature != 1.0:
         # PPO's, GRPO's and RLOO's π_old is the sampler's log-prob, which is π_θ only at temperature 1
         raise _bad("temperature", cfg.temperature, f"1.0 for the on-policy algo={name} (its π_old is the "
                    "sampler's log-prob, which equals π_θ only at temperature 1); off-policy algo=spo accepts any")
@@ -429,9 +271,9 @@ def _rl(cfg) -> None:
     if cfg.algo.group_size != g:
         raise ConfigError(f"algo.group_size={cfg.algo.group_size}: must equal group_size={g} (conf/algo: "
                           "${group_size})")
-    if name in GROUPED and g < 2:
-        raise ConfigError(f"group_size={g}: must be an integer >= 2 for algo={name} (advantages compare the "
-                          "samples of one prompt)")
+    if g < algo.min_group_size:
+        raise ConfigError(f"group_size={g}: must be an integer >= {algo.min_group_size} for algo={name} "
+                          "(advantages compare the samples of one prompt)")
     if bs % g:
         raise ConfigError(f"batch_size={bs}: must be a multiple of group_size={g}")
     n_fresh = allocate(bs, cfg.data_mix.fresh_fraction, sources)["fresh"]
@@ -441,17 +283,11 @@ def _rl(cfg) -> None:
     if "minibatches" in cfg.algo and bs % cfg.algo.minibatches:
         raise ConfigError(f"algo.minibatches={cfg.algo.minibatches}: must divide batch_size={bs} "
                           "(equal minibatches of each batch)")
-    if name == "spo" and cfg.task.reward != "binary" and cfg.algo.q0_estimator != "plain":
-        raise ConfigError(f"algo.q0_estimator={cfg.algo.q0_estimator!r}: must be 'plain' with task.reward="
-                          f"{cfg.task.reward!r} (the shrunk estimator pools binary success counts)")
-    if name == "spo" and cfg.algo.loss == "bce" and cfg.task.reward != "binary":
-        raise ConfigError(f"task.reward={cfg.task.reward!r}: must be 'binary' with algo.loss='bce' "
-                          "(a success probability needs a 0/1 reward)")
+    algo.check_config(cfg)
     _protocol(cfg.val_protocol, "val_protocol.")
 
 
 def _sft(cfg) -> None:
-    from spolab.tasks.base import task_class
 
     _model_shape(cfg)
     _protocol(cfg.val_protocol, "val_protocol.")
@@ -460,7 +296,6 @@ def _sft(cfg) -> None:
 
 def _task_tokenizer(cfg) -> bool:
     """Whether the task writes its own tokenizer into the data folder (``Task.builds_tokenizer``)."""
-    from spolab.tasks.base import task_class
 
     return task_class(cfg.task.name).builds_tokenizer
 
@@ -484,7 +319,6 @@ def _evaluate(cfg) -> None:
 
 
 def _bench(cfg) -> None:
-    from spolab.config import CONF_DIR
 
     sizes = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
     for i, s in enumerate(cfg.sizes):
@@ -492,8 +326,12 @@ def _bench(cfg) -> None:
     for i, v in enumerate(cfg.variants):
         one_of(*VARIANTS, "trl_grpo")(f"variants[{i}]", v)
     bs, g = cfg.batch_size, cfg.group_size
-    if g < 2 and ({"grpo", "rloo", "trl_grpo"} & set(cfg.variants)):
-        raise ConfigError(f"group_size={g}: must be an integer >= 2 for the grpo, rloo and trl_grpo variants")
+    algo_of = {v: algo for v, (algo, _) in VARIANTS.items()} | {"trl_grpo": "grpo"}  # TRL's GRPOTrainer
+    need = max(ALGORITHMS[algo_of[v]].min_group_size for v in cfg.variants)
+    if g < need:
+        grouped = [v for v, algo in algo_of.items() if ALGORITHMS[algo].min_group_size >= need]
+        raise ConfigError(f"group_size={g}: must be an integer >= {need} for the {', '.join(grouped[:-1])} and "
+                          f"{grouped[-1]} variants")
     if bs % g:
         raise ConfigError(f"batch_size={bs}: must be a multiple of group_size={g}")
 
@@ -565,12 +403,11 @@ def need_data(cfg, splits: Sequence[str], tokenizer: bool = False, key: str = "d
 
 
 def _rl_paths(cfg) -> None:
-    from spolab.rollout.offpolicy import POOL_SOURCES
 
     need_model_dir(cfg, "sft_dir")
     need_data(cfg, ["rl", "val"])
-    if cfg.algo.name == "spo":
-        need_file(cfg, "q0_path", "the reference success counts q0.json (SPO's Q̂0)", Q0_STEP)
+    if ALGORITHMS[cfg.algo.name].needs_q0:
+        need_file(cfg, "q0_path", f"the reference success counts q0.json (algo={cfg.algo.name} reads Q̂0)", Q0_STEP)
     for src, share in (get(cfg, "data_mix.sources") or {}).items():
         if not share:
             continue
@@ -587,7 +424,6 @@ def _rl_paths(cfg) -> None:
 def _sft_paths(cfg) -> None:
     name_or_path = get(cfg, "model.name_or_path")
     if name_or_path:
-        from spolab.models.build import resolve_name_or_path
 
         folder = Path(resolve_name_or_path(name_or_path))  # package:<module> -> its folder (ConfigError if absent)
         gguf_file = OmegaConf.select(cfg, "model.gguf_file", default=None)

@@ -8,6 +8,8 @@ import functools
 from omegaconf import OmegaConf
 from spolab.config import load_config
 from spolab.config import run_identity
+from spolab.paths import paths
+from spolab.rollout.offpolicy import POOL_SOURCES
 from spolab.study import entries, load_study, parse_run_name
 from spolab.tracking import tracking_settings
 
@@ -15,7 +17,9 @@ SCALE = config["scale"]
 # Every output of the DAG at this scale lives under results/<scale>/ (git-ignored), the report's too:
 # results/<scale>/{export,figures,tables,bench}/ and results/<scale>/README.md. No rule but `publish`
 # (publish.smk) writes a committed path, so on a fresh clone nothing committed shadows a DAG output.
-ROOT = f"results/{SCALE}"
+# PATHS.<name>: each step's folder, as the entry configs' ${path:<name>} (spolab.paths: the one definition).
+PATHS = paths(SCALE)
+ROOT = PATHS.root
 STUDY = config["study"]
 # The study's own outputs (export, figures, tables, README): the default study's at results/<scale>/,
 # another study's at results/<scale>/study_<study>/. Runs (rl/, eval/) are shared by name: a study that
@@ -42,9 +46,6 @@ RUNS = entries(SPECS)  # study entry -> its RunSpec
 RUN_IDS = [s.name for s in SPECS]
 SWEEP_ONLY = all(s.group == "sweep" for s in SPECS)  # an lr sweep (conf/study/lr_sweep.yaml): its table only
 TRACKING = tracking_settings(SCALE)  # conf/tracking: the MLflow database and experiment of this scale
-
-
-POOL_SOURCES = ["expert", "other_policy", "decoding", "random"]  # spolab.rollout.offpolicy.POOL_SOURCES
 
 
 def hydra_cmd(module):
@@ -106,7 +107,7 @@ EVAL_SPLITS = eval_splits()
 
 def model_of(w):
     """The checkpoint an eval job scores: the SFT model, or an RL run's final model."""
-    return f"{ROOT}/sft/model/config.json" if w.name == "sft" else f"{ROOT}/rl/{w.name}/model/config.json"
+    return f"{PATHS.sft_model}/config.json" if w.name == "sft" else f"{PATHS.rl}/{w.name}/model/config.json"
 
 
 def protocols_of(name):
@@ -126,5 +127,5 @@ def rl_inputs(w):
     if set(sources) & set(POOL_SOURCES):
         inputs["pools"] = rules.sources.output.summary
     for i, other in enumerate(spec.needs):
-        inputs[f"needs{i}"] = f"{ROOT}/rl/{other}-s{w.seed}/trajectories.jsonl"
+        inputs[f"needs{i}"] = f"{PATHS.rl}/{other}-s{w.seed}/trajectories.jsonl"
     return inputs

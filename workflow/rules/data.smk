@@ -2,19 +2,19 @@
 # task with its own vocabulary, the tokenizer (common.smk: data_outputs).
 rule data:
     output:
-        meta=f"{ROOT}/data/meta.json",
-        splits=expand(f"{ROOT}/data/{{split}}.jsonl", split=TASK_SPLITS),
-        tokenizer=[f"{ROOT}/data/tokenizer/tokenizer.json"] if TASK_TOKENIZER else [],
+        meta=f"{PATHS.data}/meta.json",
+        splits=expand(f"{PATHS.data}/{{split}}.jsonl", split=TASK_SPLITS),
+        tokenizer=[f"{PATHS.data}/tokenizer/tokenizer.json"] if TASK_TOKENIZER else [],
     log:
-        f"{ROOT}/logs/data.log",
+        f"{PATHS.logs}/data.log",
     benchmark:
-        f"{ROOT}/benchmarks/data.tsv"
+        f"{PATHS.benchmarks}/data.tsv"
     threads: 1
     conda:
         ENV
     params:
         scale=SCALE,
         conf=conf_hash("data"),
-        args=f"out_dir={ROOT}/data",
+        args=f"out_dir={PATHS.data}",
     shell:
         hydra_cmd("data")

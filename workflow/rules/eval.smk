@@ -6,11 +6,11 @@ rule eval:
         model=model_of,
         mlflow=rules.mlflow_init.output.flag,
     output:
-        summary=f"{ROOT}/eval/{{name}}/summary.json",
+        summary=f"{PATHS.eval}/{{name}}/summary.json",
     log:
-        f"{ROOT}/logs/eval/{{name}}.log",
+        f"{PATHS.logs}/eval/{{name}}.log",
     benchmark:
-        f"{ROOT}/benchmarks/eval/{{name}}.tsv"  # <rule>/<job>: read_jobs (analysis/export.py)
+        f"{PATHS.benchmarks}/eval/{{name}}.tsv"  # <rule>/<job>: read_jobs (analysis/export.py)
     threads: 1
     resources:
         gpu=gpus("evaluate"),
@@ -21,8 +21,8 @@ rule eval:
         conf=conf_hash("evaluate"),
         args=lambda w, input: (
             f"name={w.name} splits=[{','.join(EVAL_SPLITS)}] "
-            f"protocols=[{','.join(protocols_of(w.name))}] data_dir={ROOT}/data "
-            f"model_dir={Path(input.model).parent} ref_model_dir={ROOT}/sft/model out_dir={ROOT}/eval/{w.name}"
+            f"protocols=[{','.join(protocols_of(w.name))}] data_dir={PATHS.data} "
+            f"model_dir={Path(input.model).parent} ref_model_dir={PATHS.sft_model} out_dir={PATHS.eval}/{w.name}"
         ),
     shell:
         hydra_cmd("evaluate")
@@ -30,4 +30,4 @@ rule eval:
 
 rule eval_all:
     input:
-        expand(f"{ROOT}/eval/{{name}}/summary.json", name=["sft"] + RUN_IDS),
+        expand(f"{PATHS.eval}/{{name}}/summary.json", name=["sft"] + RUN_IDS),

@@ -3,7 +3,7 @@ rule mlflow_init:
     output:
         flag=f"{ROOT}/.mlflow_ready",
     log:
-        f"{ROOT}/logs/mlflow_init.log",
+        f"{PATHS.logs}/mlflow_init.log",
     threads: 1
     conda:
         ENV

@@ -42,13 +42,13 @@ rule bench:
     input:
         model=rules.sft.output.model,
     output:
-        f"{ROOT}/bench/bench_{BENCH_DEVICE}.md",
-        csv=f"{ROOT}/bench/bench_{BENCH_DEVICE}.csv",
-        sampler=f"{ROOT}/bench/sampler_{BENCH_DEVICE}.csv",
+        f"{PATHS.bench}/bench_{BENCH_DEVICE}.md",
+        csv=f"{PATHS.bench}/bench_{BENCH_DEVICE}.csv",
+        sampler=f"{PATHS.bench}/sampler_{BENCH_DEVICE}.csv",
     log:
-        f"{ROOT}/logs/bench.log",
+        f"{PATHS.logs}/bench.log",
     benchmark:
-        f"{ROOT}/benchmarks/bench.tsv"
+        f"{PATHS.benchmarks}/bench.tsv"
     threads: workflow.cores  # alone on the machine: timings are only comparable without neighbours
     resources:
         gpu=gpus("bench"),
@@ -57,7 +57,7 @@ rule bench:
     params:
         scale=SCALE,
         conf=conf_hash("bench"),
-        args=f"sft_dir={ROOT}/sft/model data_dir={ROOT}/data out_dir={ROOT}/bench",
+        args=f"sft_dir={PATHS.sft_model} data_dir={PATHS.data} out_dir={PATHS.bench}",
     shell:
         hydra_cmd("bench")
 
@@ -65,7 +65,7 @@ rule bench:
 rule export:
     input:
         evals=rules.eval_all.input,
-        runs=expand(f"{ROOT}/rl/{{id}}/summary.json", id=RUN_IDS),
+        runs=expand(f"{PATHS.rl}/{{id}}/summary.json", id=RUN_IDS),
         exact=rules.exact.output,
         bench=rules.bench.output.csv,
         sources=rules.sources.output.summary,
@@ -141,7 +141,7 @@ rule report:
 rule lr_table:
     """The lr sweep's table and the rule's choice per algorithm (analysis/lr_sweep.py; study=lr_sweep)."""
     input:
-        runs=expand(f"{ROOT}/rl/{{id}}/summary.json", id=RUN_IDS),
+        runs=expand(f"{PATHS.rl}/{{id}}/summary.json", id=RUN_IDS),
     output:
         table=report(f"{REPORT}/tables/lr_sweep_{SCALE}.md", caption="../report/lr_sweep.rst", category="Tables"),
         csv=f"{REPORT}/tables/lr_sweep_{SCALE}.csv",

@@ -5,12 +5,12 @@ rule q0:
         model=rules.sft.output.model,
         mlflow=rules.mlflow_init.output.flag,
     output:
-        q0=f"{ROOT}/q0/q0.json",
-        samples=f"{ROOT}/q0/ref_samples.jsonl",
+        q0=PATHS.q0_file,
+        samples=f"{PATHS.q0}/ref_samples.jsonl",
     log:
-        f"{ROOT}/logs/q0.log",
+        f"{PATHS.logs}/q0.log",
     benchmark:
-        f"{ROOT}/benchmarks/q0.tsv"
+        f"{PATHS.benchmarks}/q0.tsv"
     threads: workflow.cores
     resources:
         gpu=gpus("q0"),
@@ -19,7 +19,7 @@ rule q0:
     params:
         scale=SCALE,
         conf=conf_hash("q0"),
-        args=f"data_dir={ROOT}/data sft_dir={ROOT}/sft/model out_dir={ROOT}/q0",
+        args=f"data_dir={PATHS.data} sft_dir={PATHS.sft_model} out_dir={PATHS.q0}",
     shell:
         hydra_cmd("q0")
 
@@ -29,12 +29,12 @@ rule sources:
         model=rules.sft.output.model,
         mlflow=rules.mlflow_init.output.flag,
     output:
-        pools=expand(f"{ROOT}/sources/{{source}}.jsonl", source=POOL_SOURCES),
-        summary=f"{ROOT}/sources/summary.json",
+        pools=expand(f"{PATHS.sources}/{{source}}.jsonl", source=POOL_SOURCES),
+        summary=f"{PATHS.sources}/summary.json",
     log:
-        f"{ROOT}/logs/sources.log",
+        f"{PATHS.logs}/sources.log",
     benchmark:
-        f"{ROOT}/benchmarks/sources.tsv"
+        f"{PATHS.benchmarks}/sources.tsv"
     threads: 1
     resources:
         gpu=gpus("sources"),
@@ -43,7 +43,7 @@ rule sources:
     params:
         scale=SCALE,
         conf=conf_hash("sources"),
-        args=f"data_dir={ROOT}/data sft_dir={ROOT}/sft/model out_dir={ROOT}/sources",
+        args=f"data_dir={PATHS.data} sft_dir={PATHS.sft_model} out_dir={PATHS.sources}",
     shell:
         hydra_cmd("sources")
 
@@ -52,13 +52,13 @@ rule rl:
     input:
         unpack(rl_inputs),
     output:
-        summary=f"{ROOT}/rl/{{run}}-s{{seed}}/summary.json",
-        model=f"{ROOT}/rl/{{run}}-s{{seed}}/model/config.json",
-        trajectories=f"{ROOT}/rl/{{run}}-s{{seed}}/trajectories.jsonl",
+        summary=f"{PATHS.rl}/{{run}}-s{{seed}}/summary.json",
+        model=f"{PATHS.rl}/{{run}}-s{{seed}}/model/config.json",
+        trajectories=f"{PATHS.rl}/{{run}}-s{{seed}}/trajectories.jsonl",
     log:
-        f"{ROOT}/logs/rl/{{run}}-s{{seed}}.log",
+        f"{PATHS.logs}/rl/{{run}}-s{{seed}}.log",
     benchmark:
-        f"{ROOT}/benchmarks/rl/{{run}}-s{{seed}}.tsv"  # <rule>/<run name>: read_jobs (analysis/export.py)
+        f"{PATHS.benchmarks}/rl/{{run}}-s{{seed}}.tsv"  # <rule>/<run name>: read_jobs (analysis/export.py)
     wildcard_constraints:
         seed=r"\d+",
     threads: 1
@@ -70,10 +70,10 @@ rule rl:
         scale=SCALE,
         conf=lambda w: conf_hash("rl", RUNS[w.run].overrides),
         args=lambda w: (
-            f"{RUNS[w.run].overrides} seed={w.seed} name={w.run}-s{w.seed} data_dir={ROOT}/data "
-            f"sft_dir={ROOT}/sft/model q0_path={ROOT}/q0/q0.json sources_dir={ROOT}/sources "
-            f"out_dir={ROOT}/rl/{w.run}-s{w.seed} study_run={w.run} study_group={RUNS[w.run].group}"
-            + "".join(f" earlier_run_path={ROOT}/rl/{o}-s{w.seed}/trajectories.jsonl" for o in RUNS[w.run].needs)
+            f"{RUNS[w.run].overrides} seed={w.seed} name={w.run}-s{w.seed} data_dir={PATHS.data} "
+            f"sft_dir={PATHS.sft_model} q0_path={PATHS.q0_file} sources_dir={PATHS.sources} "
+            f"out_dir={PATHS.rl}/{w.run}-s{w.seed} study_run={w.run} study_group={RUNS[w.run].group}"
+            + "".join(f" earlier_run_path={PATHS.rl}/{o}-s{w.seed}/trajectories.jsonl" for o in RUNS[w.run].needs)
         ),
     shell:
         hydra_cmd("rl")

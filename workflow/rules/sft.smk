@@ -4,12 +4,12 @@ rule sft:
         meta=rules.data.output.meta,
         mlflow=rules.mlflow_init.output.flag,
     output:
-        summary=f"{ROOT}/sft/summary.json",
-        model=f"{ROOT}/sft/model/config.json",
+        summary=f"{PATHS.sft}/summary.json",
+        model=f"{PATHS.sft_model}/config.json",
     log:
-        f"{ROOT}/logs/sft.log",
+        f"{PATHS.logs}/sft.log",
     benchmark:
-        f"{ROOT}/benchmarks/sft.tsv"
+        f"{PATHS.benchmarks}/sft.tsv"
     threads: workflow.cores
     resources:
         gpu=gpus("sft"),
@@ -18,6 +18,6 @@ rule sft:
     params:
         scale=SCALE,
         conf=conf_hash("sft"),
-        args=f"data_dir={ROOT}/data out_dir={ROOT}/sft",
+        args=f"data_dir={PATHS.data} out_dir={PATHS.sft}",
     shell:
         hydra_cmd("sft")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from spolab.checks import Rule, integer, registered
 from spolab.errors import ConfigError
 from spolab.rollout.sampler import score
 from spolab.rollout.trajectories import Batch
@@ -51,7 +52,11 @@ def mean_metrics(steps: list[dict[str, torch.Tensor]], once: dict[str, torch.Ten
     return dict(zip(keys + list(once), torch.stack(vals).tolist())) if vals else {}
 
 
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine")  # algo.lr_schedule
+
+# rules shared by the algorithms that take several minibatch steps per rollout (PPO, GRPO, RLOO)
+EPOCHS: list[Rule] = [("algo.epochs", integer(1)), ("algo.minibatches", integer(1))]
+REDUCTION: Rule = ("algo.loss_reduction?", registered("spolab.algos.losses", "LOSS_REDUCTIONS"))
 
 
 def lr_factor(step: int, warmup_steps: int, schedule: str, total_steps: int | None, min_lr_ratio: float) -> float:
@@ -71,7 +76,15 @@ class Algorithm:
 
     name: str = ""
     on_policy: bool = True  # True: refuses stored or stale data (PPO, GRPO, RLOO)
-    needs_q0: bool = False  # True: the trainer loads per-prompt Q̂0 (SPO)
+    needs_q0: bool = False  # True: the trainer loads per-prompt Q̂0 (SPO); the rl entry needs q0_path
+    min_group_size: int = 1  # 2 where advantages compare the samples of one prompt (GRPO, RLOO)
+    # the value rules of its own algo.* keys, checked by spolab.validate for whatever algo.name names (the keys
+    # every algorithm shares: spolab.validate.ALGO_COMMON)
+    config_rules: list[Rule] = []
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        """Cross-field rules of the rl entry's config ``cfg`` that only this algorithm has (ConfigError); none here."""
 
     def __init__(self, cfg, policy, ref, tokenizer, *, q0: dict[str, float] | None = None, seed: int = 0,
                  init_path: str | None = None, total_updates: int | None = None):

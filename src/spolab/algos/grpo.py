@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from spolab.algos.base import Algorithm, mean_metrics, minibatches, policy_logp, register
+from spolab.algos.base import EPOCHS, REDUCTION, Algorithm, mean_metrics, minibatches, policy_logp, register
 from spolab.algos.losses import (
     ADVANTAGE_ESTIMATORS,
     kl_penalty,
@@ -11,6 +11,7 @@ from spolab.algos.losses import (
     reduce_loss,
     reinforce_loss,
 )
+from spolab.checks import Rule, positive
 from spolab.rollout.trajectories import Batch
 
 
@@ -18,6 +19,9 @@ from spolab.rollout.trajectories import Batch
 class GRPO(Algorithm):
     """Group-normalised advantages, clipped ratio, k3 KL(π_θ‖π_ref) in the loss (coefficient β);
     the policy-gradient and KL terms are reduced alike (``algo.loss_reduction``)."""
+
+    min_group_size = 2  # the advantage normalises within a prompt's group
+    config_rules: list[Rule] = [*EPOCHS, ("algo.clip", positive()), REDUCTION]
 
     def update(self, batch: Batch) -> dict[str, float]:
         cfg = self.cfg
@@ -39,6 +43,9 @@ class GRPO(Algorithm):
 @register("rloo")
 class RLOO(Algorithm):
     """REINFORCE with a leave-one-out baseline on r − β Σ_t (log π − log π_ref) (k1, per sequence)."""
+
+    min_group_size = 2  # the baseline is the mean of the prompt's other samples
+    config_rules: list[Rule] = [*EPOCHS, REDUCTION]
 
     def update(self, batch: Batch) -> dict[str, float]:
         cfg = self.cfg

@@ -1,4 +1,4 @@
-"""PPO, the paper's baseline (DESIGN §2), with its implementation details:
+"""PPO, the paper's baseline, with its implementation details:
 
 1. a *separate* critic: a second copy of the SFT network with a scalar head (ValueModel);
 2. per-token KL penalty to π_ref in the reward, coefficient β, k1 estimator (Ziegler et al. 2019;
@@ -15,8 +15,9 @@ from __future__ import annotations
 import torch
 from transformers import AutoModel
 
-from spolab.algos.base import Algorithm, mean_metrics, minibatches, policy_logp, register
+from spolab.algos.base import EPOCHS, REDUCTION, Algorithm, mean_metrics, minibatches, policy_logp, register
 from spolab.algos.losses import gae, kl_shaped_rewards, ppo_policy_loss, ppo_value_loss, whiten
+from spolab.checks import Rule, boolean, fraction, number, positive
 from spolab.rollout.trajectories import Batch
 
 
@@ -41,6 +42,18 @@ class ValueModel(torch.nn.Module):
 
 @register("ppo")
 class PPO(Algorithm):
+    config_rules: list[Rule] = [
+        ("algo.critic_lr", positive()),
+        *EPOCHS,
+        ("algo.clip", positive()),
+        ("algo.value_clip", positive()),
+        ("algo.vf_coef", number(0)),
+        ("algo.gamma", fraction()),
+        ("algo.gae_lambda", fraction()),
+        ("algo.whiten_advantages", boolean()),
+        REDUCTION,
+    ]
+
     def __init__(self, cfg, policy, ref, tokenizer, **kw):
         super().__init__(cfg, policy, ref, tokenizer, **kw)
         self.critic = ValueModel(self.init_path or policy.name_or_path)

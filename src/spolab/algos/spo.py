@@ -11,13 +11,34 @@ import torch
 
 from spolab.algos.base import Algorithm, ConfigError, mean_metrics, policy_logp, register
 from spolab.algos.losses import spo_terminal_loss, truncated_is_weights
+from spolab.checks import Rule, beta, integer, one_of, positive, registered
 from spolab.rollout.trajectories import Batch
+
+IS_WEIGHTS = ("none", "truncated")  # algo.is_weights: none | truncated min(is_clip, π_θ/μ) where μ is known
+Q0_ESTIMATORS = ("plain", "shrunk")  # algo.q0_estimator (spolab.algos.losses.q0_from_success)
 
 
 @register("spo")
 class SPO(Algorithm):
     on_policy = False
     needs_q0 = True
+    config_rules: list[Rule] = [
+        ("algo.beta", beta(divisor=True)),  # Q̂0 and the bce loss divide by β
+        ("algo.loss", registered("spolab.algos.losses", "TERMINAL_LOSSES")),
+        ("algo.steps_per_batch", integer(1)),
+        ("algo.q0_estimator", one_of(*Q0_ESTIMATORS)),
+        ("algo.is_weights", one_of(*IS_WEIGHTS)),
+        ("algo.is_clip", positive()),
+    ]
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        if cfg.task.reward != "binary" and cfg.algo.q0_estimator != "plain":
+            raise ConfigError(f"algo.q0_estimator={cfg.algo.q0_estimator!r}: must be 'plain' with task.reward="
+                              f"{cfg.task.reward!r} (the shrunk estimator pools binary success counts)")
+        if cfg.algo.loss == "bce" and cfg.task.reward != "binary":
+            raise ConfigError(f"task.reward={cfg.task.reward!r}: must be 'binary' with algo.loss='bce' "
+                              "(a success probability needs a 0/1 reward)")
 
     def __init__(self, cfg, policy, ref, tokenizer, **kw):
         super().__init__(cfg, policy, ref, tokenizer, **kw)
@@ -33,8 +54,8 @@ class SPO(Algorithm):
         q0 = torch.tensor([self.q0[t.problem_id] for t in batch.trajs], dtype=torch.float32,
                           device=batch.reward.device)  # (B,)
         weights = None
-        if cfg.is_weights not in ("none", "truncated"):
-            raise ConfigError(f"algo.is_weights={cfg.is_weights!r}; valid: none, truncated")
+        if cfg.is_weights not in IS_WEIGHTS:
+            raise ConfigError(f"algo.is_weights={cfg.is_weights!r}; valid: {', '.join(IS_WEIGHTS)}")
         if cfg.is_weights == "truncated":
             # per-sequence behaviour log-prob; NaN where no behaviour policy is known (expert, random, decoding)
             beh = torch.tensor([sum(t.behaviour_logp) if t.behaviour_logp is not None else float("nan")

@@ -1,4 +1,4 @@
-"""What every entry point asks of a task, and the registry that ``task=<name>`` selects (DESIGN §3, §9).
+"""What every entry point asks of a task, and the registry that ``task=<name>`` selects.
 
 A task builds its splits (``spolab.data``), renders a problem as the prompt text the model reads
 (``spolab.rollout.sampler.encode_prompts`` wraps it in a chat template when the tokenizer has one),
@@ -30,6 +30,9 @@ from spolab.errors import ConfigError
 from spolab.utils import Registry
 
 TASKS = Registry("task")  # task.name -> Task subclass
+# every split a task may build (Task.split_names: a task's own, in this order); list-DSL splits claim prompts
+# in this order, earlier first (spolab.data)
+SPLITS = ("test", "val", "ood", "rl", "sft")
 _MODULES = ("spolab.tasks.listdsl_task", "spolab.tasks.code.task")  # where the registered tasks live
 TOO_LONG = "too long"  # the error of a response without EOS
 

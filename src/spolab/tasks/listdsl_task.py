@@ -86,6 +86,9 @@ def flawed_program(problem, habit_ops: list[str], rng: random.Random) -> str | N
     return None
 
 
+SFT_TARGETS = ("generator", "all_solvers")  # sft.targets: each problem's generator, or every short solver
+
+
 def sft_targets(problems, kind: str, solver_max_len: int, flaw_rate: float = 0.0,
                 flaw_ops: list[str] | None = None, seed: int = 0) -> list[list[str]]:
     """Per problem, the list of programs it may be trained on.
@@ -94,8 +97,8 @@ def sft_targets(problems, kind: str, solver_max_len: int, flaw_rate: float = 0.0
     taught a flawed program instead (:func:`flawed_program`): a systematic habit that the
     reward penalises on every prompt, the kind of general flaw RL post-training corrects.
     """
-    if kind not in ("generator", "all_solvers"):
-        raise ValueError(f"sft.targets={kind!r} is not valid; choose 'generator' or 'all_solvers'")
+    if kind not in SFT_TARGETS:
+        raise ValueError(f"sft.targets={kind!r} is not valid; choose {' or '.join(map(repr, SFT_TARGETS))}")
     out = _clean_targets(problems, kind, solver_max_len)
     if flaw_rate > 0:
         rng = random.Random(f"{seed}-flaw")
@@ -121,7 +124,7 @@ def _clean_targets(problems, kind: str, solver_max_len: int) -> list[list[str]]:
     return out
 
 
-SPLITS_IN_ORDER = ("test", "val", "ood", "rl", "sft")  # earlier splits claim prompts first
+SPLITS_IN_ORDER = SPLITS  # earlier splits claim prompts first
 
 
 def build_dataset(task: DictConfig, seed: int) -> tuple[dict[str, list[Problem]], dict]:
