@@ -457,3 +457,31 @@ def test_the_claims_compare_the_entries_the_study_gives_each_role():
     assert s.e["spo_online"] == "spo_v2" and report.c1(s)[1] == "reproduced"
     no_role = entries.assign(role=entries.role.where(entries.study_run != "spo_v2", ""))
     assert report.c1(study(*pp, runs=runs, entries=no_role)) is None
+
+
+def test_the_committed_study_and_setup_are_what_the_export_writes(tmp_path):
+    """results/data/study.csv and setup.csv are analysis/export.py's study_table and setup_table of the
+    published default study (its protocols as conf/protocol gives them), and read back through common
+    as the figures and the report read them: entries in the study file's order, labels, colours, roles."""
+    from omegaconf import OmegaConf
+
+    from spolab.evaluate import load_protocol
+    from spolab.study import entries, load_study
+
+    specs = load_study("default", "default")
+    written = {"study": export.study_table(specs),
+               "setup": export.setup_table("default", {p: OmegaConf.to_container(load_protocol(p))
+                                                       for p in ("policy", "paper")})}
+    for name, t in written.items():
+        t.to_csv(tmp_path / f"{name}.csv", index=False, float_format="%.10g")
+        assert (tmp_path / f"{name}.csv").read_text() == (REAL / f"{name}.csv").read_text(), name
+    first = entries(specs)
+    assert common.entries(tmp_path) == list(first)
+    assert common.entries(tmp_path, "main") == [r for r, e in first.items() if e.group == "main"]
+    assert common.labels(tmp_path) == {**{r: e.label for r, e in first.items()}, "sft": common.SFT["label"]}
+    assert common.colours(tmp_path) == {**{r: e.colour for r, e in first.items()}, "sft": common.SFT["colour"]}
+    assert common.roles(tmp_path) == {e.role: r for r, e in first.items() if e.role}
+    assert common.protocol_text(tmp_path, "paper") == "T 0.4, top-p 0.95"
+    assert common.protocol_text(tmp_path, "policy") == "T 1"
+    with pytest.raises(SystemExit, match="study.csv not in"):
+        common.study({"runs": RUNS0})  # an export from before study.csv: rerun the export
