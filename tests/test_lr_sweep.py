@@ -89,6 +89,11 @@ def test_an_entry_whose_setting_the_table_lacks_is_an_error_naming_both(tmp_path
     own = _study_file(tmp_path, table, "overrides: algo=spo algo.lr=1e-3")
     with pytest.raises(ConfigError, match="sets algo.lr in its overrides"):
         study.load_study("s", "smoke", own)
+    borrowed = _study_file(tmp_path, table, "lr_setting: spo, overrides: algo=spo data_mix=half_online")
+    assert study.load_study("s", "smoke", borrowed)[0].overrides == "algo=spo data_mix=half_online algo.lr=1e-4"
+    (tmp_path / "s.yaml").write_text((tmp_path / "s.yaml").read_text().replace(f"lr_from_sweep: {table}\n", ""))
+    with pytest.raises(ConfigError, match="no lr_from_sweep table"):
+        study.load_study("s", "smoke", tmp_path)
     with pytest.raises(ConfigError, match=r"lr sweep table .*missing.csv does not exist"):
         study.load_study("s", "smoke", _study_file(tmp_path, tmp_path / "missing.csv", "overrides: algo=ppo"))
 

@@ -150,6 +150,9 @@ def load_study(study: str, scale: str, study_dir: str | Path | None = None) -> l
         reference = e.get("reference", None if e["group"] in ("main", "sweep") else "spo")
         if reference is not None and reference not in runs:
             raise ConfigError(f"{path.name}: {run}.reference={reference!r} is not an entry of the study")
+        if e.get("lr_setting") and not table:
+            raise ConfigError(f"{path.name}: {run}.lr_setting names a setting of the lr sweep, but the study has no "
+                              "lr_from_sweep table to read it from")
         overrides = _with_sweep_lr(run, e, table, lrs, path.name) if table else e["overrides"]
         for seed in seeds[scale][seed_list]:
             out.append(RunSpec(name=run_name(run, seed), run=run, seed=int(seed), group=e["group"],
