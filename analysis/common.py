@@ -1,8 +1,11 @@
 """Reading the export and building the matrices every interval is computed from.
 
 The export is the folder of tidy CSVs that analysis/export.py writes from MLflow (runs, curves,
-eval, eval_per_problem, exact, bench, jobs), or the same tables as a dict of DataFrames
-(``{"runs": df, ...}``: what the tests pass). Intervals are in stats.py, drawing in plot.py.
+eval, eval_per_problem, exact, bench, jobs) and from the study it ran (study: its entries; setup: the
+scale's task, model and evaluation protocols), or the same tables as a dict of DataFrames
+(``{"runs": df, ...}``: what the tests pass). Which entries there are, their names, labels, colours,
+order and roles come from the exported study, never from here. Intervals are in stats.py, drawing in
+plot.py.
 """
 
 from __future__ import annotations
@@ -12,16 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from spolab.config import CONF_DIR
 from spolab.eval.passk import pass_at_k_array
 
 Data = Path | str | Mapping[str, pd.DataFrame]  # the export folder, or its tables by name
 
-MAIN = ["spo", "spo_half_online", "ppo", "grpo", "rloo"]  # the main group, in the figures' order
-OFFPOLICY = ["spo_expert", "spo_earlier_run", "spo_other_policy", "spo_decoding", "spo_random",
-             "spo_offline_only"]
+SFT = {"label": "SFT (π_ref)", "colour": "#7f7f7f"}  # the SFT policy π_ref: in every study, but no entry of one
 # eval_per_problem columns that measure diversity (spolab.eval.diversity), and their labels: among correct
 # samples of a solved problem (NaN when unsolved), among all samples, and the policy's own entropy
 DIVERSITY = {"distinct_correct_per_solved": "distinct correct programs per solved problem",
@@ -58,12 +57,37 @@ def per_problem(data: Data) -> pd.DataFrame:
     return pp
 
 
+def study(data: Data) -> pd.DataFrame:
+    """The exported study (study.csv, analysis/export.py from spolab.study): one row per entry, in the
+    study file's order, indexed by ``study_run``: label, colour, order, role, group, family, reference,
+    seeds, protocols, needs and overrides (its settings, the lr sweep's lr included)."""
+    s = table(data, "study")
+    return s.fillna({c: "" for c in ("colour", "role", "family", "reference", "needs")}).sort_values(
+        "order").set_index("study_run", drop=False)
+
+
+def entries(data: Data, group: str | None = None) -> list[str]:
+    """The study's entries (of ``group``), in the study file's order."""
+    s = study(data)
+    return list(s.study_run if group is None else s.study_run[s.group == group])
+
+
+def roles(data: Data) -> dict[str, str]:
+    """role -> the study entry that plays it (the study file's ``role``: spo_online, ppo, ...)."""
+    s = study(data)
+    return {r: e for r, e in zip(s.role, s.study_run) if r}
+
+
 def labels(data: Data) -> dict[str, str]:
-    """study_run -> human label (from runs), plus sft."""
-    runs = table(data, "runs")
-    out = dict(zip(runs["study_run"], runs["label"]))
-    out["sft"] = "SFT (π_ref)"
-    return out
+    """study_run -> human label (from the exported study), plus sft."""
+    s = study(data)
+    return {**dict(zip(s.study_run, s.label)), "sft": SFT["label"]}
+
+
+def colours(data: Data) -> dict[str, str]:
+    """study_run -> its colour where the study file gives one, plus sft."""
+    s = study(data)
+    return {**{e: c for e, c in zip(s.study_run, s.colour) if c}, "sft": SFT["colour"]}
 
 
 def reference(runs: pd.DataFrame, study_run: str) -> str | None:
@@ -91,15 +115,18 @@ def present(t: pd.DataFrame, order: list[str], group: str | None = None) -> list
     return [s for s in order if s in have] + sorted(have - set(order) - {"sft"})
 
 
-def protocol(name: str) -> dict:
-    """The evaluation protocol's settings (conf/protocol/<name>.yaml: n, temperature, top_p, ks)."""
-    return yaml.safe_load((CONF_DIR / "protocol" / f"{name}.yaml").read_text())
+def setup(data: Data) -> dict[str, str]:
+    """The exported setup (setup.csv, analysis/export.py: key, value): the scale's task, model and SFT
+    setting, and each evaluation protocol's settings (``protocol.<name>.temperature``, ...)."""
+    t = table(data, "setup")
+    return {k: "" if pd.isna(v) else str(v) for k, v in zip(t.key, t.value)}
 
 
-def protocol_text(name: str) -> str:
-    """'T 0.4, top-p 0.95' for a protocol (top-p omitted when it is 1), from its config."""
-    p = protocol(name)
-    return f"T {p['temperature']:g}" + (f", top-p {p['top_p']:g}" if p.get("top_p", 1) < 1 else "")
+def protocol_text(data: Data, name: str) -> str:
+    """'T 0.4, top-p 0.95' for a protocol (top-p omitted when it is 1), from the exported setup."""
+    u = setup(data)
+    t, top_p = float(u[f"protocol.{name}.temperature"]), float(u.get(f"protocol.{name}.top_p") or 1)
+    return f"T {t:g}" + (f", top-p {top_p:g}" if top_p < 1 else "")
 
 
 # ---------------------------------------------------------------- matrices

@@ -17,7 +17,14 @@ a run of the matrix missing from MLflow is an error, never silently skipped. Wri
 - ``exact.csv``: the exact testbed's curves; ``bench.csv``: the per-update benchmark;
 - ``jobs.csv``: every Snakemake job of this study: wall time and peak RSS (its ``benchmark:`` file). The
   shared jobs (data, SFT, Q̂0, sources, exact, bench) and this study's own RL runs and evaluations;
-  another study's runs in the same folder (the lr sweep's) are left out.
+  another study's runs in the same folder (the lr sweep's) are left out;
+- ``study.csv``: the study's entries as spolab.study read them (:func:`study_table`): name, label,
+  colour, order, role, group, family, reference, seeds, protocols, needs and overrides;
+- ``setup.csv``: key, value (:func:`setup_table`): the scale's task, model and SFT setting, and each
+  evaluation protocol's settings as the evaluations recorded them (their eval.json).
+
+The analysis reads entries, labels, colours and settings from these files, never from conf/: a
+config edited after the study does not change what the report says about its runs.
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ import pandas as pd
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one download per evaluation: no bars
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from spolab.study import load_study  # noqa: E402
+from spolab.config import load_config  # noqa: E402
+from spolab.study import entries, load_study  # noqa: E402
 from spolab.tracking import metric_name, tracking_settings, verify_mirror  # noqa: E402
 
 CONFIG_COLUMNS = {  # runs.csv column -> flattened config param logged by spolab.tracking
@@ -130,7 +138,7 @@ def export(scale: str, study: str, out: Path, bench: Path | None) -> dict[str, p
     # ---- held-out evaluation of SFT and every run (metrics from MLflow, per-problem from its artifact)
     ev = latest_finished(client, exp.experiment_id, "tags.stage = 'eval'")
     meta_of = {r["run_name"]: r for r in runs_rows}
-    eval_rows, pp_rows = [], []
+    eval_rows, pp_rows, protocols = [], [], {}
     for model in ["sft", *[sp.name for sp in specs]]:
         found = [n for n in ev if n.startswith(f"eval-{model}-")]
         if not found:
@@ -146,6 +154,10 @@ def export(scale: str, study: str, out: Path, bench: Path | None) -> dict[str, p
             metrics = {metric_name(k.split("/", 1)[1]): v for k, v in r.data.metrics.items()
                        if k.startswith(f"{split}/")}
             eval_rows.append({**base, **metrics})
+            used = json.loads(Path(client.download_artifacts(r.info.run_id, "eval.json")).read_text())["protocol"]
+            if protocols.setdefault(protocol, used) != used:
+                raise SystemExit(f"evaluations of protocol {protocol!r} ran with different settings: "
+                                 f"{protocols[protocol]} and {used} ({run_name}); rerun them with one")
             local = client.download_artifacts(r.info.run_id, "per_problem.json")
             pp = json.loads(Path(local).read_text())
             df = pd.DataFrame({"problem_id": pp["problem_id"], **{k: pp[k] for k in PER_PROBLEM if k in pp}})
@@ -169,12 +181,38 @@ def export(scale: str, study: str, out: Path, bench: Path | None) -> dict[str, p
     bench_df = pd.read_csv(bench) if bench and Path(bench).exists() else pd.DataFrame()
 
     tables = {"runs": runs_df, "curves": curves_df, "eval": eval_df, "eval_per_problem": pp_df,
-              "exact": exact_df, "bench": bench_df, "jobs": jobs}
+              "exact": exact_df, "bench": bench_df, "jobs": jobs, "study": study_table(specs),
+              "setup": setup_table(scale, protocols)}
     out.mkdir(parents=True, exist_ok=True)
     for name, df in tables.items():
         df.to_csv(out / f"{name}.csv", index=False, float_format="%.10g")
         print(f"wrote {out / name}.csv: {len(df)} rows")
     return tables
+
+
+def study_table(specs: list) -> pd.DataFrame:
+    """One row per study entry (spolab.study's RunSpecs, seeds collected), in the study file's order: what
+    the analysis names, colours and orders entries by, and each entry's settings (its overrides, the lr
+    sweep's lr included)."""
+    seeds: dict[str, list[int]] = {}
+    for sp in specs:
+        seeds.setdefault(sp.run, []).append(sp.seed)
+    return pd.DataFrame([{"study_run": e.run, "order": e.order, "label": e.label, "colour": e.colour, "role": e.role,
+                          "group": e.group, "family": e.family, "reference": e.reference or "",
+                          "seeds": " ".join(map(str, seeds[e.run])), "protocols": " ".join(e.protocols),
+                          "needs": " ".join(e.needs), "overrides": e.overrides} for e in entries(specs).values()])
+
+
+def setup_table(scale: str, protocols: dict[str, dict]) -> pd.DataFrame:
+    """key, value rows: the scale's task, model and SFT setting (conf/sft.yaml composed at the scale when
+    the study is exported), and each protocol's settings as its evaluations ran (``protocols``: name ->
+    the ``protocol`` of their eval.json), e.g. ``protocol.paper.temperature`` 0.4."""
+    cfg = load_config("sft", [f"scale={scale}"])
+    rows = {"scale": scale, "task": cfg.task.name, "model": cfg.model.name, "pretrained": cfg.model.name_or_path or "",
+            "sft": bool(cfg.sft.enabled)}
+    for name, p in sorted(protocols.items()):
+        rows.update({f"protocol.{name}.{k}": v for k, v in p.items() if k != "name"})
+    return pd.DataFrame({"key": list(rows), "value": list(rows.values())})
 
 
 def study_jobs(jobs: pd.DataFrame, run_names: list[str]) -> pd.DataFrame:

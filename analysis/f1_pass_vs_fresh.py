@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from common import MAIN, Data, labels, passk_value, per_problem, present, table, try_matrix
-from plot import CI_TEXT, SEED, cli, colour, errpoint, fig_legend, has_data, no_data, small_multiples, styled
+from common import Data, entries, labels, passk_value, per_problem, present, table, try_matrix
+from plot import CI_TEXT, SEED, cli, errpoint, fig_legend, has_data, no_data, palette, small_multiples, styled
 from stats import interval
 
 
@@ -24,14 +24,15 @@ from stats import interval
 def plot(data: Data) -> Figure:
     rng = np.random.default_rng(SEED)
     runs, curves, pp, names = table(data, "runs"), table(data, "curves"), per_problem(data), labels(data)
-    main = present(runs, MAIN, "main")
+    colour = palette(data)
+    main = present(runs, entries(data, "main"), "main")
     fresh = runs.groupby("study_run").fresh_samples.mean()
 
     fig = Figure(figsize=(4 * max(len(main), 4) + 1, 15), layout="constrained")
     top, bottom = fig.subfigures(2, 1, height_ratios=[2, 1.15])
     grid = top.subplots(2, max(len(main), 1), sharex=True, sharey="row", squeeze=False)
     for row, k in zip(grid, (1, 10)):
-        small_multiples(row, curves, main, f"val/pass@{k}", "data/fresh_samples", rng, names)
+        small_multiples(row, curves, main, f"val/pass@{k}", "data/fresh_samples", rng, names, colour)
         row[0].set_ylabel(f"validation pass@{k}")
     for ax, sr in zip(grid[0], main):
         ax.set_title(names.get(sr, sr))

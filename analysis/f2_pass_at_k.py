@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from common import MAIN, Data, labels, matrix, passk_value, per_problem, present, protocol_text
-from plot import CI_TEXT, SEED, cli, colour, fig_legend, no_data, styled
+from common import Data, entries, labels, matrix, passk_value, per_problem, present, protocol_text
+from plot import CI_TEXT, SEED, cli, fig_legend, no_data, palette, styled
 from stats import diff_intervals, intervals
 
 K_MAX = 20  # largest k drawn (capped by the samples per problem)
@@ -24,8 +24,8 @@ BARS_AT = (1, 5, 10, 20)  # k where the difference panels draw their intervals
 @styled
 def plot(data: Data) -> Figure:
     rng = np.random.default_rng(SEED)
-    pp, names = per_problem(data), labels(data)
-    studies = ["sft", *present(pp, MAIN, "main")]
+    pp, names, colour = per_problem(data), labels(data), palette(data)
+    studies = ["sft", *present(pp, entries(data, "main"), "main")]
     protocols = [p for p in ("policy", "paper") if (pp.protocol == p).any()] or ["policy"]
     ks = np.arange(1, int(min(K_MAX, pp.n.min())) + 1 if len(pp) else K_MAX + 1)
     evaluated = set(zip(pp.study_run, pp.split, pp.protocol))
@@ -50,7 +50,7 @@ def plot(data: Data) -> Figure:
                     dodge = np.exp(0.05 * (i - len(ms) / 2))  # side by side on the log axis
                     dax.errorbar(ks[at] * dodge, d[at], yerr=[d[at] - dlo[at], dhi[at] - d[at]], fmt="o",
                                  ms=4, color=colour(sr), capsize=3, lw=1.4)
-            title = f"{name}, {protocol} protocol ({protocol_text(protocol)}, n = {n})"
+            title = f"{name}, {protocol} protocol ({protocol_text(data, protocol)}, n = {n})"
             for a, ylabel, what in ((ax, "pass@k (fraction of problems)", title),
                                     (dax, "pass@k − pass@k(SFT)", f"{name}, {protocol}: difference to SFT")):
                 if not a.lines:

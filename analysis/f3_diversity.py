@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from common import MAIN, Data, labels, per_problem, present, table, try_matrix
-from plot import CI_TEXT, SEED, cli, colour, errpoint, fig_legend, has_data, no_data, small_multiples, styled
+from common import Data, entries, labels, per_problem, present, table, try_matrix
+from plot import CI_TEXT, SEED, cli, errpoint, fig_legend, has_data, no_data, palette, small_multiples, styled
 
 PANELS = [("distinct_correct_per_solved", "distinct correct programs\nper solved problem"),
           ("functional_classes_per_solved", "functionally distinct correct\nclasses per solved problem"),
@@ -36,13 +36,14 @@ VAL_PANELS = [p for p in PANELS if p[0] != "functional_classes_per_solved"]
 def plot(data: Data) -> Figure:
     rng = np.random.default_rng(SEED)
     runs, curves, pp, names = table(data, "runs"), table(data, "curves"), per_problem(data), labels(data)
-    main = present(runs, MAIN, "main")
+    colour = palette(data)
+    main = present(runs, entries(data, "main"), "main")
 
     fig = Figure(figsize=(4 * max(len(main), 4) + 1, 20), layout="constrained")
     top, bottom = fig.subfigures(2, 1, height_ratios=[3, 1.3])
     grid = top.subplots(len(VAL_PANELS), max(len(main), 1), sharex=True, sharey=False, squeeze=False)
     for row, (metric, ylabel) in zip(grid, VAL_PANELS):
-        small_multiples(row, curves, main, f"val/{metric}", "step", rng, names)
+        small_multiples(row, curves, main, f"val/{metric}", "step", rng, names, colour)
         row[0].set_ylabel(f"validation {ylabel}")
     for ax, sr in zip(grid[0], main):
         ax.set_title(names.get(sr, sr))

@@ -15,10 +15,21 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from common import OFFPOLICY, Data, labels, passk_value, per_problem, present, reference, table, try_matrix
-from plot import CI_TEXT, SEED, cli, colour, errpoint, fig_legend, has_data, no_data, styled
+from common import (
+    Data,
+    entries,
+    labels,
+    passk_value,
+    per_problem,
+    present,
+    reference,
+    roles,
+    table,
+    try_matrix,
+)
+from plot import CI_TEXT, SEED, cli, errpoint, fig_legend, has_data, no_data, palette, styled
 
-CONTEXT = ["spo", "spo_half_online", "ppo"]  # drawn after the references: SPO online, replay (C6), on-policy PPO
+CONTEXT = ["spo_online", "spo_half_online", "ppo"]  # roles drawn after the references: SPO online, replay (C6), PPO
 METRICS = [(passk_value(1), "pass@1"), (passk_value(10), "pass@10"),
            ("distinct_correct_per_solved", "distinct correct programs per solved problem")]
 
@@ -26,10 +37,11 @@ METRICS = [(passk_value(1), "pass@1"), (passk_value(10), "pass@10"),
 @styled
 def plot(data: Data) -> Figure:
     rng = np.random.default_rng(SEED)
-    runs, pp, names = table(data, "runs"), per_problem(data), labels(data)
-    sources = present(pp, OFFPOLICY, "offpolicy")
+    runs, pp, names, colour = table(data, "runs"), per_problem(data), labels(data), palette(data)
+    sources = present(pp, entries(data, "offpolicy"), "offpolicy")
+    context = [e for role in CONTEXT if (e := roles(data).get(role))]  # the study file's roles
     refs = list(dict.fromkeys(r for s in sources if (r := reference(runs, s))))  # runs.csv, from spolab.study
-    top = list(dict.fromkeys(s for s in [*refs, *CONTEXT] if s in set(pp.study_run)))
+    top = list(dict.fromkeys(s for s in [*refs, *context] if s in set(pp.study_run)))
     studies = top + sources
     n_ref = len(top)
 

@@ -16,8 +16,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from common import MAIN, Data, curve_xy, labels, logged, present, table
-from plot import CI_TEXT, SEED, cli, colour, fig_legend, no_data, styled
+from common import Data, curve_xy, entries, labels, logged, present, table
+from plot import CI_TEXT, SEED, cli, fig_legend, no_data, palette, styled
 from stats import interval
 
 MEMORY = [("train_state_MB", "b  train state (params + optimizer)"),
@@ -26,10 +26,11 @@ MEMORY = [("train_state_MB", "b  train state (params + optimizer)"),
 SIZES = ("xs", "s", "m", "l")  # model sizes in bar-group order
 
 
-def bench_rows(bench: pd.DataFrame) -> tuple[list[tuple[float, pd.Series]], list[float], list[str]]:
+def bench_rows(bench: pd.DataFrame, order: list[str]) -> tuple[list[tuple[float, pd.Series]], list[float], list[str]]:
     """(x, bench row) per bar, grouped by model size (and device where the export holds more than one),
-    MAIN's order inside a group; and the groups' centres and names."""
-    variants = [v for v in [*MAIN, "trl_grpo"] if v in set(bench.variant)]
+    in ``order`` (the main entries' order) inside a group, then TRL's GRPO and any other variant; and the
+    groups' centres and names."""
+    variants = [v for v in [*order, "trl_grpo"] if v in set(bench.variant)]
     variants += sorted(set(bench.variant) - set(variants))
     rank = {s: i for i, s in enumerate(SIZES)}
     devices = bench.device.nunique() > 1
@@ -45,10 +46,10 @@ def bench_rows(bench: pd.DataFrame) -> tuple[list[tuple[float, pd.Series]], list
 @styled
 def plot(data: Data) -> Figure:
     rng = np.random.default_rng(SEED)
-    runs, curves, names = table(data, "runs"), table(data, "curves"), labels(data)
+    runs, curves, names, colour = table(data, "runs"), table(data, "curves"), labels(data), palette(data)
     names["trl_grpo"] = "TRL GRPO"
     bench = table(data, "bench", optional=True)
-    main = present(runs, MAIN, "main")
+    main = present(runs, entries(data, "main"), "main")
 
     fig = Figure(figsize=(18, 17), layout="constrained")
     grid = fig.add_gridspec(3, 6, height_ratios=[1.1, 0.9, 1])
@@ -60,7 +61,7 @@ def plot(data: Data) -> Figure:
         for ax in (a, *mem):
             no_data(ax, "the per-update benchmark (bench.csv)")
     else:
-        rows, centres, groups = bench_rows(bench)
+        rows, centres, groups = bench_rows(bench, entries(data, "main"))
         for x, r in rows:
             col = colour(r.variant)
             a.bar(x, r.step_s, 0.8, color=col, alpha=0.4)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from matplotlib.figure import Figure
 
-from common import MAIN, Data, labels, present, table
-from plot import cli, colour, fig_legend, no_data, styled
+from common import Data, entries, labels, present, table
+from plot import cli, fig_legend, no_data, palette, styled
 
 SMOOTH = 10  # updates in the rolling mean of the per-update metrics
 PANELS = [("val/pass@1", 1, "validation pass@1", "validation pass@1"),
@@ -22,8 +22,8 @@ PANELS = [("val/pass@1", 1, "validation pass@1", "validation pass@1"),
 
 @styled
 def plot(data: Data) -> Figure:
-    runs, curves, names = table(data, "runs"), table(data, "curves"), labels(data)
-    main = present(runs, MAIN, "main")
+    runs, curves, names, colour = table(data, "runs"), table(data, "curves"), labels(data), palette(data)
+    main = present(runs, entries(data, "main"), "main")
     fig = Figure(figsize=(15, 10), layout="constrained")
     axes = fig.subplots(2, 2)
     for ax, (metric, window, ylabel, title) in zip(axes.flat, PANELS):

@@ -16,10 +16,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from common import Data, table
-from plot import cli, colour, no_data, styled
+from plot import _FALLBACK, cli, no_data, styled
 
-RUNS = {"spo_squared": ("SPO, squared loss", "spo"), "spo_bce": ("SPO, BCE loss", "spo_bce"),
-        "ppo": ("PPO", "ppo")}  # exact.csv run -> label, the study run whose colour it takes
+RUNS = {"spo_squared": ("SPO, squared loss", "#1f77b4"), "spo_bce": ("SPO, BCE loss", "#8c6d31"),
+        "ppo": ("PPO", "#d62728")}  # exact.csv run (spolab.exact's variants, no study entries) -> label, colour
 PANELS = [("exact/kl_to_optimum", True, "KL(π_θ‖π*) (nats, log scale)", "a  KL(π_θ‖π*) against updates"),
           ("exact/kl_conditioned_to_policy", True, "KL(π_ref(·|success)‖π_θ) (nats, log scale)",
            "b  KL to BCE's optimum π_ref(·|success)"),
@@ -39,8 +39,8 @@ def plot(data: Data) -> Figure:
             d = d[d[metric].notna()]
             if d.empty:
                 continue
-            label, sr = RUNS.get(run, (run, run))
-            ax.plot(d.step, d[metric].clip(lower=KL_FLOOR) if log else d[metric], color=colour(sr), lw=2, label=label)
+            label, colour = RUNS.get(run, (run, _FALLBACK[sum(map(ord, run)) % len(_FALLBACK)]))
+            ax.plot(d.step, d[metric].clip(lower=KL_FLOOR) if log else d[metric], color=colour, lw=2, label=label)
         if metric == "exact/success_prob" and "exact/optimum_success_prob" in exact and ax.lines:
             ax.axhline(np.nanmean(exact["exact/optimum_success_prob"]), ls=":", color="k", label="π* (soft optimum)")
         if not ax.lines:

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from common import Data, labels, matrix, passk_value, per_problem, reference, table
-from plot import CI_TEXT, SEED, cli, colour, errpoint, no_data, styled
+from plot import CI_TEXT, SEED, cli, errpoint, no_data, palette, styled
 
 FAMILIES = {"loss": "terminal loss", "beta": "β", "steps": "steps per batch", "q0": "Q̂0 estimator",
             "is": "IS weights on replay"}
@@ -50,7 +50,7 @@ def families(runs, evaluated: set[str]) -> list[tuple[str, list[str], str]]:
 @styled
 def plot(data: Data) -> Figure:
     rng = np.random.default_rng(SEED)
-    runs, pp, names = table(data, "runs"), per_problem(data), labels(data)
+    runs, pp, names, colour = table(data, "runs"), per_problem(data), labels(data), palette(data)
     beta = runs.groupby("study_run").beta.first()
     evaluated = set(pp.study_run[(pp.split == "test") & (pp.protocol == "policy")])
     fams = families(runs, evaluated)

@@ -22,18 +22,19 @@ from matplotlib.figure import Figure
 
 from common import (
     KL,
-    MAIN,
     Data,
     checkpoint_matrix,
     curve_matrix,
     curve_seeds,
+    entries,
     kl_matrix,
     kl_reach,
     labels,
     present,
+    roles,
     table,
 )
-from plot import CI_TEXT, SEED, band, cli, colour, fig_legend, no_data, styled
+from plot import CI_TEXT, SEED, band, cli, fig_legend, no_data, palette, styled
 from stats import diff_band
 
 LEVELS = 30  # KL levels each algorithm's curve is read at
@@ -57,8 +58,9 @@ def _first_kl(curves, study_run: str, metric: str) -> float:
 @styled
 def plot(data: Data) -> Figure:
     rng = np.random.default_rng(SEED)
-    runs, curves, names = table(data, "runs"), table(data, "curves"), labels(data)
-    main = present(runs, MAIN, "main")
+    runs, curves, names, colour = table(data, "runs"), table(data, "curves"), labels(data), palette(data)
+    main = present(runs, entries(data, "main"), "main")
+    spo, ppo = (roles(data).get(r) for r in ("spo_online", "ppo"))  # the study file's roles
     val = curves[curves[KL].notna()] if KL in curves else curves.iloc[:0]
 
     # a run that diverged (final KL > DIVERGED x the median run's) would stretch every axis: not drawn,
@@ -97,10 +99,10 @@ def plot(data: Data) -> Figure:
         kappa = kl_reach(val, shown, metric)
         if np.isfinite(kappa) and kappa > 0:
             ax.axvline(kappa, ls=":", color="0.3", lw=1.4, label="κ*: the largest KL every main run reaches")
-            if {"spo", "ppo"} <= set(shown):
-                seeds = [curve_seeds(val, sr, metric) for sr in ("spo", "ppo")]
-                d, lo, hi = (float(v[0]) for v in diff_band(kl_matrix(val, "spo", metric, [kappa]),
-                                                             kl_matrix(val, "ppo", metric, [kappa]), rng,
+            if {spo, ppo} <= set(shown):
+                seeds = [curve_seeds(val, sr, metric) for sr in (spo, ppo)]
+                d, lo, hi = (float(v[0]) for v in diff_band(kl_matrix(val, spo, metric, [kappa]),
+                                                             kl_matrix(val, ppo, metric, [kappa]), rng,
                                                              paired=seeds[0] == seeds[1]))
                 ci = f"[{lo:+.3f}, {hi:+.3f}]" if min(map(len, seeds)) > 1 else "(one seed: no interval)"
                 ax.text(0.98, 0.97, f"at κ* = {kappa:.3g}: SPO − PPO {d:+.3f} {ci}",

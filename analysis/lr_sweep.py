@@ -19,18 +19,10 @@ import numpy as np
 import pandas as pd
 
 from export import history, study_rl_runs  # noqa: E402  (analysis/ is on sys.path when run as a script)
+from spolab.study import setting  # noqa: E402  (an algorithm with its data mix: what one lr is chosen for)
 
 LAST = 3  # validation points averaged per run
 TIE = 0.005  # a smaller lr within this much of the best wins
-
-
-def setting(algo: str, data_mix: str) -> str:
-    """The name of what one lr is chosen for: the algorithm, plus its data mix unless that is online.
-
-    >>> setting("spo", "online"), setting("spo", "half_online")
-    ('spo', 'spo half_online')
-    """
-    return algo if data_mix in ("online", "") else f"{algo} {data_mix}"
 
 
 def choose(table: pd.DataFrame) -> pd.Series:
@@ -75,8 +67,8 @@ def to_markdown(t: pd.DataFrame, scale: str) -> str:
     head = (f"# Learning-rate sweep ({scale} scale)\n\n"
             f"Rule (analysis/lr_sweep.py `choose`): per setting (an algorithm, with its data mix unless online), the lr with the highest validation pass@1 "
             f"averaged over each run's last {LAST} validation points and over seeds; a smaller lr within {TIE} of "
-            "the best wins. Selection reads `val` only. ✔ marks the chosen lr: conf/algo/<algo>.yaml sets an "
-            "online setting's, the study entry (conf/study/default.yaml) any other's.\n\n")
+            "the best wins. Selection reads `val` only. ✔ marks the chosen lr: a study with `lr_from_sweep` "
+            "(conf/study/default.yaml) gives each entry the chosen lr of its setting from this table's CSV.\n\n")
     lines = ["| setting | lr | score (val pass@1, last 3) | val pass@1 start → end | val pass@10 end | KL(π‖π_ref) end "
              "| seeds | updates | chosen |", "|---|---|---|---|---|---|---|---|---|"]
     for _, r in t.sort_values(["setting", "lr"]).iterrows():

@@ -1,4 +1,4 @@
-"""Drawing helpers shared by the figure modules f1_*.py … f9_*.py: colours, style, intervals as
+"""Drawing helpers shared by the figure modules f1_*.py … f9_*.py: colours (the exported study's), style, intervals as
 bands and error bars, the empty-panel notice, one legend per figure, saving, the command line.
 
 Each figure module has ``plot(data) -> Figure`` (pure: it reads the export, draws and returns the
@@ -19,7 +19,7 @@ matplotlib.use("Agg")  # figures are files: no display needed
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from common import curve_matrix, curve_xy, logged  # noqa: E402
+from common import Data, colours, curve_matrix, curve_xy, logged  # noqa: E402
 from stats import CONFIDENCE, interval, seed_band  # noqa: E402
 
 SEED = 0  # every figure's bootstrap generator: np.random.default_rng(SEED)
@@ -28,26 +28,22 @@ RC = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fonts
       "xtick.labelsize": 10, "ytick.labelsize": 10, "figure.titlesize": 14, "axes.grid": True,
       "grid.alpha": 0.3}  # matplotlib rcParams of every figure
 
-# study_run -> colour: fixed across figures so a reader learns it once
-PALETTE = {
-    "sft": "#7f7f7f", "spo": "#1f77b4", "spo_half_online": "#17becf", "ppo": "#d62728", "grpo": "#ff7f0e",
-    "rloo": "#9467bd",
-    # off-policy data sources and SPO ablations: fixed too, so colours agree across figures
-    "spo_expert": "#2ca02c", "spo_earlier_run": "#8c564b", "spo_other_policy": "#e377c2",
-    "spo_decoding": "#bcbd22", "spo_random": "#393b79", "spo_offline_only": "#637939", "spo_bce": "#8c6d31",
-    "spo_beta002": "#843c39", "spo_beta02": "#7b4173", "spo_steps4": "#3182bd", "spo_q0_shrunk": "#e6550d",
-    "spo_half_online_is": "#31a354",
-    "trl_grpo": "#e7969c",  # bench.csv only: TRL's GRPOTrainer
-}
+BENCH_ONLY = {"trl_grpo": "#e7969c"}  # bench.csv variants that are no study entry: TRL's GRPOTrainer
 _FALLBACK = ["#2ca02c", "#8c564b", "#e377c2", "#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173",
              "#3182bd", "#e6550d"]
 
 
-def colour(study_run: str) -> str:
-    """The run's colour: fixed for the study's runs, a stable fallback for any other name."""
-    if study_run in PALETTE:
-        return PALETTE[study_run]
-    return _FALLBACK[sum(map(ord, study_run)) % len(_FALLBACK)]  # not hash(): that changes per process
+def palette(data: Data) -> Callable[[str], str]:
+    """study_run -> its colour, fixed across figures so a reader learns it once: the study file's
+    ``colour`` (the exported study.csv), SFT's, a bench-only variant's (:data:`BENCH_ONLY`), else a
+    stable fallback picked by the name."""
+    fixed = {**BENCH_ONLY, **colours(data)}
+
+    def colour(study_run: str) -> str:
+        if study_run in fixed:
+            return fixed[study_run]
+        return _FALLBACK[sum(map(ord, study_run)) % len(_FALLBACK)]  # not hash(): that changes per process
+    return colour
 
 
 def styled(plot: Callable[..., Figure]) -> Callable[..., Figure]:
@@ -69,11 +65,11 @@ def band(ax, x: np.ndarray, values: np.ndarray, rng: np.random.Generator, colour
 
 
 def small_multiples(row, curves, shown: list[str], metric: str, x: str, rng: np.random.Generator,
-                    names: dict[str, str]) -> None:
+                    names: dict[str, str], colour: Callable[[str], str]) -> None:
     """One panel per study run of ``row``: a logged metric against ``x`` ("step" or another logged
     column, e.g. "data/fresh_samples"), the run's seed mean with its band over seeds, the other runs'
     seed means as thin grey lines and the step-0 value (the SFT policy, mean over seeds) dashed. So
-    no band hides another."""
+    no band hides another. ``colour``: the study's palette (:func:`palette`)."""
     xy = lambda sr: curve_matrix(curves, sr, metric) if x == "step" else curve_xy(curves, sr, metric, x)  # noqa: E731
     means = {sr: xy(sr) for sr in shown if logged(curves, sr, metric)}
     if not shown:

@@ -9,14 +9,16 @@ the function's keyword defaults), so the rule is written once, next to the code 
 Each rule names the effect δ it looks for (:data:`DELTA`); a verdict is given only where the
 comparison has the power to detect δ (stats.powered, derived in analysis/stats.py), otherwise it is
 "undecided (underpowered)". C1 and C2 are also read at matched KL(π‖π_ref) (:func:`matched`).
-Which entry an ablation or off-policy source is judged against comes from runs.csv's ``reference``
-column (spolab.study), never from here. Nothing in the output is written by hand.
+Which entries the claims compare comes from the exported study (study.csv: each entry's ``role``,
+named in one table here, :data:`ROLES`), and which entry an ablation or off-policy source is judged
+against from runs.csv's ``reference`` column (spolab.study), never from here. Settings are quoted from
+the export (runs.csv, setup.csv), per entry where entries differ, never from today's conf/. Nothing in
+the output is written by hand.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import inspect
 import os
 from collections.abc import Callable
@@ -30,13 +32,13 @@ import pandas as pd
 from common import (
     DIVERSITY,
     KL,
-    MAIN,
     UNCONDITIONED,
     Data,
     checkpoint_matrix,
     curve_matrix,
     curve_seeds,
     diversity_correlation,
+    entries,
     kl_matrix,
     kl_reach,
     labels,
@@ -45,6 +47,8 @@ from common import (
     per_problem,
     protocol_text,
     reference,
+    roles,
+    setup,
     table,
 )
 from stats import (
@@ -65,6 +69,16 @@ from stats import (
     seed_sd,
 )
 
+# The entries the claims and tables compare, by their `role` in the study file (the exported study.csv):
+# the one place the report names them. Study.e[role] is the entry (None where the study has no such role:
+# the claims and rows that need it are left out).
+ROLES = {
+    "spo_online": "SPO online: C1, C2, C4, C5, C6 and the reference of the off-policy sources",
+    "spo_half_online": "half-online SPO (replay): C3, C6",
+    "ppo": "PPO: C1, C2, C4, C5, the matched-KL table",
+    "grpo": "GRPO: the difference and matched-KL tables",
+    "rloo": "RLOO: the difference and matched-KL tables",
+}
 SEED = 0  # the report's bootstrap generator: every interval starts from np.random.default_rng(SEED)
 CI = f"{CONFIDENCE * 100:g} %"
 UNDECIDED = "undecided (underpowered)"
@@ -95,6 +109,8 @@ class Study:
         bench = table(data, "bench", optional=True)
         self.bench = bench if bench is not None else pd.DataFrame()
         self.exact = table(data, "exact", optional=True)
+        played = roles(data)  # study.csv
+        self.e = {role: played.get(role) for role in ROLES}  # role -> study entry (None: no entry plays it)
 
     def has(self, study_run, split="test", protocol="policy") -> bool:
         d = self.pp
@@ -249,14 +265,15 @@ def c1(s: Study, delta: float = DELTA["pass@10"]) -> tuple[str, str] | None:
     {delta}. reproduced: the {ci} CI of Δ lies above 0; partly: Δ > 0 but the CI contains 0; not: Δ ≤ 0.
     Beside it, Δ validation pass@10 at matched samples and at matched KL(π‖π_ref) (F9), and which
     reading holds."""
-    if not (s.has("spo", protocol="paper") and s.has("ppo", protocol="paper")):
+    spo, ppo = s.e["spo_online"], s.e["ppo"]
+    if not (s.has(spo, protocol="paper") and s.has(ppo, protocol="paper")):
         return None
-    d = s.diff("spo", "ppo", passk_value(10), protocol="paper")
-    d_pol = s.diff("spo", "ppo", passk_value(10))
-    d1 = s.diff("spo", "ppo", passk_value(1), protocol="paper")
+    d = s.diff(spo, ppo, passk_value(10), protocol="paper")
+    d_pol = s.diff(spo, ppo, passk_value(10))
+    d1 = s.diff(spo, ppo, passk_value(1), protocol="paper")
     v = decide("reproduced" if d[1] > 0 else ("partly" if d[0] > 0 else "not"),
-               (d, delta, s.seeds("spo", "ppo", protocol="paper")))
-    kl = matched_text(matched(s, "spo", "ppo", "pass@10", delta), "val Δ pass@10")
+               (d, delta, s.seeds(spo, ppo, protocol="paper")))
+    kl = matched_text(matched(s, spo, ppo, "pass@10", delta), "val Δ pass@10")
     return (f"Δ pass@10 (paper) {fmt_mde(d)}; policy protocol {fmt(*d_pol)}; Δ pass@1 (paper) {fmt(*d1)}; {kl}", v)
 
 
@@ -269,19 +286,20 @@ def c2(s: Study, delta_correct: float = DELTA["distinct_correct_per_solved"],
     {delta_all} programs, and both must be powered. reproduced: both CIs lie above 0; partly: one does,
     or both Δ > 0; not: otherwise. Beside them, Δ entropy per token, and both Δ on validation at
     matched samples and at matched KL(π‖π_ref) (F9) with which reading holds."""
-    if not (s.has("spo") and s.has("ppo")):
+    spo, ppo = s.e["spo_online"], s.e["ppo"]
+    if not (s.has(spo) and s.has(ppo)):
         return None
     try:
-        dc = s.diff("spo", "ppo", "distinct_correct_per_solved")
-        da = s.diff("spo", "ppo", "effective_programs")
+        dc = s.diff(spo, ppo, "distinct_correct_per_solved")
+        da = s.diff(spo, ppo, "effective_programs")
     except KeyError:
         return "the export has no per-solved or effective-program columns (rerun the evaluation)", "n/a (not measured)"
-    de = s.diff("spo", "ppo", "entropy_per_token")
+    de = s.diff(spo, ppo, "entropy_per_token")
     above = int(dc[1] > 0) + int(da[1] > 0)
-    n = s.seeds("spo", "ppo")
+    n = s.seeds(spo, ppo)
     v = decide("reproduced" if above == 2 else ("partly" if above == 1 or (dc[0] > 0 and da[0] > 0) else "not"),
                (dc, delta_correct, n), (da, delta_all, n))
-    kl = "; ".join(matched_text(matched(s, "spo", "ppo", m, DELTA[m]), f"val Δ {w}")
+    kl = "; ".join(matched_text(matched(s, spo, ppo, m, DELTA[m]), f"val Δ {w}")
                    for m, w in (("distinct_correct_per_solved", "distinct correct / solved"),
                                 ("effective_programs", "effective programs")))
     return (f"Δ distinct correct / solved problem {fmt_mde(dc, 2)}; Δ effective programs {fmt_mde(da, 2)}; "
@@ -296,7 +314,8 @@ def c3(s: Study, delta: float = DELTA["pass@10"]) -> tuple[str, str] | None:
     powered. reproduced: at least one source's CI lies above 0 and none lies below 0; partly: at least
     one CI above 0, or most Δ_r > 0; not: otherwise."""
     pairs = [(r, s.reference(r)) for r in s.runs[s.runs.group == "offpolicy"].study_run.unique()]
-    pairs = [(r, ref) for r, ref in [*pairs, ("spo_half_online", "spo")] if ref and s.has(r) and s.has(ref)]
+    pairs = [(r, ref) for r, ref in [*pairs, (s.e["spo_half_online"], s.e["spo_online"])]
+             if ref and s.has(r) and s.has(ref)]
     if not pairs:
         return None
     ds = {r: s.diff(r, ref, passk_value(10)) for r, ref in pairs}
@@ -320,16 +339,17 @@ def c4(s: Study, delta: float = DELTA["log_step_s"]) -> tuple[str, str] | None:
     model: no noise, no interval). reproduced: the CI of Δ_t lies below 0 and the memory ratio < 1;
     partly: one of the two; not: neither. The benchmark's time ratios (one process, medians, no
     interval) are reported beside, also at equal optimiser steps (SPO with PPO's steps per update)."""
-    if s.bench.empty or not all(r in set(s.curves.study_run) for r in ("spo", "ppo")) \
+    spo, ppo = s.e["spo_online"], s.e["ppo"]
+    if s.bench.empty or not all(r in set(s.curves.study_run) for r in (spo, ppo)) \
             or "perf/step_s" not in s.curves:
         return None
     size = s.bench["size"].iloc[0]  # the study's model size comes first (spolab.bench: sft_size)
-    b = s.bench[s.bench["size"] == size].set_index("variant")
+    b = s.bench[s.bench["size"] == size].set_index("variant")  # spolab.bench's variants: algorithms, not entries
     if not {"spo", "ppo"} <= set(b.index):
         return None
     t, u, mem, rss = (b.loc["spo", k] / b.loc["ppo", k] for k in
                       ("step_s", "update_s", "train_state_MB", "peak_rss_above_baseline_MB"))
-    (xa, ta), (xb, tb) = (curve_matrix(s.curves, r, "perf/step_s") for r in ("spo", "ppo"))
+    (xa, ta), (xb, tb) = (curve_matrix(s.curves, r, "perf/step_s") for r in (spo, ppo))
     steps = np.intersect1d(xa, xb)  # the updates both logged
     la, lb = (np.log(m[:, np.isin(x, steps)]) for x, m in ((xa, ta), (xb, tb)))
     dt = diff_interval(la, lb, s.rng())
@@ -354,12 +374,13 @@ def c5(s: Study, delta: float = DELTA["seed_sd"], collapse_drop: float = 0.05) -
     more than {collapse_drop} below the run's own start). reproduced: the CI of Δ lies below 0 and SPO
     has no more collapse events than PPO; partly: Δ < 0 or SPO has fewer collapse events; not:
     otherwise. With few seeds an SD is a weak estimate: the interval says how weak."""
-    if not (s.has("spo") and s.has("ppo")):
+    spo, ppo = s.e["spo_online"], s.e["ppo"]
+    if not (s.has(spo) and s.has(ppo)):
         return None
-    a, b = s.m("spo", passk_value(10)), s.m("ppo", passk_value(10))
+    a, b = s.m(spo, passk_value(10)), s.m(ppo, passk_value(10))
     d = diff_interval(a, b, s.rng(), stat=seed_sd) if min(len(a), len(b)) > 1 else (np.nan, np.nan, np.nan)
     sd = {r: float(seed_sd(m)) if len(m) > 1 else np.nan for r, m in (("spo", a), ("ppo", b))}
-    ev = {r: collapse_events(s.curves, r, collapse_drop) for r in ("spo", "ppo")}
+    ev = {r: collapse_events(s.curves, e, collapse_drop) for r, e in (("spo", spo), ("ppo", ppo))}
     if None in ev.values():  # validation without k = 10 (a val protocol with n < 10): the SD alone decides
         v = "reproduced" if d[2] < 0 else ("partly" if d[0] < 0 else "not")
         events = "collapse events: not counted (no val pass@10 logged)"
@@ -377,13 +398,14 @@ def c6(s: Study, margin: float = DELTA["pass@10"]) -> tuple[str, str] | None:
     half the fresh samples. Non-inferiority margin δ = {margin}, which the comparison must have the power
     for: reproduced: the CI's lower bound > −{margin}; partly: Δ > −{margin} but the CI reaches below;
     not: Δ ≤ −{margin}."""
-    if not (s.has("spo_half_online") and s.has("spo")):
+    half, spo = s.e["spo_half_online"], s.e["spo_online"]
+    if not (s.has(half) and s.has(spo)):
         return None
-    d = s.diff("spo_half_online", "spo", passk_value(10))
+    d = s.diff(half, spo, passk_value(10))
     v = decide("reproduced" if d[1] > -margin else ("partly" if d[0] > -margin else "not"),
-               (d, margin, s.seeds("spo_half_online", "spo")))
+               (d, margin, s.seeds(half, spo)))
     fresh = s.runs.groupby("study_run").fresh_samples.mean()
-    return f"Δ pass@10 {fmt_mde(d)} with {fresh['spo_half_online']:.0f} vs {fresh['spo']:.0f} fresh samples", v
+    return f"Δ pass@10 {fmt_mde(d)} with {fresh[half]:.0f} vs {fresh[spo]:.0f} fresh samples", v
 
 
 def claims(s: Study) -> list[Claim]:
@@ -479,9 +501,10 @@ def matched_table(s: Study, names: dict) -> str:
     matched samples and at matched KL, and which reading holds (claims C1, C2; F9)."""
     lines = ["| SPO against | val metric (δ) | κ* (nats) | Δ at matched samples | Δ at matched KL | reading |",
              "|---|---|---|---|---|---|"]
-    for b in [r for r in ("ppo", "grpo", "rloo") if r in set(s.curves.study_run)]:
+    spo = s.e["spo_online"]
+    for b in [r for r in (s.e["ppo"], s.e["grpo"], s.e["rloo"]) if spo and r in set(s.curves.study_run)]:
         for metric in MATCHED:
-            m = matched(s, "spo", b, metric, DELTA[metric])
+            m = matched(s, spo, b, metric, DELTA[metric])
             if m is not None:
                 lines.append(f"| {names.get(b, b)} | {metric} ({m.delta:g}) | {m.kl:.3g} | {fmt_mde(m.samples)} | "
                              f"{fmt_mde(m.at_kl)} | {m.reading} |")
@@ -544,6 +567,19 @@ def exact_table(s: Study) -> str:
     return last[["step", *cols]].to_markdown(floatfmt=".4f")
 
 
+def per_entry(s: Study, column: str, text: Callable = str, group: str | None = None) -> str:
+    """A setting from runs.csv, stated once where every entry (of ``group``) ran with the same value,
+    e.g. ``0.05``, and else the most common value with each other entry's own, by its label:
+    ``0.05 (SPO online 0.1)`` (an entry whose seeds differ gives all its values: ``0.05/0.1``)."""
+    runs = s.runs[s.runs.group == group] if group and (s.runs.group == group).any() else s.runs
+    names = labels(s.data)
+    per = {e: "/".join(text(v) for v in g[column].unique()) for e, g in runs.groupby("study_run", sort=False)}
+    values = list(per.values())
+    common = max(dict.fromkeys(values), key=values.count)  # the most common; a tie: the first entry's
+    others = ", ".join(f"{names.get(e, e)} {v}" for e, v in per.items() if v != common)
+    return f"{common} ({others})" if others else common
+
+
 def lrs(s: Study) -> str:
     """The policy lr of each main entry, e.g. ``spo 0.0001, spo_half_online 3e-05, ppo 3e-05``."""
     main = s.runs[s.runs.group == "main"] if (s.runs.group == "main").any() else s.runs
@@ -563,41 +599,35 @@ TASK_TEXT = {"listdsl": "list-DSL program synthesis (\"code contests in miniatur
              "codecontests": "CodeContests-format problems (stdin/stdout programs, run in the sandbox)"}
 
 
-@functools.cache
-def setup(scale: str) -> dict:
-    """The scale's task, model and SFT setting (conf/scale/<scale>.yaml composed for the sft entry)."""
-    from spolab.config import load_config
-
-    cfg = load_config("sft", [f"scale={scale}"])
-    return {"task": cfg.task.name, "model": cfg.model.name, "pretrained": cfg.model.name_or_path,
-            "sft": bool(cfg.sft.enabled)}
-
-
-def task_line(s: Study, scale: str) -> str:
-    """What was trained on what: the miniature from scratch, or a pretrained model on a real task."""
-    u = setup(scale)
+def task_line(s: Study) -> str:
+    """What was trained on what: the miniature from scratch, or a pretrained model on a real task (the
+    exported setup.csv)."""
+    u = setup(s.data)
     task = TASK_TEXT.get(u["task"], u["task"])
     if not u["pretrained"]:
         return (f"- Task: {task}; the policy is a {n_params(s)} Llama trained from scratch by SFT, then RL from the "
                 "SFT policy (= π_ref).")
-    ref = ("SFT on the dataset's solutions, then RL from the SFT policy (= π_ref)" if u["sft"] else
+    ref = ("SFT on the dataset's solutions, then RL from the SFT policy (= π_ref)" if u["sft"] == "True" else
            "SFT off: π_ref is the pretrained model itself, and RL starts from it")
     size = n_params(s).replace(" M-parameter", " M parameters")
     return f"- Task: {task}; the policy is the pretrained `{u['model']}` ({size}, `{u['pretrained']}`); {ref}."
 
 
-def settings(s: Study, scale: str = "default") -> str:
-    r0 = s.runs.iloc[0]
+def settings(s: Study) -> str:
+    """The settings the runs ran with, from the export: per entry where entries differ."""
     protocols = [p for p in ("policy", "paper") if (s.pp.protocol == p).any()]
     evaluated = {p: sorted(set(s.pp.group[s.pp.protocol == p]) - {"sft"}) for p in protocols}
     splits = ("; test = unseen problems of seen behaviour classes, ood = unseen classes"
-              if setup(scale)["task"] == "listdsl" else "")
+              if setup(s.data)["task"] == "listdsl" else "")
+    count = lambda v: f"{int(v)}"  # noqa: E731
+    updates, batch = per_entry(s, "updates", count), per_entry(s, "batch_size", count)
     lines = [
-        task_line(s, scale),
-        f"- RL budget, every run: {int(r0.updates)} updates × {int(r0.batch_size)} trajectories, β {r0.beta} in the "
+        task_line(s),
+        f"- RL budget{'' if '(' in updates + batch else ', every run'}: {updates} updates × {batch} "
+        f"trajectories, β {per_entry(s, 'beta', group='main')} in the "
         f"main comparison; policy lr per entry (the lr sweep's choice): {lrs(s)}; seeds: {seed_counts(s)}.",
         f"- Held-out evaluation: {int(s.pp.n.iloc[0])} samples per problem; "
-        + "; ".join(f"`{p}` protocol ({protocol_text(p)}) for "
+        + "; ".join(f"`{p}` protocol ({protocol_text(s.data, p)}) for "
                     + ("every run" if set(evaluated[p]) >= set(s.runs.group) else f"SFT and the {', '.join(evaluated[p])} runs")
                     for p in protocols)
         + splits + ".",
@@ -623,11 +653,11 @@ SCOPE = {"miniature": "This is a miniature (DESIGN §3): it tests the direction 
 
 def render(s: Study, rows: list[Claim], scale: str, study: str, figures: Path, out: Path) -> str:
     """The whole report (markdown): settings, claims with their rules, the tables behind every figure."""
-    names = labels(s.data)
+    names, e = labels(s.data), s.e
     rel = os.path.relpath(figures, out.parent)
-    main = ["sft", *[r for r in MAIN if r in names]]
+    main = ["sft", *[r for r in entries(s.data, "main") if r in set(s.runs.study_run)]]
     offpolicy = list(s.runs[s.runs.group == "offpolicy"].study_run.unique())
-    off = ["spo", "spo_half_online", "ppo"] + offpolicy
+    off = [r for r in (e["spo_online"], e["spo_half_online"], e["ppo"]) if r] + offpolicy
     abl = list(s.runs[s.runs.group == "ablation"].study_run.unique())
     against = lambda runs: [(r, s.reference(r)) for r in runs if s.reference(r)]  # noqa: E731  (runs.csv)
     rules = "\n".join(f"- **{r.id}**: {r.rule}" for r in rows)
@@ -636,10 +666,10 @@ def render(s: Study, rows: list[Claim], scale: str, study: str, figures: Path, o
 Generated by `analysis/report.py` (Snakemake rule `report`) on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC from the
 CSVs that `analysis/export.py` read out of MLflow. Do not edit: rerun `snakemake --cores 2`.
 Paper: T. Cohen et al., *Soft Policy Optimization: Online Off-Policy RL for Sequence Models*, arXiv:2503.05453
-(2025). {SCOPE["real" if setup(scale)["pretrained"] else "miniature"]}
+(2025). {SCOPE["real" if setup(s.data)["pretrained"] else "miniature"]}
 
 ## Settings
-{settings(s, scale)}
+{settings(s)}
 
 ## Claims
 
@@ -666,7 +696,8 @@ it stays ahead at matched KL, moving less does not explain it.
 
 Differences against PPO and against online SPO ({CI} CI):
 
-{diff_table(s, [("spo", "ppo"), ("grpo", "ppo"), ("rloo", "ppo"), ("spo_half_online", "spo"), ("spo", "sft")], names)}
+{diff_table(s, [(e["spo_online"], e["ppo"]), (e["grpo"], e["ppo"]), (e["rloo"], e["ppo"]),
+                (e["spo_half_online"], e["spo_online"]), (e["spo_online"], "sft")], names)}
 
 ![F1]({rel}/f1_pass_vs_fresh.png)
 ![F2]({rel}/f2_pass_at_k.png)
@@ -682,7 +713,7 @@ every per-problem row of the export (per-solved columns: over solved problems on
 
 Half-online SPO against online SPO (C6), and each source against its reference (runs.csv):
 
-{diff_table(s, [("spo_half_online", "spo"), *against(offpolicy)], names)}
+{diff_table(s, [(e["spo_half_online"], e["spo_online"]), *against(offpolicy)], names)}
 
 ![F4]({rel}/f4_offpolicy.png)
 

@@ -12,7 +12,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT / "results" / "data"
-CSVS = ["runs", "curves", "eval", "eval_per_problem", "exact", "bench", "jobs"]
+CSVS = ["runs", "curves", "eval", "eval_per_problem", "exact", "bench", "jobs", "study", "setup"]  # analysis/export.py
 NEW_PER_PROBLEM = ["distinct_correct_per_solved", "functional_classes_per_solved", "effective_programs"]
 
 

@@ -112,8 +112,8 @@ def test_every_panel_has_data_within_limits_that_fit_it(figures, ablated, name):
 def test_f1_has_one_training_panel_per_main_algorithm(figures, real):
     names = common.labels(real)
     titles = [ax.get_title() for ax in figures["f1_pass_vs_fresh"].axes[:5]]
-    assert titles == [names[s] for s in common.MAIN]
-    for ax, sr in zip(figures["f1_pass_vs_fresh"].axes[:5], common.MAIN):
+    assert titles == [names[s] for s in common.entries(real, "main")]
+    for ax, sr in zip(figures["f1_pass_vs_fresh"].axes[:5], common.entries(real, "main")):
         bold = [line for line in ax.lines if line.get_label() == names[sr]]
         assert len(bold) == 1 and len(ax.collections) == 1  # its own band only: no other band buries it
 
@@ -200,9 +200,9 @@ def test_f9_draws_one_band_per_algorithm_against_kl(figures, real):
     f9 = importlib.import_module("f9_frontier")
     c = real["curves"]
     final = c[c.step == c.step.max()].groupby("study_run")[common.KL].mean()
-    main = [s for s in common.present(real["runs"], common.MAIN, "main")
-            if final[s] <= f9.DIVERGED * final[common.present(real["runs"], common.MAIN, "main")].median()]
-    diverged = set(common.present(real["runs"], common.MAIN, "main")) - set(main)  # named, not drawn
+    main = [s for s in common.present(real["runs"], common.entries(real, "main"), "main")
+            if final[s] <= f9.DIVERGED * final[common.present(real["runs"], common.entries(real, "main"), "main")].median()]
+    diverged = set(common.present(real["runs"], common.entries(real, "main"), "main")) - set(main)  # named, not drawn
     assert all(any(names[s] in t.get_text() for t in fig.axes[0].texts) for s in diverged)
     for ax in fig.axes[1:]:
         bold = [ln.get_label() for ln in ax.lines if ln.get_label() in {names[s] for s in main}]
@@ -218,7 +218,7 @@ def _small_export(real: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     keep = {"sft", "spo", "ppo", "grpo"}
     out = {}
     for name, t in real.items():
-        if "study_run" in t:
+        if "study_run" in t and "seed" in t:  # study.csv keeps every entry: a smoke study has them all
             t = t[t.study_run.isin(keep) & (t.seed == 0)]
         if name == "jobs":
             t = t[t.rule != "rl"]

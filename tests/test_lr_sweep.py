@@ -1,5 +1,5 @@
 """analysis/lr_sweep.py: the rule that picks every setting's learning rate, on curves whose answer is
-worked out by hand, and the committed table against the conf files that cite it."""
+worked out by hand, and the committed table against the lrs the studies that read it train with."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "analysis"))
 import lr_sweep  # noqa: E402
+from spolab import study  # noqa: E402
+from spolab.config import load_config  # noqa: E402
+from spolab.errors import ConfigError  # noqa: E402
 
 
 def curves(setting: str, lr: float, seed: int, val: list[float]) -> pd.DataFrame:
@@ -26,7 +29,9 @@ def curves(setting: str, lr: float, seed: int, val: list[float]) -> pd.DataFrame
 
 def test_docstring_examples_run():
     result = doctest.testmod(lr_sweep)
-    assert result.attempted >= 3 and result.failed == 0
+    assert result.attempted >= 2 and result.failed == 0
+    result = doctest.testmod(study)  # setting(): what one lr is chosen for
+    assert result.attempted >= 1 and result.failed == 0
 
 
 def test_rule_scores_the_last_three_points_over_seeds_and_breaks_ties_to_the_smaller_lr():
@@ -49,22 +54,49 @@ def test_rule_scores_the_last_three_points_over_seeds_and_breaks_ties_to_the_sma
     assert chosen == {("spo", 1e-4), ("spo half_online", 3e-5), ("ppo", 3e-5)}
 
 
-def test_committed_table_is_what_the_confs_set():
-    """Every ✔ row of results/tables/lr_sweep_default.md is the lr the default study trains with:
-    conf/algo/<algo>.yaml for an online setting, the entry's algo.lr override otherwise."""
+def test_the_default_study_trains_with_the_committed_tables_choice():
+    """Every ✔ row of results/tables/lr_sweep_default.md is in its CSV, and each entry of the default and
+    ablation studies trains with the chosen lr of its setting (its lr_setting, else algorithm + data
+    mix), composed as the rules compose it: the values reach the runs' configs."""
     text = (ROOT / "results/tables/lr_sweep_default.md").read_text()
     rows = re.findall(r"^\| ([a-z_ ]+) \| ([0-9.e-]+) \|.*\| ✔ \|$", text, flags=re.M)
     assert rows, "no chosen row in the committed sweep table"
-    study = yaml.safe_load((ROOT / "conf/study/default.yaml").read_text())["runs"]
-    for name, lr in rows:
-        algo, _, mix = name.partition(" ")
-        if not mix:
-            assert yaml.safe_load((ROOT / f"conf/algo/{algo}.yaml").read_text())["lr"] == pytest.approx(float(lr)), name
-            continue
-        entries = [e for e in study.values() if f"algo={algo}" in e["overrides"].split()
-                   and f"data_mix={mix}" in e["overrides"].split() and e["group"] == "main"]
-        assert entries, f"the sweep chose an lr for {name!r}, which no main entry of the default study runs"
-        for e in entries:
-            assert f"algo.lr={lr}" in e["overrides"].split() or any(
-                o.startswith("algo.lr=") and float(o.split("=")[1]) == pytest.approx(float(lr))
-                for o in e["overrides"].split()), (name, e["overrides"])
+    chosen = study.sweep_lrs("results/tables/lr_sweep_default.csv")
+    assert chosen == pytest.approx({name: float(lr) for name, lr in rows})
+    for name in ("default", "ablations"):
+        spec = yaml.safe_load((ROOT / f"conf/study/{name}.yaml").read_text())
+        assert spec["lr_from_sweep"] == "results/tables/lr_sweep_default.csv"
+        for run, e in study.entries(study.load_study(name, "smoke")).items():
+            cfg = load_config("rl", ["scale=smoke", *e.override_list])
+            want = spec["runs"][run].get("lr_setting") or study.setting(cfg.algo.name, cfg.data_mix.name)
+            assert cfg.algo.lr == pytest.approx(chosen[want]), (name, run)
+
+
+def _study_file(tmp_path: Path, table: str, entry: str) -> Path:
+    (tmp_path / "s.yaml").write_text(f"lr_from_sweep: {table}\nseeds:\n  smoke: {{main: [0]}}\n"
+                                     f"runs:\n  a: {{group: main, {entry}}}\n")
+    return tmp_path
+
+
+def test_an_entry_whose_setting_the_table_lacks_is_an_error_naming_both(tmp_path):
+    table = tmp_path / "sweep.csv"
+    table.write_text("setting,lr,chosen\nspo,0.0001,True\nspo,0.0003,False\nppo,3e-05,True\n")
+    specs = study.load_study("s", "smoke", _study_file(tmp_path, table, "overrides: algo=ppo"))
+    assert specs[0].overrides == "algo=ppo algo.lr=3e-5"
+    half = _study_file(tmp_path, table, "overrides: algo=spo data_mix=half_online")
+    with pytest.raises(ConfigError, match=rf"setting 'spo half_online'.*{re.escape(str(table))}"):
+        study.load_study("s", "smoke", half)
+    own = _study_file(tmp_path, table, "overrides: algo=spo algo.lr=1e-3")
+    with pytest.raises(ConfigError, match="sets algo.lr in its overrides"):
+        study.load_study("s", "smoke", own)
+    borrowed = _study_file(tmp_path, table, "lr_setting: spo, overrides: algo=spo data_mix=half_online")
+    assert study.load_study("s", "smoke", borrowed)[0].overrides == "algo=spo data_mix=half_online algo.lr=1e-4"
+    (tmp_path / "s.yaml").write_text((tmp_path / "s.yaml").read_text().replace(f"lr_from_sweep: {table}\n", ""))
+    with pytest.raises(ConfigError, match="no lr_from_sweep table"):
+        study.load_study("s", "smoke", tmp_path)
+    with pytest.raises(ConfigError, match=r"lr sweep table .*missing.csv does not exist"):
+        study.load_study("s", "smoke", _study_file(tmp_path, tmp_path / "missing.csv", "overrides: algo=ppo"))
+
+
+def test_lr_text_writes_an_lr_as_the_study_files_do():
+    assert [study.lr_text(x) for x in (1e-4, 3e-5, 1e-5, 2.5e-4, 1e-2)] == ["1e-4", "3e-5", "1e-5", "2.5e-4", "1e-2"]

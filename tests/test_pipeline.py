@@ -178,7 +178,8 @@ def test_smoke_study_end_to_end(smoke_study, tmp_path):
     conf = tmp_path / "conf_edit"  # (tmp_path: this test's own folder)
     shutil.copytree(REPO / "conf", conf)
     ppo = conf / "algo" / "ppo.yaml"
-    ppo.write_text(re.sub(r"^lr: \S+", "lr: 7.0e-5", ppo.read_text(), flags=re.M))
+    # (algo.lr comes from the lr sweep's table, conf/study/default.yaml lr_from_sweep: edit another PPO knob)
+    ppo.write_text(re.sub(r"^critic_lr: \S+", "critic_lr: 7.0e-5", ppo.read_text(), flags=re.M))
     edited = subprocess.run([*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(wd), "-n", *args],
                             capture_output=True, text=True, env={**os.environ, "SPOLAB_CONF_DIR": str(conf)})
     assert edited.returncode == 0, edited.stderr[-3000:]
@@ -186,7 +187,7 @@ def test_smoke_study_end_to_end(smoke_study, tmp_path):
     assert reruns == ["ppo", "spo_earlier_run"]  # the PPO runs and the run that reads PPO's trajectories
 
     # ---- a bench knob in the scale file reruns the benchmark and what reads it, never an RL job
-    shutil.copytree(REPO / "conf", conf, dirs_exist_ok=True)  # undo the lr edit
+    shutil.copytree(REPO / "conf", conf, dirs_exist_ok=True)  # undo the critic_lr edit
     smoke = conf / "scale" / "smoke.yaml"
     smoke.write_text(re.sub(r"^repeats: \S+", "repeats: 3", smoke.read_text(), flags=re.M))
     edited = subprocess.run([*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(wd), "-n", *args],

@@ -5,7 +5,8 @@ docstring, and the report of the committed export.
 
 The constructed tables have the export's schema: eval_per_problem rows carry the columns
 analysis/export.py writes (its PER_PROBLEM list), runs rows are the committed runs.csv rows with the
-``reference`` column a fresh export writes (tests/committed_export.py).
+``reference`` column a fresh export writes (tests/committed_export.py), and the study and setup are the
+committed study.csv and setup.csv unless a test builds its own.
 """
 
 from __future__ import annotations
@@ -83,9 +84,11 @@ def curves(pass10: dict[str, list[list[float]]], step_s: dict[str, np.ndarray] |
     return c
 
 
-def study(*pp: pd.DataFrame, pass10=None, step_s=None, bench=None, runs=None, jobs=None) -> report.Study:
+def study(*pp: pd.DataFrame, pass10=None, step_s=None, bench=None, runs=None, jobs=None, entries=None,
+          setup=None) -> report.Study:
     tables = {"runs": RUNS if runs is None else runs, "eval_per_problem": pd.concat(pp, ignore_index=True),
-              "curves": curves(pass10 or {"spo": [[0.5] * 3] * 3, "ppo": [[0.5] * 3] * 3}, step_s)}
+              "curves": curves(pass10 or {"spo": [[0.5] * 3] * 3, "ppo": [[0.5] * 3] * 3}, step_s),
+              "study": FRESH["study"] if entries is None else entries, "setup": FRESH["setup"] if setup is None else setup}
     if bench is not None:
         tables["bench"] = pd.DataFrame(bench)
     if jobs is not None:
@@ -394,11 +397,91 @@ def test_the_export_keeps_only_this_studys_jobs():
     assert not jobs.name.fillna("").str.contains("_lr").any()  # the lr sweep's runs are not the study's
 
 
+def _setup(scale: str) -> pd.DataFrame:
+    """setup.csv as the export writes it at ``scale``, with the committed export's protocol settings."""
+    u = FRESH["setup"]
+    protocols = {}
+    for key, value in zip(u.key, u.value):
+        if key.startswith("protocol."):
+            _, name, field = key.split(".", 2)
+            protocols.setdefault(name, {})[field] = value
+    return export.setup_table(scale, protocols)
+
+
 def test_the_settings_name_the_scales_task_and_model():
     """The miniature's report says it trains from scratch; real_smoke's says SmolLM2 on HumanEval with SFT
-    off (it said "list-DSL ... trained from scratch" at every scale)."""
-    s = study(rows("spo", BASE), rows("ppo", BASE))
-    assert "list-DSL program synthesis" in report.task_line(s, "smoke") and "from scratch" in report.task_line(s, "smoke")
-    real = report.task_line(s, "real_smoke")
+    off (it said "list-DSL ... trained from scratch" at every scale), read from the exported setup.csv."""
+    smoke = study(rows("spo", BASE), rows("ppo", BASE), setup=_setup("smoke"))
+    assert "list-DSL program synthesis" in report.task_line(smoke) and "from scratch" in report.task_line(smoke)
+    real_smoke = study(rows("spo", BASE), rows("ppo", BASE), setup=_setup("real_smoke"))
+    real = report.task_line(real_smoke)
     assert "HumanEval" in real and "`smollm2`" in real and "SFT off" in real and "from scratch" not in real
-    assert "unseen classes" in report.settings(s, "default") and "unseen classes" not in report.settings(s, "real_smoke")
+    assert "unseen classes" in report.settings(smoke) and "unseen classes" not in report.settings(real_smoke)
+
+
+def test_the_settings_state_each_entrys_beta_where_entries_differ():
+    """β edited for SPO alone: the report says the main comparison ran at PPO's, GRPO's and RLOO's 0.05
+    and online SPO at 0.1 (it printed the first run's β, 0.1, as every entry's)."""
+    s = study(rows("spo", BASE), rows("ppo", BASE))
+    assert "β 0.05 in the main comparison" in report.settings(s)
+    runs = RUNS.assign(beta=RUNS.beta.where(RUNS.study_run != "spo", 0.1))
+    text = report.settings(study(rows("spo", BASE), rows("ppo", BASE), runs=runs))
+    assert "β 0.05 (SPO online 0.1) in the main comparison" in text, text
+    runs = RUNS.assign(updates=RUNS.updates.where(RUNS.study_run != "ppo", 48))  # a budget edited for PPO
+    assert "RL budget, every run: 96 updates × 64 trajectories" in report.settings(s)
+    text = report.settings(study(rows("spo", BASE), rows("ppo", BASE), runs=runs))
+    assert "RL budget: 96 (PPO 48) updates × 64 trajectories" in text, text
+
+
+def test_the_report_quotes_the_exported_protocol_and_labels_not_todays_conf():
+    """The protocol's temperature and the entries' labels come from the export (setup.csv, study.csv): a
+    conf/ edited after the study does not change what the report says about its runs."""
+    u = FRESH["setup"].copy()
+    u.loc[u.key == "protocol.paper.temperature", "value"] = "0.6"
+    entries = FRESH["study"].assign(label=FRESH["study"].label.where(FRESH["study"].study_run != "ppo", "PPO-clip"))
+    s = study(rows("spo", BASE, protocol="paper"), rows("ppo", BASE, protocol="paper"), setup=u, entries=entries)
+    text = report.settings(s)
+    assert "`paper` protocol (T 0.6, top-p 0.95)" in text, text
+    assert report.labels(s.data)["ppo"] == "PPO-clip"
+
+
+def test_the_claims_compare_the_entries_the_study_gives_each_role():
+    """Which entries C1 compares comes from study.csv's roles: renamed entries are still compared, and a
+    study without an online-SPO role has no C1."""
+    renamed = {"spo": "spo_v2", "ppo": "ppo_v2"}
+    runs = RUNS.assign(study_run=RUNS.study_run.replace(renamed))
+    entries = FRESH["study"].assign(study_run=FRESH["study"].study_run.replace(renamed))
+    pp = [rows(r, BASE + (r == "spo"), protocol=pr) for r in ("spo", "ppo") for pr in ("paper", "policy")]
+    pp = [d.assign(study_run=d.study_run.replace(renamed)) for d in pp]
+    s = study(*pp, runs=runs, entries=entries)
+    assert s.e["spo_online"] == "spo_v2" and report.c1(s)[1] == "reproduced"
+    no_role = entries.assign(role=entries.role.where(entries.study_run != "spo_v2", ""))
+    assert report.c1(study(*pp, runs=runs, entries=no_role)) is None
+
+
+def test_the_committed_study_and_setup_are_what_the_export_writes(tmp_path):
+    """results/data/study.csv and setup.csv are analysis/export.py's study_table and setup_table of the
+    published default study (its protocols as conf/protocol gives them), and read back through common
+    as the figures and the report read them: entries in the study file's order, labels, colours, roles."""
+    from omegaconf import OmegaConf
+
+    from spolab.evaluate import load_protocol
+    from spolab.study import entries, load_study
+
+    specs = load_study("default", "default")
+    written = {"study": export.study_table(specs),
+               "setup": export.setup_table("default", {p: OmegaConf.to_container(load_protocol(p))
+                                                       for p in ("policy", "paper")})}
+    for name, t in written.items():
+        t.to_csv(tmp_path / f"{name}.csv", index=False, float_format="%.10g")
+        assert (tmp_path / f"{name}.csv").read_text() == (REAL / f"{name}.csv").read_text(), name
+    first = entries(specs)
+    assert common.entries(tmp_path) == list(first)
+    assert common.entries(tmp_path, "main") == [r for r, e in first.items() if e.group == "main"]
+    assert common.labels(tmp_path) == {**{r: e.label for r, e in first.items()}, "sft": common.SFT["label"]}
+    assert common.colours(tmp_path) == {**{r: e.colour for r, e in first.items()}, "sft": common.SFT["colour"]}
+    assert common.roles(tmp_path) == {e.role: r for r, e in first.items() if e.role}
+    assert common.protocol_text(tmp_path, "paper") == "T 0.4, top-p 0.95"
+    assert common.protocol_text(tmp_path, "policy") == "T 1"
+    with pytest.raises(SystemExit, match="study.csv not in"):
+        common.study({"runs": RUNS0})  # an export from before study.csv: rerun the export

@@ -5,12 +5,17 @@ runs from :func:`load_study` and turns names into (entry, seed) with :func:`pars
 reads the YAML itself or re-splits names. A study entry is a set of Hydra overrides of
 ``conf/rl.yaml`` run once per seed of its seed list at the chosen scale::
 
-    spo_beta002: {group: ablation, family: beta, label: SPO β=0.02, seeds: ablation,
+    spo_beta002: {group: ablation, family: beta, label: SPO β=0.02, colour: "#843c39", seeds: ablation,
                   overrides: algo=spo algo.beta=0.02}
+
+A study file with ``lr_from_sweep: <table>`` takes every entry's policy lr from the lr sweep's table
+(analysis/lr_sweep.py): the chosen lr of the entry's setting (its algorithm and data mix, :func:`setting`)
+is appended to its overrides as ``algo.lr=<lr>`` (:func:`sweep_lrs`).
 """
 
 from __future__ import annotations
 
+import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +24,11 @@ import yaml
 
 from spolab.config import CONF_DIR
 from spolab.errors import ConfigError
+
+# where a study file's paths (lr_from_sweep) are relative to: the checkout holding spolab's source and the
+# committed results/ (not CONF_DIR, which SPOLAB_CONF_DIR may point at a copy of conf/), else the cwd
+_CHECKOUT = Path(__file__).resolve().parents[2]
+PROJECT_DIR = _CHECKOUT if (_CHECKOUT / "conf").is_dir() else Path.cwd()
 
 STUDY_DIR = CONF_DIR / "study"  # honours SPOLAB_CONF_DIR, like every entry point
 GROUPS = ("main", "offpolicy", "ablation", "sweep")  # sweep: conf/study/lr_sweep.yaml (analysis/lr_sweep.py)
@@ -35,6 +45,9 @@ class RunSpec:
     group: str  # main | offpolicy | ablation | sweep
     family: str  # the ablation family (figure F8), "" outside the ablation group
     label: str  # how figures and the report name the entry
+    colour: str  # its colour in every figure ("" where the study file gives none: analysis/plot.py picks one)
+    order: int  # its position in the study file: the order figures and tables list entries in
+    role: str  # what the claims compare it as (analysis/report.py ROLES: spo_online, ppo, ...), "" for none
     reference: str | None  # the entry it is judged against: ablations and off-policy sources vs SPO
     overrides: str  # Hydra overrides of conf/rl.yaml, space-separated
     protocols: tuple[str, ...]  # evaluation protocols of its final test evaluation
@@ -59,8 +72,55 @@ def parse_run_name(name: str) -> tuple[str, int | None]:
     return m["run"], int(m["seed"])
 
 
+def setting(algo: str, data_mix: str) -> str:
+    """What the lr sweep chooses one lr for: the algorithm, plus its data mix unless that is online.
+
+    >>> setting("spo", "online"), setting("spo", "half_online")
+    ('spo', 'spo half_online')
+    """
+    return algo if data_mix in ("online", "") else f"{algo} {data_mix}"
+
+
+def sweep_lrs(table: str | Path) -> dict[str, float]:
+    """setting -> the lr the sweep chose for it (the ``chosen`` rows of analysis/lr_sweep.py's CSV)."""
+    path = Path(table) if Path(table).is_absolute() else PROJECT_DIR / table
+    if not path.exists():
+        raise ConfigError(f"lr sweep table {path} does not exist: run the sweep (snakemake --config study=lr_sweep)")
+    with open(path, newline="") as f:
+        return {r["setting"]: float(r["lr"]) for r in csv.DictReader(f) if r["chosen"] == "True"}
+
+
+def lr_text(lr: float) -> str:
+    """An lr as an override writes it: ``1e-4``, ``3e-5``, ``2.5e-4`` (the exponent without its zero)."""
+    mantissa, exponent = f"{lr:e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def _rl_defaults() -> dict[str, str]:
+    """conf/rl.yaml's default algo and data_mix (what an entry runs when its overrides name neither)."""
+    defaults = yaml.safe_load((CONF_DIR / "rl.yaml").read_text())["defaults"]
+    return {k: v for d in defaults if isinstance(d, dict) for k, v in d.items() if k in ("algo", "data_mix")}
+
+
+def _with_sweep_lr(run: str, e: dict, table: str, lrs: dict[str, float], file: str) -> str:
+    """The entry's overrides + ``algo.lr=<the sweep's choice for its setting>``: the entry's ``lr_setting``
+    where it names one (a setting the sweep did not run borrows another's lr), else its own."""
+    overrides = e["overrides"]
+    words = dict(w.split("=", 1) for w in overrides.split() if "=" in w)
+    if "algo.lr" in words:
+        raise ConfigError(f"{file}: {run} sets algo.lr in its overrides, but the study takes every lr from "
+                          f"lr_from_sweep ({table}): remove one")
+    chosen = e.get("lr_setting") or setting(words.get("algo", _rl_defaults()["algo"]),
+                                            words.get("data_mix", _rl_defaults()["data_mix"]))
+    if chosen not in lrs:
+        raise ConfigError(f"{file}: {run} runs setting {chosen!r}, for which the lr sweep's table {table} has no "
+                          f"chosen lr (it has {sorted(lrs)}): sweep that setting (conf/study/lr_sweep.yaml)")
+    return f"{overrides} algo.lr={lr_text(lrs[chosen])}"
+
+
 def load_study(study: str, scale: str, study_dir: str | Path | None = None) -> list[RunSpec]:
-    """The runs of ``conf/study/<study>.yaml`` at ``scale``, in file order, seeds expanded."""
+    """The runs of ``conf/study/<study>.yaml`` at ``scale``, in file order, seeds expanded; with
+    ``lr_from_sweep``, each entry's overrides end with its setting's lr from that table."""
     path = Path(study_dir or STUDY_DIR) / f"{study}.yaml"
     if not path.exists():
         valid = sorted(p.stem for p in path.parent.glob("*.yaml"))
@@ -70,8 +130,14 @@ def load_study(study: str, scale: str, study_dir: str | Path | None = None) -> l
     if scale not in seeds:
         raise ConfigError(f"scale={scale!r}: {path.name} has no seed lists for it; valid: {sorted(seeds)}")
     runs = spec["runs"]
+    table = spec.get("lr_from_sweep")
+    lrs = sweep_lrs(table) if table else {}
+    roles = [e["role"] for e in runs.values() if e.get("role")]
+    if len(roles) != len(set(roles)):
+        raise ConfigError(f"{path.name}: a role names one entry; these name several: "
+                          f"{sorted({r for r in roles if roles.count(r) > 1})}")
     out = []
-    for run, e in runs.items():
+    for order, (run, e) in enumerate(runs.items()):
         if e.get("group") not in GROUPS:
             raise ConfigError(f"{path.name}: {run}.group={e.get('group')!r}: must be one of {list(GROUPS)}")
         seed_list = e.get("seeds", "main")
@@ -84,10 +150,15 @@ def load_study(study: str, scale: str, study_dir: str | Path | None = None) -> l
         reference = e.get("reference", None if e["group"] in ("main", "sweep") else "spo")
         if reference is not None and reference not in runs:
             raise ConfigError(f"{path.name}: {run}.reference={reference!r} is not an entry of the study")
+        if e.get("lr_setting") and not table:
+            raise ConfigError(f"{path.name}: {run}.lr_setting names a setting of the lr sweep, but the study has no "
+                              "lr_from_sweep table to read it from")
+        overrides = _with_sweep_lr(run, e, table, lrs, path.name) if table else e["overrides"]
         for seed in seeds[scale][seed_list]:
-            out.append(RunSpec(run_name(run, seed), run, int(seed), e["group"], e.get("family", ""),
-                               e.get("label", run), reference, e["overrides"], tuple(e.get("protocols", ["policy"])),
-                               needs))
+            out.append(RunSpec(name=run_name(run, seed), run=run, seed=int(seed), group=e["group"],
+                               family=e.get("family", ""), label=e.get("label", run), colour=e.get("colour", ""),
+                               order=order, role=e.get("role", ""), reference=reference, overrides=overrides,
+                               protocols=tuple(e.get("protocols", ["policy"])), needs=needs))
     return out
 
 

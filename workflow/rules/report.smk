@@ -18,7 +18,7 @@ FIGURES = {  # figure -> the report's subcategory (what it is about)
     "f8_ablations": "SPO ablations",
     "f9_frontier": "main comparison",
 }
-CSVS = ["runs", "curves", "eval", "eval_per_problem", "exact", "bench", "jobs"]
+CSVS = ["runs", "curves", "eval", "eval_per_problem", "exact", "bench", "jobs", "study", "setup"]  # analysis/export.py
 
 
 rule eval_table:
