@@ -158,7 +158,7 @@ def test_sft_targets_flaw_share(smoke_data):
 
 def test_gradient_cosine_diagnostic(smoke_q0, tmp_path):
     """The same prompts resampled agree more than disjoint prompts (smoke SFT, SPO's gradient)."""
-    from spolab.diagnostics import algorithm_gradient, gradient_cosines
+    from spolab.eval.grad_cosine import algorithm_gradient, gradient_cosines
     from spolab.tasks.io import load_split
 
     root = smoke_q0.parent

@@ -19,56 +19,17 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
 import torch
 from omegaconf import DictConfig
 
 from spolab.builder import build_rl_run
 from spolab.cli import entry
-from spolab.rollout.collect import attach_ref_logp, collect
-from spolab.rollout.trajectories import collate
+from spolab.eval.grad_cosine import gradient_cosines
 from spolab.utils import seed_everything, set_threads
 from spolab.validate import validate
 
 log = logging.getLogger(__name__)
 PAIRS = 6  # draws of (A, B, A resampled) per run: the SD of cos_cross over them is printed beside its mean
-
-
-def algorithm_gradient(algo, batch) -> torch.Tensor:
-    """The flattened gradient of ``algo``'s loss on ``batch`` at its current weights (no step taken):
-    the gradient its first policy optimiser step would apply, before clipping (``Algorithm.first_gradient``)."""
-    return algo.first_gradient(batch)
-
-
-def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(torch.nn.functional.cosine_similarity(a, b, dim=0))
-
-
-def gradient_cosines(algo, problems, *, prompts: int, pairs: int, group_size: int, max_new_tokens: int,
-                     reward_kind: str, seed: int) -> dict[str, float]:
-    """Mean and SD over ``pairs`` draws of cos_cross and cos_same (module docstring)."""
-    rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
-    policy, tok = algo.policy, algo.tok
-
-    def grad(batch_problems):
-        trajs, _ = collect(policy, tok, batch_problems, group_size=group_size, max_new_tokens=max_new_tokens,
-                           temperature=1.0, generator=gen, version=0, reward_kind=reward_kind)
-        attach_ref_logp(algo.ref, trajs, tok.pad_token_id)
-        policy.train()
-        return algorithm_gradient(algo, collate(trajs, tok.pad_token_id)), float(np.mean([t.reward for t in trajs]))
-
-    cross, same, rewards = [], [], []
-    for _ in range(pairs):
-        idx = rng.choice(len(problems), 2 * prompts, replace=False)
-        a, b = [problems[i] for i in idx[:prompts]], [problems[i] for i in idx[prompts:]]
-        (ga, ra), (gb, _), (ga2, _) = grad(a), grad(b), grad(a)
-        cross.append(cosine(ga, gb))
-        same.append(cosine(ga, ga2))
-        rewards.append(ra)
-    return {"cos_cross": float(np.mean(cross)), "cos_cross_sd": float(np.std(cross)),
-            "cos_same": float(np.mean(same)), "cos_same_sd": float(np.std(same)),
-            "reward": float(np.mean(rewards)), "pairs": pairs, "prompts": prompts}
 
 
 def run(cfg: DictConfig) -> dict:
