@@ -1,6 +1,6 @@
 """F9: does SPO keep diversity, or did it just move less? Validation metrics against KL(π_θ‖π_ref).
 
-PPO may move further from π_ref than SPO at the same number of samples (DESIGN §3), so "SPO is more
+PPO may move further from π_ref than SPO at the same number of samples (docs/design.md §3), so "SPO is more
 diverse at the end" cannot by itself tell "keeps diversity" from "moved less". Panel a: how far each
 main algorithm moves, KL(π_θ‖π_ref) per sequence (val/kl_ref, k1) against updates. Panels b–f: each
 validation metric (the val/ keys logged every eval_every updates) against KL instead of updates, as

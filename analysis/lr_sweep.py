@@ -1,11 +1,11 @@
-"""The learning-rate sweep's table and its one rule (conf/study/lr_sweep.yaml, DESIGN §2).
+"""The learning-rate sweep's table and its one rule (conf/study/lr_sweep.yaml, docs/design.md §2).
 
     python analysis/lr_sweep.py --scale default --study lr_sweep --out results/default/study_lr_sweep/tables/lr_sweep_default.md
 
 Reads the sweep's RL runs from MLflow (the one route of results: analysis/export.py's readers), and
 for each setting picks the learning rate by :func:`choose`. A setting is an algorithm with its data mix
 (``spo`` online, ``spo half_online``, ...): a mix that trains on stored data is its own configuration,
-and one lr need not suit both (online SPO's lr 1e-4 made half-online SPO diverge, issue 12). Selection uses the ``val`` split only,
+and one lr need not suit both (online SPO's lr 1e-4 made half-online SPO diverge). Selection uses the ``val`` split only,
 never ``test``: the main study's test numbers stay untouched by the choice.
 """
 

@@ -646,8 +646,8 @@ def settings(s: Study) -> str:
     return "\n".join(lines)
 
 
-SCOPE = {"miniature": "This is a miniature (DESIGN §3): it tests the direction of each claim, with intervals.",
-         "real": "A pretrained model on a real code benchmark (DESIGN §9); at a small budget its numbers test the "
+SCOPE = {"miniature": "This is a miniature (docs/design.md §3): it tests the direction of each claim, with intervals.",
+         "real": "A pretrained model on a real code benchmark (docs/design.md §9); at a small budget its numbers test the "
                  "machinery, and the intervals say how little they can tell the methods apart."}
 
 

@@ -1,4 +1,4 @@
-"""Problems, splits and determinism of ``python -m spolab.data`` (DESIGN §3)."""
+"""Problems, splits and determinism of ``python -m spolab.data`` (docs/design.md §3)."""
 
 import hashlib
 import random
@@ -56,7 +56,7 @@ def test_trivial_problems_rejected():
 
 
 def test_default_task_has_enough_solvers():
-    """DESIGN §3: the median problem has >= 5 solvers (programs of <= 4 primitives)."""
+    """docs/design.md §3: the median problem has >= 5 solvers (programs of <= 4 primitives)."""
     task = load_config("data").task
     classes = sample_classes(random.Random("0-classes"), task.n_classes, task.max_prims)
     stream = iter_problems(random.Random(7), "test", classes, list(range(len(classes))), 3, 10)

@@ -1,4 +1,4 @@
-"""Devices and precision (issue 13, DESIGN §9): ``device=auto|cpu|cuda|cuda:N`` and
+"""Devices and precision (docs/design.md §9): ``device=auto|cpu|cuda|cuda:N`` and
 ``precision=fp32|bf16`` on every entry point that runs a model.
 
 On this CPU machine the GPU branch is tested for its refusal (asking for CUDA where there is none

@@ -1,4 +1,4 @@
-"""A fresh clone reruns the whole study (DESIGN §7): no committed file under results/ shadows an output
+"""A fresh clone reruns the whole study (docs/design.md §7): no committed file under results/ shadows an output
 of the DAG, so `snakemake -n --cores 2` in a new `git clone` schedules every job from data to publish.
 
 The clone is of HEAD: it holds only what is committed, so this tests the last commit, not uncommitted

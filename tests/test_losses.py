@@ -276,7 +276,7 @@ def test_monte_carlo_q0_biased_low_as_jensen_predicts():
     plain = losses.q0_from_success(r.sum(-1), 16, beta, "squared", "plain").double()
     assert torch.allclose(mc, plain, atol=1e-5)
     assert mc.mean() < v_star
-    # zero successes give Q̂0 = 0 while V* is ~0.70 (DESIGN §3); shrinkage moves them toward V*
+    # zero successes give Q̂0 = 0 while V* is ~0.70 (docs/design.md §3); shrinkage moves them toward V*
     shrunk = losses.q0_from_success(r.sum(-1), 16, beta, "squared", "shrunk")
     zero = r.sum(-1) == 0
     assert mc[zero].abs().max() < 1e-6 and shrunk[zero].min() > 0.1

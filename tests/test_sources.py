@@ -1,4 +1,4 @@
-"""Off-policy sources (DESIGN §5, issue 5): pools, exact mixing, provenance, the earlier-run edge,
+"""Off-policy sources (docs/design.md §5): pools, exact mixing, provenance, the earlier-run edge,
 on-policy refusal, and offline SPO on expert data."""
 
 from __future__ import annotations

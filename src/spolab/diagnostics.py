@@ -1,6 +1,6 @@
 """``python -m spolab.diagnostics algo=spo [rl overrides]``: does RL have signal that transfers?
 
-The cross-prompt gradient cosine (issue 12, DESIGN §3): the cosine between the policy gradients
+The cross-prompt gradient cosine (docs/design.md §3): the cosine between the policy gradients
 an algorithm computes at the SFT policy on two *disjoint* batches of fresh prompts, next to the
 cosine between two independent samplings of the *same* prompts. A task whose reward can improve
 the policy in general gives the first a clear positive value; near 0 means every prompt pulls in

@@ -60,7 +60,7 @@ def train_spo(tb, cfg, kind: str, q0_kind: str, behaviour: str, seed: int, log_f
         q0 = cfg.beta * math.log(testbed.success_prob(tb, tb.ref_logp))
     elif q0_kind == "exact":
         q0 = float(V[0])
-    else:  # Monte-Carlo from n_ref reference samples (biased low, DESIGN §2)
+    else:  # Monte-Carlo from n_ref reference samples (biased low, docs/design.md §2)
         r = tb.reward[testbed.sample(tb, tb.ref_logp, cfg.n_ref, g)]
         q0 = float(losses.q0_monte_carlo(r[None], cfg.beta)[0])
     logits = tb.ref_logp.masked_fill(~tb.allowed, 0.0).clone().requires_grad_()

@@ -1,4 +1,4 @@
-"""``python -m spolab.sources``: build the stored off-policy pools (DESIGN §5) from π_ref and the data.
+"""``python -m spolab.sources``: build the stored off-policy pools (docs/design.md §5) from π_ref and the data.
 
 Writes ``{out_dir}/<source>.jsonl`` for expert, other_policy, decoding and random (every record
 with its frozen π_ref log-probs cached) and ``{out_dir}/summary.json`` (size, mean reward,

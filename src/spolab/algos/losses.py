@@ -1,4 +1,4 @@
-"""Pure losses and estimators of every algorithm, in one place (DESIGN §2).
+"""Pure losses and estimators of every algorithm, in one place (docs/design.md §2).
 
 Tensors in, ``(loss, metrics)`` out: no model, no config object. Dimensions: B sequences,
 T response tokens (EOS included), G groups of sampled responses per prompt. ``mask`` is 1 on
@@ -6,7 +6,7 @@ response tokens and 0 on padding; padding never changes a loss. Metrics are deta
 tensors (no device sync here); the update steps turn them into floats once per update
 (:func:`spolab.algos.base.mean_metrics`).
 
-Notation follows DESIGN §2: prompt x, response a = (a_1..a_T), reward r(x, a) at the end,
+Notation follows docs/design.md §2: prompt x, response a = (a_1..a_T), reward r(x, a) at the end,
 π_ref the frozen SFT policy, β the KL coefficient, Q̂0(x) ≈ V*(x).
 """
 
@@ -174,7 +174,7 @@ def spo_terminal_loss(
     kind: str = "squared",
     weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, Metrics]:
-    """SPO's terminal loss (Cohen et al. 2025, §3; DESIGN §2), valid on any trajectory.
+    """SPO's terminal loss (Cohen et al. 2025, §3; docs/design.md §2), valid on any trajectory.
 
     With the cumulative Q-parameterisation
         Q_T = Q̂0(x) + β Σ_t mask_t (log π_θ(a_t|s_t) − log π_ref(a_t|s_t)),

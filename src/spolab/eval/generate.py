@@ -1,4 +1,4 @@
-"""Evaluation as three separate steps (DESIGN §6): generate -> execute -> score.
+"""Evaluation as three separate steps (docs/design.md §6): generate -> execute -> score.
 
 - :func:`generate` samples n programs per problem under a protocol (n, temperature, top-p).
 - :func:`execute` runs every sample on its problem's tests and on the fixed probe inputs

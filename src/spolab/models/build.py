@@ -1,4 +1,4 @@
-"""Word-level tokenizer and small Llama models (DESIGN §4).
+"""Word-level tokenizer and small Llama models (docs/design.md §4).
 
 The tokenizer and the model are ordinary Hugging Face objects: saved with
 ``save_pretrained`` and loaded with ``from_pretrained``, so a real checkpoint

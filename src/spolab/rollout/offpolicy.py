@@ -1,4 +1,4 @@
-"""Off-policy data sources (DESIGN §5) and the per-batch mixer.
+"""Off-policy data sources (docs/design.md §5) and the per-batch mixer.
 
 Every source yields :class:`~spolab.rollout.trajectories.Trajectory` records with the same
 schema as fresh samples; only provenance differs:

@@ -1,4 +1,4 @@
-"""The list-function DSL: "code contests in miniature" (DESIGN §3).
+"""The list-function DSL: "code contests in miniature" (docs/design.md §3).
 
 A program is a pipeline of 1-4 primitives separated by ``|``; it maps a list of small
 non-negative ints to a list or (last primitive only) to an int::
@@ -72,7 +72,7 @@ def _build_primitives() -> tuple[Primitive, ...]:
         Primitive("sortdesc", lambda xs: tuple(sorted(xs, reverse=True))),  # == sort | reverse
         Primitive("reverse", lambda xs: xs[::-1]),
     ]
-    for k in (1, 2, 3):  # map + 1 | map + 1 == map + 2: deliberate redundancy (DESIGN §3)
+    for k in (1, 2, 3):  # map + 1 | map + 1 == map + 2: deliberate redundancy (docs/design.md §3)
         p.append(Primitive(f"map + {k}", lambda xs, k=k: _check(tuple(x + k for x in xs))))
     for k in (2, 3):
         p.append(Primitive(f"map * {k}", lambda xs, k=k: _check(tuple(x * k for x in xs))))

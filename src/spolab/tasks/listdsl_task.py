@@ -1,4 +1,4 @@
-"""``task=listdsl``: the miniature (DESIGN §3) behind the task interface (spolab.tasks.base).
+"""``task=listdsl``: the miniature (docs/design.md §3) behind the task interface (spolab.tasks.base).
 
 Programs are list-DSL texts run in-process (spolab.tasks.listdsl); a correct program's functional
 class is its outputs on the fixed probe inputs (spolab.tasks.problems.PROBES), so two programs are

@@ -1,4 +1,4 @@
-"""Prompt layout for the list DSL (DESIGN §3): fixed slots, so element i of an input and of
+"""Prompt layout for the list DSL (docs/design.md §3): fixed slots, so element i of an input and of
 its output always sit at the same offset. One example renders as
 
     x 3 1 4 _ _ _ y 1 3 4 _ _ _        (list output)

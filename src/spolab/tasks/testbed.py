@@ -1,4 +1,4 @@
-"""The exact-optimum testbed (DESIGN §3): an enumerable sequence task where π*, V*, pass@k
+"""The exact-optimum testbed (docs/design.md §3): an enumerable sequence task where π*, V*, pass@k
 and entropy are computed exactly, so convergence is measured, not argued.
 
 Actions are K tokens plus EOS; a response is a prefix of at most L tokens followed by EOS
@@ -6,7 +6,7 @@ Actions are K tokens plus EOS; a response is a prefix of at most L tokens follow
 states are in one-to-one correspondence, S = 1 + K + … + K^L of them. Each response has a
 reward (binary by default). π_ref is a random softmax policy per state.
 
-Closed forms (DESIGN §2), computed by backward induction over the tree:
+Closed forms (docs/design.md §2), computed by backward induction over the tree:
     Q*(s, EOS) = r(s),  Q*(s, a) = V*(s·a),  V*(s) = β log Σ_a π_ref(a|s) exp(Q*(s, a)/β),
     π*(a|s) = π_ref(a|s) exp((Q*(s, a) − V*(s))/β).
 A tabular policy is a (S, A) table of log-probs; sequence-level quantities come from the

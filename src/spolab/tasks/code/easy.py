@@ -1,4 +1,4 @@
-"""An easy code set in the CodeContests schema: list-DSL problems as stdin/stdout tasks (DESIGN §9).
+"""An easy code set in the CodeContests schema: list-DSL problems as stdin/stdout tasks (docs/design.md §9).
 
 A DSL problem (:class:`spolab.tasks.problems.Problem`) becomes one CodeContests record: the
 description states the I/O format and shows the visible examples, ``public_tests`` are the
