@@ -61,7 +61,7 @@ from spolab.errors import OperationalError, SpolabError, causes
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-__all__ = ["Tracker", "git_sha", "init_mlflow", "metric_name", "mlflow_key", "read_metrics", "rebuild",
+__all__ = ["Tracker", "db_stamp", "git_sha", "init_mlflow", "metric_name", "mlflow_key", "read_metrics", "rebuild",
            "rebuild_all", "run_folders", "tracking_settings", "verify_mirror"]
 
 DEFAULT_TRACKING_URI = "sqlite:///results/mlflow.db"
@@ -733,6 +733,20 @@ def rebuild(run_dir: str | os.PathLike[str], uri: str | None = None, *, force: b
     return f"rebuilt as {run_id} ({n} points, {status})"
 
 
+def db_stamp(uri: str) -> str | None:
+    """What identifies the database of ``uri``: ``<device>:<inode>`` of a sqlite file (the same while the
+    file lives, new once it is deleted and recreated), None when the file is missing; the URI itself for
+    another store. The DAG's mirror flag holds it (workflow/rules/mlflow.smk)."""
+    path = _sqlite_path(_abs_sqlite_uri(uri))
+    if path is None:
+        return uri
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return f"{st.st_dev}:{st.st_ino}"
+
+
 def rebuild_all(root: str | os.PathLike[str], uri: str | None = None, *, force: bool = False) -> dict[Path, str]:
     """:func:`rebuild` every run folder at or under ``root`` (``results/<scale>``)."""
     folders = run_folders(root)
@@ -762,6 +776,8 @@ def _main(argv: list[str] | None = None) -> None:
     rb.add_argument("--uri", default=None, help="database to rebuild into (default: each run's config.yaml; "
                     "needed for runs tracked with tracking.uri=null)")
     rb.add_argument("--force", action="store_true", help="recreate runs even when they mirror their folder")
+    rb.add_argument("--stamp", type=Path, default=None, help="when done, write the database's identity "
+                    "(db_stamp) to this file (the DAG's mirror flag)")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "init":
@@ -777,6 +793,8 @@ def _main(argv: list[str] | None = None) -> None:
             for path in args.paths:
                 for d, what in rebuild_all(path, args.uri, force=args.force).items():
                     print(f"{d}: {what}")
+            if args.stamp is not None:
+                write_text(args.stamp, f"{db_stamp(args.uri or DEFAULT_TRACKING_URI)}\n")
         else:
             bad = {d: verify_mirror(d) for d in args.run_dirs}
             for d, diff in bad.items():

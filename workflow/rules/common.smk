@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from spolab.config import load_config
 from spolab.config import run_identity
 from spolab.study import entries, load_study, parse_run_name
-from spolab.tracking import tracking_settings
+from spolab.tracking import db_stamp, tracking_settings
 
 SCALE = config["scale"]
 # Every output of the DAG at this scale lives under results/<scale>/ (git-ignored), the report's too:
