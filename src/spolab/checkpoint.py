@@ -85,7 +85,7 @@ def _written_aside(final: Path, what: str, after_full: str) -> Iterator[Path]:
         os.rename(tmp, final)
         _fsync_dir(final.parent)
     except BaseException as e:
-        full = disk_full(e, final.parent)
+        full = isinstance(e, Exception) and disk_full(e, final.parent)  # a kill (SIGTERM, ^C) stays a kill
         shutil.rmtree(tmp, ignore_errors=True)
         if full:
             raise OperationalError(f"no space left on device (ENOSPC) while writing {what} to {tmp}; nothing "

@@ -1,7 +1,7 @@
 """Per-run tracking: the run folder's ``metrics.jsonl`` / ``config.yaml`` / ``summary.json``, and
 their MLflow mirror.
 
-The run folder is the source of truth; MLflow mirrors it exactly (DESIGN §7):
+The run folder is the source of truth; MLflow mirrors it exactly:
 
 - **A run is its config.** A :class:`Tracker` either starts a run *clean* (the folder's previous
   metrics and summary are removed, the MLflow run they belonged to is soft-deleted and a fresh
