@@ -459,6 +459,15 @@ def test_rebuild_recreates_a_deleted_database(tmp_path: Path) -> None:
     res = _cli("rebuild", str(root))
     assert res.returncode == 0 and res.stdout.count("kept") == 2, res.stdout + res.stderr
 
+    # a folder written before tracking.json existed: kept while it mirrors, named when it cannot be rebuilt
+    (root / "a" / "tracking.json").unlink()
+    res = _cli("rebuild", str(root))
+    assert res.returncode == 0 and res.stdout.count("kept") == 2, res.stdout + res.stderr
+    db.unlink()
+    res = _cli("rebuild", str(root))
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert "1 of 2 run folders" in res.stderr and "no readable tracking.json" in res.stderr, res.stderr
+
 
 def test_rebuild_a_run_tracked_without_mlflow(tmp_path: Path) -> None:
     """tracking.uri=null: `sync` says in one line that the folder is not mirrored; `rebuild --uri` mirrors it."""

@@ -675,21 +675,17 @@ def rebuild(run_dir: str | os.PathLike[str], uri: str | None = None, *, force: b
     from mlflow.exceptions import MlflowException
 
     run_dir = Path(run_dir)
-    record = _read_record(run_dir)
-    if not record:
-        raise OperationalError(f"{run_dir} has no readable {RECORD_FILE} (its run name and tags): it was written by "
-                               "an older spolab and cannot be rebuilt; rerun that job")
+    record = _read_record(run_dir)  # {} for a folder written before tracking.json existed
     cfg = to_container(OmegaConf.load(run_dir / CONFIG_FILE))
     track = cfg.get("tracking") or {}
-    uri = uri or record.get("uri") or track.get("uri")
+    linked = run_link(run_dir)[1] if (run_dir / RUN_ID_FILE).exists() else None
+    uri = uri or record.get("uri") or linked or track.get("uri")
     if not uri:
         raise OperationalError(f"{run_dir} was tracked with tracking.uri=null: give the database to rebuild it into "
                                "(--uri sqlite:///results/mlflow.db)")
     uri = _abs_sqlite_uri(uri)
-    experiment, artifact_root = record["experiment"], record["artifact_root"]
     rows = read_metrics(run_dir)
     try:
-        exp_id = init_mlflow(uri, experiment, artifact_root)
         client = _client(uri)
         old = None
         if (run_dir / RUN_ID_FILE).exists():
@@ -698,11 +694,16 @@ def rebuild(run_dir: str | os.PathLike[str], uri: str | None = None, *, force: b
                 old = None if old.info.lifecycle_stage == "deleted" else old
             except MlflowException:
                 old = None
-        if old is not None and not force and old.info.status == "RUNNING" == record.get("status"):
-            return f"left alone: {old.info.run_id} is RUNNING (a job still writing it, or killed: rerun that job)"
-        if (old is not None and not force and old.info.status == record.get("status")
-                and mlflow_points(client, old.info.run_id) == points(rows)):
-            return f"kept {old.info.run_id} (mirrors the folder)"
+        if old is not None and not force:
+            if old.info.status == "RUNNING" and record.get("status", "RUNNING") == "RUNNING":
+                return f"left alone: {old.info.run_id} is RUNNING (a job still writing it, or killed: rerun that job)"
+            if (old.info.status == record.get("status", old.info.status)
+                    and mlflow_points(client, old.info.run_id) == points(rows)):
+                return f"kept {old.info.run_id} (mirrors the folder)"
+        if not record:
+            raise OperationalError(f"{run_dir} has no readable {RECORD_FILE} (its run name and tags): it was written "
+                                   "by an older spolab and cannot be rebuilt; rerun that job")
+        exp_id = init_mlflow(uri, record["experiment"], record["artifact_root"])
         tags = {**record["tags"], "run_dir": str(run_dir.resolve())}
         run = _retry(client.create_run, exp_id, run_name=record["run_name"], tags=tags,
                      start_time=record.get("start_time"))
@@ -752,7 +753,18 @@ def rebuild_all(root: str | os.PathLike[str], uri: str | None = None, *, force: 
     folders = run_folders(root)
     if not folders:
         raise OperationalError(f"no run folders (config.yaml + metrics.jsonl) at or under {root}")
-    return {d: rebuild(d, uri, force=force) for d in folders}
+    done, failed = {}, {}
+    for d in folders:  # every folder is tried; the failures are reported together
+        try:
+            done[d] = rebuild(d, uri, force=force)
+        except OperationalError as e:
+            failed[d] = str(e)
+            log.warning("%s", e)
+    if failed:
+        first = next(iter(failed.values()))
+        raise OperationalError(f"{len(failed)} of {len(folders)} run folders under {root} could not be rebuilt "
+                               f"(the others were: {len(done)}); the first: {first}")
+    return done
 
 
 def _main(argv: list[str] | None = None) -> None:
