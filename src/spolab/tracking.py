@@ -580,15 +580,15 @@ class Tracker:
             log.warning("MLflow set_terminated(%s, %s) failed: %s", self.run_id, status, e)
 
     def __enter__(self) -> Tracker:
-        self._old_sigterm = None
-        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+        self._sigterm = threading.current_thread() is threading.main_thread()  # handlers live in the main thread
+        if self._sigterm:
             self._old_sigterm = signal.signal(signal.SIGTERM, _on_sigterm)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if self._old_sigterm is not None:
-            signal.signal(signal.SIGTERM, self._old_sigterm)
+        if self._sigterm:  # the handler found at __enter__ (None: one not set from Python, the default)
+            signal.signal(signal.SIGTERM, self._old_sigterm if self._old_sigterm is not None else signal.SIG_DFL)
         if exc_type is None:
             self.finish("FINISHED")
             return
