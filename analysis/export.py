@@ -40,6 +40,7 @@ import pandas as pd
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one download per evaluation: no bars
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from spolab.atomic import swap_dir  # noqa: E402
 from spolab.config import load_config  # noqa: E402
 from spolab.study import entries, load_study  # noqa: E402
 from spolab.tracking import metric_name, tracking_settings, verify_mirror  # noqa: E402
@@ -183,9 +184,10 @@ def export(scale: str, study: str, out: Path, bench: Path | None) -> dict[str, p
     tables = {"runs": runs_df, "curves": curves_df, "eval": eval_df, "eval_per_problem": pp_df,
               "exact": exact_df, "bench": bench_df, "jobs": jobs, "study": study_table(specs),
               "setup": setup_table(scale, protocols)}
-    out.mkdir(parents=True, exist_ok=True)
+    with swap_dir(out) as new:  # every CSV written aside, the folder swapped in only when all are complete
+        for name, df in tables.items():
+            df.to_csv(new / f"{name}.csv", index=False, float_format="%.10g")
     for name, df in tables.items():
-        df.to_csv(out / f"{name}.csv", index=False, float_format="%.10g")
         print(f"wrote {out / name}.csv: {len(df)} rows")
     return tables
 

@@ -253,3 +253,48 @@ def test_killed_study_reruns_to_the_same_results(smoke_study, tmp_path):
     assert sorted(got) == sorted(want)
     for key in want:
         assert got[key] == want[key], key
+
+
+@pytest.mark.slow  # reuses the smoke study (a copy of it), but reruns the export, figures and report twice
+def test_a_lost_mlflow_database_is_rebuilt_without_retraining(smoke_study, tmp_path):
+    """Fault injection: `rm results/mlflow.db` after a finished study. A plain `snakemake` rebuilds the
+    database from the run folders (mlflow_mirror) and re-exports, without rerunning any training or
+    evaluation job; the CSVs equal the ones before apart from MLflow run ids. Then a forced export that
+    fails (the database overwritten with garbage) leaves the previous CSVs in place, whole."""
+    import re
+    import shutil
+
+    import pandas as pd
+
+    wd = tmp_path / "study"
+    shutil.copytree(smoke_study, wd, symlinks=True)
+    root, db = wd / "results/smoke", wd / "results/mlflow.db"
+    export = root / "export"
+    before = {p.name: pd.read_csv(p) for p in sorted(export.glob("*.csv"))}
+    trained = {p: p.stat().st_mtime_ns for p in root.glob("*/*/model/model.safetensors")}
+    assert len(trained) >= 11
+
+    db.unlink()
+    res = snakemake(wd, *SMOKE)
+    assert res.returncode == 0, res.stderr[-5000:]
+    ran = set(re.findall(r"^(?:local)?rule (\w+):", res.stdout + res.stderr, flags=re.M))
+    assert {"mlflow_mirror", "export", "report"} <= ran, ran
+    assert not ran & {"data", "sft", "q0", "sources", "rl", "eval", "exact", "bench", "mlflow_init"}, ran
+    assert db.exists() and {p: p.stat().st_mtime_ns for p in trained} == trained
+    for name, df in before.items():
+        got = pd.read_csv(export / name)
+        drop = [c for c in ("mlflow_run_id",) if c in df.columns]
+        pd.testing.assert_frame_equal(got.drop(columns=drop), df.drop(columns=drop), obj=name)
+    again = snakemake(wd, *SMOKE, "-n")
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr, again.stdout[-3000:]
+
+    rebuilt = {p.name: p.read_bytes() for p in sorted(export.glob("*.csv"))}
+    saved = db.read_bytes()
+    with open(db, "r+b") as f:  # garbage in place (the same file): only the forced export runs, and fails
+        f.write(b"not a database " * 4096)
+    failed = snakemake(wd, *SMOKE, "--forcerun", "export")
+    assert failed.returncode != 0
+    assert "rule mlflow_mirror" not in failed.stdout + failed.stderr
+    assert {p.name: p.read_bytes() for p in sorted(export.glob("*.csv"))} == rebuilt
+    with open(db, "r+b") as f:
+        f.write(saved)

@@ -74,7 +74,7 @@ def test_checkpoints_are_atomic(smoke_sft, tmp_path):
     (partial / "config.json").write_text("{")  # what a kill during the next save leaves behind
     assert latest_checkpoint(tmp_path).name == "step_00000003"
     save_checkpoint(tmp_path, 6, model, tok, {"step": 6}, "abc")
-    assert sorted(p.name for p in (tmp_path / "checkpoint").iterdir()) == ["step_00000006"]
+    assert sorted(p.name for p in (tmp_path / "checkpoint").iterdir()) == ["step_00000003", "step_00000006"]
     meta = json.loads((tmp_path / "checkpoint" / "step_00000006" / "meta.json").read_text())
     assert meta == {"step": 6, "identity": "abc"}
 

@@ -97,8 +97,10 @@ def test_local_only(tmp_path: Path) -> None:
         t.log({"loss/sft": 1.5, "eval/pass@1": 0.25, "bad": float("nan"), "n": 7}, step=1)
         t.log({"loss/sft": 1.0}, step=2)
         t.log_summary({"final": 0.5, "inf": math.inf})
-        t.log_artifact(run / "config.yaml")  # no-op
-    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "metrics.jsonl", "summary.json"]
+        t.log_artifact(run / "config.yaml")  # no MLflow: nothing to copy (config.yaml is always one)
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "metrics.jsonl", "summary.json", "tracking.json"]
+    record = json.loads((run / "tracking.json").read_text())
+    assert record["run_name"] == "r" and record["status"] == "FINISHED" and record["artifacts"] == []
     assert not list(tmp_path.rglob("*.db"))
     rows = read_metrics(run)
     assert [r["step"] for r in rows] == [1, 2, 2]  # the summary's new values are the last row
@@ -386,3 +388,159 @@ def test_two_processes_same_db(tmp_path: Path, store: dict[str, str]) -> None:
     for d in dirs:
         assert len(read_metrics(d)) == 201  # 200 steps and the summary's row
         assert verify_mirror(d, client) == []
+
+
+# --------------------------------------------------------------------------- a lost database, rebuilt
+
+
+def _mlflow_view(client: MlflowClient, run_id: str) -> dict:
+    """What a run holds, without what a rebuild cannot keep (its id) or must not (its run_dir tag is the
+    folder's path, the same here)."""
+    r = client.get_run(run_id)
+    history = {k: sorted((m.step, m.value, m.timestamp) for m in client.get_metric_history(run_id, k))
+               for k in r.data.metrics}
+    artifacts = sorted(a.path for a in client.list_artifacts(run_id))
+    return {"name": r.info.run_name, "status": r.info.status, "start": r.info.start_time, "end": r.info.end_time,
+            "params": r.data.params, "tags": {k: v for k, v in r.data.tags.items() if not k.startswith("mlflow.")},
+            "history": history, "artifacts": artifacts}
+
+
+def _forget_engines() -> None:
+    """Close MLflow's per-URI engines of this process: after a database file is deleted and rebuilt by
+    another process, a cached engine would keep reading the deleted file."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    for engine in SqlAlchemyStore._engine_map.values():
+        engine.dispose()
+    SqlAlchemyStore._engine_map.clear()
+
+
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "spolab.tracking", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_rebuild_recreates_a_deleted_database(tmp_path: Path) -> None:
+    """Fault injection: the database is deleted after the runs. `verify` says so in one line, `rebuild`
+    recreates every run from its folder (name, status, times, params, tags, every point with its time,
+    artifacts), and a second rebuild keeps them (they mirror their folders)."""
+    db = tmp_path / "db" / "mlflow.db"
+    store = {"tracking_uri": f"sqlite:///{db}", "artifact_root": str(tmp_path / "art"), "experiment": EXP}
+    root = tmp_path / "results"
+    with _tracker(root / "a", store, flush_every_s=0) as t:
+        for step in range(3):
+            t.log({"loss/x": step * 0.5, "val/pass@1": 0.1 * step}, step=step)
+        (root / "a" / "per_problem.json").write_text("{}\n")
+        t.log_artifact(root / "a" / "per_problem.json")
+        t.log_summary({"final": 2.0})
+    with pytest.raises(ZeroDivisionError), _tracker(root / "b", store, flush_every_s=0) as t:
+        t.log({"loss/x": 1.0}, step=0)
+        _ = 1 / 0
+    client = MlflowClient(store["tracking_uri"])
+    ids = {d: (root / d / "mlflow_run_id").read_text().split()[0] for d in "ab"}
+    before = {d: _mlflow_view(client, ids[d]) for d in "ab"}
+    assert before["a"]["status"] == "FINISHED" and before["b"]["status"] == "FAILED"
+    db.unlink()
+
+    res = _cli("verify", str(root / "a"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "does not exist" in res.stderr and "rebuild" in res.stderr
+    assert not db.exists()  # verify never creates an empty database
+
+    res = _cli("rebuild", str(root))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("rebuilt as") == 2, res.stdout
+    _forget_engines()  # this process still holds a connection to the deleted file (MLflow caches engines)
+    client = MlflowClient(store["tracking_uri"])
+    for d in "ab":
+        new_id = (root / d / "mlflow_run_id").read_text().split()[0]
+        assert new_id != ids[d]
+        assert _mlflow_view(client, new_id) == before[d], d
+        assert verify_mirror(root / d) == []
+    res = _cli("rebuild", str(root))
+    assert res.returncode == 0 and res.stdout.count("kept") == 2, res.stdout + res.stderr
+
+    # a folder written before tracking.json existed: kept while it mirrors, named when it cannot be rebuilt
+    (root / "a" / "tracking.json").unlink()
+    res = _cli("rebuild", str(root))
+    assert res.returncode == 0 and res.stdout.count("kept") == 2, res.stdout + res.stderr
+    db.unlink()
+    res = _cli("rebuild", str(root))
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert "1 of 2 run folders" in res.stderr and "no readable tracking.json" in res.stderr, res.stderr
+
+
+def test_rebuild_a_run_tracked_without_mlflow(tmp_path: Path) -> None:
+    """tracking.uri=null: `sync` says in one line that the folder is not mirrored; `rebuild --uri` mirrors it."""
+    run = tmp_path / "local"
+    with Tracker(run, OmegaConf.create(CFG), tracking_uri=None, run_name="local", tags={"stage": "rl"}) as t:
+        t.log({"loss/x": 1.0}, step=1)
+        t.log_summary({"final": 0.5})
+    res = _cli("sync", str(run))
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "tracking.uri=null" in res.stderr, res.stderr
+    res = _cli("rebuild", str(run))
+    assert res.returncode == 2 and "--uri" in res.stderr and "Traceback" not in res.stderr, res.stderr
+    uri = f"sqlite:///{tmp_path}/m.db"
+    res = _cli("rebuild", str(run), "--uri", uri)
+    assert res.returncode == 0, res.stderr
+    assert verify_mirror(run) == []
+    r = MlflowClient(uri).get_run((run / "mlflow_run_id").read_text().split()[0])
+    assert r.info.run_name == "local" and r.info.status == "FINISHED" and r.data.tags["stage"] == "rl"
+    assert r.data.params == {mlflow_key(k): v for k, v in flatten(CFG).items()}
+    assert r.data.metrics == {"loss/x": 1.0, "final": 0.5}
+
+
+_SIGTERM_WORKER = textwrap.dedent(
+    """
+    import logging, sys, time
+    from pathlib import Path
+    from spolab.tracking import Tracker
+    logging.basicConfig(level=logging.INFO)
+    run_dir, uri, art, exp = sys.argv[1:5]
+    with Tracker(run_dir, {"w": 1}, run_name="term", tags={}, tracking_uri=uri, experiment=exp,
+                 artifact_root=art, flush_every_s=0) as t:
+        t.log({"x": 1.0}, step=0)
+        Path(run_dir, "ready").touch()
+        while True:
+            time.sleep(0.01)
+    """
+)
+
+
+def test_sigterm_is_logged_and_ends_the_run_killed(tmp_path: Path, store: dict[str, str]) -> None:
+    """Fault injection: SIGTERM a job inside `with tracker:`. Its log says it was terminated, it exits
+    143 without a traceback, and its MLflow run ends KILLED with every point it logged."""
+    import signal
+
+    run = tmp_path / "term"
+    proc = subprocess.Popen([sys.executable, "-c", _SIGTERM_WORKER, str(run), store["tracking_uri"],
+                             store["artifact_root"], store["experiment"]], stderr=subprocess.PIPE, text=True)
+    while not (run / "ready").exists():
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate()
+    assert proc.returncode == 143, err
+    assert "received SIGTERM" in err and "Traceback" not in err, err
+    r = MlflowClient(store["tracking_uri"]).get_run((run / "mlflow_run_id").read_text().split()[0])
+    assert r.info.status == "KILLED" and r.data.metrics == {"x": 1.0}
+    assert json.loads((run / "tracking.json").read_text())["status"] == "KILLED"
+
+
+def test_a_stale_running_run_is_never_left_running(tmp_path: Path, store: dict[str, str]) -> None:
+    """A job SIGKILLed mid-run leaves its MLflow run RUNNING (nothing can run in the killed process). A
+    resume adopts it and ends it FINISHED; a clean start marks it KILLED before superseding it."""
+    client = MlflowClient(store["tracking_uri"])
+    t = _tracker(tmp_path / "r", store, flush_every_s=0)
+    t.log({"x": 1.0}, step=1)
+    t.flush()  # ... and then the process dies: no finish()
+    stale = t.run_id
+    assert client.get_run(stale).info.status == "RUNNING"
+    with _tracker(tmp_path / "r", store, resume_step=1) as t2:
+        t2.log({"x": 2.0}, step=2)
+    assert t2.run_id == stale and client.get_run(stale).info.status == "FINISHED"
+    t3 = _tracker(tmp_path / "r", store, flush_every_s=0)  # killed again, then a clean start
+    with _tracker(tmp_path / "r", store) as t4:
+        t4.log({"x": 3.0}, step=1)
+    old = client.get_run(t3.run_id)
+    assert old.info.status == "KILLED" and old.info.lifecycle_stage == "deleted"
+    assert client.get_run(t4.run_id).info.status == "FINISHED"

@@ -1,12 +1,17 @@
-"""Resumable checkpoints, written atomically, and the resume decision of a run folder.
+"""Resumable checkpoints, written atomically and checksummed, and the resume decision of a run folder.
 
 Layout: ``<run_dir>/checkpoint/step_<n>/`` holds the model and tokenizer (``save_pretrained``),
-``trainer_state.pt`` (optimizer, RNG states, whatever the next step reads) and ``meta.json``
-(step and the run's identity, :func:`spolab.config.run_identity`). A checkpoint is written aside
-(``.tmp_step_<n>``), every file fsync'ed, then renamed into place; only then are older ones
-removed, so a kill at any moment leaves at least one complete checkpoint. A run folder resumes
-only a checkpoint of its own identity (:func:`resume_point`): a rerun with another config is a
-new run.
+``trainer_state.pt`` (optimizer, RNG states, whatever the next step reads), ``meta.json`` (step and
+the run's identity, :func:`spolab.config.run_identity`) and, written last, ``manifest.json``: the
+sha256 of every other file. A checkpoint is written aside (``.tmp_step_<n>``), every file fsync'ed,
+then renamed into place; only then are older ones removed (the newest :data:`KEEP` stay), so a kill
+at any moment leaves at least one complete checkpoint.
+
+On resume (:func:`resume_point`) the newest checkpoint is checked against its manifest (a checkpoint
+without one, written before manifests existed, must load instead). One that fails is damaged: it is
+renamed aside to ``step_<n>.bad-<reason>`` (never deleted: it is evidence), one warning line names it
+and why, and the next older checkpoint is tried; with none left the run starts clean. A run folder
+resumes only a checkpoint of its own identity: a rerun with another config is a new run.
 """
 
 from __future__ import annotations
@@ -15,12 +20,14 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
+from spolab.atomic import sha256_file, write_json
 from spolab.config import run_identity
 from spolab.errors import OperationalError, disk_full_error
 
@@ -29,6 +36,9 @@ log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "trainer_state.pt"
 META_FILE = "meta.json"
+MANIFEST_FILE = "manifest.json"  # {"step": n, "files": {relative path: sha256}}, written last
+KEEP = 2  # complete checkpoints kept: a damaged newest one falls back to the one before
+_STEP_DIR = re.compile(r"step_\d{8}")  # a complete checkpoint's folder (not .tmp_*, not *.bad-*)
 _LOW_SPACE = 64 * 2**20  # bytes: below this, a failed write is read as a full disk
 
 
@@ -75,7 +85,7 @@ def _written_aside(final: Path, what: str, after_full: str) -> Iterator[Path]:
         os.rename(tmp, final)
         _fsync_dir(final.parent)
     except BaseException as e:
-        full = disk_full(e, final.parent)
+        full = isinstance(e, Exception) and disk_full(e, final.parent)  # a kill (SIGTERM, ^C) stays a kill
         shutil.rmtree(tmp, ignore_errors=True)
         if full:
             raise OperationalError(f"no space left on device (ENOSPC) while writing {what} to {tmp}; nothing "
@@ -97,10 +107,72 @@ def save_checkpoint(run_dir: str | Path, step: int, model, tokenizer, state: dic
         tokenizer.save_pretrained(str(tmp))
         torch.save(state, tmp / STATE_FILE)
         (tmp / META_FILE).write_text(json.dumps({"step": step, "identity": identity}) + "\n")
-    for old in root.iterdir():
-        if old != final:
-            shutil.rmtree(old, ignore_errors=True)
+        write_manifest(tmp, step)
+    for old in _checkpoints(root)[:-KEEP]:
+        shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def write_manifest(ckpt: Path, step: int) -> None:
+    """``manifest.json``: the sha256 of every file of the checkpoint folder, written last (atomically)."""
+    files = {str(p.relative_to(ckpt)): sha256_file(p) for p in sorted(ckpt.rglob("*"))
+             if p.is_file() and p.name != MANIFEST_FILE}
+    write_json(ckpt / MANIFEST_FILE, {"step": step, "files": files})
+
+
+def check_checkpoint(ckpt: Path) -> tuple[str, str] | None:
+    """Why a checkpoint cannot be resumed, as (reason tag, detail), or None when it is sound.
+
+    Every file its manifest lists must exist with that sha256. A checkpoint without a manifest (written
+    before manifests existed) must load instead: its trainer state with ``torch.load``, every
+    safetensors file in full."""
+    try:
+        meta = json.loads((ckpt / META_FILE).read_text())
+        int(meta["step"]), str(meta["identity"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return "meta", f"{META_FILE} unreadable ({type(e).__name__}: {e})"
+    manifest = ckpt / MANIFEST_FILE
+    if not manifest.exists():
+        try:
+            from safetensors.torch import load_file
+
+            torch.load(ckpt / STATE_FILE, weights_only=False, map_location="cpu")
+            for f in sorted(ckpt.glob("*.safetensors")):
+                load_file(f)
+        except Exception as e:
+            return "unloadable", f"no {MANIFEST_FILE}, and it fails to load ({type(e).__name__}: {str(e)[:120]})"
+        return None
+    try:
+        files = json.loads(manifest.read_text())["files"]
+        files.items()
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        return "manifest", f"{MANIFEST_FILE} unreadable ({type(e).__name__}: {e})"
+    for name, digest in sorted(files.items()):
+        f = ckpt / name
+        if not f.is_file():
+            return "missing", f"{name} is missing"
+        if sha256_file(f) != digest:
+            return "checksum", f"{name} does not match its sha256 in {MANIFEST_FILE}"
+    return None
+
+
+def set_aside(ckpt: Path, reason: str) -> Path:
+    """Rename a damaged checkpoint to ``<name>.bad-<reason>`` beside it (``.2``, ``.3``... if taken)."""
+    dest = ckpt.with_name(f"{ckpt.name}.bad-{reason}")
+    n = 1
+    while dest.exists():
+        n += 1
+        dest = ckpt.with_name(f"{ckpt.name}.bad-{reason}.{n}")
+    os.rename(ckpt, dest)
+    return dest
+
+
+def _checkpoints(root: Path) -> list[Path]:
+    """The complete ``step_<n>`` folders under ``root``, oldest first."""
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if _STEP_DIR.fullmatch(p.name)
+                  and (p / META_FILE).exists() and (p / STATE_FILE).exists())
 
 
 def save_model(path: str | Path, model, tokenizer) -> None:
@@ -113,28 +185,35 @@ def save_model(path: str | Path, model, tokenizer) -> None:
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The newest complete ``checkpoint/step_<n>/`` of a run folder, or None."""
-    root = Path(run_dir) / CHECKPOINT_DIR
-    if not root.is_dir():
-        return None
-    done = sorted(p for p in root.glob("step_*") if (p / META_FILE).exists() and (p / STATE_FILE).exists())
+    done = _checkpoints(Path(run_dir) / CHECKPOINT_DIR)
     return done[-1] if done else None
 
 
 def resume_point(run_dir: str | Path, cfg) -> tuple[Path | None, int | None]:
     """(checkpoint, step) to resume from, or (None, None) for a clean start.
 
-    Resumes only a checkpoint written by a run of the same identity (its config minus tracking);
-    any other checkpoint, or leftovers of a run that never checkpointed, are removed (the
-    tracker removes the folder's old metrics: a clean start never inherits them)."""
+    The newest sound checkpoint (:func:`check_checkpoint`) is resumed; a damaged one is set aside
+    (``step_<n>.bad-<reason>``, one warning line) and the one before it is tried. Resumes only a
+    checkpoint written by a run of the same identity (its config minus tracking); any other
+    checkpoint, or leftovers of a run that never checkpointed, are removed (the tracker removes the
+    folder's old metrics: a clean start never inherits them). Set-aside checkpoints stay."""
     run_dir = Path(run_dir)
-    ck = latest_checkpoint(run_dir)
-    if ck is not None:
+    for ck in reversed(_checkpoints(run_dir / CHECKPOINT_DIR)):
+        bad = check_checkpoint(ck)
+        if bad is not None:
+            reason, detail = bad
+            dest = set_aside(ck, reason)
+            older = [p for p in _checkpoints(run_dir / CHECKPOINT_DIR) if p.name < ck.name]
+            log.warning("damaged checkpoint %s (%s): set aside as %s; %s", ck, detail, dest.name,
+                        f"resuming from {older[-1].name} instead" if older else "starting clean")
+            continue
         meta = json.loads((ck / META_FILE).read_text())
         if meta["identity"] == run_identity(cfg):
             return ck, int(meta["step"])
         log.warning("%s was written by another config (identity %s, this run %s): starting a new run",
                     ck, meta["identity"], run_identity(cfg))
-    shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
+        break
+    remove_checkpoints(run_dir)
     return None, None
 
 
@@ -143,5 +222,13 @@ def load_state(ckpt: Path) -> dict:
 
 
 def remove_checkpoints(run_dir: str | Path) -> None:
-    """After the final model is saved: the checkpoints are no longer needed."""
-    shutil.rmtree(Path(run_dir) / CHECKPOINT_DIR, ignore_errors=True)
+    """After the final model is saved (or on a clean start): the checkpoints are no longer needed.
+    Checkpoints set aside as damaged (``*.bad-*``) are kept; the folder goes when nothing else is left."""
+    root = Path(run_dir) / CHECKPOINT_DIR
+    if not root.is_dir():
+        return
+    for p in root.iterdir():
+        if ".bad-" not in p.name:
+            shutil.rmtree(p, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        root.rmdir()  # only when empty

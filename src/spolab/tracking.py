@@ -1,7 +1,7 @@
 """Per-run tracking: the run folder's ``metrics.jsonl`` / ``config.yaml`` / ``summary.json``, and
 their MLflow mirror.
 
-The run folder is the source of truth; MLflow mirrors it exactly (DESIGN §7):
+The run folder is the source of truth; MLflow mirrors it exactly:
 
 - **A run is its config.** A :class:`Tracker` either starts a run *clean* (the folder's previous
   metrics and summary are removed, the MLflow run they belonged to is soft-deleted and a fresh
@@ -14,6 +14,16 @@ The run folder is the source of truth; MLflow mirrors it exactly (DESIGN §7):
   the file; if MLflow holds points the file does not (sent after the checkpoint, before the
   kill), the run is recreated from the file. :func:`verify_mirror` checks the two agree, and
   ``python -m spolab.tracking sync <run_dir>`` replays a folder by hand.
+- **MLflow can be rebuilt from the folders.** Each run folder also holds ``tracking.json`` (its run
+  name, tags, experiment, start time, the artifacts it logged and how it ended). With ``config.yaml``
+  (params) and ``metrics.jsonl`` (every point, with its time) that is the whole MLflow run, so
+  ``python -m spolab.tracking rebuild results/<scale>`` (or ``rebuild <run_dir>``, ``--uri`` for a
+  run tracked with ``tracking.uri=null``) recreates every run after the database is lost; a folder
+  whose run already mirrors it is left alone.
+- **A killed run is marked so.** Inside ``with tracker:`` a SIGTERM is logged (one line saying the job
+  was terminated) and ends the run KILLED (SIGINT too); an exception ends it FAILED. A run killed
+  harder (SIGKILL) stays RUNNING until its folder is rerun: a resume adopts it and finishes it, a clean
+  start marks it KILLED before superseding it.
 - **Parallel first use is safe.** Creating the sqlite database (its migrations) and the
   experiment happens under a file lock next to the database, so jobs started together never race.
 
@@ -32,7 +42,9 @@ import math
 import os
 import random
 import re
+import signal
 import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -42,14 +54,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
+from spolab.atomic import atomic_path, write_json, write_text
 from spolab.config import flatten, run_identity, to_container
-from spolab.errors import OperationalError, causes
+from spolab.errors import OperationalError, SpolabError, causes
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-__all__ = ["Tracker", "git_sha", "init_mlflow", "metric_name", "mlflow_key", "read_metrics", "tracking_settings",
-           "verify_mirror"]
+__all__ = ["Tracker", "db_stamp", "git_sha", "init_mlflow", "metric_name", "mlflow_key", "read_metrics", "rebuild",
+           "rebuild_all", "run_folders", "tracking_settings", "verify_mirror"]
 
 DEFAULT_TRACKING_URI = "sqlite:///results/mlflow.db"
 DEFAULT_EXPERIMENT = "spolab"
@@ -59,6 +72,7 @@ METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
 RUN_ID_FILE = "mlflow_run_id"
+RECORD_FILE = "tracking.json"  # what MLflow holds beyond config.yaml and metrics.jsonl (rebuild)
 
 # MLflow limits (mlflow.utils.validation, MLflow 3.x).
 MAX_PARAMS_PER_BATCH = 100
@@ -284,8 +298,34 @@ def _replay(client: MlflowClient, run_id: str, rows: Sequence[Mapping[str, Any]]
 
 def run_link(run_dir: str | os.PathLike[str]) -> tuple[str, str]:
     """(MLflow run id, tracking URI) of a run folder, from its ``mlflow_run_id`` file."""
-    lines = (Path(run_dir) / RUN_ID_FILE).read_text().split()
+    path = Path(run_dir) / RUN_ID_FILE
+    if not path.exists():
+        raise OperationalError(f"{run_dir} has no {RUN_ID_FILE}: it is not mirrored in MLflow (run with "
+                               "tracking.uri=null, or never opened); mirror it with `python -m spolab.tracking "
+                               f"rebuild {run_dir} --uri sqlite:///results/mlflow.db`")
+    lines = path.read_text().split()
     return lines[0], lines[1] if len(lines) > 1 else DEFAULT_TRACKING_URI
+
+
+def _existing_client(uri: str) -> MlflowClient:
+    """A client of a database that must already exist: a missing sqlite file is one OperationalError
+    (opening it would create an empty database, and every run would then be 'not found')."""
+    path = _sqlite_path(uri)
+    if path is not None and not path.exists():
+        raise OperationalError(f"MLflow tracking database {uri} does not exist (deleted or never created); "
+                               "rebuild it from the run folders with `python -m spolab.tracking rebuild "
+                               "results/<scale>`")
+    return _client(uri)
+
+
+def _get_run(client: MlflowClient, run_id: str, uri: str, run_dir: str | os.PathLike[str]):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _retry(client.get_run, run_id)
+    except MlflowException as e:
+        raise OperationalError(f"MLflow run {run_id} of {run_dir} is not in {uri} ({_root_cause(e)}); rebuild it "
+                               f"with `python -m spolab.tracking rebuild {run_dir}`") from e
 
 
 def verify_mirror(run_dir: str | os.PathLike[str], client: MlflowClient | None = None,
@@ -294,9 +334,11 @@ def verify_mirror(run_dir: str | os.PathLike[str], client: MlflowClient | None =
 
     Each entry names a (key, step, value) point and how many times each side holds it."""
     run_dir = Path(run_dir)
-    linked, uri = run_link(run_dir)
-    run_id = run_id or linked
-    client = client or _client(uri)
+    if client is None or run_id is None:
+        linked, uri = run_link(run_dir)
+        run_id = run_id or linked
+        client = client or _existing_client(uri)
+        _get_run(client, run_id, uri, run_dir)
     want, have = points(read_metrics(run_dir)), mlflow_points(client, run_id)
     return [f"{k} step {s} value {v}: metrics.jsonl {want[(k, s, v)]}, MLflow {have[(k, s, v)]}"
             for (k, s, v) in sorted(set(want) | set(have), key=str) if want[(k, s, v)] != have[(k, s, v)]]
@@ -367,26 +409,37 @@ class Tracker:
         rows = [r for r in read_metrics(self.run_dir) if "step" in r and self.resumed and r["step"] <= resume_step]
         _write_rows(metrics_path, rows)
         (self.run_dir / SUMMARY_FILE).unlink(missing_ok=True)
-        config_path = self.run_dir / CONFIG_FILE
-        tmp = config_path.with_suffix(".yaml.tmp")
-        OmegaConf.save(config=OmegaConf.create(self.cfg), f=tmp, resolve=True)
-        os.replace(tmp, config_path)
+        with atomic_path(self.run_dir / CONFIG_FILE) as tmp:
+            OmegaConf.save(config=OmegaConf.create(self.cfg), f=tmp, resolve=True)
         self.last_step: int = resume_step if self.resumed else 0
         self._at_last_step: dict[str, Any] = {}  # values logged at last_step (log_summary skips repeats)
         self._fh = metrics_path.open("a")
+
+        # ---- the record MLflow is rebuilt from (with config.yaml and metrics.jsonl): name, tags, artifacts
+        all_tags = {str(k): str(v) for k, v in (tags or {}).items()}
+        all_tags |= {"git_sha": self.git_sha, "config_hash": self.config_hash, "run_dir": str(self.run_dir.resolve())}
+        self.tags = {mlflow_key(k): v[:MAX_TAG_VAL_LENGTH] for k, v in all_tags.items()}
+        before = _read_record(self.run_dir) if self.resumed else {}
+        self.record = {"run_name": run_name, "tags": self.tags, "uri": self.tracking_uri, "experiment": experiment,
+                       "artifact_root": str(artifact_root), "start_time": before.get("start_time", _now_ms()),
+                       "artifacts": before.get("artifacts", []), "status": "RUNNING"}
+        self._save_record()
 
         # ---- MLflow: the same run when it is a prefix of the file, else a fresh one replayed from it
         if self.tracking_uri is None:
             (self.run_dir / RUN_ID_FILE).unlink(missing_ok=True)
             return
         try:
-            self._open_mlflow(rows, run_name, tags or {}, experiment, str(artifact_root))
+            self._open_mlflow(rows, run_name, experiment, str(artifact_root))
         except OperationalError:
             raise
         except Exception as e:
             raise _operational(self.tracking_uri, "opening the run", e) from e
 
-    def _open_mlflow(self, rows, run_name, tags, experiment, artifact_root) -> None:
+    def _save_record(self) -> None:
+        write_json(self.run_dir / RECORD_FILE, self.record)
+
+    def _open_mlflow(self, rows, run_name, experiment, artifact_root) -> None:
         from mlflow.entities import Param
         from mlflow.exceptions import MlflowException
 
@@ -410,18 +463,11 @@ class Tracker:
                 return
             log.info("MLflow run %s holds points past the checkpoint: recreating it from %s", old.info.run_id,
                      METRICS_FILE)
-        all_tags = {str(k): str(v) for k, v in tags.items()}
-        all_tags |= {"git_sha": self.git_sha, "config_hash": self.config_hash, "run_dir": str(self.run_dir.resolve())}
-        all_tags = {mlflow_key(k): v[:MAX_TAG_VAL_LENGTH] for k, v in all_tags.items()}
-        run = _retry(client.create_run, exp_id, run_name=run_name, tags=all_tags)
+        run = _retry(client.create_run, exp_id, run_name=run_name, tags=self.tags, start_time=self.record["start_time"])
         self.run_id = run.info.run_id
         if old is not None:  # the folder's previous run: another config, a finished run, or a stale mirror
-            _retry(client.set_tag, old.info.run_id, "superseded_by", self.run_id)
-            _retry(client.delete_run, old.info.run_id)
-            log.info("MLflow run %s of this folder superseded by %s (soft-deleted)", old.info.run_id, self.run_id)
-        tmp_id = id_file.with_name(RUN_ID_FILE + ".tmp")
-        tmp_id.write_text(f"{self.run_id}\n{self.tracking_uri}\n")  # the folder's link to its MLflow run
-        os.replace(tmp_id, id_file)
+            _supersede(client, old, self.run_id)
+        write_text(id_file, f"{self.run_id}\n{self.tracking_uri}\n")  # the folder's link to its MLflow run
         # params: the run's own config (where it is mirrored is not part of it)
         params = [Param(mlflow_key(k), v) for k, v in flatten({k: v for k, v in self.cfg.items()
                                                                 if k != "tracking"}).items()]
@@ -487,17 +533,19 @@ class Tracker:
         """Write ``summary.json``; its values not already logged at the last step become one more
         metrics.jsonl row at that step (so MLflow's copy of them mirrors the file too)."""
         values = {str(k): _json_safe(v) for k, v in metrics.items()}
-        path = self.run_dir / SUMMARY_FILE
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        write_json(self.run_dir / SUMMARY_FILE, values)
         new = {k: v for k, v in values.items() if v is not None and self._at_last_step.get(k) != v}
         if new:
             self._write(new, self.last_step)
         self.flush()
 
     def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
-        """Copy a local file into the MLflow run's artifacts (no-op without MLflow)."""
+        """Copy a local file into the MLflow run's artifacts (without MLflow, only recorded in
+        tracking.json, so a rebuild logs it)."""
+        entry = [_relative(Path(path), self.run_dir), artifact_path]
+        if entry not in self.record["artifacts"] and Path(path).name not in (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE):
+            self.record["artifacts"].append(entry)
+            self._save_record()
         if self.client is None:
             return
         try:
@@ -514,6 +562,8 @@ class Tracker:
             return
         self._finished = True
         self._fh.close()
+        self.record.update(status=status, end_time=_now_ms())
+        self._save_record()
         if self.client is None:
             return
         try:
@@ -525,37 +575,200 @@ class Tracker:
             if (self.run_dir / name).exists():
                 self.log_artifact(self.run_dir / name)
         try:
-            _retry(self.client.set_terminated, self.run_id, status=status)
+            _retry(self.client.set_terminated, self.run_id, status=status, end_time=self.record["end_time"])
         except Exception as e:
             log.warning("MLflow set_terminated(%s, %s) failed: %s", self.run_id, status, e)
 
     def __enter__(self) -> Tracker:
+        self._sigterm = threading.current_thread() is threading.main_thread()  # handlers live in the main thread
+        if self._sigterm:
+            self._old_sigterm = signal.signal(signal.SIGTERM, _on_sigterm)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        if self._sigterm:  # the handler found at __enter__ (None: one not set from Python, the default)
+            signal.signal(signal.SIGTERM, self._old_sigterm if self._old_sigterm is not None else signal.SIG_DFL)
         if exc_type is None:
             self.finish("FINISHED")
             return
+        killed = isinstance(exc, Terminated | KeyboardInterrupt)
+        if isinstance(exc, KeyboardInterrupt):
+            log.warning("%s: interrupted (SIGINT) at step %d; MLflow run %s ends KILLED; rerun the same command to "
+                        "resume from its last checkpoint", self.run_dir, self.last_step, self.run_id)
         try:
-            self.finish("FAILED")
+            self.finish("KILLED" if killed else "FAILED")
         except OperationalError as e:  # the original error matters more
             log.warning("%s", e)
+
+
+class Terminated(SystemExit):
+    """Raised by the SIGTERM handler inside ``with tracker:``: unwinds the job (the tracker marks its run
+    KILLED) and exits with status 143 (128 + SIGTERM), like the default action, without a traceback."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    log.warning("received SIGTERM (terminated, e.g. by the scheduler): stopping; the MLflow run ends KILLED; "
+                "rerun the same command to resume from the last checkpoint")
+    raise Terminated(128 + signum)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _relative(path: Path, run_dir: Path) -> str:
+    """``path`` relative to the run folder when inside it (a record that survives moving the folder)."""
+    try:
+        return str(path.resolve().relative_to(run_dir.resolve()))
+    except ValueError:
+        return str(path.resolve())
+
+
+def _read_record(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / RECORD_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _supersede(client: MlflowClient, old, new_id: str) -> None:
+    """Soft-delete a folder's previous MLflow run, tagged with its successor; a run left RUNNING by a
+    killed job is first marked KILLED (never RUNNING forever)."""
+    if old.info.status == "RUNNING":
+        _retry(client.set_terminated, old.info.run_id, status="KILLED")
+    _retry(client.set_tag, old.info.run_id, "superseded_by", new_id)
+    _retry(client.delete_run, old.info.run_id)
+    log.info("MLflow run %s of this folder superseded by %s (soft-deleted)", old.info.run_id, new_id)
 
 
 def sync(run_dir: str | os.PathLike[str]) -> int:
     """Replay a run folder's metrics.jsonl into its MLflow run (whatever MLflow lacks); returns the
     number of points sent. The folder's ``mlflow_run_id`` file names the run and the database."""
     run_id, uri = run_link(run_dir)
-    client = _client(uri)
+    client = _existing_client(uri)
+    _get_run(client, run_id, uri, run_dir)
     try:
         return _replay(client, run_id, read_metrics(run_dir), mlflow_points(client, run_id))
     except Exception as e:
         raise _operational(uri, f"replaying {run_dir}", e) from e
 
 
+def run_folders(root: str | os.PathLike[str]) -> list[Path]:
+    """The run folders at or under ``root``: every folder holding a config.yaml and a metrics.jsonl."""
+    root = Path(root)
+    if (root / CONFIG_FILE).exists() and (root / METRICS_FILE).exists():
+        return [root]
+    return sorted(p.parent for p in root.rglob(METRICS_FILE) if (p.parent / CONFIG_FILE).exists())
+
+
+def rebuild(run_dir: str | os.PathLike[str], uri: str | None = None, *, force: bool = False) -> str:
+    """Make MLflow mirror one run folder again, from the folder alone; returns what was done.
+
+    The folder's run is kept when it exists in the database and mirrors metrics.jsonl exactly (and
+    ``force`` is off). Otherwise a new run is created with the folder's run name, tags, start and end
+    times and status (``tracking.json``), its params (``config.yaml`` minus ``tracking``, as the
+    tracker logs them), every point of metrics.jsonl with its time, and its artifacts; a previous run
+    of the folder still in the database is superseded. ``uri`` defaults to the database the run was
+    tracked in (tracking.json); a run tracked with ``tracking.uri=null`` needs it."""
+    from mlflow.entities import Param
+    from mlflow.exceptions import MlflowException
+
+    run_dir = Path(run_dir)
+    record = _read_record(run_dir)  # {} for a folder written before tracking.json existed
+    cfg = to_container(OmegaConf.load(run_dir / CONFIG_FILE))
+    track = cfg.get("tracking") or {}
+    linked = run_link(run_dir)[1] if (run_dir / RUN_ID_FILE).exists() else None
+    uri = uri or record.get("uri") or linked or track.get("uri")
+    if not uri:
+        raise OperationalError(f"{run_dir} was tracked with tracking.uri=null: give the database to rebuild it into "
+                               "(--uri sqlite:///results/mlflow.db)")
+    uri = _abs_sqlite_uri(uri)
+    rows = read_metrics(run_dir)
+    try:
+        client = _client(uri)
+        old = None
+        if (run_dir / RUN_ID_FILE).exists():
+            try:
+                old = _retry(client.get_run, run_link(run_dir)[0])
+                old = None if old.info.lifecycle_stage == "deleted" else old
+            except MlflowException:
+                old = None
+        if old is not None and not force:
+            if old.info.status == "RUNNING" and record.get("status", "RUNNING") == "RUNNING":
+                return f"left alone: {old.info.run_id} is RUNNING (a job still writing it, or killed: rerun that job)"
+            if (old.info.status == record.get("status", old.info.status)
+                    and mlflow_points(client, old.info.run_id) == points(rows)):
+                return f"kept {old.info.run_id} (mirrors the folder)"
+        if not record:
+            raise OperationalError(f"{run_dir} has no readable {RECORD_FILE} (its run name and tags): it was written "
+                                   "by an older spolab and cannot be rebuilt; rerun that job")
+        exp_id = init_mlflow(uri, record["experiment"], record["artifact_root"])
+        tags = {**record["tags"], "run_dir": str(run_dir.resolve())}
+        run = _retry(client.create_run, exp_id, run_name=record["run_name"], tags=tags,
+                     start_time=record.get("start_time"))
+        run_id = run.info.run_id
+        params = [Param(mlflow_key(k), v) for k, v in flatten({k: v for k, v in cfg.items()
+                                                               if k != "tracking"}).items()]
+        for chunk in _chunks(params, MAX_PARAMS_PER_BATCH):
+            _retry(client.log_batch, run_id, params=chunk, synchronous=True)
+        n = _replay(client, run_id, rows, Counter())
+        files = [(run_dir / CONFIG_FILE, None)]
+        files += [((run_dir / rel) if not Path(rel).is_absolute() else Path(rel), where)
+                  for rel, where in record.get("artifacts", [])]
+        if record.get("status", "RUNNING") != "RUNNING":  # finish() logged these two
+            files += [(run_dir / METRICS_FILE, None), (run_dir / SUMMARY_FILE, None)]
+        for f, where in files:
+            if f.exists():
+                _retry(client.log_artifact, run_id, str(f), where)
+        status = record.get("status", "KILLED")
+        status = "KILLED" if status == "RUNNING" else status  # the job that wrote the folder is gone
+        _retry(client.set_terminated, run_id, status=status, end_time=record.get("end_time"))
+        if old is not None:
+            _supersede(client, old, run_id)
+    except SpolabError:
+        raise
+    except Exception as e:
+        raise _operational(uri, f"rebuilding the run of {run_dir}", e) from e
+    write_text(run_dir / RUN_ID_FILE, f"{run_id}\n{uri}\n")
+    return f"rebuilt as {run_id} ({n} points, {status})"
+
+
+def db_stamp(uri: str) -> str | None:
+    """What identifies the database of ``uri``: ``<device>:<inode>`` of a sqlite file (the same while the
+    file lives, new once it is deleted and recreated), None when the file is missing; the URI itself for
+    another store. The DAG's mirror flag holds it (workflow/rules/mlflow.smk)."""
+    path = _sqlite_path(_abs_sqlite_uri(uri))
+    if path is None:
+        return uri
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+def rebuild_all(root: str | os.PathLike[str], uri: str | None = None, *, force: bool = False) -> dict[Path, str]:
+    """:func:`rebuild` every run folder at or under ``root`` (``results/<scale>``)."""
+    folders = run_folders(root)
+    if not folders:
+        raise OperationalError(f"no run folders (config.yaml + metrics.jsonl) at or under {root}")
+    done, failed = {}, {}
+    for d in folders:  # every folder is tried; the failures are reported together
+        try:
+            done[d] = rebuild(d, uri, force=force)
+        except OperationalError as e:
+            failed[d] = str(e)
+            log.warning("%s", e)
+    if failed:
+        first = next(iter(failed.values()))
+        raise OperationalError(f"{len(failed)} of {len(folders)} run folders under {root} could not be rebuilt "
+                               f"(the others were: {len(done)}); the first: {first}")
+    return done
+
+
 def _main(argv: list[str] | None = None) -> None:
-    """``python -m spolab.tracking init|sync|verify ...``."""
+    """``python -m spolab.tracking init|sync|verify|rebuild ...``."""
     import argparse
     import sys
 
@@ -569,6 +782,14 @@ def _main(argv: list[str] | None = None) -> None:
                        ("verify", "check that MLflow mirrors run folders' metrics.jsonl exactly")):
         p = sub.add_parser(name, help=text)
         p.add_argument("run_dirs", nargs="+", type=Path)
+    rb = sub.add_parser("rebuild", help="recreate the MLflow runs of run folders (results/<scale>, or run folders) "
+                        "from config.yaml, metrics.jsonl and tracking.json; runs that mirror their folder are kept")
+    rb.add_argument("paths", nargs="+", type=Path)
+    rb.add_argument("--uri", default=None, help="database to rebuild into (default: each run's config.yaml; "
+                    "needed for runs tracked with tracking.uri=null)")
+    rb.add_argument("--force", action="store_true", help="recreate runs even when they mirror their folder")
+    rb.add_argument("--stamp", type=Path, default=None, help="when done, write the database's identity "
+                    "(db_stamp) to this file (the DAG's mirror flag)")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "init":
@@ -580,16 +801,22 @@ def _main(argv: list[str] | None = None) -> None:
         elif args.cmd == "sync":
             for d in args.run_dirs:
                 print(f"{d}: replayed {sync(d)} points")
+        elif args.cmd == "rebuild":
+            for path in args.paths:
+                for d, what in rebuild_all(path, args.uri, force=args.force).items():
+                    print(f"{d}: {what}")
+            if args.stamp is not None:
+                write_text(args.stamp, f"{db_stamp(args.uri or DEFAULT_TRACKING_URI)}\n")
         else:
             bad = {d: verify_mirror(d) for d in args.run_dirs}
             for d, diff in bad.items():
                 print(f"{d}: " + ("mirror exact" if not diff else f"{len(diff)} differences, e.g. {diff[0]}"))
             if any(bad.values()):
                 raise SystemExit(1)
-    except OperationalError as e:
+    except SpolabError as e:
         if os.environ.get("SPOLAB_DEBUG") == "1":
             raise
-        print(f"spolab.tracking: {e.kind}: {e}", file=sys.stderr)
+        print(f"spolab.tracking: {e.kind}: {' '.join(str(e).split())}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from spolab import atomic
+from spolab.atomic import atomic_path
 from spolab.errors import ConfigError
 
 
@@ -35,16 +37,11 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    try:
-        with open(tmp, "w") as f:
-            for r in rows:
-                f.write(json.dumps(r, sort_keys=True) + "\n")
-        tmp.replace(path)  # atomic: a killed job never leaves a half-written file behind
-    finally:
-        tmp.unlink(missing_ok=True)  # a failed write (a full disk) leaves nothing partial
+    """One JSON object per line, atomically (spolab.atomic): a killed job or a full disk never leaves
+    a half-written file behind, only the previous one or nothing."""
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r, sort_keys=True) + "\n")
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -53,14 +50,8 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 
 def write_json(path: str | Path, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    try:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Indented JSON with sorted keys, atomically (spolab.atomic)."""
+    atomic.write_json(path, obj)
 
 
 class Registry(dict):

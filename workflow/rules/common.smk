@@ -11,7 +11,7 @@ from spolab.config import run_identity
 from spolab.paths import paths
 from spolab.rollout.offpolicy import POOL_SOURCES
 from spolab.study import entries, load_study, parse_run_name
-from spolab.tracking import tracking_settings
+from spolab.tracking import db_stamp, tracking_settings
 
 SCALE = config["scale"]
 # Every output of the DAG at this scale lives under results/<scale>/ (git-ignored), the report's too:

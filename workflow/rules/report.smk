@@ -69,8 +69,11 @@ rule export:
         exact=rules.exact.output,
         bench=rules.bench.output.csv,
         sources=rules.sources.output.summary,
+        mlflow=rules.mlflow_mirror.output.flag,  # MLflow holds every run folder (mlflow.smk)
     output:
-        expand(f"{EXPORT}/{{csv}}.csv", csv=CSVS),
+        # update(): Snakemake keeps the previous CSVs while the export runs and restores them if it fails
+        # (analysis/export.py swaps the whole folder in only once every CSV is written)
+        update(expand(f"{EXPORT}/{{csv}}.csv", csv=CSVS)),
     log:
         f"{REPORT}/logs/export.log",
     benchmark:
