@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from spolab.cli import entry
+from spolab.jsonl import write_manifest
 from spolab.tasks import listdsl as dsl
 from spolab.tasks.base import get_task
 from spolab.tasks.problems import Problem, iter_problems, sample_classes
@@ -87,6 +88,7 @@ def run(cfg: DictConfig) -> dict:
         task.save_tokenizer(out / "tokenizer")
     meta["task"] = OmegaConf.to_container(cfg.task, resolve=True)
     write_json(out / "meta.json", meta)
+    write_manifest(out, [f"{split}.jsonl" for split in splits])  # readers refuse a split edited since
     log.info("dataset written to %s: %s; %s", out, meta["sizes"],
              {k: v for k, v in meta.items() if k not in ("sizes", "task")})
     return meta
@@ -97,13 +99,12 @@ def load_split(data_dir: str | Path, split: str) -> list:
     path = Path(data_dir) / f"{split}.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run `python -m spolab.data` (or the Snakemake data rule) first")
+    from spolab.jsonl import read_split
     from spolab.tasks.base import task_of_data
-    from spolab.utils import read_jsonl
 
     task = task_of_data(data_dir) if (Path(data_dir) / "meta.json").exists() else None
-    if task is None:  # a folder of problems without meta.json: the miniature's, as before meta recorded the task
-        return [Problem.from_json(d) for d in read_jsonl(path)]
-    return [task.problem_from_json(d) for d in read_jsonl(path)]
+    # a folder of problems without meta.json: the miniature's, as before meta recorded the task
+    return read_split(data_dir, split, Problem.from_json if task is None else task.problem_from_json)
 
 
 main = entry("data", run)

@@ -46,8 +46,10 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The objects of a JSON-lines file; a bad line is a one-line error naming file and line (spolab.jsonl)."""
+    from spolab.jsonl import read_jsonl as read
+
+    return read(path)
 
 
 def write_json(path: str | Path, obj) -> None:

@@ -15,6 +15,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
+from spolab.jsonl import record
 from spolab.tasks import listdsl as dsl
 
 PROBE_SEED = 20250305  # fixed, independent of the data seed: signatures compare across datasets
@@ -123,7 +124,7 @@ class Problem:
 
     @staticmethod
     def from_json(d: dict) -> Problem:
-        return Problem(**d)
+        return record(Problem, d)  # BadRecord naming a missing or unknown field
 
 
 def _as_json(v):
