@@ -101,9 +101,12 @@ def test_cli_damaged_data_is_one_line(smoke_q0, smoke_data, tmp_path):
     res = cli("q0", tmp_path, f"data_dir={data}", f"sft_dir={smoke_data.parent}/sft/model", f"out_dir={tmp_path}/q0")
     line = one_line(res, f"spolab.q0: bad input file: {data}/rl.jsonl: its sha256 differs")
     assert "snakemake --forcerun data" in line
-    (data / "manifest.json").unlink()
+    assert not (tmp_path / "q0").exists()  # refused at start-up, before Hydra made the run folder
+    (data / "manifest.json").unlink()  # now the parser meets the line (after the model loaded: its progress bar)
     res = cli("q0", tmp_path, f"data_dir={data}", f"sft_dir={smoke_data.parent}/sft/model", f"out_dir={tmp_path}/q0")
-    one_line(res, f"spolab.q0: bad input file: {data}/rl.jsonl, line 120: not valid JSON")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith(f"spolab.q0: bad input file: {data}/rl.jsonl, line 120: "
+                                                          "not valid JSON"), res.stderr[-2000:]
 
 
 def test_a_bad_trajectory_line(tmp_path):
@@ -159,6 +162,11 @@ def test_shipped_configs_declare_every_key():
             check_keys(entry, [f"scale={scale}"])
     for algo in ("spo", "ppo", "grpo", "rloo"):
         check_keys("rl", ["scale=smoke", f"algo={algo}", "++algo.beta=0.1", "+data_mix.sources.expert=0.5"])
+    from omegaconf import OmegaConf
+
+    for study in sorted((CONF_DIR / "study").glob("*.yaml")):  # every study run, as the Snakefile composes it
+        for run in OmegaConf.load(study).runs.values():
+            check_keys("rl", ["scale=smoke", *run.overrides.split()])
     with pytest.raises(ConfigError, match="task.max_new_tokenz: no such key .* did you mean task.max_new_tokens"):
         check_keys("evaluate", ["scale=smoke", "+task.max_new_tokenz=3"])
 
@@ -198,6 +206,23 @@ def test_divergence_stops_with_its_cause(algo, smoke_q0, tmp_path):
     mlflow.set_tracking_uri(cfg.tracking.uri)
     runs = mlflow.search_runs(experiment_names=[cfg.tracking.experiment], output_format="list")
     assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_a_non_finite_sampling_distribution_is_a_divergence(tmp_path):
+    """The sampler's own refusal (torch.multinomial on NaN probabilities: the weights after an update
+    overflow the logits) is reported as the divergence it is, naming the update and algo.lr."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from spolab.divergence import Diverged, stop_on_divergence
+
+    cfg = OmegaConf.create({"updates": 6, "out_dir": str(tmp_path), "algo": {"lr": 1000.0}})
+    with pytest.raises(Diverged, match=r"^update 3 of 6: the policy's sampling log-probs are NaN or infinite .* "
+                                       r"algo.lr=1000.0, .* no checkpoint was written before it$"):
+        with stop_on_divergence(3, cfg):
+            torch.multinomial(torch.tensor([[float("nan"), 1.0]]), 1)
+    with pytest.raises(RuntimeError, match="other"), stop_on_divergence(3, cfg):  # any other error passes through
+        raise RuntimeError("other")
 
 
 # ------------------------------------------------------------------------------------------ one writer per folder

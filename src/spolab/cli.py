@@ -41,7 +41,7 @@ from omegaconf import DictConfig
 
 from spolab.config import CONF_DIR, check_keys, entry_config, own_keys
 from spolab.errors import ConfigError, OperationalError, SpolabError, causes, disk_full_error
-from spolab.runlock import run_lock
+from spolab.runlock import check_free, run_lock
 
 DEBUG_ENV = "SPOLAB_DEBUG"
 EXIT_STATUS = 2
@@ -154,6 +154,8 @@ def preflight(config_name: str, argv: list[str]) -> DictConfig | None:
             args.config_name, args.config_dir, args.experimental_rerun)):
         return None
     cfg = check_keys(config_name, args.overrides)
+    if "out_dir" in cfg:
+        check_free(cfg.out_dir)  # a second writer stops before the slower checks below
     if config_name in ENTRIES:
         validate(cfg, config_name)
     return cfg

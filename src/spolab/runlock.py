@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,6 +43,27 @@ def _holder(path: Path) -> str:
     return f"pid {pid}" + (f": {cmd[:160]}" if cmd else "")
 
 
+def _refuse(folder: Path, path: Path) -> RunLocked:
+    return RunLocked(f"{folder.resolve()} is being written by another process ({_holder(path)}): one run per "
+                     "folder; wait for it to end, stop it, or give this run another out_dir")
+
+
+def check_free(folder: str | os.PathLike[str]) -> None:
+    """RunLocked when a live process holds ``folder``'s lock; creates nothing (a check before the slower
+    start-up work, so a second writer stops at once; :func:`run_lock` is what excludes)."""
+    path = Path(folder) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # no lock file (or no folder): nobody holds it
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _refuse(Path(folder), path) from None
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def run_lock(folder: str | os.PathLike[str]) -> Iterator[Path]:
     """Hold ``<folder>/.spolab.lock`` for the duration (creating the folder); RunLocked when another
@@ -51,11 +73,14 @@ def run_lock(folder: str | os.PathLike[str]) -> Iterator[Path]:
     path = folder / LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # O_CLOEXEC (Python's default): no child inherits it
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunLocked(f"{folder.resolve()} is being written by another process ({_holder(path)}): one run "
-                            f"per folder; wait for it to end, stop it, or give this run another out_dir") from None
+        for attempt in range(3):  # a few tries: another process's check_free holds a shared lock for microseconds
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt == 2:
+                    raise _refuse(folder, path) from None
+                time.sleep(0.05)
         try:
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())

@@ -582,6 +582,10 @@ def need_data(cfg, splits: Sequence[str], tokenizer: bool = False, key: str = "d
         if f.is_file() and f.stat().st_size == 0:
             raise MissingInput(f"{key}={str(path)!r}: must be {what}, but {f} is empty: rebuild the data with "
                                f"task.splits.{name.removesuffix('.jsonl')} >= 1 ({DATA_STEP})")
+        if f.is_file():  # edited or damaged since the data step wrote it: refused before any work
+            from spolab.jsonl import check_manifest, rebuild_data
+
+            check_manifest(f, rebuild_data(path))
     return path
 
 
