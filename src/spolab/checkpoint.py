@@ -3,7 +3,7 @@
 Layout: ``<run_dir>/checkpoint/step_<n>/`` holds the model and tokenizer (``save_pretrained``),
 ``trainer_state.pt`` (optimizer, RNG states, whatever the next step reads), ``meta.json`` (step and
 the run's identity, :func:`spolab.config.run_identity`) and, written last, ``manifest.json``: the
-sha256 of every other file. A checkpoint is written aside (``.tmp_step_<n>``), every file fsync'ed,
+sha256 of every other file. A checkpoint is written aside (``.tmp_step_<n>.<pid>``: one name per process), every file fsync'ed,
 then renamed into place; only then are older ones removed (the newest :data:`KEEP` stay), so a kill
 at any moment leaves at least one complete checkpoint.
 
@@ -75,7 +75,7 @@ def _written_aside(final: Path, what: str, after_full: str) -> Iterator[Path]:
     (``final`` is replaced only once the new folder is complete). On any failure the temporary folder is
     removed; on a full disk the error becomes one OperationalError naming ENOSPC, ``what`` was being
     written, and ``after_full`` says what to do."""
-    tmp = final.with_name(f".tmp_{final.name}")
+    tmp = final.with_name(f".tmp_{final.name}.{os.getpid()}")  # per process: two writers never share one
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         yield tmp

@@ -5,7 +5,14 @@ operational failure), an ``OSError`` with errno ENOSPC (or EDQUOT) anywhere in t
 step or in Hydra's own writes to the run folder) and a bad Hydra override become ONE line on
 stderr, ``spolab.<step>: <kind>: <message>``, and exit status 2, without a traceback.
 ``SPOLAB_DEBUG=1`` re-raises them instead, so the traceback is shown (exit status 1). Anything
-else is a bug and keeps its traceback.
+else is a bug and keeps its traceback. A YAML syntax error in a config file is one line too, naming
+the file, line and column.
+
+Before Hydra starts the job (and creates the run folder, its ``.hydra/`` and its log), a single run
+is composed and checked once: a key the entry does not declare (:func:`spolab.config.check_keys`) and
+every value and input (:func:`spolab.validate.validate`). A run that fails there leaves nothing behind.
+A single run then holds its ``out_dir``'s lock (:mod:`spolab.runlock`) until it ends: a second process
+on the same folder stops at once with one line naming the holder's pid.
 
 A Hydra multirun (``python -m spolab.<step> -m key=a,b``) keeps every job: each gets its own folder
 ``<out_dir>/<override_dirname>`` (``hydra.sweep.dir=${out_dir}``, ``hydra.sweep.subdir=
@@ -32,8 +39,10 @@ from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from spolab.config import CONF_DIR, entry_config, own_keys
-from spolab.errors import ConfigError, OperationalError, SpolabError, disk_full_error
+from spolab.config import CONF_DIR, check_keys, entry_config, own_keys
+from spolab.errors import ConfigError, OperationalError, SpolabError, causes, disk_full_error
+from spolab.runlock import check_free, run_lock
+from spolab.validate import ENTRIES, validate
 
 DEBUG_ENV = "SPOLAB_DEBUG"
 EXIT_STATUS = 2
@@ -57,10 +66,29 @@ def file_of(e: OSError) -> str | None:
     return name
 
 
+def yaml_error(e: BaseException) -> ConfigError | None:
+    """A YAML syntax error anywhere in ``e``'s chain, as one line: file, line, column, what the parser
+    expected."""
+    import yaml
+
+    err = next((c for c in causes(e) if isinstance(c, yaml.MarkedYAMLError)), None)
+    if err is None:
+        return None
+    mark = err.problem_mark or err.context_mark
+    where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}" if mark else "a config file"
+    what = " ".join(str(err.problem or err).split())
+    if err.context and err.context_mark is not None:
+        what += f" ({err.context} at line {err.context_mark.line + 1}, column {err.context_mark.column + 1})"
+    return ConfigError(f"{where}: YAML syntax error: {what}")
+
+
 def as_reportable(e: BaseException) -> SpolabError | None:
     """The one-line error ``e`` stands for, or None when it is not one (a bug: keep the traceback)."""
     if isinstance(e, SpolabError):
         return e
+    bad_yaml = yaml_error(e)
+    if bad_yaml is not None:
+        return bad_yaml
     full = disk_full_error(e)
     if full is not None:
         where = file_of(full) or "a file (name unknown)"
@@ -116,6 +144,22 @@ def sweep_overrides(config_name: str, argv: list[str]) -> list[str]:
     return [f"{k}={v}" for k, v in layout.items() if k not in given]
 
 
+def preflight(config_name: str, argv: list[str]) -> DictConfig | None:
+    """Compose a single run as Hydra will and check it (undeclared keys, values, inputs) before Hydra
+    creates anything; returns its config. A multirun, ``--cfg``, ``--help`` and other Hydra modes are
+    left to Hydra (None)."""
+    args, _ = get_args_parser().parse_known_args(argv)
+    if any((args.multirun, args.cfg, args.help, args.hydra_help, args.info, args.shell_completion, args.config_path,
+            args.config_name, args.config_dir, args.experimental_rerun)):
+        return None
+    cfg = check_keys(config_name, args.overrides)
+    if "out_dir" in cfg:
+        check_free(cfg.out_dir)  # a second writer stops before the slower checks below
+    if config_name in ENTRIES:
+        validate(cfg, config_name)
+    return cfg
+
+
 def sweep_job(cfg: DictConfig) -> DictConfig:
     """``cfg`` of one multirun job: ``out_dir`` = the job's Hydra output folder, ``name`` (where the entry
     has one) suffixed with the job's ``override_dirname``. A single run is returned unchanged."""
@@ -150,8 +194,11 @@ def entry(config_name: str, run: Callable[[DictConfig], object]) -> Callable[[],
         argv = sys.argv
         try:
             with one_line_errors(prog):
+                cfg = preflight(config_name, argv[1:])  # nothing written yet: a bad run leaves no folder behind
                 sys.argv = [*argv, *sweep_overrides(config_name, argv[1:])]  # @hydra.main reads sys.argv
-                hydra_main()
+                folder = cfg.out_dir if cfg is not None and "out_dir" in cfg else None
+                with run_lock(folder) if folder else contextlib.nullcontext():  # one writer per run folder
+                    hydra_main()
         finally:
             sys.argv = argv
             if saved is None:

@@ -1,7 +1,9 @@
-"""Where the Hydra configs live, composing them outside ``@hydra.main``, and a run's identity (its hash)."""
+"""Where the Hydra configs live, composing them outside ``@hydra.main``, the keys a run may set, and a
+run's identity (its hash)."""
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import json
@@ -12,6 +14,8 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from spolab.errors import ConfigError
 
 
 def _find_conf_dir() -> Path:
@@ -27,13 +31,13 @@ def _find_conf_dir() -> Path:
 CONF_DIR = _find_conf_dir()
 
 
-def _compose(name: str, overrides: list[str]) -> DictConfig:
+def _compose(name: str, overrides: list[str], hydra: bool = False) -> DictConfig:
     from hydra.core.global_hydra import GlobalHydra
 
     if GlobalHydra.instance().is_initialized():  # inside a Hydra app, whose search path is CONF_DIR
-        return compose(config_name=name, overrides=overrides)
+        return compose(config_name=name, overrides=overrides, return_hydra_config=hydra)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name=name, overrides=overrides)
+        return compose(config_name=name, overrides=overrides, return_hydra_config=hydra)
 
 
 @functools.cache
@@ -63,6 +67,78 @@ def load_config(name: str, overrides: list[str] | None = None) -> DictConfig:
     """Compose ``conf/<name>.yaml`` with Hydra overrides, as ``python -m spolab.<name>`` would
     (its own keys only: :func:`entry_config`)."""
     return entry_config(_compose(name, list(overrides or [])), name)
+
+
+def entry_names() -> list[str]:
+    """Every entry point's config: conf/<name>.yaml."""
+    return sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
+
+
+def _top_keys(name: str) -> set[str]:
+    """The top-level keys conf/<name>.yaml declares: its own and its config groups' (read, not composed)."""
+    d = OmegaConf.to_container(OmegaConf.load(CONF_DIR / f"{name}.yaml"), resolve=False)
+    groups = {str(k).split("@")[0].removeprefix("override ").strip("/") for item in d.pop("defaults", [])
+              if isinstance(item, dict) for k in item}
+    return (set(d) - {"hydra"}) | groups
+
+
+# mappings whose keys are names (splits, stored sources), which validation checks against their own lists
+NAMED_MAPPINGS = ("data_mix.sources", "task.splits", "task.max_problems", "task.fractions", "n_problems")
+
+
+def _extra_keys(have: Any, schema: Any, prefix: str = "") -> list[str]:
+    """Dotted keys of ``have`` that ``schema`` lacks; below a schema key that holds no mapping (null, {}, a
+    value), or one of NAMED_MAPPINGS, anything goes."""
+    out = []
+    for k, v in have.items():
+        key = f"{prefix}{k}"
+        if k not in schema:
+            out.append(key)
+        elif isinstance(v, dict) and isinstance(schema[k], dict) and schema[k] and key not in NAMED_MAPPINGS:
+            out += _extra_keys(v, schema[k], key + ".")
+    return out
+
+
+def _flat_keys(d: Any, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in d.items():
+        out.append(f"{prefix}{k}")
+        if isinstance(v, dict):
+            out += _flat_keys(v, f"{prefix}{k}.")
+    return out
+
+
+def check_keys(name: str, overrides: list[str]) -> DictConfig:
+    """Compose entry ``name`` as ``python -m spolab.<name> <overrides>`` does and refuse a key that it
+    does not declare, however it got there (ConfigError, with the nearest declared key); returns the
+    entry's config (:func:`load_config`).
+
+    The declared keys are those of conf/<name>.yaml composed with the same config-group choices
+    (algo, task, model, data_mix, ...) but without the scale file and without the ``+``/``++`` keys
+    of the command line: a scale file and the command line size a run, they never add a key. A top-level
+    key that another entry declares (a scale file sizes every entry at once) is dropped as before
+    (:func:`entry_config`)."""
+    full = _compose(name, list(overrides), hydra=True)
+    choices = {g: c for g, c in full.hydra.runtime.choices.items()
+               if c is not None and not g.startswith("hydra") and g != "scale"}
+    schema = _compose(name, ["~scale", *(f"{g}={c}" for g, c in choices.items())])
+    have = OmegaConf.to_container(OmegaConf.masked_copy(full, [k for k in full.keys() if k != "hydra"]), resolve=False)
+    keep = own_keys(name)
+    every = set().union(*(_top_keys(e) for e in entry_names()))
+    extra = [k for k in have if k not in keep and k not in every]
+    declared = {**OmegaConf.to_container(schema, resolve=False), "scale": {"name": None}}  # scale.name: every entry's
+    extra += _extra_keys({k: v for k, v in have.items() if k in keep}, declared)
+    if extra:
+        key = extra[0]
+        valid = _flat_keys(declared) + sorted(every - set(keep))
+        near = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+        given = [o for o in overrides if o.lstrip("+~").split("=")[0] == key]
+        where = (f"the override {given[0]}" if given else
+                 f"conf/scale/{full.hydra.runtime.choices.get('scale')}.yaml or another YAML file of {CONF_DIR}")
+        raise ConfigError(f"{key}: no such key in spolab.{name}'s configuration (set by {where}); "
+                          + (f"did you mean {near[0]}?" if near else "remove it")
+                          + (f" ({len(extra) - 1} more unknown: {', '.join(extra[1:4])})" if len(extra) > 1 else ""))
+    return entry_config(OmegaConf.masked_copy(full, [k for k in full.keys() if k != "hydra"]), name)
 
 
 def to_container(cfg: Any) -> Any:

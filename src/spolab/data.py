@@ -14,6 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from spolab.cli import entry
+from spolab.jsonl import write_manifest
 from spolab.tasks.base import get_task
 from spolab.utils import set_threads, write_json, write_jsonl
 from spolab.validate import validate
@@ -33,6 +34,7 @@ def run(cfg: DictConfig) -> dict:
         task.save_tokenizer(out / "tokenizer")
     meta["task"] = OmegaConf.to_container(cfg.task, resolve=True)
     write_json(out / "meta.json", meta)
+    write_manifest(out, [f"{split}.jsonl" for split in splits])  # readers refuse a split edited since
     log.info("dataset written to %s: %s; %s", out, meta["sizes"],
              {k: v for k, v in meta.items() if k not in ("sizes", "task")})
     return meta

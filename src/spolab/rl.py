@@ -23,6 +23,7 @@ from spolab.builder import build_rl_run
 from spolab.checkpoint import remove_checkpoints, resume_point, save_checkpoint, save_model
 from spolab.cli import entry
 from spolab.config import run_identity
+from spolab.divergence import stop_on_divergence
 from spolab.eval.generate import evaluate_policy
 from spolab.rollout.mix import source_metrics
 from spolab.rollout.trajectories import save_trajectories
@@ -82,10 +83,11 @@ def run(cfg: DictConfig) -> dict:
             # ---- sync the stale behaviour policy; sample, mix, score, update (spolab.train)
             if behaviour is not policy and step % sync_every == 0:
                 behaviour.load_state_dict(policy.state_dict())
-            metrics, fresh, parts, times = train_step(
-                algo, behaviour, prompts.take(n_fresh // cfg.group_size), mixer, replay, counts,
-                group_size=cfg.group_size, max_new_tokens=cfg.task.max_new_tokens, temperature=cfg.temperature,
-                generator=gen, version=step - step % sync_every, reward_kind=cfg.task.reward, task=task)
+            with stop_on_divergence(step + 1, cfg):  # a NaN loss, gradient or log-prob: one line, exit 2
+                metrics, fresh, parts, times = train_step(
+                    algo, behaviour, prompts.take(n_fresh // cfg.group_size), mixer, replay, counts,
+                    group_size=cfg.group_size, max_new_tokens=cfg.task.max_new_tokens, temperature=cfg.temperature,
+                    generator=gen, version=step - step % sync_every, reward_kind=cfg.task.reward, task=task)
             step_s = time.perf_counter() - t0
             step += 1
             fresh_total += len(fresh)

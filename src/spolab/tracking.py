@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from omegaconf import DictConfig, OmegaConf
 
 from spolab.atomic import atomic_path, write_json, write_text
-from spolab.config import flatten, run_identity, to_container
+from spolab.config import flatten, load_config, run_identity, to_container
 from spolab.errors import OperationalError, SpolabError, causes
 
 if TYPE_CHECKING:
@@ -110,8 +110,6 @@ def metric_name(key: str) -> str:
 def tracking_settings(scale: str) -> dict[str, Any]:
     """(uri, experiment, artifact_root, flush_every_s) of a scale, from conf/tracking (the one place
     they are written: entry points, the mlflow_init rule and the export all read them here)."""
-    from spolab.config import load_config
-
     return to_container(load_config("rl", [f"scale={scale}"]).tracking)
 
 

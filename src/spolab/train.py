@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 from spolab.algos.base import Algorithm
+from spolab.divergence import check_metrics
 from spolab.rollout.collect import attach_ref_logp, collect
 from spolab.rollout.offpolicy import SourceMixer
 from spolab.rollout.trajectories import ReplayBuffer, Trajectory, collate
@@ -59,6 +60,7 @@ def train_step(algo: Algorithm, behaviour, problems: list[Problem], mixer: Sourc
     algo.policy.train()
     lr = algo.cfg.lr * algo.lr_scale
     metrics = algo.update(batch)
+    check_metrics(metrics)  # a NaN loss stops the run (spolab.divergence) instead of being logged as null
     metrics.update({"opt/steps": algo.opt_steps, "opt/lr": lr})  # steps so far; the rate of this update's first
     sync(device)
     t3 = time.perf_counter()

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spolab import atomic
+from spolab import atomic, jsonl
 from spolab.atomic import atomic_path
 from spolab.errors import ConfigError
 
@@ -45,8 +45,8 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The objects of a JSON-lines file; a bad line is a one-line error naming file and line (spolab.jsonl)."""
+    return jsonl.read_jsonl(path)
 
 
 def write_json(path: str | Path, obj) -> None:

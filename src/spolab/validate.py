@@ -37,6 +37,7 @@ from spolab.checks import (  # noqa: F401  re-exported: the entry tables' check 
 )
 from spolab.config import CONF_DIR, protocol_path
 from spolab.errors import ConfigError
+from spolab.jsonl import check_manifest, rebuild_data
 from spolab.models.build import resolve_name_or_path
 from spolab.perf import VARIANTS
 from spolab.rollout.mix import check_data_mix
@@ -55,6 +56,17 @@ class MissingInput(ConfigError, FileNotFoundError):
 
 
 # ------------------------------------------------------------------------------------------ shared rules
+
+# Upper bounds on sizes: 100x or more beyond any shipped scale (paper: 200 updates of 256 trajectories,
+# 1024 new tokens), low enough that a slip of a few digits fails here, at start-up, instead of as an
+# ETA of years or a job whose memory grows until the machine kills it.
+MAX_UPDATES = 1_000_000  # updates, training steps, epochs x steps
+MAX_BATCH = 65_536  # trajectories or sequences per update
+MAX_GROUP = 1_024  # samples per prompt in one batch
+MAX_SAMPLES = 100_000  # samples per problem (protocol n, n_ref, per_problem, restarts)
+MAX_PROBLEMS = 10_000_000  # problems, prompts, replay capacity
+MAX_NEW_TOKENS = 32_768  # tokens generated per response
+SIZE_CAPS: list[Rule] = [("task.max_new_tokens?", integer(1, MAX_NEW_TOKENS))]  # every entry that generates
 
 SEED: list[Rule] = [("seed", integer(0))]
 
@@ -80,7 +92,7 @@ TRACKING: list[Rule] = [
 
 PROTOCOL: list[Rule] = [  # conf/protocol/*.yaml and the val_protocol of rl and sft
     ("name", text()),
-    ("n", integer(1)),
+    ("n", integer(1, MAX_SAMPLES)),
     ("temperature", positive()),
     ("top_p", fraction(lo_open=True)),
     ("ks", items(integer(1))),
@@ -108,15 +120,16 @@ DATA_MIX: list[Rule] = [
 RL: list[Rule] = [
     *SEED, *MODEL, *TRACKING, *PLACEMENT, *ALGO_COMMON, *DATA_MIX,
     ("name", text()),
-    ("updates", integer(1)),
-    ("batch_size", integer(1)),
-    ("group_size", integer(1)),
+    ("updates", integer(1, MAX_UPDATES)),
+    ("batch_size", integer(1, MAX_BATCH)),
+    ("group_size", integer(1, MAX_GROUP)),
     ("temperature", positive()),
-    ("replay_capacity", integer(1)),
+    ("replay_capacity", integer(1, MAX_PROBLEMS)),
     ("log_every", integer(1)),
     ("eval_every", integer(1)),
     ("ckpt_every", integer(1)),
-    ("val_problems", integer(1)),
+    ("val_problems", integer(1, MAX_PROBLEMS)),
+    *SIZE_CAPS,
 ]
 
 SFT: list[Rule] = [
@@ -126,8 +139,8 @@ SFT: list[Rule] = [
     ("sft.solver_max_len", integer(1)),
     ("sft.flaw_rate", fraction()),
     ("sft.flaw_ops", items(registered("spolab.tasks.listdsl", "PRIM_BY_NAME"), nonempty=False)),
-    ("sft.epochs", integer(1)),
-    ("sft.batch_size", integer(1)),
+    ("sft.epochs", integer(1, MAX_UPDATES)),
+    ("sft.batch_size", integer(1, MAX_BATCH)),
     ("sft.lr", positive()),
     ("sft.warmup_steps", integer(0)),
     ("sft.min_lr_ratio", fraction()),
@@ -136,7 +149,8 @@ SFT: list[Rule] = [
     ("sft.log_every", integer(1)),
     ("sft.eval_every", integer(0)),  # 0: only at the end
     ("sft.ckpt_every", integer(1)),
-    ("val_problems", integer(1)),
+    ("val_problems", integer(1, MAX_PROBLEMS)),
+    *SIZE_CAPS,
 ]
 
 EVALUATE: list[Rule] = [
@@ -144,21 +158,24 @@ EVALUATE: list[Rule] = [
     ("name", text()),
     ("splits", items(one_of(*SPLITS))),
     ("protocols", items(text())),
-    ("forward_batch_size", integer(1)),
+    ("forward_batch_size", integer(1, MAX_BATCH)),
     ("ref_model_dir", optional(text())),
+    *SIZE_CAPS,
 ]
 
-Q0: list[Rule] = [*SEED, *MODEL, *TRACKING, *PLACEMENT, ("n_ref", integer(1)), ("forward_batch_size", integer(1))]
+Q0: list[Rule] = [*SEED, *MODEL, *TRACKING, *PLACEMENT, ("n_ref", integer(1, MAX_SAMPLES)),
+                  ("forward_batch_size", integer(1, MAX_BATCH)), *SIZE_CAPS]
 
 SOURCES: list[Rule] = [
     *SEED, *MODEL, *TRACKING, *PLACEMENT,
-    ("problems", integer(1)),
-    ("forward_batch_size", integer(1)),
-    ("expert.per_problem", integer(1)),
-    ("other_policy.per_problem", integer(1)),
+    ("problems", integer(1, MAX_PROBLEMS)),
+    ("forward_batch_size", integer(1, MAX_BATCH)),
+    ("expert.per_problem", integer(1, MAX_SAMPLES)),
+    ("other_policy.per_problem", integer(1, MAX_SAMPLES)),
     ("other_policy.temperature", positive()),
-    ("decoding.restarts", integer(1)),
-    ("random.per_problem", integer(1)),
+    ("decoding.restarts", integer(1, MAX_SAMPLES)),
+    ("random.per_problem", integer(1, MAX_SAMPLES)),
+    *SIZE_CAPS,
 ]
 
 DATA: list[Rule] = [*SEED, *MODEL]  # and TASK, as for every entry with a task
@@ -168,10 +185,10 @@ BENCH: list[Rule] = [
     ("sizes", items(text())),
     ("variants", items(text())),
     ("sft_size", text()),
-    ("batch_size", integer(1)),
-    ("group_size", integer(1)),
-    ("warmup", integer(0)),
-    ("repeats", integer(1)),
+    ("batch_size", integer(1, MAX_BATCH)),
+    ("group_size", integer(1, MAX_GROUP)),
+    ("warmup", integer(0, MAX_UPDATES)),
+    ("repeats", integer(1, MAX_UPDATES)),
     ("threads", integer(1)),
 ]
 
@@ -183,11 +200,11 @@ EXACT: list[Rule] = [
     ("exact.p_success", fraction(lo_open=True, hi_open=True)),
     ("exact.seed", integer(0)),
     ("exact.beta", beta(divisor=True)),
-    ("exact.updates", integer(1)),
-    ("exact.batch_size", integer(1)),
+    ("exact.updates", integer(1, MAX_UPDATES)),
+    ("exact.batch_size", integer(1, MAX_BATCH)),
     ("exact.behaviour", one_of("online", "uniform")),
     ("exact.q0", one_of("exact", "mc")),
-    ("exact.n_ref", integer(1)),
+    ("exact.n_ref", integer(1, MAX_SAMPLES)),
     ("exact.spo_lr", positive()),
     ("exact.ppo_lr", positive()),
     ("exact.critic_lr", positive()),
@@ -399,6 +416,8 @@ def need_data(cfg, splits: Sequence[str], tokenizer: bool = False, key: str = "d
         if f.is_file() and f.stat().st_size == 0:
             raise MissingInput(f"{key}={str(path)!r}: must be {what}, but {f} is empty: rebuild the data with "
                                f"task.splits.{name.removesuffix('.jsonl')} >= 1 ({DATA_STEP})")
+        if f.is_file():  # edited or damaged since the data step wrote it: refused before any work
+            check_manifest(f, rebuild_data(path))
     return path
 
 

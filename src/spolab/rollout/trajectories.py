@@ -8,13 +8,13 @@ programs), and the frozen reference log-probs once computed (cached, never recom
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from spolab.jsonl import read_jsonl, record
 from spolab.utils import write_jsonl
 
 
@@ -36,16 +36,17 @@ class Trajectory:
 
     @staticmethod
     def from_json(d: dict) -> Trajectory:
-        return Trajectory(**d)
+        return record(Trajectory, d)  # BadRecord naming a missing or unknown field
 
 
 def save_trajectories(path: str | Path, trajs: list[Trajectory]) -> None:
     write_jsonl(path, (t.to_json() for t in trajs))  # floats round-trip exactly through repr
 
 
-def load_trajectories(path: str | Path) -> list[Trajectory]:
-    with open(path) as f:
-        return [Trajectory.from_json(json.loads(line)) for line in f if line.strip()]
+def load_trajectories(path: str | Path, rebuild: str = "rebuild it with the step that wrote it "
+                      "(`snakemake --forcerun <rule>`)") -> list[Trajectory]:
+    """The trajectories of a JSON-lines file; a bad line is a one-line BadFile naming file, line and field."""
+    return read_jsonl(path, Trajectory.from_json, rebuild=rebuild)
 
 
 @dataclass

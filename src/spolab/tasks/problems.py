@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 from spolab.errors import ConfigError
+from spolab.jsonl import record
 from spolab.tasks import listdsl as dsl
 
 PROBE_SEED = 20250305  # fixed, independent of the data seed: signatures compare across datasets
@@ -122,7 +123,7 @@ class Problem:
 
     @staticmethod
     def from_json(d: dict) -> Problem:
-        return Problem(**d)
+        return record(Problem, d)  # BadRecord naming a missing or unknown field
 
 
 def _as_json(v):

@@ -19,6 +19,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 
+from spolab.jsonl import record
 from spolab.tasks.base import Outcome
 
 KINDS = ("function", "stdio")
@@ -47,7 +48,7 @@ class CodeProblem:
 
     @staticmethod
     def from_json(d: dict) -> CodeProblem:
-        return CodeProblem(**d)
+        return record(CodeProblem, d)  # BadRecord naming a missing or unknown field
 
     @cached_property
     def fingerprint(self) -> str:
