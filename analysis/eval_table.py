@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from spolab.atomic import write_text
+
 COLUMNS = ["pass@1", "pass@5", "pass@10", "distinct_correct_programs", "functional_classes_correct",
            "distinct_correct_per_solved", "functional_classes_per_solved", "effective_programs", "entropy_per_token",
            "kl_ref"]  # eval.csv columns, those of an older export skipped
@@ -40,7 +42,7 @@ def main() -> None:
     print(table)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(table)
+        write_text(args.out, table)
 
 
 if __name__ == "__main__":

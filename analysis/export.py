@@ -1,4 +1,4 @@
-"""Export the study's runs from MLflow into tidy CSVs (DESIGN §7): the only input of the figures
+"""Export the study's runs from MLflow into tidy CSVs (docs/design.md §7): the only input of the figures
 and of the claims report.
 
     python analysis/export.py --scale default --study default --out results/data [--bench results/bench/default/bench_cpu.csv]
@@ -39,9 +39,10 @@ import pandas as pd
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one download per evaluation: no bars
 from mlflow.tracking import MlflowClient  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 from spolab.atomic import swap_dir  # noqa: E402
-from spolab.config import load_config  # noqa: E402
+from spolab.paths import paths  # noqa: E402
 from spolab.study import entries, load_study  # noqa: E402
 from spolab.tracking import metric_name, tracking_settings, verify_mirror  # noqa: E402
 
@@ -183,7 +184,7 @@ def export(scale: str, study: str, out: Path, bench: Path | None) -> dict[str, p
 
     tables = {"runs": runs_df, "curves": curves_df, "eval": eval_df, "eval_per_problem": pp_df,
               "exact": exact_df, "bench": bench_df, "jobs": jobs, "study": study_table(specs),
-              "setup": setup_table(scale, protocols)}
+              "setup": setup_table(scale, sft_run_config(scale), protocols)}
     with swap_dir(out) as new:  # every CSV written aside, the folder swapped in only when all are complete
         for name, df in tables.items():
             df.to_csv(new / f"{name}.csv", index=False, float_format="%.10g")
@@ -205,16 +206,26 @@ def study_table(specs: list) -> pd.DataFrame:
                           "needs": " ".join(e.needs), "overrides": e.overrides} for e in entries(specs).values()])
 
 
-def setup_table(scale: str, protocols: dict[str, dict]) -> pd.DataFrame:
-    """key, value rows: the scale's task, model and SFT setting (conf/sft.yaml composed at the scale when
-    the study is exported), and each protocol's settings as its evaluations ran (``protocols``: name ->
-    the ``protocol`` of their eval.json), e.g. ``protocol.paper.temperature`` 0.4."""
-    cfg = load_config("sft", [f"scale={scale}"])
+def setup_table(scale: str, sft_cfg, protocols: dict[str, dict]) -> pd.DataFrame:
+    """key, value rows: the scale's task, model and SFT setting as the SFT run ran (``sft_cfg``: its
+    ``config.yaml``, the π_ref every run of the study starts from), and each protocol's settings as its
+    evaluations ran (``protocols``: name -> the ``protocol`` of their eval.json), e.g.
+    ``protocol.paper.temperature`` 0.4."""
+    cfg = sft_cfg
     rows = {"scale": scale, "task": cfg.task.name, "model": cfg.model.name, "pretrained": cfg.model.name_or_path or "",
             "sft": bool(cfg.sft.enabled)}
     for name, p in sorted(protocols.items()):
         rows.update({f"protocol.{name}.{k}": v for k, v in p.items() if k != "name"})
     return pd.DataFrame({"key": list(rows), "value": list(rows.values())})
+
+
+def sft_run_config(scale: str):
+    """The resolved config the scale's SFT run wrote into its folder (results/<scale>/sft/config.yaml)."""
+    path = Path(paths(scale).sft) / "config.yaml"
+    if not path.exists():
+        raise SystemExit(f"{path} not found: the export describes the study from its SFT run's config; "
+                         "run the SFT step first (Snakemake rule sft)")
+    return OmegaConf.load(path)
 
 
 def study_jobs(jobs: pd.DataFrame, run_names: list[str]) -> pd.DataFrame:

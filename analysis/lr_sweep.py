@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from export import history, study_rl_runs  # noqa: E402  (analysis/ is on sys.path when run as a script)
+from spolab.atomic import write_text  # noqa: E402
 from spolab.study import setting  # noqa: E402  (an algorithm with its data mix: what one lr is chosen for)
 
 LAST = 3  # validation points averaged per run
@@ -97,8 +98,8 @@ def main(argv=None) -> None:
     t = sweep_table(read_curves(args.scale, args.study))
     text = to_markdown(t, args.scale)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    t.to_csv(args.out.with_suffix(".csv"), index=False, float_format="%.6g")
+    write_text(args.out, text)
+    write_text(args.out.with_suffix(".csv"), t.to_csv(index=False, float_format="%.6g"))
     print(text)
 
 

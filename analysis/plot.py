@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from common import Data, colours, curve_matrix, curve_xy, logged  # noqa: E402
+from spolab.atomic import atomic_path  # noqa: E402
 from stats import CONFIDENCE, interval, seed_band  # noqa: E402
 
 SEED = 0  # every figure's bootstrap generator: np.random.default_rng(SEED)
@@ -131,8 +132,8 @@ def fig_legend(fig: Figure, axes, ncol: int | None = None) -> None:
 
 def savefig(fig: Figure, out: Path) -> None:
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=130, bbox_inches="tight")
+    with atomic_path(out) as tmp:  # a reader never sees half a PNG: written aside, fsync'ed, renamed
+        fig.savefig(tmp, format="png", dpi=130, bbox_inches="tight")
     print(f"wrote {out}")
 
 

@@ -51,6 +51,7 @@ from common import (
     setup,
     table,
 )
+from spolab.atomic import write_text
 from stats import (
     ALPHA,
     CONFIDENCE,
@@ -752,9 +753,9 @@ def main() -> None:
     s = Study(args.data)
     rows = claims(s)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(s, rows, args.scale, args.study, args.figures, args.out))
+    write_text(args.out, render(s, rows, args.scale, args.study, args.figures, args.out))
     args.claims.parent.mkdir(parents=True, exist_ok=True)
-    args.claims.write_text(claims_table(rows) + "\n")
+    write_text(args.claims, claims_table(rows) + "\n")
     print(claims_table(rows))
 
 

@@ -20,6 +20,7 @@ from spolab.config import CONF_DIR, check_keys
 from spolab.errors import ConfigError
 from spolab.jsonl import BadFile, read_jsonl
 from spolab.rollout.trajectories import load_trajectories
+from spolab.tasks.io import load_split
 
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -56,8 +57,6 @@ def replace_line(path: Path, n: int, text: str) -> None:
 
 
 def test_a_malformed_split_line_names_file_and_line(smoke_data, tmp_path):
-    from spolab.data import load_split
-
     data = damaged_copy(smoke_data, tmp_path)
     (data / "manifest.json").unlink()  # without the checksums, the parser itself meets the bad line
     replace_line(data / "rl.jsonl", 150, '{"id": "rl-000149", "split": "rl",')
@@ -69,8 +68,6 @@ def test_a_malformed_split_line_names_file_and_line(smoke_data, tmp_path):
 
 
 def test_a_record_with_missing_fields_names_them(smoke_data, tmp_path):
-    from spolab.data import load_split
-
     data = damaged_copy(smoke_data, tmp_path)
     (data / "manifest.json").unlink()
     rows = read_jsonl(data / "val.jsonl")
@@ -83,8 +80,6 @@ def test_a_record_with_missing_fields_names_them(smoke_data, tmp_path):
 def test_an_edited_split_fails_its_checksum(smoke_data, tmp_path):
     """A file edited after the data step wrote it (Snakemake does not notice: it is newer than its inputs)
     is refused, even when every line still parses."""
-    from spolab.data import load_split
-
     data = damaged_copy(smoke_data, tmp_path)
     rows = read_jsonl(data / "rl.jsonl")
     rows[0]["tests"] = rows[0]["tests"][:1]
@@ -237,8 +232,6 @@ def data_cmd(out: Path, seed: int) -> list[str]:
 def intact(out: Path, seed: int) -> bool:
     """The folder is exactly what one build of ``seed`` writes: every split passes its checksum and
     meta.json names that seed."""
-    from spolab.data import load_split
-
     try:
         meta = json.loads((out / "meta.json").read_text())
         return meta["seed"] == seed and all(load_split(out, s) for s in ("sft", "rl", "val", "test", "ood"))

@@ -52,7 +52,7 @@ def test_study_matrix_has_the_issue_entries():
     assert len(seeds(default, "spo")) >= 3 and len(seeds(paper, "spo")) >= 5
     assert {r for r, e in runs.items() if e.group == "main"} == {"spo", "spo_half_online", "ppo", "grpo", "rloo"}
     cfg = {r: load_config("rl", ["scale=default", *e.override_list]) for r, e in runs.items()}
-    assert len({cfg[r].algo.beta for r, e in runs.items() if e.group == "main"}) == 1  # one β (DESIGN §2)
+    assert len({cfg[r].algo.beta for r, e in runs.items() if e.group == "main"}) == 1  # one β (docs/design.md §2)
     offpolicy = [r for r, e in runs.items() if e.group == "offpolicy"]
     assert {cfg[r].data_mix.name for r in offpolicy} == {"expert", "earlier_run", "other_policy", "decoding",
                                                          "random", "offline_only"}
@@ -224,7 +224,7 @@ def _outputs(wd: Path) -> dict:
 
 @pytest.mark.slow  # a second whole smoke DAG (~6 min on 2 cores): CI runs one end-to-end DAG, this is the other
 def test_killed_study_reruns_to_the_same_results(smoke_study, tmp_path):
-    """Fault injection (issue 10): SIGKILL the whole smoke DAG (Snakemake and its jobs) at three
+    """Fault injection: SIGKILL the whole smoke DAG (Snakemake and its jobs) at three
     moments (SFT mid-training, an RL run past a checkpoint, evaluations under way), then
     `snakemake --unlock` and rerun as the README says. The outputs equal the uninterrupted study's."""
     import os

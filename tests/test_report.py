@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 import committed_export
+from spolab.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "analysis"))
@@ -405,7 +406,7 @@ def _setup(scale: str) -> pd.DataFrame:
         if key.startswith("protocol."):
             _, name, field = key.split(".", 2)
             protocols.setdefault(name, {})[field] = value
-    return export.setup_table(scale, protocols)
+    return export.setup_table(scale, load_config("sft", [f"scale={scale}"]), protocols)
 
 
 def test_the_settings_name_the_scales_task_and_model():
@@ -465,12 +466,13 @@ def test_the_committed_study_and_setup_are_what_the_export_writes(tmp_path):
     as the figures and the report read them: entries in the study file's order, labels, colours, roles."""
     from omegaconf import OmegaConf
 
-    from spolab.evaluate import load_protocol
+    from spolab.config import load_protocol
     from spolab.study import entries, load_study
 
     specs = load_study("default", "default")
     written = {"study": export.study_table(specs),
-               "setup": export.setup_table("default", {p: OmegaConf.to_container(load_protocol(p))
+               "setup": export.setup_table("default", load_config("sft", ["scale=default"]),
+                                           {p: OmegaConf.to_container(load_protocol(p))
                                                        for p in ("policy", "paper")})}
     for name, t in written.items():
         t.to_csv(tmp_path / f"{name}.csv", index=False, float_format="%.10g")

@@ -1,4 +1,4 @@
-"""A run is its config, and resuming it is exact (issue 10): kill/resume equals an uninterrupted run
+"""A run is its config, and resuming it is exact: kill/resume equals an uninterrupted run
 bit for bit for every kind of data mix; checkpoints are atomic; a full disk is named and leaves
 nothing partial; a rerun with another config is a new run, never a merge."""
 

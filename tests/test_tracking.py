@@ -297,7 +297,7 @@ _INIT = textwrap.dedent(
 
 
 def test_parallel_first_use_of_a_fresh_database(tmp_path: Path) -> None:
-    """8 jobs start together on a database that does not exist yet (DESIGN §7): none crashes,
+    """8 jobs start together on a database that does not exist yet (docs/design.md §7): none crashes,
     none loses a point, and the database is usable afterwards."""
     uri, art, go = f"sqlite:///{tmp_path / 'db' / 'mlflow.db'}", str(tmp_path / "art"), tmp_path / "go"
     procs = [subprocess.Popen([sys.executable, "-c", _INIT, str(tmp_path / f"w{i}"), uri, art, str(go)],

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from spolab.atomic import sha256_file, write_json
+from spolab.atomic import fsync_dir, sha256_file, write_json
 from spolab.config import run_identity
 from spolab.errors import OperationalError, disk_full_error
 
@@ -47,15 +47,7 @@ def _fsync_tree(path: Path) -> None:
         if p.is_file():
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
-    _fsync_dir(path)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path)
 
 
 def disk_full(exc: BaseException, where: Path) -> bool:
@@ -83,7 +75,7 @@ def _written_aside(final: Path, what: str, after_full: str) -> Iterator[Path]:
         if final.exists():  # a stale copy (a rerun after a kill right after the rename): the new one wins
             shutil.rmtree(final)
         os.rename(tmp, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
     except BaseException as e:
         full = isinstance(e, Exception) and disk_full(e, final.parent)  # a kill (SIGTERM, ^C) stays a kill
         shutil.rmtree(tmp, ignore_errors=True)

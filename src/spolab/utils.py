@@ -22,7 +22,7 @@ def set_threads() -> int:
     """Use the thread count the scheduler gave this job (never a hard-coded number).
 
     Snakemake rules export ``OMP_NUM_THREADS={threads}``; ``SPOLAB_THREADS`` wins if set.
-    Two 2-thread jobs on 2 cores run ~17x slower than one, so this matters (DESIGN §8).
+    Two 2-thread jobs on 2 cores run ~17x slower than one, so this matters (docs/design.md §8).
     """
     n = int(os.environ.get("SPOLAB_THREADS") or os.environ.get("OMP_NUM_THREADS") or (os.cpu_count() or 1))
     torch.set_num_threads(max(1, n))

@@ -1,4 +1,4 @@
-"""One record schema for every trajectory, whoever produced it (DESIGN §5), and a replay buffer.
+"""One record schema for every trajectory, whoever produced it (docs/design.md §5), and a replay buffer.
 
 A :class:`Trajectory` carries its provenance (``source``, ``policy_version``), the behaviour
 log-probs where the producing policy is known (``None`` otherwise: expert data, random
@@ -105,7 +105,7 @@ def collate(trajs: list[Trajectory], pad_id: int) -> Batch:
 
 
 class ReplayBuffer:
-    """FIFO store of past trajectories with uniform sampling (the paper's replay, DESIGN §5)."""
+    """FIFO store of past trajectories with uniform sampling (the paper's replay, docs/design.md §5)."""
 
     def __init__(self, capacity: int, seed: int = 0):
         if capacity < 1:

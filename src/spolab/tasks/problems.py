@@ -1,4 +1,4 @@
-"""Problems, behaviour classes and splits for the list DSL (DESIGN §3).
+"""Problems, behaviour classes and splits for the list DSL (docs/design.md §3).
 
 A *problem* is a hidden program shown through 3 visible input/output examples (the prompt)
 and scored on >= 10 hidden tests. A *behaviour class* is a program's signature: its outputs
@@ -57,7 +57,7 @@ def random_program(rng: random.Random, max_prims: int = 4, p_int: float = 0.3) -
 
 
 def nontrivial_outputs(inputs, outs, min_distinct: int) -> str | None:
-    """Why a set of (input, output) pairs is trivial, or None. DESIGN §3's rejection rules."""
+    """Why a set of (input, output) pairs is trivial, or None. docs/design.md §3's rejection rules."""
     if any(o is None for o in outs):
         return "error"
     if any(o == () for o in outs):

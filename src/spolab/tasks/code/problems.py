@@ -1,4 +1,4 @@
-"""Code problems and the outcome of running a program on one (DESIGN §9).
+"""Code problems and the outcome of running a program on one (docs/design.md §9).
 
 Two kinds of :class:`CodeProblem`:
 
