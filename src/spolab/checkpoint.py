@@ -61,6 +61,17 @@ def disk_full(exc: BaseException, where: Path) -> bool:
         return False
 
 
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def _written_aside(final: Path, what: str, after_full: str) -> Iterator[Path]:
     """Yield a temporary folder beside ``final`` to write into; then fsync it and rename it into place
@@ -68,7 +79,10 @@ def _written_aside(final: Path, what: str, after_full: str) -> Iterator[Path]:
     removed; on a full disk the error becomes one OperationalError naming ENOSPC, ``what`` was being
     written, and ``after_full`` says what to do."""
     tmp = final.with_name(f".tmp_{final.name}.{os.getpid()}")  # per process: two writers never share one
-    shutil.rmtree(tmp, ignore_errors=True)
+    for stale in final.parent.glob(f".tmp_{final.name}*"):  # ours from before, or a dead writer's (a kill)
+        pid = stale.name.rsplit(".", 1)[-1]
+        if stale == tmp or not (pid.isdigit() and _alive(int(pid))):
+            shutil.rmtree(stale, ignore_errors=True)
     try:
         yield tmp
         _fsync_tree(tmp)
