@@ -5,7 +5,7 @@ import pytest
 
 from spolab import data, evaluate, q0, rl, sft, sources
 from spolab.config import load_config
-from spolab.utils import read_jsonl
+from spolab.jsonl import read_jsonl
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,13 @@ from conftest import rl_cfg
 from spolab import rl
 from spolab.algos import ConfigError, get_algorithm
 from spolab.config import load_config
+from spolab.jsonl import read_jsonl
 from spolab.models.build import load_model, load_tokenizer
 from spolab.rollout.mix import check_data_mix, load_pools
 from spolab.rollout.offpolicy import POOL_SOURCES, SourceMixer, allocate, decoding_trajectories
 from spolab.rollout.trajectories import ReplayBuffer, Trajectory, load_trajectories, save_trajectories
 from spolab.tasks import listdsl as dsl
 from spolab.tasks.io import load_split
-from spolab.utils import read_jsonl
 
 
 @pytest.mark.parametrize("batch,fresh,shares", [

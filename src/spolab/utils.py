@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spolab import atomic, jsonl
+from spolab import atomic
 from spolab.atomic import atomic_path
 from spolab.errors import ConfigError
 
@@ -42,11 +42,6 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         for r in rows:
             f.write(json.dumps(r, sort_keys=True) + "\n")
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    """The objects of a JSON-lines file; a bad line is a one-line error naming file and line (spolab.jsonl)."""
-    return jsonl.read_jsonl(path)
 
 
 def write_json(path: str | Path, obj) -> None:
