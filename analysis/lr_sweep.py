@@ -4,8 +4,9 @@
 
 Reads the sweep's RL runs from MLflow (the one route of results: analysis/export.py's readers), and
 for each setting picks the learning rate by :func:`choose`. A setting is an algorithm with its data mix
-(``spo`` online, ``spo half_online``, ...): a mix that trains on stored data is its own configuration,
-and one lr need not suit both (online SPO's lr 1e-4 made half-online SPO diverge). Selection uses the ``val`` split only,
+and its other overrides (``spo`` online, ``spo half_online``, ``spo algo.loss=bce``; spolab.study.setting_of):
+a mix that trains on stored data, another loss or another β is its own configuration, and one lr need not
+suit both (online SPO's lr 1e-4 made half-online SPO diverge). Selection uses the ``val`` split only,
 never ``test``: the main study's test numbers stay untouched by the choice.
 """
 
@@ -20,7 +21,7 @@ import pandas as pd
 
 from export import history, study_rl_runs  # noqa: E402  (analysis/ is on sys.path when run as a script)
 from spolab.atomic import write_text  # noqa: E402
-from spolab.study import setting  # noqa: E402  (an algorithm with its data mix: what one lr is chosen for)
+from spolab.study import setting_of  # noqa: E402  (what one lr is chosen for)
 
 LAST = 3  # validation points averaged per run
 TIE = 0.005  # a smaller lr within this much of the best wins
@@ -66,7 +67,7 @@ def sweep_table(curves: pd.DataFrame) -> pd.DataFrame:
 
 def to_markdown(t: pd.DataFrame, scale: str) -> str:
     head = (f"# Learning-rate sweep ({scale} scale)\n\n"
-            f"Rule (analysis/lr_sweep.py `choose`): per setting (an algorithm, with its data mix unless online), the lr with the highest validation pass@1 "
+            f"Rule (analysis/lr_sweep.py `choose`): per setting (an algorithm, with its data mix unless online and its other overrides), the lr with the highest validation pass@1 "
             f"averaged over each run's last {LAST} validation points and over seeds; a smaller lr within {TIE} of "
             "the best wins. Selection reads `val` only. ✔ marks the chosen lr: a study with `lr_from_sweep` "
             "(conf/study/default.yaml) gives each entry the chosen lr of its setting from this table's CSV.\n\n")
@@ -83,9 +84,8 @@ def read_curves(scale: str, study: str) -> pd.DataFrame:
     frames = []
     for sp in specs:
         r = rl[sp.name]
-        p = r.data.params
-        frames.append(history(client, r).assign(setting=setting(p["algo.name"], p.get("data_mix.name", "online")),
-                                                lr=float(p["algo.lr"]), seed=sp.seed, run_name=sp.name))
+        frames.append(history(client, r).assign(setting=setting_of(sp.override_list),
+                                                lr=float(r.data.params["algo.lr"]), seed=sp.seed, run_name=sp.name))
     return pd.concat(frames, ignore_index=True)
 
 

@@ -9,7 +9,8 @@ reads the YAML itself or re-splits names. A study entry is a set of Hydra overri
                   overrides: algo=spo algo.beta=0.02}
 
 A study file with ``lr_from_sweep: <table>`` takes every entry's policy lr from the lr sweep's table
-(analysis/lr_sweep.py): the chosen lr of the entry's setting (its algorithm and data mix, :func:`setting`)
+(analysis/lr_sweep.py): the chosen lr of the entry's setting (its algorithm, data mix and other overrides,
+:func:`setting_of`)
 is appended to its overrides as ``algo.lr=<lr>`` (:func:`sweep_lrs`).
 """
 
@@ -72,13 +73,39 @@ def parse_run_name(name: str) -> tuple[str, int | None]:
     return m["run"], int(m["seed"])
 
 
-def setting(algo: str, data_mix: str) -> str:
-    """What the lr sweep chooses one lr for: the algorithm, plus its data mix unless that is online.
+def setting(algo: str, data_mix: str, extra: dict[str, str] | None = None) -> str:
+    """What the lr sweep chooses one lr for: the algorithm, plus its data mix unless that is online,
+    plus every other override that changes the training (``algo.loss=bce``, ``algo.beta=0.2``), sorted.
 
     >>> setting("spo", "online"), setting("spo", "half_online")
     ('spo', 'spo half_online')
+    >>> setting("spo", "online", {"algo.loss": "bce", "algo.beta": "0.2"})
+    'spo algo.beta=0.2 algo.loss=bce'
     """
-    return algo if data_mix in ("online", "") else f"{algo} {data_mix}"
+    key = algo if data_mix in ("online", "") else f"{algo} {data_mix}"
+    return " ".join([key] + [f"{k}={v}" for k, v in sorted((extra or {}).items())])
+
+
+# overrides that name a run's identity but not its setting: the lr is what the sweep chooses, the seed is
+# the replicate, and algo / data_mix are the setting's first words
+_NOT_SETTING = ("algo", "data_mix", "algo.lr", "seed")
+
+
+def setting_of(overrides: list[str] | str) -> str:
+    """The setting of a list of Hydra overrides (a study entry's): :func:`setting` of its algorithm, data
+    mix and other overrides. Overrides are compared as written: ``algo.beta=0.2`` and ``algo.beta=0.20``
+    are two settings.
+
+    >>> setting_of("algo=spo data_mix=online algo.loss=bce algo.lr=1e-4")
+    'spo algo.loss=bce'
+    >>> setting_of("algo=ppo")
+    'ppo'
+    """
+    words = overrides.split() if isinstance(overrides, str) else list(overrides)
+    kv = dict(w.split("=", 1) for w in words if "=" in w)
+    d = _rl_defaults()
+    return setting(kv.get("algo", d["algo"]), kv.get("data_mix", d["data_mix"]),
+                   {k: v for k, v in kv.items() if k not in _NOT_SETTING})
 
 
 def sweep_lrs(table: str | Path) -> dict[str, float]:
@@ -110,8 +137,7 @@ def _with_sweep_lr(run: str, e: dict, table: str, lrs: dict[str, float], file: s
     if "algo.lr" in words:
         raise ConfigError(f"{file}: {run} sets algo.lr in its overrides, but the study takes every lr from "
                           f"lr_from_sweep ({table}): remove one")
-    chosen = e.get("lr_setting") or setting(words.get("algo", _rl_defaults()["algo"]),
-                                            words.get("data_mix", _rl_defaults()["data_mix"]))
+    chosen = e.get("lr_setting") or setting_of(overrides)
     if chosen not in lrs:
         raise ConfigError(f"{file}: {run} runs setting {chosen!r}, for which the lr sweep's table {table} has no "
                           f"chosen lr (it has {sorted(lrs)}): sweep that setting (conf/study/lr_sweep.yaml)")
