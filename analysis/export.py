@@ -176,9 +176,9 @@ def export(scale: str, study: str, out: Path, bench: Path | None) -> dict[str, p
     exact = latest_finished(client, exp.experiment_id, "tags.stage = 'exact'")
     if not exact:
         raise SystemExit("no finished exact-testbed runs in MLflow")
-    exact_df = pd.concat([history(client, r).assign(run=r.data.tags["algo"])
+    exact_df = pd.concat([history(client, r).assign(run=r.data.tags["algo"], beta=float(r.data.params["exact.beta"]))
                           for n, r in sorted(exact.items())], ignore_index=True)
-    exact_df = exact_df[["run", "step", *sorted(c for c in exact_df.columns if c not in ("run", "step"))]]
+    exact_df = exact_df[["run", "beta", "step", *sorted(c for c in exact_df.columns if c not in ("run", "beta", "step"))]]
     check_mirror(client, [rl[sp.name] for sp in specs] + list(ev.values()) + list(exact.values()))
     bench_df = pd.read_csv(bench) if bench and Path(bench).exists() else pd.DataFrame()
 

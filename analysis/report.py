@@ -562,10 +562,11 @@ def bench_table(s: Study) -> str:
 def exact_table(s: Study) -> str:
     if s.exact is None or s.exact.empty:
         return "No exact-testbed CSV in this export."
-    last = s.exact.sort_values("step").groupby("run").tail(1).set_index("run")
+    exact = s.exact if "beta" in s.exact else s.exact.assign(beta=np.nan)  # an export from before β was recorded
+    last = exact.sort_values("step").groupby(["beta", "run"], dropna=False).tail(1).set_index(["beta", "run"])
     cols = [c for c in ["exact/kl_to_optimum", "exact/kl_conditioned_to_policy", "exact/success_prob",
                         "exact/entropy"] if c in last]
-    return last[["step", *cols]].to_markdown(floatfmt=".4f")
+    return last[["step", *cols]].sort_index().to_markdown(floatfmt=".4f")
 
 
 def per_entry(s: Study, column: str, text: Callable = str, group: str | None = None) -> str:

@@ -126,8 +126,9 @@ def run(cfg: DictConfig) -> dict:
     for name in cfg.algos:
         out = Path(cfg.out_dir) / name
         tracker = Tracker.from_config(
-            out, cfg, run_name=f"exact-{name}-s{cfg.seed}",
-            tags={"stage": "exact", "algo": name, "seed": str(cfg.seed), "scale": cfg.scale.name})
+            out, cfg, run_name=f"exact-{name}-b{cfg.exact.beta:g}-s{cfg.seed}",
+            tags={"stage": "exact", "algo": name, "beta": f"{cfg.exact.beta:g}", "seed": str(cfg.seed),
+                  "scale": cfg.scale.name})
         bar = tqdm(total=cfg.exact.updates, desc=f"exact/{name}", mininterval=2, leave=False)
 
         def log_fn(step, logits, m, tracker=tracker, bar=bar):

@@ -354,6 +354,9 @@ def _bench(cfg) -> None:
 
 
 def _exact(cfg) -> None:
+    if not cfg.betas or not all(isinstance(b, (int, float)) and b > 0 for b in cfg.betas):
+        raise ConfigError(f"betas={list(cfg.betas) if cfg.betas else cfg.betas}: must be a non-empty list of positive "
+                          "numbers (the KL coefficients the workflow's exact rule runs the testbed at)")
     e, limit = cfg.exact, 1_000_000
     responses, level = 0, 1
     for _ in range(e.L + 1):  # sum of K^n, n <= L, stopped past the limit (L may be huge)

@@ -1,21 +1,31 @@
-# The exact-optimum testbed: SPO (squared, bce) and PPO against closed-form π*.
+# The exact-optimum testbed: SPO (squared, bce) and PPO against closed-form π*, one job per β of
+# conf/exact.yaml's `betas` (the main comparison's β and a larger one).
+EXACT_BETAS = [f"{b:g}" for b in resolved("exact")["betas"]]
+EXACT_ALGOS = resolved("exact")["algos"]
+
+
 rule exact:
     input:
         mlflow=rules.mlflow_init.output.flag,
     output:
-        f"{PATHS.exact}/ppo/summary.json",
-        f"{PATHS.exact}/spo_squared/summary.json",
-        f"{PATHS.exact}/spo_bce/summary.json",
+        [f"{PATHS.exact}/beta{{beta}}/{algo}/summary.json" for algo in EXACT_ALGOS],
     log:
-        f"{PATHS.logs}/exact.log",
+        f"{PATHS.logs}/exact_beta{{beta}}.log",
     benchmark:
-        f"{PATHS.benchmarks}/exact.tsv"
+        f"{PATHS.benchmarks}/exact_beta{{beta}}.tsv"
+    wildcard_constraints:
+        beta="[0-9.e-]+",
     threads: 1
     conda:
         ENV
     params:
         scale=SCALE,
         conf=conf_hash("exact"),
-        args=f"out_dir={PATHS.exact}",
+        args=f"exact.beta={{wildcards.beta}} out_dir={PATHS.exact}/beta{{wildcards.beta}}",
     shell:
         hydra_cmd("exact")
+
+
+rule exact_all:
+    input:
+        expand(f"{PATHS.exact}/beta{{beta}}/{algo}/summary.json", beta=EXACT_BETAS, algo=EXACT_ALGOS),

@@ -38,7 +38,7 @@ rule mlflow_mirror:
         ancient(rules.mlflow_init.output.flag),
         # every run folder's DAG output at this scale: the mirror is checked once they are all written
         lambda w: [rules.sft.output.summary, rules.q0.output.q0, rules.sources.output.summary,
-                   *expand(f"{PATHS.rl}/{{id}}/summary.json", id=RUN_IDS), *rules.eval_all.input, *rules.exact.output],
+                   *expand(f"{PATHS.rl}/{{id}}/summary.json", id=RUN_IDS), *rules.eval_all.input, *rules.exact_all.input],
         stamp=str(DB_STAMP),
     output:
         flag=f"{ROOT}/.mlflow_mirror",

@@ -66,7 +66,7 @@ rule export:
     input:
         evals=rules.eval_all.input,
         runs=expand(f"{PATHS.rl}/{{id}}/summary.json", id=RUN_IDS),
-        exact=rules.exact.output,
+        exact=rules.exact_all.input,
         bench=rules.bench.output.csv,
         sources=rules.sources.output.summary,
         mlflow=rules.mlflow_mirror.output.flag,  # MLflow holds every run folder (mlflow.smk)
