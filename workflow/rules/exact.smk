@@ -28,4 +28,4 @@ rule exact:
 
 rule exact_all:
     input:
-        expand(f"{PATHS.exact}/beta{{beta}}/{algo}/summary.json", beta=EXACT_BETAS, algo=EXACT_ALGOS),
+        expand(f"{PATHS.exact}/beta{{beta}}/{{algo}}/summary.json", beta=EXACT_BETAS, algo=EXACT_ALGOS),
