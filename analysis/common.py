@@ -11,12 +11,14 @@ plot.py.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from spolab.eval.passk import pass_at_k_array
+from stats import diff_band
 
 Data = Path | str | Mapping[str, pd.DataFrame]  # the export folder, or its tables by name
 
@@ -159,6 +161,20 @@ def matrix(pp: pd.DataFrame, value: str | Callable[[pd.DataFrame], np.ndarray], 
     return np.vstack(rows)
 
 
+def problem_classes(pp: pd.DataFrame, *, study_run: str, split: str, protocol: str) -> np.ndarray | None:
+    """The behaviour class of each problem in a :func:`matrix`'s columns (sorted problem ids):
+    eval_per_problem's ``class_id`` (analysis/export.py, from the data split's problem records); None
+    where the export has no such column (an export from before it) or a problem has no class (a task
+    without classes)."""
+    if "class_id" not in pp:
+        return None
+    d = pp[(pp.study_run == study_run) & (pp.split == split) & (pp.protocol == protocol)]
+    d = d.drop_duplicates("problem_id").sort_values("problem_id")
+    if d.empty or d.class_id.isna().any():
+        return None
+    return d.class_id.to_numpy()
+
+
 def try_matrix(pp: pd.DataFrame, value, **where) -> np.ndarray | None:
     """``matrix``, or None where that study run / split / protocol was not evaluated."""
     try:
@@ -246,6 +262,38 @@ def kl_matrix(curves: pd.DataFrame, study_run: str, metric: str, levels: np.ndar
     rows = [at_kl(g[KL].to_numpy(), g[metric].to_numpy(), np.asarray(levels, dtype=float))
             for _, g in d[d[metric].notna()].sort_values("step").groupby("seed", sort=True)]
     return np.vstack(rows)
+
+
+@dataclass
+class AtKL:
+    """Δ = a − b of a validation metric at matched samples and at matched KL (:func:`matched_kl`)."""
+    kappa: float  # κ*: the largest KL(π‖π_ref) every seed of a and b reaches
+    samples: tuple[float, float, float]  # (Δ, lo, hi) at each seed's last checkpoint
+    at_kl: tuple[float, float, float]  # (Δ, lo, hi) at κ*
+    seeds: int  # the fewer seeds of the two runs
+    paired: bool  # seed s of a compared with seed s of b (the same seeds)
+
+
+def matched_kl(curves: pd.DataFrame, a: str, b: str, metric: str, seed: int = 0) -> AtKL | None:
+    """The one computation of κ* and of Δ at κ* for a pair of runs (the report's matched-KL table and
+    claims, and F9's panels, so they print the same numbers). ``metric``: a curves column
+    (``val/pass@10``). κ* = :func:`kl_reach` of a and b only (never of other runs: a third run that
+    moves less would pull κ* down). Δ = seed mean of a − of b at each seed's last checkpoint (matched
+    samples) and at κ* (:func:`kl_matrix`), with :func:`stats.diff_band` (bootstrap over seeds, a fresh
+    ``np.random.default_rng(seed)`` for each), paired where both runs have the same seeds (seed s
+    validates with the same sampling seed in every run). None where either run lacks the metric with
+    KL."""
+    kappa = kl_reach(curves, [a, b], metric) if metric in curves and KL in curves else np.nan
+    if not np.isfinite(kappa):
+        return None
+    try:
+        fa, fb = checkpoint_matrix(curves, a, metric), checkpoint_matrix(curves, b, metric)
+        ka, kb = kl_matrix(curves, a, metric, [kappa]), kl_matrix(curves, b, metric, [kappa])
+    except KeyError:
+        return None
+    paired = curve_seeds(curves, a, metric) == curve_seeds(curves, b, metric)
+    one = lambda x, y: tuple(float(v[0]) for v in diff_band(x, y, np.random.default_rng(seed), paired=paired))  # noqa: E731
+    return AtKL(float(kappa), one(fa, fb), one(ka, kb), min(len(fa), len(fb)), paired)
 
 
 def checkpoint_matrix(curves: pd.DataFrame, study_run: str, metric: str, last: bool = True) -> np.ndarray:

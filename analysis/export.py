@@ -13,15 +13,18 @@ a run of the matrix missing from MLflow is an error, never silently skipped. Wri
 - ``curves.csv``: one row per (RL run, logged update), one column per metric;
 - ``eval.csv``: final held-out metrics per (model, split, protocol), with 95 % intervals;
 - ``eval_per_problem.csv``: per-problem values behind them (:data:`PER_PROBLEM`: n, n_correct,
-  diversity among correct samples, per solved problem and among all samples, entropy, KL);
+  diversity among correct samples, per solved problem and among all samples, entropy, KL), and each
+  problem's behaviour class (:data:`CLASS`, from the data split's problem records: the ood split's
+  problems come from a few held-out classes, and the report's ood intervals resample them);
 - ``exact.csv``: the exact testbed's curves; ``bench.csv``: the per-update benchmark;
 - ``jobs.csv``: every Snakemake job of this study: wall time and peak RSS (its ``benchmark:`` file). The
   shared jobs (data, SFT, Q̂0, sources, exact, bench) and this study's own RL runs and evaluations;
   another study's runs in the same folder (the lr sweep's) are left out;
 - ``study.csv``: the study's entries as spolab.study read them (:func:`study_table`): name, label,
   colour, order, role, group, family, reference, seeds, protocols, needs and overrides;
-- ``setup.csv``: key, value (:func:`setup_table`): the scale's task, model and SFT setting, and each
-  evaluation protocol's settings as the evaluations recorded them (their eval.json).
+- ``setup.csv``: key, value (:func:`setup_table`): the scale's task, model and SFT setting, each
+  evaluation protocol's settings as the evaluations recorded them (their eval.json), and Q̂0's
+  samples (``q0.n_ref`` per rl prompt, ``q0.n_prompts``) as its MLflow run recorded them.
 
 The analysis reads entries, labels, colours and settings from these files, never from conf/: a
 config edited after the study does not change what the report says about its runs.
@@ -44,6 +47,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from spolab.atomic import swap_dir  # noqa: E402
 from spolab.paths import paths  # noqa: E402
 from spolab.study import entries, load_study  # noqa: E402
+from spolab.tasks.io import load_split  # noqa: E402
 from spolab.tracking import metric_name, tracking_settings, verify_mirror  # noqa: E402
 
 CONFIG_COLUMNS = {  # runs.csv column -> flattened config param logged by spolab.tracking
@@ -54,6 +58,7 @@ CONFIG_COLUMNS = {  # runs.csv column -> flattened config param logged by spolab
 PER_PROBLEM = ["n", "n_correct", "distinct_correct_programs", "functional_classes_correct", "entropy_per_token",
                "kl_ref", "distinct_correct_per_solved", "functional_classes_per_solved",
                "effective_programs"]  # per_problem.json keys (spolab.eval.generate); per-solved: empty when unsolved
+CLASS = "class_id"  # eval_per_problem: the problem's behaviour class (empty for a task without classes)
 
 
 def latest_finished(client: MlflowClient, exp_id: str, filter_string: str) -> dict:
@@ -167,7 +172,9 @@ def export(scale: str, study: str, out: Path, bench: Path | None) -> dict[str, p
                                                               "protocol")}))
     eval_df = pd.DataFrame(eval_rows)
     pp_df = pd.concat(pp_rows, ignore_index=True)
-    pp_df = pp_df[["model", "study_run", "group", "seed", "split", "protocol", "problem_id",
+    classes = problem_classes(Path(paths(scale).data), sorted(pp_df.split.unique()))
+    pp_df[CLASS] = pd.array([classes.get((sp, pid)) for sp, pid in zip(pp_df.split, pp_df.problem_id)], dtype="Int64")
+    pp_df = pp_df[["model", "study_run", "group", "seed", "split", "protocol", "problem_id", CLASS,
                    *[c for c in PER_PROBLEM if c in pp_df.columns]]]
     for c in ("n", "n_correct"):
         pp_df[c] = pp_df[c].round().astype(int)
@@ -182,9 +189,13 @@ def export(scale: str, study: str, out: Path, bench: Path | None) -> dict[str, p
     check_mirror(client, [rl[sp.name] for sp in specs] + list(ev.values()) + list(exact.values()))
     bench_df = pd.read_csv(bench) if bench and Path(bench).exists() else pd.DataFrame()
 
+    q0 = latest_finished(client, exp.experiment_id, "tags.stage = 'q0'")
+    q0_run = list(q0.values())[-1] if q0 else None  # one Q̂0 per SFT model: the latest finished
+    q0_info = ({"n_ref": q0_run.data.params.get("n_ref"), "n_prompts": q0_run.data.metrics.get("q0/n_prompts")}
+               if q0_run else None)
     tables = {"runs": runs_df, "curves": curves_df, "eval": eval_df, "eval_per_problem": pp_df,
               "exact": exact_df, "bench": bench_df, "jobs": jobs, "study": study_table(specs),
-              "setup": setup_table(scale, sft_run_config(scale), protocols)}
+              "setup": setup_table(scale, sft_run_config(scale), protocols, q0_info)}
     with swap_dir(out) as new:  # every CSV written aside, the folder swapped in only when all are complete
         for name, df in tables.items():
             df.to_csv(new / f"{name}.csv", index=False, float_format="%.10g")
@@ -206,17 +217,36 @@ def study_table(specs: list) -> pd.DataFrame:
                           "needs": " ".join(e.needs), "overrides": e.overrides} for e in entries(specs).values()])
 
 
-def setup_table(scale: str, sft_cfg, protocols: dict[str, dict]) -> pd.DataFrame:
+def setup_table(scale: str, sft_cfg, protocols: dict[str, dict], q0: dict | None = None) -> pd.DataFrame:
     """key, value rows: the scale's task, model and SFT setting as the SFT run ran (``sft_cfg``: its
-    ``config.yaml``, the π_ref every run of the study starts from), and each protocol's settings as its
+    ``config.yaml``, the π_ref every run of the study starts from), each protocol's settings as its
     evaluations ran (``protocols``: name -> the ``protocol`` of their eval.json), e.g.
-    ``protocol.paper.temperature`` 0.4."""
+    ``protocol.paper.temperature`` 0.4, and, where given, Q̂0's samples as its run recorded them
+    (``q0``: n_ref, the π_ref samples per rl prompt, and n_prompts): ``q0.n_ref`` 16, ``q0.n_prompts``
+    4000, which the report counts in SPO's cost."""
     cfg = sft_cfg
     rows = {"scale": scale, "task": cfg.task.name, "model": cfg.model.name, "pretrained": cfg.model.name_or_path or "",
             "sft": bool(cfg.sft.enabled)}
     for name, p in sorted(protocols.items()):
         rows.update({f"protocol.{name}.{k}": v for k, v in p.items() if k != "name"})
+    for k, v in (q0 or {}).items():
+        if v is not None:
+            rows[f"q0.{k}"] = int(float(v))
     return pd.DataFrame({"key": list(rows), "value": list(rows.values())})
+
+
+def problem_classes(data_dir: Path, splits: list[str]) -> dict[tuple[str, str], int]:
+    """(split, problem id) -> the problem's behaviour class: ``class_id`` of the data split's problem
+    records (spolab.tasks.problems.Problem); a split or a task without classes (the code tasks'
+    problems have none) gives nothing, and its rows' class_id stays empty."""
+    out = {}
+    for split in splits:
+        try:
+            problems = load_split(data_dir, split)
+        except FileNotFoundError:
+            continue
+        out.update({(split, p.id): int(p.class_id) for p in problems if getattr(p, "class_id", None) is not None})
+    return out
 
 
 def sft_run_config(scale: str):

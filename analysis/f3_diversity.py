@@ -1,5 +1,5 @@
 """F3: diversity over training and at the end, main runs (claim C2: SPO keeps more distinct correct
-solutions; PPO collapses).
+solutions).
 
 Diversity that is not the pass rate again (spolab.eval.diversity): distinct correct programs and
 functionally distinct correct classes *per solved problem* (a problem with no correct sample has no

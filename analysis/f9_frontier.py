@@ -9,8 +9,10 @@ seeds, and subtracting removes that offset): each seed's curve is read at common
 (common.at_kl: linear in KL between checkpoints, at the first time the seed reaches a level), from 0
 to the largest KL every seed of that algorithm reaches, then the seed mean with a 95 % bootstrap band
 over seeds. Filled markers: each algorithm's last checkpoint (seed means of KL and change); the
-star: the SFT policy. The dotted line is κ*, the largest KL every main run reaches, where the report
-compares algorithms at matched KL; each panel states SPO − PPO there (paired over seeds, 95 % CI).
+star: the SFT policy. The dotted line is κ*, the largest KL every seed of online SPO and of PPO
+reaches, and each panel states SPO − PPO there (paired over seeds, 95 % CI): both from
+common.matched_kl, the function the report's matched-KL table and claims use, so the figure and the
+report print the same κ* and the same difference.
 Reading: a method that only moved less sits on the others' curve, further left; one that keeps
 diversity sits above them at the same KL.
 """
@@ -25,17 +27,16 @@ from common import (
     Data,
     checkpoint_matrix,
     curve_matrix,
-    curve_seeds,
     entries,
     kl_matrix,
     kl_reach,
     labels,
+    matched_kl,
     present,
     roles,
     table,
 )
 from plot import CI_TEXT, SEED, band, cli, fig_legend, no_data, palette, styled
-from stats import diff_band
 
 LEVELS = 30  # KL levels each algorithm's curve is read at
 DIVERGED = 10  # a run whose final KL exceeds this multiple of the median main run's is drawn apart
@@ -96,18 +97,14 @@ def plot(data: Data) -> Figure:
             ax.scatter(checkpoint_matrix(val, sr, KL).mean(), last.mean(), color=colour(sr), s=55, edgecolor="k",
                        lw=0.7, zorder=4)
         ax.scatter(0, 0, marker="*", s=260, color="k", zorder=5, label=names["sft"] + ", step 0")
-        kappa = kl_reach(val, shown, metric)
-        if np.isfinite(kappa) and kappa > 0:
-            ax.axvline(kappa, ls=":", color="0.3", lw=1.4, label="κ*: the largest KL every main run reaches")
-            if {spo, ppo} <= set(shown):
-                seeds = [curve_seeds(val, sr, metric) for sr in (spo, ppo)]
-                d, lo, hi = (float(v[0]) for v in diff_band(kl_matrix(val, spo, metric, [kappa]),
-                                                             kl_matrix(val, ppo, metric, [kappa]), rng,
-                                                             paired=seeds[0] == seeds[1]))
-                ci = f"[{lo:+.3f}, {hi:+.3f}]" if min(map(len, seeds)) > 1 else "(one seed: no interval)"
-                ax.text(0.98, 0.97, f"at κ* = {kappa:.3g}: SPO − PPO {d:+.3f} {ci}",
-                        transform=ax.transAxes, ha="right", va="top", fontsize=10,
-                        bbox={"boxstyle": "round", "fc": "white", "ec": "0.7", "alpha": 0.9})
+        m = matched_kl(val, spo, ppo, metric, SEED) if {spo, ppo} <= set(shown) else None
+        if m is not None and m.kappa > 0:
+            ax.axvline(m.kappa, ls=":", color="0.3", lw=1.4, label="κ*: the largest KL every seed of SPO and PPO reaches")
+            d, lo, hi = m.at_kl
+            ci = f"[{lo:+.3f}, {hi:+.3f}]" if m.seeds > 1 else "(one seed: no interval)"
+            ax.text(0.98, 0.97, f"at κ* = {m.kappa:.3g}: SPO − PPO {d:+.3f} {ci}",
+                    transform=ax.transAxes, ha="right", va="top", fontsize=10,
+                    bbox={"boxstyle": "round", "fc": "white", "ec": "0.7", "alpha": 0.9})
         ax.axhline(0, color="0.5", lw=0.8)
         if diverged:
             ax.text(0.02, 0.03, note, transform=ax.transAxes, fontsize=9, color="0.3")
@@ -116,7 +113,7 @@ def plot(data: Data) -> Figure:
     axes.flat[1].scatter([], [], color="0.5", edgecolor="k", s=55, label="last checkpoint (seed means)")
     fig_legend(fig, axes)
     fig.suptitle("F9 does SPO keep diversity, or did it just move less? Validation metrics at matched KL(π_θ‖π_ref), "
-                 f"change since the SFT policy ({CI_TEXT} band over seeds) (claims C1, C2)")
+                 f"change since the SFT policy ({CI_TEXT} band over seeds) (claims C1, C2, C6)")
     return fig
 
 

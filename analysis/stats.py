@@ -8,6 +8,12 @@ the bootstrap over problems. Matrices on the same problems (two runs compared, o
 several k) share each replicate's column draw, and each matrix draws its own rows. Curves are
 (seeds × steps) matrices whose columns are not resampled (``problems=False``).
 
+Problems that come in clusters (the ood split: a few held-out behaviour classes, several problems
+each) are not independent draws: a replicate then resamples the clusters with replacement, and
+within each drawn cluster its problems with replacement (``clusters``: one label per column;
+:func:`cluster_columns`). Treating clustered problems as independent gives intervals that are too
+narrow.
+
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> spo = rng.binomial(1, 0.6, size=(3, 200)).astype(float)  # 3 seeds × 200 problems
@@ -42,14 +48,24 @@ h = (hi − lo)/2 of the percentile bootstrap. :func:`powered` applies it. A non
 m is the same rule with δ = m (one-sided test of Δ ≤ −m at α/2, power at Δ = 0). An interval
 drawn from one seed per run has no seed-to-seed component (the bootstrap cannot resample what was
 run once), so it understates SE: :func:`powered` also needs :data:`MIN_SEEDS` seeds per run.
-Where a comparison is not powered, a claim's verdict is "undecided (underpowered)" and the
-interval is reported instead: a wide interval that contains 0 says nothing, either way.
+Where a comparison is not powered and its interval contains both 0 and δ, a claim's verdict is
+"undecided (underpowered)" and the interval is reported instead: a wide interval that contains 0
+and δ says nothing, either way.
+
+**Reading a difference in both directions** (:func:`one_sided`, :func:`non_inferior`). Power guards
+a *null* reading only. A claimed effect Δ ≥ δ is refuted by an interval that lies below δ (hi < δ),
+however wide or narrow, and confirmed in direction by one that lies above 0 (lo > 0), whether or not
+the comparison is powered; a significant effect smaller than δ is negligible, not a confirmation.
+Only an interval that contains both 0 and δ needs the power rule: powered, it reads as no effect of
+size δ (a test with 80 % power to detect δ did not); unpowered, it is undecided. Every reading needs
+:data:`MIN_SEEDS` seeds per run.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from math import comb
 from statistics import NormalDist
 
 import numpy as np
@@ -63,11 +79,33 @@ MIN_SEEDS = 2  # seeds per run below which no interval judges (it has no seed-to
 Z_CI = NormalDist().inv_cdf(0.5 + CONFIDENCE / 2)  # 1.960: an interval's half-width in standard errors
 DETECT_SE = NormalDist().inv_cdf(1 - ALPHA / 2) + NormalDist().inv_cdf(POWER)  # 2.802: δ/SE that is detected
 MAX_HALF_WIDTH = Z_CI / DETECT_SE  # 0.700: the widest half-width, in units of δ, that judges
+EPS = 1e-12  # a bound this close to 0 is rounding (curves interpolated in KL), not a significant difference
 _BATCH = 4_000_000  # resampled values held at once (about 32 MB of float64)
 
 
+def cluster_columns(rng: np.random.Generator, clusters: np.ndarray, n_boot: int = N_BOOT) -> list[np.ndarray]:
+    """Column indices of ``n_boot`` cluster-bootstrap replicates: each draws the C clusters with
+    replacement, then, within each drawn cluster, as many of its columns as it has, with replacement
+    (a two-stage bootstrap). ``clusters``: one label per column. A replicate's length varies with the
+    clusters it drew.
+
+    >>> [c.tolist() for c in cluster_columns(np.random.default_rng(0), np.array([0, 0, 1, 1, 1, 2]), n_boot=2)]
+    [[5, 2, 2, 2, 4, 3, 4], [1, 1, 1, 1, 1, 1]]
+
+    (the first replicate drew clusters 2, 1 and 1, the second cluster 0 three times)
+    """
+    labels = np.asarray(clusters)
+    members = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    drawn = rng.integers(0, len(members), size=(n_boot, len(members)))  # the clusters of every replicate
+    out = []
+    for b in range(n_boot):
+        parts = [members[c][rng.integers(0, len(members[c]), size=len(members[c]))] for c in drawn[b]]
+        out.append(np.concatenate(parts))
+    return out
+
+
 def replicates(ms: Sequence[np.ndarray], rng: np.random.Generator, stat: Stat = np.nanmean,
-               n_boot: int = N_BOOT, problems: bool = True) -> list[np.ndarray]:
+               n_boot: int = N_BOOT, problems: bool = True, clusters: np.ndarray | None = None) -> list[np.ndarray]:
     """Bootstrap replicates of ``stat`` for each matrix of ``ms``: the core every interval uses.
 
     ms: matrices of shape (seeds, problems) or (K, seeds, problems) (K statistics on the same
@@ -79,6 +117,8 @@ def replicates(ms: Sequence[np.ndarray], rng: np.random.Generator, stat: Stat = 
     reduces the rows only.
     Returns one array per matrix: (n_boot,) for a 2-D matrix, (n_boot, K) for a 3-D one;
     (n_boot, columns) and (n_boot, K, columns) with ``problems=False``.
+    ``clusters`` (one label per column, with ``problems=True``): the columns are drawn by
+    :func:`cluster_columns` instead (clusters, then columns within them), after the rows as above.
     """
     flat = [np.ndim(m) == 2 for m in ms]  # a single statistic: drop the K axis again at the end
     ms3 = [np.asarray(m, dtype=float).reshape((-1, *np.shape(m)[-2:])) for m in ms]  # (K, S, P) each
@@ -87,6 +127,11 @@ def replicates(ms: Sequence[np.ndarray], rng: np.random.Generator, stat: Stat = 
         raise ValueError(f"matrices cover different problem sets ({sorted(n_problems)} problems)")
     P = n_problems.pop()
     rows = [rng.integers(0, m.shape[1], size=(n_boot, m.shape[1])) for m in ms3]  # (n_boot, S_i) each
+    if clusters is not None and problems:
+        if len(clusters) != P:
+            raise ValueError(f"{len(clusters)} cluster labels for {P} problems")
+        cols = cluster_columns(rng, clusters, n_boot)
+        return [_clustered(m, r, cols, stat, single) for m, r, single in zip(ms3, rows, flat)]
     cols = rng.integers(0, P, size=(n_boot, P)) if problems else np.broadcast_to(np.arange(P), (n_boot, P))
     axis = (-2, -1) if problems else -2  # reduce seeds and problems, or seeds only
     out = []
@@ -102,6 +147,16 @@ def replicates(ms: Sequence[np.ndarray], rng: np.random.Generator, stat: Stat = 
         boots = np.moveaxis(boots, 0, 1)  # (n_boot, K[, P])
         out.append(boots[:, 0] if single else boots)
     return out
+
+
+def _clustered(m: np.ndarray, rows: np.ndarray, cols: list[np.ndarray], stat: Stat, single: bool) -> np.ndarray:
+    """One matrix's replicates on cluster-bootstrap columns (a loop: the replicates differ in length)."""
+    boots = np.empty((len(cols), m.shape[0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for b, c in enumerate(cols):
+            boots[b] = stat(m[:, rows[b][:, None], c[None, :]], axis=(-2, -1))
+    return boots[:, 0] if single else boots
 
 
 def quantiles(boots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -120,10 +175,11 @@ def _point(m: np.ndarray, stat: Stat) -> np.ndarray:
 
 
 def interval(m: np.ndarray, rng: np.random.Generator, stat: Stat = np.nanmean,
-             n_boot: int = N_BOOT) -> tuple[float, float, float]:
-    """(point, lo, hi) of ``stat`` over one (seeds × problems) matrix."""
+             n_boot: int = N_BOOT, clusters: np.ndarray | None = None) -> tuple[float, float, float]:
+    """(point, lo, hi) of ``stat`` over one (seeds × problems) matrix (``clusters``: the problems'
+    clusters, resampled as :func:`cluster_columns` draws them)."""
     m = np.atleast_2d(np.asarray(m, dtype=float))
-    lo, hi = quantiles(replicates([m], rng, stat, n_boot)[0])
+    lo, hi = quantiles(replicates([m], rng, stat, n_boot, clusters=clusters)[0])
     return float(_point(m, stat)), float(lo), float(hi)
 
 
@@ -137,11 +193,12 @@ def intervals(ms: np.ndarray, rng: np.random.Generator, stat: Stat = np.nanmean,
 
 
 def diff_interval(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, stat: Stat = np.nanmean,
-                  n_boot: int = N_BOOT) -> tuple[float, float, float]:
+                  n_boot: int = N_BOOT, clusters: np.ndarray | None = None) -> tuple[float, float, float]:
     """(point, lo, hi) of stat(a) − stat(b), two (seeds × problems) matrices on the same problems:
-    the problems are resampled jointly (paired), each run's seeds independently."""
+    the problems (or their ``clusters``, then the problems within) are resampled jointly (paired),
+    each run's seeds independently."""
     a, b = np.atleast_2d(np.asarray(a, dtype=float)), np.atleast_2d(np.asarray(b, dtype=float))
-    ra, rb = replicates([a, b], rng, stat, n_boot)
+    ra, rb = replicates([a, b], rng, stat, n_boot, clusters=clusters)
     lo, hi = quantiles(ra - rb)
     return float(_point(a, stat) - _point(b, stat)), float(lo), float(hi)
 
@@ -229,14 +286,86 @@ def powered(lo: float, hi: float, delta: float, seeds: int) -> bool:
     return bool(np.isfinite(lo) and np.isfinite(hi) and seeds >= MIN_SEEDS and detectable(lo, hi) <= delta)
 
 
-def decisive(lo: float, hi: float, delta: float, seeds: int) -> bool:
-    """Whether a comparison may be judged: it is :func:`powered` for ``delta``, or its interval already
-    excludes 0 over ≥ :data:`MIN_SEEDS` seeds. Power guards a *null* reading (a CI that contains 0 says
-    "no effect of size δ" only if it could have detected δ); a difference whose CI excludes 0 is
-    significant at :data:`ALPHA` whatever the power, and its direction stands.
+def one_sided(point: float, lo: float, hi: float, delta: float, seeds: int) -> str:
+    """How a difference reads against a claimed effect Δ ≥ ``delta`` > 0 (flip the signs of a claim
+    that something is smaller): ``"effect"`` (the CI lies above 0 and the point is ≥ δ),
+    ``"negligible"`` (the CI lies above 0, the point is below δ), ``"excluded"`` (the CI lies below δ:
+    an effect of δ is refuted, powered or not), ``"null"`` (the CI contains 0 and δ, and the comparison
+    is :func:`powered` for δ: no effect of that size), ``"undecided"`` (the CI contains 0 and δ
+    without the power, or fewer than :data:`MIN_SEEDS` seeds, or no interval).
 
-    >>> decisive(-0.65, -0.60, 0.02, seeds=3), decisive(-0.065, 0.01, 0.02, seeds=3), decisive(0.1, 0.2, 0.02, 1)
-    (True, False, False)
+    >>> one_sided(0.05, 0.03, 0.07, 0.02, 3), one_sided(0.01, 0.005, 0.015, 0.02, 3)
+    ('effect', 'negligible')
+    >>> one_sided(-0.016, -0.034, 0.002, 0.02, 10), one_sided(0.0, -0.05, 0.06, 0.02, 3)
+    ('excluded', 'undecided')
+    >>> one_sided(0.01, -0.003, 0.023, 0.02, 3), one_sided(0.05, 0.03, 0.07, 0.02, seeds=1)
+    ('null', 'undecided')
     """
-    significant = bool(np.isfinite(lo) and np.isfinite(hi) and (lo > 0 or hi < 0))
-    return powered(lo, hi, delta, seeds) or (significant and seeds >= MIN_SEEDS)
+    if not (np.isfinite(lo) and np.isfinite(hi)) or seeds < MIN_SEEDS:
+        return "undecided"
+    if lo > EPS:
+        return "effect" if point >= delta else "negligible"
+    if hi < delta:
+        return "excluded"
+    return "null" if powered(lo, hi, delta, seeds) else "undecided"
+
+
+def non_inferior(point: float, lo: float, hi: float, margin: float, seeds: int) -> str:
+    """How a difference Δ = new − old reads against "new is at least as good", with non-inferiority
+    margin ``margin`` > 0: ``"shown"`` (the CI lies above −margin), ``"excluded"`` (the CI lies below
+    −margin: worse by more than the margin), ``"null"`` (the CI contains −margin and the comparison is
+    :func:`powered` for the margin: it had the power to show non-inferiority and did not),
+    ``"undecided"`` (the CI contains −margin without the power, or fewer than :data:`MIN_SEEDS` seeds).
+
+    >>> non_inferior(0.0, -0.01, 0.01, 0.02, 3), non_inferior(-0.05, -0.07, -0.03, 0.02, 3)
+    ('shown', 'excluded')
+    >>> non_inferior(-0.015, -0.025, -0.005, 0.02, 3), non_inferior(0.0, -0.05, 0.05, 0.02, 3)
+    ('null', 'undecided')
+    """
+    if not (np.isfinite(lo) and np.isfinite(hi)) or seeds < MIN_SEEDS:
+        return "undecided"
+    if lo > -margin:
+        return "shown"
+    if hi < -margin:
+        return "excluded"
+    return "null" if powered(lo, hi, margin, seeds) else "undecided"
+
+
+def exceedance(values: np.ndarray, groups: np.ndarray, rate: float = 0.05, tol: float = 1e-9) -> tuple[float, float, int]:
+    """A drop threshold calibrated on repeated measurements of one thing: ``values`` are repeats
+    (``groups``: the repeats that share their randomness, e.g. one sampling seed, form a group; only
+    pairs of different groups are compared). Over every ordered pair (i, j) of different groups the
+    drop is values[i] − values[j]; the threshold is the smallest observed drop t (or 0) such that at
+    most ``rate`` of the pairs drop by more than t (+ ``tol``). Returns (t, the share of pairs that drop
+    by more than t, the number of pairs); (NaN, NaN, 0) with fewer than two groups.
+
+    >>> t, share, n = exceedance(np.array([0.60, 0.62, 0.64, 0.70]), np.arange(4), rate=0.1)
+    >>> round(t, 6), round(share, 4), n  # one pair of 12 (0.70 -> 0.60) drops by more than 0.08
+    (0.08, 0.0833, 12)
+    """
+    v, g = np.asarray(values, dtype=float), np.asarray(groups)
+    pairs = g[:, None] != g[None, :]
+    if not pairs.any():
+        return np.nan, np.nan, 0
+    drops = (v[:, None] - v[None, :])[pairs]
+    for t in np.unique(np.r_[0.0, drops[drops > 0]]):
+        share = float(np.mean(drops > t + tol))
+        if share <= rate:
+            return float(t), share, int(pairs.sum())
+    return np.nan, np.nan, int(pairs.sum())  # unreachable: the largest drop exceeds no pair
+
+
+def count_test(a: int, b: int, n_a: int, n_b: int) -> float:
+    """Two-sided exact p-value that two event counts differ more than chance: ``a`` events in ``n_a``
+    chances against ``b`` in ``n_b``, under one common event rate. Given the total a + b, a is then
+    Binomial(a + b, n_a / (n_a + n_b)); the p-value sums the probabilities of every split no more
+    likely than the observed one (1 where there is no event).
+
+    >>> round(count_test(0, 8, 80, 80), 4), count_test(0, 1, 80, 80), count_test(0, 0, 80, 80)
+    (0.0078, 1.0, 1.0)
+    """
+    n, q = a + b, n_a / (n_a + n_b)
+    if n == 0:
+        return 1.0
+    prob = [comb(n, k) * q ** k * (1 - q) ** (n - k) for k in range(n + 1)]
+    return float(min(1.0, sum(p for p in prob if p <= prob[a] * (1 + 1e-9))))

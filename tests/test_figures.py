@@ -7,7 +7,7 @@ Each figure module's ``plot(data)`` must return a figure whose panels all hold d
 limits contain that data and fit it (no panel squashed into a corner of a shared range), plus
 per-figure checks (F5: bars on linear axes from 0; F8: every tick label gives its seeds and each
 family's reference is runs.csv's; F1: one panel per algorithm; F9: one band per algorithm against
-KL, no per-seed lines). A smaller export cut from the real one (one seed, three main runs, no
+KL, no per-seed lines, and the κ* and SPO − PPO the report prints). A smaller export cut from the real one (one seed, three main runs, no
 off-policy runs, ablations or benchmark) must still draw, through the command line that
 workflow/rules/report.smk runs.
 """
@@ -210,6 +210,22 @@ def test_f9_draws_one_band_per_algorithm_against_kl(figures, real):
         assert len([c for c in ax.collections if isinstance(c, PolyCollection)]) == len(main)
         assert "KL" in ax.get_xlabel() and any(t.get_text().startswith("at κ* = ") for t in ax.texts)
     assert "move less" in fig.get_suptitle()
+
+
+def test_f9_prints_the_kappa_and_difference_the_report_prints(figures, real):
+    """κ* is SPO's and PPO's (not lowered by half-online, which moves least), and each panel's SPO − PPO
+    is the report's matched-KL number, to the digit (both from common.matched_kl)."""
+    import report
+
+    fig, f9 = figures["f9_frontier"], importlib.import_module("f9_frontier")
+    s = report.Study(real)
+    spo, ppo = s.e["spo_online"], s.e["ppo"]
+    for ax, (metric, _) in zip(fig.axes[1:], f9.PANELS):
+        m = report.matched(s, spo, ppo, metric.split("/", 1)[1], 0.02)
+        d, lo, hi = m.at_kl
+        assert f"at κ* = {m.kl:.3g}: SPO − PPO {d:+.3f} [{lo:+.3f}, {hi:+.3f}]" in [t.get_text() for t in ax.texts]
+        assert m.kl == common.kl_reach(real["curves"], [spo, ppo], metric) > common.kl_reach(
+            real["curves"], [spo, ppo, s.e["spo_half_online"]], metric)
 
 
 def _small_export(real: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
