@@ -729,3 +729,49 @@ def test_the_report_and_f9_compute_kappa_for_the_pair_only():
     m = report.matched(s, "spo", "ppo", "pass@10", 0.02)
     assert m.kl == pytest.approx(0.3) and m.kl == common.matched_kl(c, "spo", "ppo", "val/pass@10", report.SEED).kappa
     assert common.matched_kl(c, "spo", "ppo", "val/pass@10", report.SEED).at_kl == m.at_kl
+
+
+def _decisive_study(spo05, spo5, exact_mass=None) -> report.Study:
+    """SPO and PPO at β 0.05 (the committed entries) and at β 0.5 (constructed entries of the ablation
+    group): ``spo05`` / ``spo5`` are the n_correct changes of SPO against PPO at each β."""
+    base = RUNS[RUNS.study_run.isin(["spo", "ppo"])]
+    extra = pd.concat([base[base.study_run == r].assign(study_run=f"{r}_beta05", group="ablation", beta=0.5,
+                                                         run_name=lambda d, r=r: f"{r}_beta05-s" + d.seed.astype(str))
+                       for r in ("spo", "ppo")], ignore_index=True)
+    runs = pd.concat([base, extra], ignore_index=True)
+    pp = [rows("spo", BASE + spo05, runs=runs), rows("ppo", BASE, runs=runs),
+          rows("spo_beta05", BASE + spo5, runs=runs), rows("ppo_beta05", BASE, runs=runs)]
+    if exact_mass is not None:
+        pp = [d.assign(**{"exact/success_mass": exact_mass, "exact/entropy_correct": 1.0}) for d in pp]
+    entries = pd.DataFrame({"study_run": ["spo", "ppo", "spo_beta05", "ppo_beta05"],
+                            "label": ["SPO online", "PPO", "SPO β 0.5", "PPO β 0.5"],
+                            "role": ["spo_online", "ppo", "", ""], "group": ["main", "main", "ablation", "ablation"]})
+    entries = FRESH["study"].iloc[:0].reindex(columns=FRESH["study"].columns).pipe(
+        lambda e: pd.concat([e, entries], ignore_index=True))
+    return study(*pp, runs=runs, entries=entries)
+
+
+def test_the_decisive_table_orders_settings_by_beta_and_compares_each_spo_with_ppo_at_its_beta():
+    s = _decisive_study(mixed(10, 24), mixed(0, 0), exact_mass=0.3)
+    table = report.decisive_table(s, report.labels(s.data)).splitlines()
+    assert [line.split(" | ")[0].lstrip("| ") for line in table[2:]] == ["SPO online", "PPO", "SPO β 0.5", "PPO β 0.5"]
+    assert "exact success mass" in table[0] and "0.300 [0.300, 0.300]" in table[2]  # exact columns where exported
+    ppo_row = table[3].split(" | ")
+    assert ppo_row[-2:] == ["–", "– |"]  # PPO is not compared with itself
+    assert report.ci(*s.diff("spo", "ppo", common.passk_value(10))) in table[2]
+
+
+def test_the_decisive_table_leaves_out_exact_columns_the_export_lacks():
+    s = _decisive_study(mixed(0, 0), mixed(0, 0))
+    assert "exact" not in report.decisive_table(s, report.labels(s.data)).splitlines()[0]
+
+
+@pytest.mark.parametrize("spo05, spo5, beats, trails", [
+    (mixed(10, 24), mixed(24, 0), "SPO β 0.5", "SPO online"),  # behind at 0.05, ahead at 0.5
+    (mixed(0, 0), mixed(0, 0), "none", "none"),  # level at both
+])
+def test_the_decisive_summary_names_the_spo_settings_that_beat_or_trail_ppo(spo05, spo5, beats, trails):
+    s = _decisive_study(spo05, spo5)
+    line = report.decisive_summary(s, report.labels(s.data))
+    assert line.startswith("- pass@10, SPO − PPO at the same β:")
+    assert f"beats PPO: {beats}" in line and f"Trails PPO: {trails}" in line
