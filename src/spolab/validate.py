@@ -35,7 +35,7 @@ from spolab.checks import (  # noqa: F401  re-exported: the entry tables' check 
     registered,
     text,
 )
-from spolab.config import CONF_DIR, protocol_path
+from spolab.config import CONF_DIR, SHARDINGS, protocol_path
 from spolab.errors import ConfigError
 from spolab.jsonl import check_manifest, rebuild_data
 from spolab.models.build import resolve_name_or_path
@@ -81,6 +81,14 @@ MODEL: list[Rule] = [  # the sizes of a from-scratch model; a real one (name_or_
 PLACEMENT: list[Rule] = [  # every entry point that runs a model (spolab.utils.resolve_device / autocast)
     ("device", Check(device_name_error)),
     ("precision", one_of(*PRECISIONS)),
+]
+
+SCALE: list[Rule] = [  # the scale's hardware and the memory plan's assumptions (conf/scale/*.yaml; spolab.memory)
+    ("scale.world_size?", integer(1, 65_536)),
+    ("scale.sharding?", one_of(*SHARDINGS)),
+    ("scale.gpu_memory_gb?", optional(positive())),
+    ("scale.micro_batch_size?", optional(integer(1, MAX_BATCH))),
+    ("scale.prompt_tokens?", optional(integer(1, 1_048_576))),
 ]
 
 TRACKING: list[Rule] = [
@@ -516,7 +524,7 @@ def validate(cfg: DictConfig, entry: str, *, check_paths: bool = True) -> None:
     if entry not in ENTRIES:
         raise ValueError(f"no validation rules for entry {entry!r}; known: {sorted(ENTRIES)}")
     rules, cross, paths = ENTRIES[entry]
-    apply_rules(cfg, rules)
+    apply_rules(cfg, [*rules, *SCALE])
     if entry in TASK_ENTRIES:
         get(cfg, "task")  # a ConfigError when the group is absent
         check_task(cfg.task)
