@@ -355,7 +355,9 @@ def chunk_rows(n_per_prompt: int, batch: int, limit: int | None = None) -> int:
     return min(rows, limit) if limit else rows
 
 
-def _lengths(cfg, arch: Arch, hw: Hardware) -> tuple[int, int]:
+def sequence_lengths(cfg, arch: Arch, hw: Hardware) -> tuple[int, int]:
+    """(P, T): the longest prompt (``scale.prompt_tokens``, or a from-scratch model's max_positions less the
+    response) and the response (``task.max_new_tokens``), in tokens."""
     T = int(cfg.task.max_new_tokens)
     if hw.prompt_tokens:
         P = int(hw.prompt_tokens)
@@ -383,7 +385,7 @@ def _val_rows(cfg, n_problems: int) -> tuple[int, bool]:
 def workload(cfg, entry: str, arch: Arch, hw: Hardware) -> Workload:
     """What ``entry`` (one of :data:`PLANNED`) runs with config ``cfg``: which models it holds and its largest
     batch of each kind, read off its code (the module named in each branch)."""
-    P, T = _lengths(cfg, arch, hw)
+    P, T = sequence_lengths(cfg, arch, hw)
     if entry == "sft":  # spolab.sft: trains at sft.batch_size, or (sft.enabled false) only validates
         rows, _ = _val_rows(cfg, int(cfg.val_problems))
         trains = bool(cfg.sft.enabled)

@@ -34,6 +34,7 @@ from spolab.memory import (
     check_memory,
     hardware,
     plan_entry,
+    sequence_lengths,
 )
 
 log = logging.getLogger(__name__)
@@ -115,10 +116,8 @@ def table(plans: list[Plan], hw: Hardware) -> str:
     return "\n".join([f"{unit} per device", "", line(head), sep, *(line(r) for r in rows)])
 
 
-def header(scale: str, arch: Arch, hw: Hardware, cfg: DictConfig, plans: list[Plan]) -> str:
-    from spolab.memory import _lengths
-
-    P, T = _lengths(cfg, arch, hw)
+def header(scale: str, arch: Arch, hw: Hardware, cfg: DictConfig) -> str:
+    P, T = sequence_lengths(cfg, arch, hw)
     budget = f"gpu_memory_gb {hw.gpu_memory_gb:g} per device" if hw.gpu_memory_gb is not None else "no budget (gpu_memory_gb null)"
     shard = f"sharding {hw.sharding}, world_size {hw.world_size}"
     micro = f"micro_batch_size {hw.micro_batch_size}" if hw.micro_batch_size else "micro_batch_size null (whole batches)"
@@ -137,7 +136,7 @@ def run(cfg: DictConfig) -> dict:
         pass
     scale = cfg.scale.name
     plans, arch, hw, configs = scale_plans(scale, list(cfg.entries), list(cfg.algos), overrides)
-    text = header(scale, arch, hw, configs[0][1], plans) + "\n\n" + table(plans, hw)
+    text = header(scale, arch, hw, configs[0][1]) + "\n\n" + table(plans, hw)
     print(text, flush=True)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
