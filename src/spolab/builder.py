@@ -17,6 +17,7 @@ from spolab.algos.base import Algorithm
 from spolab.algos.q0 import load_q0
 from spolab.checkpoint import load_state
 from spolab.models.build import load_model, load_tokenizer
+from spolab.models.lora import Reference, add_adapters, load_adapters, lora_settings
 from spolab.rollout.mix import PromptStream, check_data_mix, load_pools
 from spolab.rollout.offpolicy import SourceMixer, allocate
 from spolab.rollout.trajectories import ReplayBuffer
@@ -31,7 +32,7 @@ class RLRun:
 
     algo: Algorithm
     policy: torch.nn.Module  # trained
-    ref: torch.nn.Module  # frozen π_ref (the SFT policy)
+    ref: torch.nn.Module  # frozen π_ref (the SFT policy; with LoRA the policy's network, adapters disabled)
     behaviour: torch.nn.Module  # samples the fresh data: the policy itself, or a copy synced every sync_every updates
     tok: object
     q0: dict[str, float] | None  # per-prompt Q̂0 (algorithms that need it), else None
@@ -53,6 +54,9 @@ def build_rl_run(cfg, device, *, ckpt: str | Path | None = None, q0: dict[str, f
 
     The policy starts from ``ckpt`` (a checkpoint of this run, whose saved state is restored too:
     optimisers, behaviour policy, sampling generator, replay buffer and mixer) or from ``cfg.sft_dir``.
+    With ``model.lora`` on (``lora=on``) the policy is ``cfg.sft_dir``'s weights, frozen, with a LoRA adapter
+    (fresh, or the checkpoint's) and π_ref is the same network with its adapters disabled
+    (:mod:`spolab.models.lora`).
     ``q0`` replaces the Q̂0 read from ``cfg.q0_path`` (the benchmark's synthetic one). Models are
     loaded and seeded objects made in a fixed order (the algorithm's own initialisation, PPO's
     critic, draws from the global RNG after the caller's ``seed_everything``), so a run is
@@ -62,8 +66,14 @@ def build_rl_run(cfg, device, *, ckpt: str | Path | None = None, q0: dict[str, f
     counts = allocate(cfg.batch_size, cfg.data_mix.fresh_fraction, sources)  # exact per-batch counts
     # ---- models: policy (trained), reference (frozen SFT), behaviour (synced copy or the policy)
     tok = load_tokenizer(cfg.sft_dir)
-    policy = load_model(ckpt if ckpt is not None else cfg.sft_dir, device=device)
-    ref = load_model(cfg.sft_dir, device=device).eval().requires_grad_(False)
+    lora = lora_settings(cfg.get("model"))
+    if lora is None:
+        policy = load_model(ckpt if ckpt is not None else cfg.sft_dir, device=device)
+        ref = load_model(cfg.sft_dir, device=device).eval().requires_grad_(False)
+    else:  # one network: the frozen SFT weights and the policy's adapter (a checkpoint's); π_ref, adapters disabled
+        base = load_model(cfg.sft_dir, device=device)
+        policy = add_adapters(base, lora) if ckpt is None else load_adapters(base, ckpt, trainable=True)
+        ref = Reference(policy)
     if not algo_cls.needs_q0:
         q0 = None
     elif q0 is None:

@@ -42,6 +42,7 @@ from spolab.errors import ConfigError
 from spolab.jsonl import check_manifest, rebuild_data
 from spolab.memory import PLANNED, check_memory
 from spolab.models.build import resolve_name_or_path
+from spolab.models.lora import lora_settings, require_peft
 from spolab.perf import VARIANTS
 from spolab.rollout.mix import check_data_mix
 from spolab.rollout.offpolicy import POOL_SOURCES, allocate
@@ -81,6 +82,14 @@ MODEL: list[Rule] = [  # the sizes of a from-scratch model; a real one (name_or_
     ("model.gguf_file?", optional(text())),
     *((f"model.{k}?", optional(integer(1))) for k in (*MODEL_SHAPE, "num_kv_heads", "vocab_size")),
     ("model.tie_embeddings?", boolean()),
+]
+
+LORA: list[Rule] = [  # model.lora, present with lora=on (conf/lora/on.yaml; spolab.models.lora)
+    ("model.lora.enabled?", boolean()),
+    ("model.lora.r?", integer(1, 65_536)),
+    ("model.lora.alpha?", positive()),
+    ("model.lora.dropout?", fraction(hi_open=True)),
+    ("model.lora.target_modules?", items(text())),
 ]
 
 PLACEMENT: list[Rule] = [  # every entry point that runs a model (spolab.utils.resolve_device / autocast)
@@ -143,7 +152,7 @@ RL_TEMPERATURE = Check(_rl_temperature)
 # ------------------------------------------------------------------------------------------ entry tables
 
 RL: list[Rule] = [
-    *SEED, *MODEL, *TRACKING, *PLACEMENT, *ALGO_COMMON, *DATA_MIX,
+    *SEED, *MODEL, *LORA, *TRACKING, *PLACEMENT, *ALGO_COMMON, *DATA_MIX,
     ("name", text()),
     ("updates", integer(1, MAX_UPDATES)),
     ("batch_size", integer(1, MAX_BATCH)),
@@ -328,6 +337,8 @@ def _rl(cfg) -> None:
         raise ConfigError(f"algo.minibatches={cfg.algo.minibatches}: must divide batch_size={bs} "
                           "(equal minibatches of each batch)")
     algo.check_config(cfg)
+    if lora_settings(cfg.model) is not None:
+        require_peft()
     _protocol(cfg.val_protocol, "val_protocol.")
 
 

@@ -7,6 +7,7 @@ import torch
 
 from spolab.checks import Rule, integer, registered
 from spolab.errors import ConfigError
+from spolab.models.lora import trainable_parameters
 from spolab.rollout.sampler import score
 from spolab.rollout.trajectories import Batch
 from spolab.schedule import lr_at
@@ -105,7 +106,9 @@ class Algorithm:
         self.init_path = init_path  # the SFT checkpoint (PPO's critic starts from it)
         self.q0 = q0
         self.gen = torch.Generator().manual_seed(seed)
-        self.optim = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
+        # what the policy optimiser steps: every weight, or a LoRA policy's adapter (spolab.models.lora)
+        self.params = trainable_parameters(policy)
+        self.optim = torch.optim.AdamW(self.params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
         self.total_steps = total_updates * self.steps_per_update if total_updates else None
         self.opt_steps = 0  # policy optimiser steps taken (the schedule's clock; logged as opt/steps)
         self._recorded: list[torch.Tensor] | None = None  # first_gradient: steps record instead of stepping
@@ -149,7 +152,7 @@ class Algorithm:
             if optim is self.optim and not self._recorded:
                 self._recorded.append(torch.cat([p.grad.flatten() if p.grad is not None else
                                                  torch.zeros(p.numel(), device=p.device)
-                                                 for p in self.policy.parameters()]).clone())
+                                                 for p in self.params]).clone())
             optim.zero_grad(set_to_none=True)
             return torch.zeros(())
         gnorm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
@@ -195,9 +198,18 @@ class Algorithm:
 
     # ---- checkpointing: everything besides the policy weights
     def state_dict(self) -> dict:
-        return {"optim": self.optim.state_dict(), "gen": self.gen.get_state(), "opt_steps": self.opt_steps}
+        """Optimiser, own generator and schedule clock, and the global torch RNG (what dropout draws from:
+        LoRA's ``model.lora.dropout``), so a resumed run draws what the uninterrupted one does."""
+        return {"optim": self.optim.state_dict(), "gen": self.gen.get_state(), "opt_steps": self.opt_steps,
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None}
 
     def load_state_dict(self, state: dict) -> None:
         self.optim.load_state_dict(state["optim"])
         self.gen.set_state(state["gen"])
         self.opt_steps = state["opt_steps"]
+        if state.get("torch_rng") is not None:  # absent from checkpoints written before it was saved
+            torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available() \
+                and len(state["cuda_rng"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])

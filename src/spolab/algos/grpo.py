@@ -40,7 +40,7 @@ class GRPO(Algorithm):
                 pl, pm = ppo_policy_loss(logp, old[idx], adv[idx], mb.response_mask, cfg.clip, cfg.loss_reduction)
                 kl = reduce_loss(kl_penalty(logp, ref[idx], "k3"), mb.response_mask, cfg.loss_reduction)
                 (pl + cfg.beta * kl).backward()
-                steps.append({**pm, "opt/grad_norm": self.step(self.optim, self.policy.parameters()),
+                steps.append({**pm, "opt/grad_norm": self.step(self.optim, self.params),
                               "policy/kl_k3": kl.detach()})
         return mean_metrics(steps)
 
@@ -63,5 +63,5 @@ class RLOO(Algorithm):
                 loss, lm = reinforce_loss(self.logp(mb), adv[idx], mb.response_mask,
                                           cfg.loss_reduction)
                 loss.backward()
-                steps.append({**lm, "opt/grad_norm": self.step(self.optim, self.policy.parameters())})
+                steps.append({**lm, "opt/grad_norm": self.step(self.optim, self.params)})
         return mean_metrics(steps, {"rloo/kl_seq": kl_seq.mean()})

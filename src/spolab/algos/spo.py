@@ -77,7 +77,7 @@ class SPO(Algorithm):
             loss, m = spo_terminal_loss(logp, ref, batch.response_mask, batch.reward, q0,
                                         cfg.beta, cfg.loss, weights)
             loss.backward()
-            m["opt/grad_norm"] = self.step(self.optim, self.policy.parameters())
+            m["opt/grad_norm"] = self.step(self.optim, self.params)
             if weights is not None:
                 m["spo/is_weight"] = weights.mean()
             steps.append(m)

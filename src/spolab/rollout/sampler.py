@@ -96,8 +96,10 @@ def decode_responses(tokenizer, response_ids: torch.Tensor, response_mask: torch
 
 
 def _cache_kw(model) -> str:
-    """transformers >= 5 names the KV cache argument ``cache``; older versions ``past_key_values``."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    """transformers >= 5 names the KV cache argument ``cache``; older versions ``past_key_values``. A peft model
+    (a LoRA policy, or its π_ref view) passes it on to its base model, whose signature says which."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:
