@@ -1,6 +1,7 @@
 """PPO, the paper's baseline, with its implementation details:
 
-1. a *separate* critic: a second copy of the SFT network with a scalar head (ValueModel);
+1. a *separate* critic: a second copy of the SFT network with a scalar head (ValueModel); with LoRA
+   (``lora=on``) its own adapter and scalar head on the policy's frozen weights (AdapterValueModel);
 2. per-token KL penalty to π_ref in the reward, coefficient β, k1 estimator (Ziegler et al. 2019;
    :func:`~spolab.algos.losses.kl_shaped_rewards`);
 3. GAE with γ = 1, λ = 0.95 (Schulman et al. 2016);
@@ -20,7 +21,15 @@ from transformers import AutoModel
 from spolab.algos.base import EPOCHS, REDUCTION, Algorithm, mean_metrics, minibatches, register
 from spolab.algos.losses import gae, kl_shaped_rewards, ppo_policy_loss, ppo_value_loss, whiten
 from spolab.checks import Rule, boolean, fraction, number, positive
+from spolab.models.lora import CRITIC, adapter_active, adapter_modules, add_critic_adapter, is_lora
 from spolab.rollout.trajectories import Batch
+
+
+def _zero_head(hidden: int) -> torch.nn.Linear:
+    head = torch.nn.Linear(hidden, 1)
+    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.zeros_(head.bias)
+    return head
 
 
 class ValueModel(torch.nn.Module):
@@ -29,22 +38,46 @@ class ValueModel(torch.nn.Module):
     def __init__(self, path: str):
         super().__init__()
         self.body = AutoModel.from_pretrained(path)  # the SFT network without its LM head
-        self.head = torch.nn.Linear(self.body.config.hidden_size, 1)
-        torch.nn.init.zeros_(self.head.weight)
-        torch.nn.init.zeros_(self.head.bias)
+        self.head = _zero_head(self.body.config.hidden_size)
+
+    def hidden(self, **inputs) -> torch.Tensor:
+        """(B, P+T, H) last hidden states of the body."""
+        return self.body(**inputs).last_hidden_state
 
     def forward(self, batch: Batch) -> torch.Tensor:
         P = batch.prompt_ids.shape[1]
         ids = torch.cat([batch.prompt_ids, batch.response_ids], 1)  # (B, P+T)
         attn = torch.cat([batch.prompt_mask, batch.response_mask.long()], 1)
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
-        h = self.body(input_ids=ids, attention_mask=attn, position_ids=pos).last_hidden_state  # (B, P+T, H)
+        h = self.hidden(input_ids=ids, attention_mask=attn, position_ids=pos)  # (B, P+T, H)
         return self.head(h[:, P - 1 : -1]).squeeze(-1) * batch.response_mask  # (B, T): value of s_t
+
+
+class AdapterValueModel(ValueModel):
+    """The critic of a LoRA policy: the body is the policy's own frozen network (no LM head) run through a
+    second adapter, :data:`~spolab.models.lora.CRITIC`, configured as the policy's; a zero-initialised linear
+    head, as ValueModel's. Its parameters (and state dict) are that adapter's layers and the head: the
+    shared network belongs to the policy and is not a submodule."""
+
+    def __init__(self, policy):
+        torch.nn.Module.__init__(self)
+        add_critic_adapter(policy)  # B zero: the body starts as the SFT body, as ValueModel's does
+        object.__setattr__(self, "policy", policy)  # not registered: the policy's module
+        self.adapter = torch.nn.ModuleDict({name.replace(".", "-"): m for name, m in adapter_modules(policy, CRITIC)})
+        base = policy.get_base_model()
+        self.head = _zero_head(base.config.hidden_size)
+
+    def hidden(self, **inputs) -> torch.Tensor:
+        base = self.policy.get_base_model()
+        body = getattr(base, base.base_model_prefix)  # the decoder without its LM head (AutoModel's network)
+        with adapter_active(self.policy, CRITIC):
+            return body(**inputs).last_hidden_state
 
 
 @register("ppo")
 class PPO(Algorithm):
-    has_critic = True  # ValueModel: a second copy of the SFT body and a scalar head, with its own AdamW
+    has_critic = True  # ValueModel: a second copy of the SFT body and a scalar head, with its own AdamW (LoRA:
+    # AdapterValueModel, an adapter and a head on the policy's frozen weights)
     config_rules: list[Rule] = [
         ("algo.critic_lr", positive()),
         *EPOCHS,
@@ -59,7 +92,7 @@ class PPO(Algorithm):
 
     def __init__(self, cfg, policy, ref, tokenizer, **kw):
         super().__init__(cfg, policy, ref, tokenizer, **kw)
-        self.critic = ValueModel(self.init_path or policy.name_or_path)
+        self.critic = AdapterValueModel(policy) if is_lora(policy) else ValueModel(self.init_path or policy.name_or_path)
         self.critic_optim = torch.optim.AdamW(self.critic.parameters(), lr=cfg.critic_lr, betas=(0.9, 0.95),
                                               weight_decay=0.0)
 
@@ -84,7 +117,7 @@ class PPO(Algorithm):
                                          cfg.clip, cfg.loss_reduction)
                 vl, vm = ppo_value_loss(self.critic(mb), old_v[idx], ret[idx], mb.response_mask, cfg.value_clip)
                 (pl + cfg.vf_coef * vl).backward()
-                steps.append({**pm, "opt/grad_norm": self.step(self.optim, self.policy.parameters()),
+                steps.append({**pm, "opt/grad_norm": self.step(self.optim, self.params),
                               "critic/grad_norm": self.step(self.critic_optim, self.critic.parameters()), **vm})
         return mean_metrics(steps, {"critic/value_mean": old_v.sum() / mask.sum(),
                                     "ppo/kl_reward": kl.sum(-1).mean()})
