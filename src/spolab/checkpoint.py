@@ -1,6 +1,7 @@
 """Resumable checkpoints, written atomically and checksummed, and the resume decision of a run folder.
 
-Layout: ``<run_dir>/checkpoint/step_<n>/`` holds the model and tokenizer (``save_pretrained``),
+Layout: ``<run_dir>/checkpoint/step_<n>/`` holds the model and tokenizer (``save_pretrained``; a LoRA policy
+as its adapter and the base model's config.json, :func:`spolab.models.lora.save_weights`),
 ``trainer_state.pt`` (optimizer, RNG states, whatever the next step reads), ``meta.json`` (step and
 the run's identity, :func:`spolab.config.run_identity`) and, written last, ``manifest.json``: the
 sha256 of every other file. A checkpoint is written aside (``.tmp_step_<n>.<pid>``: one name per process), every file fsync'ed,
@@ -30,6 +31,7 @@ import torch
 from spolab.atomic import fsync_dir, sha256_file, write_json
 from spolab.config import run_identity
 from spolab.errors import OperationalError, disk_full_error
+from spolab.models.lora import save_weights
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +111,7 @@ def save_checkpoint(run_dir: str | Path, step: int, model, tokenizer, state: dic
     final = root / f"step_{step:08d}"
     with _written_aside(final, f"the checkpoint of step {step}", " and the previous checkpoint is intact: free "
                         "some space and rerun the same command to resume") as tmp:
-        model.save_pretrained(str(tmp))
+        save_weights(model, tmp)
         tokenizer.save_pretrained(str(tmp))
         torch.save(state, tmp / STATE_FILE)
         (tmp / META_FILE).write_text(json.dumps({"step": step, "identity": identity}) + "\n")
@@ -182,10 +184,10 @@ def _checkpoints(root: Path) -> list[Path]:
 
 
 def save_model(path: str | Path, model, tokenizer) -> None:
-    """The final model and tokenizer (``save_pretrained``), written aside and renamed into place:
-    never a half-written model folder, and a full disk is named (ENOSPC)."""
+    """The final model and tokenizer (``save_pretrained``; a LoRA policy's adapter, :func:`save_weights`),
+    written aside and renamed into place: never a half-written model folder, and a full disk is named (ENOSPC)."""
     with _written_aside(Path(path), "the model", ": free some space and rerun the same command") as tmp:
-        model.save_pretrained(str(tmp))
+        save_weights(model, tmp)
         tokenizer.save_pretrained(str(tmp))
 
 

@@ -40,6 +40,7 @@ from spolab.eval.exact_mass import (
 )
 from spolab.eval.generate import evaluate_policy
 from spolab.models.build import load_model, load_tokenizer
+from spolab.models.lora import Reference, base_path, is_lora, load_policy
 from spolab.tasks.base import get_task
 from spolab.tasks.io import load_split
 from spolab.tracking import Tracker
@@ -67,8 +68,12 @@ def run(cfg: DictConfig) -> dict:
     if not (Path(cfg.model_dir) / "config.json").exists():
         raise FileNotFoundError(f"model_dir={cfg.model_dir} holds no saved model (config.json missing)")
     tok = load_tokenizer(cfg.model_dir)
-    model = load_model(cfg.model_dir, device=device).eval()
-    ref = load_model(cfg.ref_model_dir, device=device).eval() if cfg.ref_model_dir else None
+    model = load_policy(cfg.model_dir, device=device).eval()  # a LoRA run's: its base model and adapter
+    ref = None
+    if cfg.ref_model_dir and is_lora(model) and _same_dir(base_path(cfg.model_dir), cfg.ref_model_dir):
+        ref = Reference(model)  # π_ref is the adapter's base model: the same network, adapters disabled
+    elif cfg.ref_model_dir:
+        ref = load_model(cfg.ref_model_dir, device=device).eval()
     task = get_task(cfg.task)
     exact_protocol = _exact_protocol(cfg, task)
     max_len = task.enumeration_size(cfg.exact_mass.max_len) if exact_protocol else None
@@ -133,6 +138,11 @@ def run(cfg: DictConfig) -> dict:
     write_logprobs(cfg.out_dir, header, exact_rows)  # header only where no exact evaluation ran
     write_json(Path(cfg.out_dir) / "summary.json", results)  # every pair of this model: the DAG's output
     return results
+
+
+def _same_dir(a, b) -> bool:
+    """Whether two paths name one folder."""
+    return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
 
 
 def _exact_protocol(cfg: DictConfig, task) -> str | None:
