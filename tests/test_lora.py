@@ -267,3 +267,31 @@ def test_merged_export_matches_the_adapter_model(lora_inputs, tmp_path, tok):
     assert not torch.allclose(got, load_model(root / "sft")(input_ids=ids).logits, atol=1e-3)
     with pytest.raises(ConfigError, match="holds no LoRA adapter"):
         export_merged(root / "sft", tmp_path / "again")
+
+
+def test_evaluate_loads_base_and_adapter_with_the_reference_view(lora_inputs, tmp_path, monkeypatch):
+    """``spolab.evaluate`` of a LoRA run's model folder: its base model and adapter, π_ref (``ref_model_dir`` the
+    adapter's base) the same network with adapters disabled, loaded once; its numbers are those of a separately
+    loaded π_ref, to the bit."""
+    from conftest import smoke_cfg
+    from spolab import evaluate
+    from spolab.checkpoint import save_model
+
+    data, root = lora_inputs
+    tok = load_tokenizer(root / "sft")
+    policy = add_adapters(load_model(root / "sft"), LORA)
+    perturb(policy, seed=2)
+    save_model(tmp_path / "model", policy, tok)
+    loads = []
+    monkeypatch.setattr(evaluate, "load_model", lambda *a, **k: loads.append(a) or load_model(*a, **k))
+    results = {}
+    for name, same in (("view", evaluate._same_dir), ("copy", lambda a, b: False)):
+        monkeypatch.setattr(evaluate, "_same_dir", same)
+        cfg = smoke_cfg("evaluate", tmp_path, f"data_dir={data}", f"model_dir={tmp_path}/model", f"name={name}",
+                        f"ref_model_dir={root}/sft", f"out_dir={tmp_path}/{name}", "splits=[val]", "protocols=[policy]",
+                        "+n_problems.val=2", "exact_mass.max_len=1")
+        results[name] = evaluate.run(cfg)["val-policy"]
+    assert len(loads) == 1  # the copy's π_ref; the view loaded no second model
+    view, copy = results["view"], results["copy"]
+    assert view["val/kl_ref"] > 0 and "val/exact/kl_ref_correct" in view  # π_ref's log-probs, sampled and exact
+    assert {k: v for k, v in view.items() if k != "model_dir"} == {k: v for k, v in copy.items() if k != "model_dir"}

@@ -197,6 +197,11 @@ class Reference(torch.nn.Module):
     def get_base_model(self) -> torch.nn.Module:
         return self.model.get_base_model()
 
+    @property
+    def config(self):
+        """The base model's transformers config (its attention implementation, vocabulary...)."""
+        return self.model.get_base_model().config
+
 
 def save_weights(model, path: str | Path) -> None:
     """``save_pretrained`` of a model into ``path``: a plain model as transformers saves it; a LoRA policy as
