@@ -42,7 +42,7 @@ from spolab.errors import ConfigError
 from spolab.jsonl import check_manifest, rebuild_data
 from spolab.memory import PLANNED, check_memory
 from spolab.models.build import resolve_name_or_path
-from spolab.models.lora import lora_settings, require_peft
+from spolab.models.lora import check_saved_targets, lora_settings, require_peft
 from spolab.perf import VARIANTS
 from spolab.rollout.mix import check_data_mix
 from spolab.rollout.offpolicy import POOL_SOURCES, allocate
@@ -467,7 +467,10 @@ def need_data(cfg, splits: Sequence[str], tokenizer: bool = False, key: str = "d
 
 def _rl_paths(cfg) -> None:
 
-    need_model_dir(cfg, "sft_dir")
+    sft_dir = need_model_dir(cfg, "sft_dir")
+    lora = lora_settings(cfg.model)
+    if lora is not None:  # every target a linear layer of the SFT model (on the meta device: nothing loaded)
+        check_saved_targets(sft_dir, lora["target_modules"])
     need_data(cfg, ["rl", "val"])
     if ALGORITHMS[cfg.algo.name].needs_q0:
         need_file(cfg, "q0_path", f"the reference success counts q0.json (algo={cfg.algo.name} reads Q̂0)", Q0_STEP)

@@ -78,6 +78,17 @@ def check_targets(model: torch.nn.Module, target_modules) -> None:
                           + f"its linear layers are {have}")
 
 
+def check_saved_targets(path: str | Path, target_modules) -> None:
+    """:func:`check_targets` against the model saved in ``path`` (its config.json), built on the meta device:
+    nothing is loaded or allocated (start-up validation of an RL run with LoRA)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    check_targets(model, target_modules)
+
+
 def lora_config(settings: dict):
     """The ``peft.LoraConfig`` of ``model.lora`` settings (:func:`lora_settings`)."""
     require_peft()
