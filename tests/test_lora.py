@@ -99,12 +99,19 @@ def test_lora_is_absent_unless_asked_for_and_leaves_identities_alone():
         validate(load_config("rl", ["lora=on", "model.lora.dropout=1.0"]), "rl", check_paths=False)
 
 
-def test_target_modules_that_match_nothing_name_the_models_layers(tok):
-    with pytest.raises(ConfigError, match=r"model.lora.target_modules=\['q_proj', 'c_attn'\]: \['c_attn'\] name no "
-                                          r"linear layer of the model \(LlamaForCausalLM\); its linear layers are "
-                                          r"\['down_proj', 'gate_proj', 'k_proj', 'lm_head', 'o_proj', 'q_proj', "
-                                          r"'up_proj', 'v_proj'\]"):
+def test_target_modules_that_match_nothing_name_the_models_layers(tok, tmp_path):
+    """At start-up (validation reads the SFT model's config.json, on the meta device) and where adapters are added."""
+    from spolab.validate import validate
+
+    message = (r"model.lora.target_modules=\['q_proj', 'c_attn'\]: \['c_attn'\] name no linear layer of the model "
+               r"\(LlamaForCausalLM\); its linear layers are \['down_proj', 'gate_proj', 'k_proj', 'lm_head', 'o_proj', "
+               r"'q_proj', 'up_proj', 'v_proj'\]")
+    with pytest.raises(ConfigError, match=message):
         add_adapters(tiny_llama(tok), {**LORA, "target_modules": ["q_proj", "c_attn"]})
+    tiny_llama(tok).save_pretrained(tmp_path / "sft")
+    cfg = load_config("rl", ["lora=on", "model.lora.target_modules=[q_proj,c_attn]", f"sft_dir={tmp_path}/sft"])
+    with pytest.raises(ConfigError, match=message):
+        validate(cfg, "rl")
     assert "q_proj" in linear_names(tiny_llama(tok))
 
 
@@ -295,3 +302,26 @@ def test_evaluate_loads_base_and_adapter_with_the_reference_view(lora_inputs, tm
     view, copy = results["view"], results["copy"]
     assert view["val/kl_ref"] > 0 and "val/exact/kl_ref_correct" in view  # π_ref's log-probs, sampled and exact
     assert {k: v for k, v in view.items() if k != "model_dir"} == {k: v for k, v in copy.items() if k != "model_dir"}
+
+
+def test_training_state_of_lora_and_full_fine_tuning(tok):
+    """The benchmark's LoRA vs full table (spolab.bench.training_networks, spolab.perf.training_state), on the
+    meta device: full fine-tuning trains every weight and holds π_ref as a second copy (PPO a critic body and
+    head too); LoRA trains the adapters (PPO a second adapter and the head) and holds no copy."""
+    from spolab.bench import training_networks
+    from spolab.perf import training_state
+
+    config = tiny_llama(tok).config
+    n = sum(p.numel() for p in tiny_llama(tok).parameters())
+    policy = add_adapters(tiny_llama(tok), LORA)
+    adapter = sum(p.numel() for _, m in adapter_modules(policy, POLICY) for p in m.parameters())
+    body = n - config.vocab_size * config.hidden_size * (1 - config.tie_word_embeddings)  # no LM head
+    want = {  # (algo, lora) -> (trainable parameters, copies' parameters, frozen base parameters)
+        ("spo", False): (n, n, 0), ("spo", True): (adapter, 0, n),
+        ("ppo", False): (n + body + config.hidden_size + 1, n, 0), ("ppo", True): (2 * adapter + config.hidden_size + 1, 0, n),
+    }
+    for (algo, lora), (trainable, copies, frozen) in want.items():
+        st = training_state(*training_networks(config, algo, LORA if lora else None))
+        assert (st["trainable_params"], st["copies"] // 4, st["frozen_base"] // 4) == (trainable, copies, frozen)
+        assert st["train_state"] == 4 * trainable * 4 + st["copies"]  # weights, grads, two AdamW moments: fp32
+        assert st["total"] == st["train_state"] + st["frozen_base"]

@@ -11,6 +11,11 @@ trained tokens per second, peak RSS above the baseline, the exact bytes of the t
 (parameters, gradients, optimizer moments of every model in memory), the peak bytes of
 activations saved for backward during one update (:class:`SavedActivations`) and, on a GPU,
 ``torch.cuda.max_memory_allocated``; ratios to PPO. Writes ``{out_dir}/bench_<device>.md|csv``.
+
+A second table compares LoRA (``lora=on``) with full fine-tuning for SPO and PPO at every size: the bytes of
+the training state (trainable parameters, their gradients and AdamW moments, and any second copy of the model,
+π_ref in full fine-tuning), computed from the networks the RL run builds
+(:func:`spolab.perf.training_state`) on the meta device, not timed; also in ``{out_dir}/lora_state_<device>.csv``.
 """
 
 from __future__ import annotations
@@ -29,14 +34,24 @@ import psutil
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from spolab.algos import get_algorithm
 from spolab.algos.losses import q0_from_success
+from spolab.algos.ppo import AdapterValueModel
 from spolab.builder import build_rl_run
 from spolab.cli import entry
 from spolab.config import load_config
 from spolab.models.build import build_model, load_model, load_tokenizer
-from spolab.perf import VARIANTS, SavedActivations, matmul_gflops, ppo_steps_per_update, state_bytes
+from spolab.models.lora import Reference, add_adapters, lora_settings
+from spolab.perf import (
+    VARIANTS,
+    SavedActivations,
+    matmul_gflops,
+    ppo_steps_per_update,
+    state_bytes,
+    training_state,
+)
 from spolab.rollout.sampler import encode_prompts, sample
 from spolab.tasks.base import task_of
 from spolab.tasks.io import load_split
@@ -132,6 +147,63 @@ def _policy_for(size: str, cfg, rl_cfg):
     TRL builds its reference from it)."""
     init = _init_dir(size, cfg, rl_cfg)
     return load_model(init), load_tokenizer(init), init
+
+
+LORA_ALGOS = ("spo", "ppo")  # the LoRA vs full fine-tuning table's algorithms
+
+
+def _config_of(size: str, cfg, rl_cfg):
+    """The transformers config of the model ``size`` stands for, as :func:`_init_dir` would make it: the SFT
+    checkpoint's for ``sft_size``, else a from-scratch model of ``size`` over the miniature's tokenizer."""
+    if size == cfg.sft_size and cfg.sft_dir and Path(cfg.sft_dir, "config.json").exists():
+        return AutoConfig.from_pretrained(cfg.sft_dir, local_files_only=True)
+    tok = load_tokenizer(Path(cfg.data_dir) / "tokenizer")
+    with torch.device("meta"):
+        return build_model(rl_cfg.model, tok).config
+
+
+def training_networks(config, algo_name: str, lora: dict | None) -> tuple[list[torch.nn.Module], torch.nn.Module]:
+    """(trained networks, policy first; π_ref) of an RL run of ``algo_name`` on a model of ``config``, built
+    as spolab.builder builds them but on the meta device (no weights, nothing allocated): with ``lora`` (the
+    ``model.lora`` settings) the adapter-wrapped policy, π_ref its adapters-disabled view and PPO's critic its
+    second adapter and head; without, the policy, a frozen π_ref copy and PPO's critic body and head."""
+    with torch.device("meta"):
+        policy = AutoModelForCausalLM.from_config(config)
+        if lora is not None:
+            policy = add_adapters(policy, lora)
+            ref = Reference(policy)
+        else:
+            ref = AutoModelForCausalLM.from_config(config).requires_grad_(False)
+        modules = [policy]
+        if get_algorithm(algo_name).has_critic:
+            modules.append(AdapterValueModel(policy) if lora is not None else torch.nn.ModuleList(
+                [AutoModel.from_config(config), torch.nn.Linear(config.hidden_size, 1)]))  # ValueModel's body, head
+    return modules, ref
+
+
+def lora_state_rows(cfg) -> list[dict]:
+    """LoRA against full fine-tuning, per size and algorithm of :data:`LORA_ALGOS`: the bytes of the training
+    state (:func:`spolab.perf.training_state`) of the RL run's networks (``lora=on``: conf/lora/on.yaml's rank
+    and target modules), counted on the meta device: nothing is loaded or trained, so any size is cheap."""
+    rows = []
+    for size in cfg.sizes:
+        for algo_name in LORA_ALGOS:
+            full = None
+            for tuning in ("full", "lora"):
+                rl_cfg = load_config("rl", [f"algo={algo_name}", f"model={size}", f"scale={cfg.scale.name}",
+                                            *(["lora=on"] if tuning == "lora" else [])])
+                modules, ref = training_networks(_config_of(size, cfg, rl_cfg), algo_name, lora_settings(rl_cfg.model))
+                st = training_state(modules, ref)
+                full = full or st
+                rows.append({
+                    "size": size, "algo": algo_name, "fine_tuning": tuning,
+                    "trainable_params_M": st["trainable_params"] / 1e6,
+                    **{f"{k}_MB": st[k] / 2**20 for k in ("trainable", "grads", "optimiser", "copies", "train_state",
+                                                         "frozen_base", "total")},
+                    "train_state_vs_full": st["train_state"] / full["train_state"],
+                    "total_vs_full": st["total"] / full["total"],
+                })
+    return rows
 
 
 def bench_one(variant: str, size: str, cfg_dict: dict, queue) -> None:
@@ -283,12 +355,18 @@ def run(cfg: DictConfig) -> list[dict]:
     df.to_csv(out / f"bench_{device.type}.csv", index=False, float_format="%.4g")
     sampler = pd.DataFrame([r for size in cfg.sizes for r in sampler_vs_generate(cfg, size)])
     sampler.to_csv(out / f"sampler_{device.type}.csv", index=False, float_format="%.4g")
+    lora = pd.DataFrame(lora_state_rows(cfg))
+    lora.to_csv(out / f"lora_state_{device.type}.csv", index=False, float_format="%.4g")
     header = (f"# Benchmark ({device.type}: {device_name(device)}, {cfg.threads} threads, {cfg.precision} forward passes, batch {cfg.batch_size} = "
               f"{cfg.batch_size // cfg.group_size} prompts x {cfg.group_size}, median of {cfg.repeats} updates after "
               f"{cfg.warmup} warm-up; measured fp32 matmul peak {peak:.1f} GFLOP/s)\n\n")
     text = (header + df.to_markdown(index=False, floatfmt=".4g") + "\n\n## Sampling "
             f"{cfg.batch_size // cfg.group_size} prompts x {cfg.group_size} samples\n\n"
-            + sampler.to_markdown(index=False, floatfmt=".4g") + "\n")
+            + sampler.to_markdown(index=False, floatfmt=".4g")
+            + "\n\n## Training state: LoRA vs full fine-tuning (computed; MB)\n\n"
+            "train_state = trainable parameters + their gradients + AdamW moments + copies (a second model in "
+            "memory: π_ref, in full fine-tuning); total adds frozen_base (LoRA's frozen weights, which π_ref "
+            "shares)\n\n" + lora.to_markdown(index=False, floatfmt=".4g") + "\n")
     (out / f"bench_{device.type}.md").write_text(text)
     print(text)
     return rows

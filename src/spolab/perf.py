@@ -23,10 +23,14 @@ VARIANTS = {  # name -> (algo config, data mix)
 
 
 def state_bytes(modules, optimizers) -> int:
-    """Exact bytes of parameters, gradients and optimizer state of the given objects."""
-    total = 0
+    """Exact bytes of parameters, gradients and optimizer state of the given objects; a parameter that
+    several of them share (a LoRA policy's π_ref view and critic) is counted once."""
+    total, seen = 0, set()
     for m in modules:
         for p in m.parameters():
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
             total += p.numel() * p.element_size()
             if p.grad is not None:
                 total += p.grad.numel() * p.grad.element_size()
@@ -34,6 +38,40 @@ def state_bytes(modules, optimizers) -> int:
         for st in opt.state.values():
             total += sum(v.numel() * v.element_size() for v in st.values() if torch.is_tensor(v))
     return total
+
+
+TRAINING_STATE = ("trainable", "grads", "optimiser", "copies")  # what training_state's "train_state" sums
+
+
+def training_state(modules, ref) -> dict[str, int]:
+    """Bytes of an algorithm's training state, computed from its networks (not measured: gradients and
+    AdamW moments are counted as they are at an optimiser step, every parameter once even where networks share
+    it). ``modules`` are the trained networks, the policy first (``Algorithm.modules()``), ``ref`` π_ref.
+
+    ``trainable``, ``grads``, ``optimiser``: parameters that require grad, their gradients and AdamW's two
+    moments (each the parameter's size). ``copies``: frozen weights outside the policy's network, a second
+    model in memory (π_ref of full fine-tuning; with LoRA π_ref is the policy's own network: none).
+    ``frozen_base``: frozen weights of the policy's network (LoRA's base; none in full fine-tuning).
+    ``train_state`` sums trainable, grads, optimiser and copies; ``total`` adds frozen_base;
+    ``trainable_params`` counts the trainable parameters."""
+    out = dict.fromkeys(("trainable_params", *TRAINING_STATE, "frozen_base"), 0)
+    seen: set[int] = set()
+    for i, m in enumerate([*modules, ref]):
+        for p in m.parameters():
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            n = p.numel() * p.element_size()
+            if p.requires_grad:
+                out["trainable_params"] += p.numel()
+                out["trainable"] += n
+                out["grads"] += n
+                out["optimiser"] += 2 * n
+            else:
+                out["frozen_base" if i == 0 else "copies"] += n
+    out["train_state"] = sum(out[k] for k in TRAINING_STATE)
+    out["total"] = out["train_state"] + out["frozen_base"]
+    return out
 
 
 class SavedActivations:
