@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from spolab.errors import ConfigError
 from spolab.models.build import load_model
@@ -38,8 +39,6 @@ def lora_settings(model_cfg) -> dict | None:
     block = model_cfg.get("lora") if model_cfg is not None else None
     if block is None:
         return None
-    from omegaconf import DictConfig, OmegaConf
-
     block = OmegaConf.to_container(block, resolve=True) if isinstance(block, DictConfig) else dict(block)
     settings = {**DEFAULTS, **block}
     return settings if settings["enabled"] else None
