@@ -1,5 +1,5 @@
-"""RL optimisation schedule (warm-up, cosine), optimiser-step accounting, the on-policy temperature
-rule, the SFT flaw and the cross-prompt gradient diagnostic."""
+"""RL optimisation schedule (warm-up, cosine), optimiser-step accounting, the SFT flaw and the
+cross-prompt gradient diagnostic (the sampling temperature: tests/test_temperature.py)."""
 
 import math
 import random
@@ -19,7 +19,6 @@ from spolab.schedule import lr_at
 from spolab.tasks import listdsl as dsl
 from spolab.tasks.listdsl_task import flawed_program, sft_targets
 from spolab.tracking import read_metrics
-from spolab.validate import validate
 from test_algos import _algo, setup  # noqa: F401  (the module fixture)
 
 
@@ -110,14 +109,6 @@ def test_rl_logs_optimiser_steps_and_lr(smoke_q0, tmp_path):
     assert [r["opt/steps"] for r in rows] == [4, 8]  # 2 epochs x 2 minibatches per update
     lr = load_config("rl", ["algo=ppo"]).algo.lr
     assert [r["opt/lr"] for r in rows] == pytest.approx([lr / 4, lr])  # the rate of each update's first step
-
-
-@pytest.mark.parametrize("name", ["ppo", "grpo", "rloo"])
-def test_on_policy_algorithms_refuse_temperature_other_than_one(name):
-    cfg = load_config("rl", ["scale=smoke", f"algo={name}", "temperature=0.7"])
-    with pytest.raises(ConfigError, match=r"temperature=0.7: must be 1.0 for the on-policy algo="):
-        validate(cfg, "rl", check_paths=False)
-    validate(load_config("rl", ["scale=smoke", "algo=spo", "temperature=0.7"]), "rl", check_paths=False)
 
 
 def test_flawed_program_is_the_habit_and_fails(smoke_data):

@@ -158,8 +158,8 @@ def bench_one(variant: str, size: str, cfg_dict: dict, queue) -> None:
 
     def step(i: int):
         return train_step(algo, policy, prompts.take(counts["fresh"] // cfg.group_size), mixer, replay, counts,
-                          group_size=cfg.group_size, max_new_tokens=rl_cfg.task.max_new_tokens, temperature=1.0,
-                          generator=gen, version=i, reward_kind=rl_cfg.task.reward)
+                          group_size=cfg.group_size, max_new_tokens=rl_cfg.task.max_new_tokens,
+                          temperature=rl_cfg.temperature, generator=gen, version=i, reward_kind=rl_cfg.task.reward)
 
     times: dict[str, list[float]] = {"sample": [], "score_mix": [], "update": []}
     tokens_sampled, tokens_trained, batch_trajs = [], [], []

@@ -23,6 +23,8 @@ def train_step(algo: Algorithm, behaviour, problems: list[Problem], mixer: Sourc
                ) -> tuple[dict[str, float], list[Trajectory], dict[str, list[Trajectory]], dict[str, float]]:
     """Sample, mix, score, update: one update of ``algo`` on a batch of ``sum(counts.values())``.
 
+    ``temperature`` is the sampling temperature; an algorithm that trains the tempered policy
+    (PPO, GRPO, RLOO: ``Algorithm.tempered``) must have been built at the same one.
     ``counts`` are the exact per-batch counts of :func:`~spolab.rollout.offpolicy.allocate`;
     ``problems`` the fresh prompts (``counts["fresh"] / group_size`` of them), sampled
     ``group_size`` times each by ``behaviour`` (the policy itself, or its stale copy) with
@@ -37,6 +39,9 @@ def train_step(algo: Algorithm, behaviour, problems: list[Problem], mixer: Sourc
     """
     if len(problems) * group_size != counts["fresh"]:
         raise ValueError(f"{len(problems)} prompts x group_size {group_size} != {counts['fresh']} fresh samples")
+    if algo.tempered and temperature != algo.temperature:  # its π_old is the sampler's log-prob at `temperature`
+        raise ValueError(f"algo={algo.name} trains the policy at temperature {algo.temperature} but would be fed "
+                         f"samples drawn at temperature {temperature}")
     device = algo.device
     t0 = time.perf_counter()
     # ---- sample: fresh trajectories from the behaviour policy

@@ -115,6 +115,18 @@ DATA_MIX: list[Rule] = [
     ("data_mix.sync_every", integer(1)),
 ]
 
+
+def _rl_temperature(v) -> str | None:
+    """RL's sampling temperature T, any T > 0: fresh samples are drawn from softmax(logits/T), the policy that
+    PPO, GRPO and RLOO train (every log-prob of their losses at T); SPO trains π_θ at T 1 on them
+    (``spolab.algos.base.Algorithm.tempered``; docs/method.md, "Sampling temperature")."""
+    why = positive().test(v)
+    return None if why is None else (f"{why} (the sampling temperature T of RL's fresh samples, softmax(logits/T): "
+                                     "the policy that PPO, GRPO and RLOO train; SPO trains π_θ at T 1 on them)")
+
+
+RL_TEMPERATURE = Check(_rl_temperature)
+
 # ------------------------------------------------------------------------------------------ entry tables
 
 RL: list[Rule] = [
@@ -123,7 +135,7 @@ RL: list[Rule] = [
     ("updates", integer(1, MAX_UPDATES)),
     ("batch_size", integer(1, MAX_BATCH)),
     ("group_size", integer(1, MAX_GROUP)),
-    ("temperature", positive()),
+    ("temperature", RL_TEMPERATURE),
     ("replay_capacity", integer(1, MAX_PROBLEMS)),
     ("log_every", integer(1)),
     ("eval_every", integer(1)),
@@ -280,10 +292,8 @@ def _rl(cfg) -> None:
     for src, share in sources.items():
         fraction()(f"data_mix.sources.{src}", share)
     _, sources = check_data_mix(algo, cfg.data_mix)  # unknown sources, shares, on-policy refusals
-    if algo.on_policy and cfg.temperature != 1.0:
-        # PPO's, GRPO's and RLOO's π_old is the sampler's log-prob, which is π_θ only at temperature 1
-        raise _bad("temperature", cfg.temperature, f"1.0 for the on-policy algo={name} (its π_old is the "
-                   "sampler's log-prob, which equals π_θ only at temperature 1); off-policy algo=spo accepts any")
+    # any temperature T > 0 (the RL table's rule): PPO, GRPO and RLOO train the tempered policy softmax(logits/T),
+    # every log-prob of their losses at T (π_old, the sampler's, included); SPO trains π_θ at T 1 (docs/method.md)
     bs, g = cfg.batch_size, cfg.group_size
     if cfg.algo.group_size != g:
         raise ConfigError(f"algo.group_size={cfg.algo.group_size}: must equal group_size={g} (conf/algo: "

@@ -21,7 +21,7 @@ rule exact:
     params:
         scale=SCALE,
         conf=conf_hash("exact"),
-        args=f"exact.beta={{wildcards.beta}} out_dir={PATHS.exact}/beta{{wildcards.beta}}",
+        args=f"exact.beta={{beta}} out_dir={PATHS.exact}/beta{{beta}}",
     shell:
         hydra_cmd("exact")
 

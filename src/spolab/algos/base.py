@@ -29,9 +29,13 @@ def get_algorithm(name: str) -> type[Algorithm]:
     return ALGORITHMS[name]  # unknown: ConfigError "unknown algo 'x'; valid: [...]"
 
 
-def policy_logp(model, batch: Batch) -> torch.Tensor:
-    """(B, T) per-token log π of the batch's responses, differentiable through ``model``."""
-    return score(model, batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask.long())
+def policy_logp(model, batch: Batch, temperature: float = 1.0) -> torch.Tensor:
+    """(B, T) per-token log π_T of the batch's responses, differentiable through ``model``: the
+    tempered policy π_T = softmax(logits / T) (T 1: π itself). The training log-probs of every
+    algorithm (:meth:`Algorithm.logp`, :meth:`Algorithm.ref_logp`); the sampler draws from the same
+    distribution at T (both go through ``spolab.rollout.sampler.process_logits``)."""
+    return score(model, batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask.long(),
+                 temperature=temperature)
 
 
 def minibatches(n: int, n_minibatches: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -76,6 +80,10 @@ class Algorithm:
 
     name: str = ""
     on_policy: bool = True  # True: refuses stored or stale data (PPO, GRPO, RLOO)
+    # True: trains the tempered policy π_θ,T = softmax(logits/T) at the run's sampling temperature T, so its
+    # π_θ, π_old (the sampler's log-prob) and π_ref are all log-probs at T (PPO, GRPO, RLOO); False: trains
+    # π_θ itself, T 1, and samples at T are off-policy data (SPO). docs/method.md, "Sampling temperature"
+    tempered: bool = True
     needs_q0: bool = False  # True: the trainer loads per-prompt Q̂0 (SPO); the rl entry needs q0_path
     min_group_size: int = 1  # 2 where advantages compare the samples of one prompt (GRPO, RLOO)
     # the value rules of its own algo.* keys, checked by spolab.validate for whatever algo.name names (the keys
@@ -87,8 +95,12 @@ class Algorithm:
         """Cross-field rules of the rl entry's config ``cfg`` that only this algorithm has (ConfigError); none here."""
 
     def __init__(self, cfg, policy, ref, tokenizer, *, q0: dict[str, float] | None = None, seed: int = 0,
-                 init_path: str | None = None, total_updates: int | None = None):
+                 init_path: str | None = None, total_updates: int | None = None, temperature: float = 1.0):
         self.cfg, self.policy, self.ref, self.tok = cfg, policy, ref, tokenizer
+        if not temperature > 0:
+            raise ConfigError(f"temperature={temperature!r}: must be > 0 (the sampling temperature T of RL)")
+        self.sampling_temperature = float(temperature)  # the run's `temperature`: its fresh samples are drawn at T
+        self.temperature = self.sampling_temperature if self.tempered else 1.0  # of every log-prob its loss reads
         self.init_path = init_path  # the SFT checkpoint (PPO's critic starts from it)
         self.q0 = q0
         self.gen = torch.Generator().manual_seed(seed)
@@ -111,6 +123,21 @@ class Algorithm:
 
     def update(self, batch: Batch) -> dict[str, float]:
         raise NotImplementedError
+
+    # ---- the log-probs every loss reads, at the temperature of the policy it trains (self.temperature)
+    def logp(self, batch: Batch) -> torch.Tensor:
+        """(B, T) log π_θ,T of the batch's responses, differentiable (:func:`policy_logp` at ``self.temperature``)."""
+        return policy_logp(self.policy, batch, self.temperature)
+
+    def ref_logp(self, batch: Batch) -> torch.Tensor:
+        """(B, T) log π_ref,T of the batch's responses, constant. At T 1 the log-probs cached on the trajectories
+        (``Trajectory.ref_logp``, always π_ref at T 1: the replay buffer and the ``trajectories.jsonl`` dump
+        that SPO reads as ``earlier_run`` keep them); at T ≠ 1 recomputed from π_ref's logits / T, one
+        teacher-forced pass per update, never cached on the records."""
+        if self.temperature == 1.0:
+            return batch.ref_logp
+        with torch.no_grad():
+            return policy_logp(self.ref, batch, self.temperature)
 
     def step(self, optim: torch.optim.Optimizer, params) -> torch.Tensor:
         """Clip, step at the scheduled learning rate, zero the gradients; returns the gradient norm

@@ -1,8 +1,12 @@
-"""Value-free on-policy baselines: GRPO (Shao et al. 2024) and RLOO (Ahmadian et al. 2024)."""
+"""Value-free on-policy baselines: GRPO (Shao et al. 2024) and RLOO (Ahmadian et al. 2024).
+
+At sampling temperature T both train the tempered policy π_θ,T: π_θ, π_old and π_ref are all log-probs
+of softmax(logits/T) (:attr:`~spolab.algos.base.Algorithm.tempered`; docs/method.md, "Sampling temperature").
+"""
 
 from __future__ import annotations
 
-from spolab.algos.base import EPOCHS, REDUCTION, Algorithm, mean_metrics, minibatches, policy_logp, register
+from spolab.algos.base import EPOCHS, REDUCTION, Algorithm, mean_metrics, minibatches, register
 from spolab.algos.losses import (
     ADVANTAGE_ESTIMATORS,
     kl_penalty,
@@ -26,14 +30,15 @@ class GRPO(Algorithm):
     def update(self, batch: Batch) -> dict[str, float]:
         cfg = self.cfg
         adv = ADVANTAGE_ESTIMATORS[self.name](batch.reward, cfg.group_size)[:, None]  # (B, 1)
-        old = batch.behaviour_logp  # sampled by the current policy at temperature 1
+        old = batch.behaviour_logp  # π_old,T: sampled by the current policy at temperature T
+        ref = self.ref_logp(batch)  # π_ref,T
         steps = []
         for _ in range(cfg.epochs):
             for idx in minibatches(len(batch), cfg.minibatches, self.gen):
                 mb = batch.select(idx)
-                logp = policy_logp(self.policy, mb)
+                logp = self.logp(mb)  # π_θ,T
                 pl, pm = ppo_policy_loss(logp, old[idx], adv[idx], mb.response_mask, cfg.clip, cfg.loss_reduction)
-                kl = reduce_loss(kl_penalty(logp, mb.ref_logp, "k3"), mb.response_mask, cfg.loss_reduction)
+                kl = reduce_loss(kl_penalty(logp, ref[idx], "k3"), mb.response_mask, cfg.loss_reduction)
                 (pl + cfg.beta * kl).backward()
                 steps.append({**pm, "opt/grad_norm": self.step(self.optim, self.policy.parameters()),
                               "policy/kl_k3": kl.detach()})
@@ -49,13 +54,13 @@ class RLOO(Algorithm):
 
     def update(self, batch: Batch) -> dict[str, float]:
         cfg = self.cfg
-        kl_seq = masked_sum(batch.behaviour_logp - batch.ref_logp, batch.response_mask)  # (B,)
+        kl_seq = masked_sum(batch.behaviour_logp - self.ref_logp(batch), batch.response_mask)  # (B,), both at T
         adv = ADVANTAGE_ESTIMATORS[self.name](batch.reward - cfg.beta * kl_seq, cfg.group_size)  # (B,)
         steps = []
         for _ in range(cfg.epochs):
             for idx in minibatches(len(batch), cfg.minibatches, self.gen):
                 mb = batch.select(idx)
-                loss, lm = reinforce_loss(policy_logp(self.policy, mb), adv[idx], mb.response_mask,
+                loss, lm = reinforce_loss(self.logp(mb), adv[idx], mb.response_mask,
                                           cfg.loss_reduction)
                 loss.backward()
                 steps.append({**lm, "opt/grad_norm": self.step(self.optim, self.policy.parameters())})

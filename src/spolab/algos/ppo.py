@@ -7,6 +7,8 @@
 4. advantage whitening over the batch (Andrychowicz et al. 2021, "what matters" §3);
 5. clipped policy ratio ε = 0.2 and clipped value loss (Schulman et al. 2017; PPO2 baselines);
 6. a few epochs of minibatches per rollout, on-policy only; metrics are means over all of them.
+At sampling temperature T it trains the tempered policy π_θ,T: π_θ, π_old and π_ref are all log-probs
+of softmax(logits/T) (:attr:`Algorithm.tempered`; docs/method.md, "Sampling temperature").
 Tested in tests/test_algos.py and on the exact testbed (spolab.exact, tabular version).
 """
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 import torch
 from transformers import AutoModel
 
-from spolab.algos.base import EPOCHS, REDUCTION, Algorithm, mean_metrics, minibatches, policy_logp, register
+from spolab.algos.base import EPOCHS, REDUCTION, Algorithm, mean_metrics, minibatches, register
 from spolab.algos.losses import gae, kl_shaped_rewards, ppo_policy_loss, ppo_value_loss, whiten
 from spolab.checks import Rule, boolean, fraction, number, positive
 from spolab.rollout.trajectories import Batch
@@ -65,9 +67,10 @@ class PPO(Algorithm):
         mask = batch.response_mask
         # ---- rewards: KL penalty per token, task reward on the last token; GAE on the critic's values
         with torch.no_grad():
-            old_logp = batch.behaviour_logp  # π_old = the sampling policy (temperature 1)
+            old_logp = batch.behaviour_logp  # π_old,T: the sampler's log-prob, drawn at temperature T
+            ref_logp = self.ref_logp(batch)  # π_ref,T
             old_v = self.critic(batch)
-            rewards, kl = kl_shaped_rewards(old_logp, batch.ref_logp, mask, batch.reward, cfg.beta)  # (B, T)
+            rewards, kl = kl_shaped_rewards(old_logp, ref_logp, mask, batch.reward, cfg.beta)  # (B, T)
             adv, ret = gae(rewards, old_v, mask, gamma=cfg.gamma, lam=cfg.gae_lambda)
             if cfg.whiten_advantages:
                 adv = whiten(adv, mask)
@@ -76,7 +79,7 @@ class PPO(Algorithm):
         for _ in range(cfg.epochs):
             for idx in minibatches(len(batch), cfg.minibatches, self.gen):
                 mb = batch.select(idx)
-                pl, pm = ppo_policy_loss(policy_logp(self.policy, mb), old_logp[idx], adv[idx], mb.response_mask,
+                pl, pm = ppo_policy_loss(self.logp(mb), old_logp[idx], adv[idx], mb.response_mask,
                                          cfg.clip, cfg.loss_reduction)
                 vl, vm = ppo_value_loss(self.critic(mb), old_v[idx], ret[idx], mb.response_mask, cfg.value_clip)
                 (pl + cfg.vf_coef * vl).backward()

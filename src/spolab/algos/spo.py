@@ -3,13 +3,19 @@
 The loss is off-policy, so the batch may mix fresh samples of a stale behaviour policy and
 stored trajectories (``on_policy = False``), and may be reused for ``steps_per_batch``
 gradient steps: the fair counterpart of PPO's epochs.
+
+Whatever the sampling temperature T, SPO trains π_θ itself (T 1, ``tempered = False``): its soft value
+Q̂0 + β Σ_t log π_θ/π_ref is that of the untempered policies, so π_θ and π_ref are read at T 1, and fresh
+samples drawn at T are off-policy data like any other. Where it uses the behaviour policy μ (truncated
+importance weights) μ is the distribution the sampler drew from, the tempered one (docs/method.md,
+"Sampling temperature").
 """
 
 from __future__ import annotations
 
 import torch
 
-from spolab.algos.base import Algorithm, ConfigError, mean_metrics, policy_logp, register
+from spolab.algos.base import Algorithm, ConfigError, mean_metrics, register
 from spolab.algos.losses import spo_terminal_loss, truncated_is_weights
 from spolab.checks import Rule, beta, integer, one_of, positive, registered
 from spolab.rollout.trajectories import Batch
@@ -21,6 +27,7 @@ Q0_ESTIMATORS = ("plain", "shrunk")  # algo.q0_estimator (spolab.algos.losses.q0
 @register("spo")
 class SPO(Algorithm):
     on_policy = False
+    tempered = False  # trains π_θ at T 1 from samples at any temperature
     needs_q0 = True
     config_rules: list[Rule] = [
         ("algo.beta", beta(divisor=True)),  # Q̂0 and the bce loss divide by β
@@ -57,15 +64,17 @@ class SPO(Algorithm):
         if cfg.is_weights not in IS_WEIGHTS:
             raise ConfigError(f"algo.is_weights={cfg.is_weights!r}; valid: {', '.join(IS_WEIGHTS)}")
         if cfg.is_weights == "truncated":
-            # per-sequence behaviour log-prob; NaN where no behaviour policy is known (expert, random, decoding)
+            # per-sequence behaviour log-prob log μ(a|x), μ the distribution the sampler drew from (at its
+            # temperature); NaN where no behaviour policy is known (expert, random, decoding)
             beh = torch.tensor([sum(t.behaviour_logp) if t.behaviour_logp is not None else float("nan")
                                 for t in batch.trajs], dtype=torch.float32, device=batch.reward.device)  # (B,)
+        ref = self.ref_logp(batch)  # (B, T) log π_ref at T 1: the trajectories' cached values
         steps = []
         for _ in range(cfg.steps_per_batch):
-            logp = policy_logp(self.policy, batch)  # (B, T)
+            logp = self.logp(batch)  # (B, T) log π_θ at T 1 (self.temperature)
             if cfg.is_weights == "truncated":
                 weights = truncated_is_weights(logp, beh, batch.response_mask, cfg.is_clip)  # (B,)
-            loss, m = spo_terminal_loss(logp, batch.ref_logp, batch.response_mask, batch.reward, q0,
+            loss, m = spo_terminal_loss(logp, ref, batch.response_mask, batch.reward, q0,
                                         cfg.beta, cfg.loss, weights)
             loss.backward()
             m["opt/grad_norm"] = self.step(self.optim, self.policy.parameters())

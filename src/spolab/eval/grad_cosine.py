@@ -36,7 +36,7 @@ def gradient_cosines(algo, problems, *, prompts: int, pairs: int, group_size: in
 
     def grad(batch_problems):
         trajs, _ = collect(policy, tok, batch_problems, group_size=group_size, max_new_tokens=max_new_tokens,
-                           temperature=1.0, generator=gen, version=0, reward_kind=reward_kind)
+                           temperature=algo.sampling_temperature, generator=gen, version=0, reward_kind=reward_kind)
         attach_ref_logp(algo.ref, trajs, tok.pad_token_id)
         policy.train()
         return algorithm_gradient(algo, collate(trajs, tok.pad_token_id)), float(np.mean([t.reward for t in trajs]))

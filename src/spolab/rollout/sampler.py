@@ -4,9 +4,13 @@ Dimensions: B batch, P prompt length (left-padded), T response length (right-pad
 
 :func:`sample` returns, for every generated token, the log-probability under the distribution
 it was actually drawn from (temperature and top-p applied). :func:`score` recomputes per-token
-log-probs of given responses under any model in one teacher-forced pass; at temperature 1 and
-top-p 1 the two agree (tests/test_models.py, ``test_sampler_agrees_with_teacher_forcing``), which
-is what lets trajectories carry their behaviour log-probs.
+log-probs of given responses under any model in one teacher-forced pass, at a given temperature;
+at the sampler's temperature (and top-p 1) the two agree (tests/test_models.py,
+``test_sampler_agrees_with_teacher_forcing``; tests/test_temperature.py), which is what lets
+trajectories carry their behaviour log-probs. Both turn logits into log-probs with one function,
+:func:`process_logits`: log softmax(logits / T), then the top-p nucleus. RL's training log-probs at
+temperature T are :func:`score` at T (``spolab.algos.base.policy_logp``; docs/method.md, "Sampling
+temperature").
 """
 
 from __future__ import annotations
@@ -92,7 +96,10 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
 
 
 def process_logits(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
-    """(B, V) raw logits -> (B, V) log-probs of the sampling distribution (temperature, top-p)."""
+    """(..., V) raw logits -> (..., V) log-probs of the sampling distribution: log softmax(logits / T)
+    over the last dimension in float32, then, for top-p < 1, renormalised over the smallest nucleus of
+    mass >= top-p. The one place where logits become log-probs, for sampling (:func:`sample`) and for
+    scoring (:func:`score`, :func:`score_groups`); at T 1 and top-p 1 it is exactly ``log_softmax(logits.float())``."""
     if temperature <= 0:
         raise ValueError("temperature must be > 0 (use a small value for near-greedy decoding)")
     logp = F.log_softmax(logits.float() / temperature, dim=-1)
@@ -139,7 +146,7 @@ def sample(
     done = torch.zeros(B, dtype=torch.bool, device=device)
     ids, lps, ents, masks = [], [], [], []
     for _ in range(max_new_tokens):
-        raw = F.log_softmax(logits.float(), dim=-1)
+        raw = process_logits(logits, 1.0, 1.0)  # the untempered policy (its entropy is logged)
         ents.append(-(raw.exp() * raw).sum(-1))
         logp = raw if (temperature == 1.0 and top_p == 1.0) else process_logits(logits, temperature, top_p)
         tok = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)  # (B,)
@@ -209,17 +216,19 @@ def score(
     temperature: float = 1.0,
     return_entropy: bool = False,
 ):
-    """Teacher-forced per-token log-probs (B, T) of ``response_ids`` under ``model``.
+    """Teacher-forced per-token log-probs (B, T) of ``response_ids`` under ``model`` at ``temperature``:
+    log softmax(logits / T) (:func:`process_logits`, top-p 1), the log-probs of the tempered policy
+    softmax(logits / T) that :func:`sample` draws from at T.
 
     Differentiable (call under ``torch.no_grad()`` for frozen models). Masked positions are 0.
-    With ``return_entropy`` also returns the (B, T) per-token entropy of the policy.
+    With ``return_entropy`` also returns the (B, T) per-token entropy of that (tempered) policy.
     """
     P = prompt_ids.shape[1]
     input_ids = torch.cat([prompt_ids, response_ids], dim=1)  # (B, P+T)
     attn = torch.cat([prompt_mask, response_mask], dim=1)
     logits = model(input_ids=input_ids, attention_mask=attn, position_ids=_positions(attn)).logits
-    logits = logits[:, P - 1 : -1].float()  # (B, T, V): the logits that predict each response token
-    logp_all = F.log_softmax(logits / temperature, dim=-1)
+    logits = logits[:, P - 1 : -1]  # (B, T, V): the logits that predict each response token
+    logp_all = process_logits(logits, temperature, 1.0)  # float32 log softmax(logits / T)
     logp = logp_all.gather(-1, response_ids[..., None]).squeeze(-1) * response_mask
     if not return_entropy:
         return logp
@@ -259,5 +268,5 @@ def score_groups(
         out = model(input_ids=response_ids[:, :-1], attention_mask=attn, position_ids=pos, use_cache=True,
                     **{cache_kw: past})
         logits = torch.cat([first, out.logits], dim=1)  # (B, T, V)
-    logp = F.log_softmax(logits.float(), dim=-1)
+    logp = process_logits(logits, 1.0, 1.0)
     return logp.gather(-1, response_ids[..., None]).squeeze(-1) * response_mask
