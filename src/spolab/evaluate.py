@@ -7,6 +7,11 @@ problem, program, correct, ...), ``{out_dir}/per_problem.json`` and ``{out_dir}/
 among correct samples and per solved problem, spolab.eval.diversity), mirrors them into MLflow
 (metrics, and both JSON files as artifacts), and writes ``{out_dir}/summary.json`` with the metrics
 of every pair.
+
+Once per split, with the first protocol that samples the policy itself (temperature 1, top-p 1), a task
+that enumerates its solutions (the list DSL) also gets the exact success mass (spolab.eval.exact_mass,
+``exact_mass`` in conf/evaluate.yaml): every correct program up to a size teacher-forced under the
+policy and π_ref, as ``<split>/exact/*`` keys of that pair.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from spolab.cli import entry
 from spolab.config import load_protocol
+from spolab.eval.exact_mass import exact_evaluation
 from spolab.eval.generate import evaluate_policy
 from spolab.models.build import load_model, load_tokenizer
 from spolab.tasks.base import get_task
@@ -51,6 +57,7 @@ def run(cfg: DictConfig) -> dict:
     model = load_model(cfg.model_dir, device=device).eval()
     ref = load_model(cfg.ref_model_dir, device=device).eval() if cfg.ref_model_dir else None
     task = get_task(cfg.task)
+    exact_protocol = _exact_protocol(cfg, task)
     results = {}
     for split in cfg.splits:
         problems = load_split(cfg.data_dir, split)
@@ -72,6 +79,17 @@ def run(cfg: DictConfig) -> dict:
                     batch_size=cfg.forward_batch_size, seed=cfg.seed, prefix=split, ref_model=ref, reward=cfg.task.reward,
                     task=task,
                 )
+                if protocol.name == exact_protocol:
+                    exact, exact_pp = exact_evaluation(
+                        model, tok, task, problems, samples, ks=protocol.ks, max_len=cfg.exact_mass.max_len,
+                        max_new_tokens=cfg.task.max_new_tokens, batch_size=cfg.forward_batch_size, ref_model=ref,
+                        ref_is_model=ref is not None and Path(cfg.ref_model_dir).resolve() == Path(cfg.model_dir).resolve(),
+                        prefix=split, seed=cfg.seed,
+                    )
+                    metrics.update(exact)
+                    by_id = dict(zip((p.id for p in problems), zip(*exact_pp.values())))  # align on problem_id
+                    for j, key in enumerate(exact_pp):
+                        per_problem[key] = [by_id[i][j] for i in per_problem["problem_id"]]
                 metrics.update(memory_metrics(device))
                 write_jsonl(out / "samples.jsonl", samples)
                 write_json(out / "per_problem.json", per_problem)
@@ -88,6 +106,25 @@ def run(cfg: DictConfig) -> dict:
             results[f"{split}-{protocol.name}"] = finite
     write_json(Path(cfg.out_dir) / "summary.json", results)  # every pair of this model: the DAG's output
     return results
+
+
+def _exact_protocol(cfg: DictConfig, task) -> str | None:
+    """The protocol whose pair carries the exact success mass: the first of ``protocols`` that samples
+    the policy itself (its samples give the coverage), or None (with the reason logged) where there is none,
+    ``exact_mass.enabled`` is false or the task cannot enumerate its solutions."""
+    if not cfg.exact_mass.enabled:
+        log.info("exact_mass.enabled=false: no exact success mass")
+        return None
+    if not task.enumerates_solutions:
+        log.info("task=%s cannot enumerate its correct programs: no exact success mass (exact_mass skipped)", task.name)
+        return None
+    for name in cfg.protocols:
+        protocol = load_protocol(name)
+        if protocol.temperature == 1.0 and protocol.top_p == 1.0:
+            return protocol.name
+    log.info("no protocol of %s samples the policy itself (temperature 1, top-p 1): no exact success mass",
+             list(cfg.protocols))
+    return None
 
 
 main = entry("evaluate", run)

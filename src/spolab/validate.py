@@ -172,6 +172,9 @@ EVALUATE: list[Rule] = [
     ("protocols", items(text())),
     ("forward_batch_size", integer(1, MAX_BATCH)),
     ("ref_model_dir", optional(text())),
+    ("exact_mass.enabled", boolean()),
+    ("exact_mass.max_len", optional(integer(1, 6))),  # default list DSL, programs per problem (median):
+    # 26 at 4 primitives, ~170 at 5, ~1-7k at 6 (~1 s of enumeration per problem): more is out of reach
     *SIZE_CAPS,
 ]
 

@@ -16,7 +16,7 @@ temperature").
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -243,21 +243,23 @@ def score_groups(
     prompt_mask: torch.Tensor,
     response_ids: torch.Tensor,
     response_mask: torch.Tensor,
-    num_samples: int,
+    num_samples: int | Sequence[int],
 ) -> torch.Tensor:
     """:func:`score` of ``num_samples`` responses per prompt, each prompt prefilled once (no grad).
 
     ``prompt_ids`` / ``prompt_mask`` are (B0, P), one row per prompt; ``response_ids`` /
     ``response_mask`` (B0·n, T) with the n responses of a prompt consecutive, as :func:`sample`
-    returns them. The prompt's KV cache is repeated for its responses, so scoring costs one prefill
-    per prompt plus T positions per response instead of P + T: equal to :func:`score` on the
-    repeated prompts up to float rounding (tests/test_models.py).
+    returns them. ``num_samples`` may also be one count per prompt (B0 counts ≥ 1, B = their sum:
+    spolab.eval.exact_mass scores each problem's enumerated programs). The prompt's KV cache is repeated
+    for its responses, so scoring costs one prefill per prompt plus T positions per response instead
+    of P + T: equal to :func:`score` on the repeated prompts up to float rounding (tests/test_models.py).
     """
     cache_kw = _cache_kw(model)
     out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=_positions(prompt_mask), use_cache=True)
     past, first = out[cache_kw], out.logits[:, -1:]  # (B0, 1, V): predicts each response's first token
-    if num_samples > 1:
-        idx = torch.arange(prompt_ids.shape[0], device=prompt_ids.device).repeat_interleave(num_samples)
+    if not isinstance(num_samples, int) or num_samples > 1:
+        counts = torch.as_tensor(num_samples, device=prompt_ids.device)
+        idx = torch.arange(prompt_ids.shape[0], device=prompt_ids.device).repeat_interleave(counts)
         past.reorder_cache(idx)
         first, prompt_mask = first[idx], prompt_mask[idx]
     T = response_ids.shape[1]

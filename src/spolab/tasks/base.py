@@ -67,6 +67,8 @@ class Task:
 
     name: str = ""
     builds_tokenizer: bool = False  # True: the task has its own vocabulary (the miniature's word-level one)
+    enumerates_solutions: bool = False  # True: enumerate_solutions lists every correct program up to a size
+    # (the exact success mass of spolab.eval.exact_mass); a code task cannot
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -95,6 +97,12 @@ class Task:
     def solutions(self, problem) -> list[str]:
         """Reference programs of a problem, as the model should write them (may be empty)."""
         raise NotImplementedError
+
+    def enumerate_solutions(self, problem, max_len: int | None = None) -> list[str]:
+        """Every correct program of ``problem`` up to size ``max_len`` (the task's own unit; None: the task
+        config's default), as the model writes it, each distinct token sequence once: equivalent programs
+        are all listed. Only where ``enumerates_solutions``."""
+        raise NotImplementedError(f"task {self.name!r} cannot enumerate its solutions")
 
     def sft_targets(self, problems: Sequence, sft_cfg, seed: int) -> tuple[list, list[list[str]], int]:
         """What SFT trains on: (the problems, per problem the programs it may be taught, how many of

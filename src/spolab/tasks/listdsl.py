@@ -236,12 +236,15 @@ def signature_of_text(program: Sequence[str] | str, inputs: Sequence[tuple[int, 
 
 
 def enumerate_solvers(
-    tests: Sequence[tuple[Sequence[int], Value]], max_len: int = 4, limit: int | None = None
+    tests: Sequence[tuple[Sequence[int], Value]], max_len: int = 4, limit: int | None = None,
+    dead_steps: bool = False,
 ) -> list[Program]:
     """All programs of <= ``max_len`` primitives that pass every test and have no dead step.
 
     A dead step leaves the state (the values on all test inputs) unchanged; without this rule
     ``sort | sort | head`` and every other padding of a solution would count as a solver.
+    With ``dead_steps=True`` they count too: every program of <= ``max_len`` primitives that passes
+    the tests (what a model may write; spolab.eval.exact_mass sums the policy's mass over them).
     Depth-first search over states with memoisation of dead ends (lists never grow, so a
     state shorter than the target list is pruned).
     """
@@ -273,13 +276,13 @@ def enumerate_solvers(
             except DSLError:
                 continue
             new = step(state, op)
-            if new == target and new != state:
+            if new == target and (dead_steps or new != state):
                 found.append((*prefix, op))
                 any_found = True
         if remaining > 1:
             for op in LIST_OPS:
                 new = step(state, op)
-                if new is None or new == state:
+                if new is None or (new == state and not dead_steps):
                     continue
                 if target_is_int or all(len(a) >= len(b) for a, b in zip(new, target)):
                     any_found |= dfs(new, (*prefix, op), remaining - 1)

@@ -179,6 +179,7 @@ def build_dataset(task: DictConfig, seed: int) -> tuple[dict[str, list[Problem]]
 class ListDSLTask(Task):
     name = "listdsl"
     builds_tokenizer = True
+    enumerates_solutions = True
 
     def build(self, seed: int):
         return build_dataset(self.cfg, seed)
@@ -208,6 +209,13 @@ class ListDSLTask(Task):
 
     def solutions(self, problem: Problem) -> list[str]:
         return [problem.program]
+
+    def enumerate_solutions(self, problem: Problem, max_len: int | None = None) -> list[str]:
+        """Every program of <= ``max_len`` primitives (None: ``task.solver_max_len``) that passes the
+        problem's examples and tests, dead steps included (``sort | sort | head`` is a program a model
+        can write): :func:`spolab.tasks.listdsl.enumerate_solvers` with ``dead_steps=True``."""
+        n = self.cfg.solver_max_len if max_len is None else max_len
+        return [dsl.to_text(s) for s in dsl.enumerate_solvers(problem.all_tests(), n, dead_steps=True)]
 
     def sft_targets(self, problems, sft_cfg, seed: int):
         """Every problem, with ``sft.targets``' programs (:func:`sft_targets`: generators or all solvers,

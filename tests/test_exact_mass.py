@@ -1,0 +1,242 @@
+"""Exact success mass (spolab.eval.exact_mass): teacher-forced sequence log-probs against a brute-force
+loop, total mass 1 over every outcome of a tiny vocabulary, the per-problem metrics on constructed
+log-probs, a Monte-Carlo check against the codebase's own sampler, and the keys evaluate writes."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import smoke_cfg
+from spolab.eval.exact_mass import problem_metrics, program_logprobs, sequence_logprobs
+from spolab.models.build import build_model, build_tokenizer
+from spolab.rollout.sampler import decode_responses, encode_prompts, sample
+
+WORDS = ["sort", "sum", "|"]  # a tiny vocabulary: 4 specials + 3 words
+TINY = OmegaConf.create({"hidden_size": 16, "intermediate_size": 32, "num_layers": 2, "num_heads": 2,
+                         "max_positions": 32})
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A random 2-layer model over 7 tokens, its weights scaled up so its distributions are far from uniform."""
+    tok = build_tokenizer(WORDS)
+    model = build_model(TINY, tok, seed=0)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.6)
+    return tok, model.eval()
+
+
+def brute_force_prob(model, prompt_ids: list[int], response: list[int]) -> float:
+    """Π_t softmax(model(prompt + response[:t]))[response[t]]: one full forward per step, no cache, no batching."""
+    prob = 1.0
+    for t in range(len(response)):
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([prompt_ids + response[:t]])).logits[0, -1].double()
+        prob *= float(torch.softmax(logits, -1)[response[t]])
+    return prob
+
+
+def test_sequence_logprobs_equal_a_brute_force_product(tiny):
+    """(a) Prompts of different lengths (left padding), responses of different lengths, uneven counts per
+    prompt, and a batch size that splits a prompt's responses across forward passes."""
+    tok, model = tiny
+    prompts = ["sort", "sum | sort sum", "|"]
+    eos, ids = tok.eos_token_id, [tok(p)["input_ids"] for p in prompts]
+    responses = [[[4, eos], [5, 6, 4, eos], [eos], [6, 6, 6]], [[5, eos]], [[4, 6, 5, eos], [0, 3, eos]]]
+    p_ids, p_mask = encode_prompts(tok, prompts)
+    for bs in (1, 3, 100):
+        lp = sequence_logprobs(model, p_ids, p_mask, responses, pad_id=tok.pad_token_id, batch_size=bs)
+        assert [len(x) for x in lp] == [4, 1, 2]
+        for u, rs in enumerate(responses):
+            for i, r in enumerate(rs):
+                assert math.exp(lp[u][i]) == pytest.approx(brute_force_prob(model, ids[u], r), rel=1e-5)
+
+
+def test_all_outcomes_sum_to_one(tiny):
+    """(b) With max_new_tokens T, the sampler's outcomes are every sequence of < T non-EOS tokens followed by
+    EOS, and every T non-EOS tokens (unfinished): their masses sum to 1, so EOS is scored exactly once."""
+    tok, model = tiny
+    T, eos = 3, tok.eos_token_id
+    others = [i for i in range(len(tok)) if i != eos]  # pad, bos and unk can be sampled too
+    finished = [[*s, eos] for n in range(T) for s in itertools.product(others, repeat=n)]
+    unfinished = [list(s) for s in itertools.product(others, repeat=T)]
+    p_ids, p_mask = encode_prompts(tok, ["sum sort", "|"])
+    lp = sequence_logprobs(model, p_ids, p_mask, [finished + unfinished] * 2, pad_id=tok.pad_token_id,
+                           batch_size=64)
+    for x in lp:
+        assert np.exp(x).sum() == pytest.approx(1.0, abs=1e-5)
+        assert np.exp(x[: len(finished)]).sum() < 1 - 1e-3  # the unfinished ones carry real mass
+
+
+def test_program_logprobs_encode_like_the_sampler(tiny):
+    """Texts: EOS appended, a program longer than max_new_tokens has mass 0 (−inf), an unknown word raises."""
+    tok, model = tiny
+    p_ids, p_mask = encode_prompts(tok, ["sort"])
+    lp = program_logprobs(model, tok, ["sort"], [["sum", "sort | sum", "sort | sort | sum"], []], max_new_tokens=4)
+    direct = sequence_logprobs(model, p_ids, p_mask, [[[5, 2], [4, 6, 5, 2]]], pad_id=tok.pad_token_id)[0]
+    assert np.allclose(lp[0][:2], direct) and lp[0][2] == -np.inf and len(lp[1]) == 0
+    with pytest.raises(ValueError, match="tokenisation"):
+        program_logprobs(model, tok, ["sort"], [["head"]], max_new_tokens=4)
+
+
+def test_problem_metrics_on_constructed_logprobs():
+    """(c) Known success mass, pass@k, entropy and KL among correct programs."""
+    m = problem_metrics(np.log([0.1, 0.1, 0.1, 0.1]), np.log([0.3, 0.3, 0.3, 0.3]), ks=(1, 10))
+    assert m["success_mass"] == pytest.approx(0.4)
+    assert m["pass@1"] == pytest.approx(0.4) and m["pass@10"] == pytest.approx(1 - 0.6**10)
+    assert m["entropy_correct"] == pytest.approx(math.log(4))  # q uniform over 4
+    assert m["kl_ref_correct"] == pytest.approx(0.0, abs=1e-12)  # same conditional, whatever P_ref is
+    assert m["n_programs"] == 4
+    q, r = np.array([0.5, 0.25, 0.25]), np.array([0.2, 0.2, 0.6])
+    m = problem_metrics(np.log(0.8 * q), np.log(0.01 * r), ks=(5,))
+    assert m["success_mass"] == pytest.approx(0.8) and m["pass@5"] == pytest.approx(1 - 0.2**5)
+    assert m["entropy_correct"] == pytest.approx(1.5 * math.log(2))
+    assert m["kl_ref_correct"] == pytest.approx(float((r * np.log(r / q)).sum()))  # KL(r ‖ q), this direction
+    same = np.log([1e-30, 3e-31])  # tiny P: q stays exact in log space
+    m = problem_metrics(same, same, ks=(1,))
+    assert m["entropy_correct"] == pytest.approx(-(10 / 13 * math.log(10 / 13) + 3 / 13 * math.log(3 / 13)))
+    assert m["kl_ref_correct"] == 0.0 and m["pass@1"] == pytest.approx(1.3e-30)
+    m = problem_metrics(np.array([math.log(0.5), -np.inf]), np.array([math.log(0.2), -np.inf]), ks=(2,))
+    assert m["success_mass"] == 0.5 and m["entropy_correct"] == 0.0 and m["kl_ref_correct"] == 0.0
+    empty = problem_metrics(np.zeros(0), np.zeros(0), ks=(1,))  # nothing enumerated
+    assert empty["success_mass"] == 0.0 and empty["pass@1"] == 0.0
+    assert math.isnan(empty["entropy_correct"]) and math.isnan(empty["kl_ref_correct"])
+    assert "kl_ref_correct" not in problem_metrics(np.log([0.5]), None, ks=(1,))
+    assert problem_metrics(np.log([0.6, 0.5]), ks=(3,))["pass@3"] == 1.0  # P clipped to 1 (float rounding)
+
+
+def test_monte_carlo_frequency_matches_the_exact_mass(tiny):
+    """(d) The codebase's sampler (temperature 1, top-p 1) draws N responses; the share that decode to a
+    program of a set, finished with EOS, matches the set's exact mass within 4.5 binomial standard errors."""
+    tok, model = tiny
+    N, T = 40_000, 4
+    ids, mask = encode_prompts(tok, ["sum | sort"])
+    ro = sample(model, ids, mask, max_new_tokens=T, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id,
+                generator=torch.Generator().manual_seed(0), num_samples=N)
+    texts = decode_responses(tok, ro.response_ids, ro.response_mask)
+    words = [w for w in tok.convert_ids_to_tokens(list(range(len(tok)))) if w != tok.eos_token]
+    every = [" ".join(s) for n in range(1, T) for s in itertools.product(words, repeat=n)]  # finished, non-empty
+    mass = np.exp(program_logprobs(model, tok, ["sum | sort"], [every], max_new_tokens=T)[0])
+    ranked = [every[i] for i in np.argsort(-mass)]  # sets chosen by their exact mass, not by the sample
+    sets = [ranked[:1], ranked[1:2], ranked[2:10], ranked[10:60], [w for w in ranked if "|" in w], every]
+    for programs in sets:
+        p = float(np.exp(program_logprobs(model, tok, ["sum | sort"], [programs], max_new_tokens=T)[0]).sum())
+        freq = sum(t in programs and bool(f) for t, f in zip(texts, ro.finished)) / N
+        se = math.sqrt(p * (1 - p) / N)
+        assert p > 1e-3, programs  # a set the test can see
+        assert abs(freq - p) <= 4.5 * se, (programs, freq, p)
+
+
+def test_listdsl_enumeration_keeps_dead_steps():
+    """The task's enumeration (what the exact mass sums over) keeps programs with a dead step, each a
+    distinct token sequence that passes every test; the solver list of the data step does not."""
+    from spolab.tasks import listdsl as dsl
+    from spolab.tasks.listdsl_task import ListDSLTask
+    from spolab.tasks.problems import Problem
+
+    tests = [[[3, 1, 4], 4], [[5, 9, 2, 6], 9], [[0, 0, 7], 7], [[8, 2, 2], 8]]
+    prob = Problem("t", "test", 0, "max", tests[:2], tests[2:])
+    task = ListDSLTask(OmegaConf.create({"solver_max_len": 3}))
+    full = task.enumerate_solutions(prob)
+    plain = [dsl.to_text(p) for p in dsl.enumerate_solvers(prob.all_tests(), 3)]
+    assert set(plain) < set(full) and len(set(full)) == len(full)
+    assert {"max", "sort | last", "sortdesc | head", "sort | sort | last"} <= set(full)
+    assert "sort | sort | last" not in plain
+    assert all(dsl.execute(p, prob.all_tests()).success for p in full)
+    assert max(len(dsl.parse(p)) for p in task.enumerate_solutions(prob, 2)) == 2
+
+
+def test_exact_is_skipped_where_it_cannot_run(caplog):
+    from spolab.evaluate import _exact_protocol
+
+    cfg = OmegaConf.create({"exact_mass": {"enabled": True, "max_len": None}, "protocols": ["paper", "policy"]})
+    listdsl = SimpleNamespace(name="listdsl", enumerates_solutions=True)
+    assert _exact_protocol(cfg, listdsl) == "policy"  # the pair that samples the policy itself
+    with caplog.at_level("INFO"):
+        assert _exact_protocol(cfg, SimpleNamespace(name="humaneval", enumerates_solutions=False)) is None
+        assert _exact_protocol(OmegaConf.merge(cfg, {"protocols": ["paper"]}), listdsl) is None
+        assert _exact_protocol(OmegaConf.merge(cfg, {"exact_mass": {"enabled": False}}), listdsl) is None
+    assert "task=humaneval cannot enumerate" in caplog.text and "temperature 1" in caplog.text
+    from spolab.tasks.base import task_class
+
+    assert task_class("listdsl").enumerates_solutions and not task_class("humaneval").enumerates_solutions
+    assert not task_class("codecontests").enumerates_solutions
+
+
+def test_exact_mass_config_is_validated():
+    from spolab.errors import ConfigError
+    from spolab.validate import validate
+
+    for bad, msg in (("exact_mass.max_len=0", "exact_mass.max_len=0: must be null or an integer in [1, 6]"),
+                     ("exact_mass.enabled=maybe", "exact_mass.enabled='maybe'")):
+        with pytest.raises(ConfigError, match=re.escape(msg)):
+            validate(smoke_cfg("evaluate", "/tmp", bad), "evaluate", check_paths=False)
+    validate(smoke_cfg("evaluate", "/tmp", "exact_mass.max_len=4"), "evaluate", check_paths=False)
+
+
+def test_evaluate_writes_the_exact_metrics(smoke_sft, smoke_data, tmp_path):
+    """(e) evaluate on the smoke SFT checkpoint: the exact keys on the policy pair only (once per split),
+    per problem in per_problem.json, in eval.json and MLflow; KL 0 against itself, > 0 against another π_ref."""
+    from spolab import evaluate
+    from spolab.models.build import load_model
+
+    out, _ = smoke_sft
+    ref = tmp_path / "ref"  # another π_ref: the SFT model with its weights perturbed
+    other = load_model(out / "model")
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    other.save_pretrained(ref)
+    for name, ref_dir in (("self", out / "model"), ("other", ref)):
+        cfg = smoke_cfg("evaluate", tmp_path, f"data_dir={smoke_data}", f"model_dir={out}/model", f"name={name}",
+                        f"ref_model_dir={ref_dir}", f"out_dir={tmp_path}/{name}", "splits=[test,ood]",
+                        "protocols=[paper,policy]")
+        res = evaluate.run(cfg)
+        for split in ("test", "ood"):
+            m, paper = res[f"{split}-policy"], res[f"{split}-paper"]
+            assert not any("/exact/" in k for k in paper)
+            P = m[f"{split}/exact/success_mass"]
+            assert 0 < P <= m[f"{split}/exact/pass@5"] <= m[f"{split}/exact/pass@10"] <= 1
+            assert m[f"{split}/exact/pass@1"] == pytest.approx(P)
+            assert m[f"{split}/exact/success_mass_ci_lo"] <= P <= m[f"{split}/exact/success_mass_ci_hi"]
+            assert m[f"{split}/exact/entropy_correct"] >= 0 and m[f"{split}/exact/n_programs"] >= 1
+            if m[f"{split}/n_solved"]:  # smoke's SFT solves no ood problem: no correct sample to cover (null)
+                assert 0.9 <= m[f"{split}/exact/coverage"] <= 1  # smoke: programs of <= 3 primitives
+            else:
+                assert m[f"{split}/exact/coverage"] is None
+            # the sampled success rate estimates the exact mass (a lower bound: coverage < 1 misses some)
+            assert abs(m[f"{split}/pass@1"] - P) < 0.08, (split, m[f"{split}/pass@1"], P)
+            kl = m[f"{split}/exact/kl_ref_correct"]
+            assert kl == 0.0 if name == "self" else 0 < kl < 10
+            pp = json.loads((tmp_path / name / f"{split}-policy" / "per_problem.json").read_text())
+            n = len(pp["problem_id"])
+            for key in ("success_mass", "pass@1", "pass@10", "entropy_correct", "kl_ref_correct", "n_programs",
+                        "coverage"):
+                assert len(pp[f"exact/{key}"]) == n, key
+            assert np.mean(pp["exact/success_mass"]) == pytest.approx(P)
+            assert [c is None for c in pp["exact/coverage"]] == [c == 0 for c in pp["n_correct"]]
+            saved = json.loads((tmp_path / name / f"{split}-policy" / "eval.json").read_text())
+            assert saved[f"{split}/exact/pass@10"] == m[f"{split}/exact/pass@10"]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("spolab-smoke").experiment_id],
+                              filter_string="tags.protocol = 'policy' and tags.split = 'test'")
+    assert runs and all("test/exact/pass_at_10" in r.data.metrics for r in runs)
+
+    cfg = smoke_cfg("evaluate", tmp_path, f"data_dir={smoke_data}", f"model_dir={out}/model", "name=off",
+                    f"out_dir={tmp_path}/off", "splits=[test]", "protocols=[policy]", "exact_mass.enabled=false")
+    assert not any("/exact/" in k for k in evaluate.run(cfg)["test-policy"])
