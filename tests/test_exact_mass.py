@@ -17,8 +17,8 @@ from omegaconf import OmegaConf
 
 from conftest import smoke_cfg
 from spolab.eval.exact_mass import problem_metrics, program_logprobs, sequence_logprobs
-from spolab.models.build import build_model, build_tokenizer
-from spolab.rollout.sampler import decode_responses, encode_prompts, sample
+from spolab.models.build import build_model, build_tokenizer, load_tokenizer
+from spolab.rollout.sampler import decode_responses, encode_prompts, sample, score_groups
 
 WORDS = ["sort", "sum", "|"]  # a tiny vocabulary: 4 specials + 3 words
 TINY = OmegaConf.create({"hidden_size": 16, "intermediate_size": 32, "num_layers": 2, "num_heads": 2,
@@ -50,18 +50,81 @@ def brute_force_prob(model, prompt_ids: list[int], response: list[int]) -> float
 
 def test_sequence_logprobs_equal_a_brute_force_product(tiny):
     """(a) Prompts of different lengths (left padding), responses of different lengths, uneven counts per
-    prompt, and a batch size that splits a prompt's responses across forward passes."""
+    prompt, and forwards and rows small enough to split a prompt's prefix tree across rows and passes."""
     tok, model = tiny
     prompts = ["sort", "sum | sort sum", "|"]
     eos, ids = tok.eos_token_id, [tok(p)["input_ids"] for p in prompts]
     responses = [[[4, eos], [5, 6, 4, eos], [eos], [6, 6, 6]], [[5, eos]], [[4, 6, 5, eos], [0, 3, eos]]]
     p_ids, p_mask = encode_prompts(tok, prompts)
-    for bs in (1, 3, 100):
-        lp = sequence_logprobs(model, p_ids, p_mask, responses, pad_id=tok.pad_token_id, batch_size=bs)
+    for positions, nodes in ((1, 1), (12, 2), (2048, 256)):
+        lp = sequence_logprobs(model, p_ids, p_mask, responses, pad_id=tok.pad_token_id, max_positions=positions,
+                               max_nodes=nodes)
         assert [len(x) for x in lp] == [4, 1, 2]
         for u, rs in enumerate(responses):
             for i, r in enumerate(rs):
                 assert math.exp(lp[u][i]) == pytest.approx(brute_force_prob(model, ids[u], r), rel=1e-5)
+
+
+def one_row_per_sequence(model, p_ids, p_mask, responses, pad_id) -> list[np.ndarray]:
+    """The previous forward of the exact mass: every sequence its own padded row after its prompt's KV
+    cache (score_groups with a count per prompt), the token log-probs summed in float64."""
+    out = []
+    for u, rs in enumerate(responses):
+        if not rs:
+            out.append(np.zeros(0))
+            continue
+        ids = torch.full((len(rs), max(map(len, rs))), pad_id)
+        mask = torch.zeros_like(ids)
+        for i, r in enumerate(rs):
+            ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
+        lp = score_groups(model, p_ids[u : u + 1], p_mask[u : u + 1], ids, mask, [len(rs)])
+        out.append(lp.double().sum(-1).numpy())
+    return out
+
+
+def test_the_prefix_tree_forward_equals_one_row_per_sequence(tiny, smoke_data):
+    """The tree-attention forward (sequence_logprobs) against the previous one-row-per-sequence forward, to
+    1e-6 on log-probs: on the tiny model (sdpa and eager attention, left-padded prompts, duplicates, a
+    one-token sequence, an unfinished one, a prompt with none) and on a random xs model over the smoke
+    test split's enumerated programs (shared prefixes, one tree cut into rows). Same inputs, same bits."""
+    from spolab.config import load_config
+    from spolab.tasks.base import get_task
+    from spolab.tasks.io import load_split
+
+    tok, model = tiny
+    eos = tok.eos_token_id
+    prompts = ["sort", "sum | sort sum", "|", "sum"]
+    responses = [[[4, 5, eos], [4, 5, 6, eos], [4, eos], [4, 5, eos], [eos], [6, 6, 6]], [[5, eos]], [],
+                 [[4, 6, 5, eos], [4, 6, 4, eos], [0, 3, eos]]]
+    p_ids, p_mask = encode_prompts(tok, prompts)
+    want = one_row_per_sequence(model, p_ids, p_mask, responses, tok.pad_token_id)
+    eager = build_model(TINY, tok, seed=0).eval()
+    eager.load_state_dict(model.state_dict())
+    eager.config._attn_implementation = "eager"
+    for m in (model, eager):
+        for positions, nodes in ((2048, 256), (10, 2)):
+            got = sequence_logprobs(m, p_ids, p_mask, responses, pad_id=tok.pad_token_id, max_positions=positions,
+                                    max_nodes=nodes)
+            assert [len(g) for g in got] == [6, 1, 0, 3]
+            for g, w in zip(got, want):
+                np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
+    assert got[0][0] == got[0][3]  # a duplicate scores the same
+
+    cfg = load_config("evaluate", ["scale=smoke"])
+    task = get_task(cfg.task)
+    problems = load_split(smoke_data, "test")[:12]
+    stok = load_tokenizer(smoke_data / "tokenizer")
+    xs = build_model(cfg.model, stok, seed=3).eval()
+    programs = [task.enumerate_solutions(p) for p in problems]
+    ids = [[r + [stok.eos_token_id] for r in stok(progs, add_special_tokens=False)["input_ids"]] for progs in programs]
+    s_ids, s_mask = encode_prompts(stok, [task.prompt(p) for p in problems])
+    want = one_row_per_sequence(xs, s_ids, s_mask, ids, stok.pad_token_id)
+    got = sequence_logprobs(xs, s_ids, s_mask, ids, pad_id=stok.pad_token_id, max_positions=512, max_nodes=16)
+    assert sum(map(len, programs)) > 50
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
+    again = sequence_logprobs(xs, s_ids, s_mask, ids, pad_id=stok.pad_token_id, max_positions=512, max_nodes=16)
+    assert all(np.array_equal(a, g) for a, g in zip(again, got))
 
 
 def test_all_outcomes_sum_to_one(tiny):
@@ -74,7 +137,7 @@ def test_all_outcomes_sum_to_one(tiny):
     unfinished = [list(s) for s in itertools.product(others, repeat=T)]
     p_ids, p_mask = encode_prompts(tok, ["sum sort", "|"])
     lp = sequence_logprobs(model, p_ids, p_mask, [finished + unfinished] * 2, pad_id=tok.pad_token_id,
-                           batch_size=64)
+                           max_positions=64, max_nodes=16)
     for x in lp:
         assert np.exp(x).sum() == pytest.approx(1.0, abs=1e-5)
         assert np.exp(x[: len(finished)]).sum() < 1 - 1e-3  # the unfinished ones carry real mass
@@ -240,3 +303,84 @@ def test_evaluate_writes_the_exact_metrics(smoke_sft, smoke_data, tmp_path):
     cfg = smoke_cfg("evaluate", tmp_path, f"data_dir={smoke_data}", f"model_dir={out}/model", "name=off",
                     f"out_dir={tmp_path}/off", "splits=[test]", "protocols=[policy]", "exact_mass.enabled=false")
     assert not any("/exact/" in k for k in evaluate.run(cfg)["test-policy"])
+    lines = (tmp_path / "off" / "exact_logprobs.jsonl").read_text().splitlines()  # the DAG's output, header only
+    assert len(lines) == 1 and json.loads(lines[0])["splits"] == {}
+
+
+def test_the_sft_evaluation_s_logprobs_replace_the_enumeration_and_pi_ref(smoke_sft, smoke_data, tmp_path):
+    """The SFT evaluation (policy = π_ref) writes exact_logprobs.jsonl: every problem's enumerated programs, equal
+    to a fresh enumeration, and its log-probs. An RL checkpoint's evaluation that reads it
+    (exact_mass.ref_logprobs) gets bit-identical exact metrics, per problem too, to one that enumerates and runs
+    π_ref itself. A file computed otherwise (another max_len, other π_ref weights, another split), or edited
+    since it was written, is refused with one line."""
+    import shutil
+
+    from spolab import evaluate
+    from spolab.errors import ConfigError
+    from spolab.jsonl import BadFile
+    from spolab.models.build import load_model
+    from spolab.tasks.base import get_task
+    from spolab.tasks.io import load_split
+    from spolab.validate import MissingInput
+
+    out, _ = smoke_sft
+    sft = out / "model"
+    other = tmp_path / "rl_model"  # an RL checkpoint: the SFT model perturbed
+    model = load_model(sft)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    model.save_pretrained(other)
+    load_tokenizer(sft).save_pretrained(other)
+
+    def run(name, model_dir, *extra, ref=sft):
+        cfg = smoke_cfg("evaluate", tmp_path, f"data_dir={smoke_data}", f"model_dir={model_dir}", f"ref_model_dir={ref}",
+                        f"name={name}", f"out_dir={tmp_path}/{name}", "splits=[test,ood]", "protocols=[policy]", *extra)
+        return evaluate.run(cfg)
+
+    run("sft", sft)
+    ref_file = tmp_path / "sft" / "exact_logprobs.jsonl"
+    lines = [json.loads(line) for line in ref_file.read_text().splitlines()]
+    header, rows = lines[0], lines[1:]
+    task = get_task(smoke_cfg("evaluate", tmp_path).task)
+    assert header["max_len"] == task.enumeration_size() == 3 and sorted(header["splits"]) == ["ood", "test"]
+    for split in ("test", "ood"):
+        problems = load_split(smoke_data, split)
+        assert header["splits"][split]["problems"] == len(problems)
+        assert [(r["problem_id"], r["programs"]) for r in rows if r["split"] == split] == [
+            (p.id, task.enumerate_solutions(p)) for p in problems]  # the cached enumeration is a fresh one
+    fresh = run("fresh", other)
+    cached = run("cached", other, f"exact_mass.ref_logprobs={ref_file}")
+    for split in ("test", "ood"):
+        exact = {k: v for k, v in fresh[f"{split}-policy"].items() if "/exact/" in k}
+        assert len(exact) > 10 and exact == {k: v for k, v in cached[f"{split}-policy"].items() if "/exact/" in k}
+        assert exact[f"{split}/exact/kl_ref_correct"] > 0
+        pp = [json.loads((tmp_path / name / f"{split}-policy" / "per_problem.json").read_text())
+              for name in ("fresh", "cached")]
+        assert {k: v for k, v in pp[0].items() if k.startswith("exact/")} == {
+            k: v for k, v in pp[1].items() if k.startswith("exact/")}
+    assert (tmp_path / "fresh" / "exact_logprobs.jsonl").read_bytes() == (
+        tmp_path / "cached" / "exact_logprobs.jsonl").read_bytes()  # the same programs and policy log-probs
+
+    refusals = [
+        (("exact_mass.max_len=2",), sft, ConfigError, "computed with max_len .* 3, this evaluation uses 2"),
+        ((), other, ConfigError, "weights differ from ref_model_dir"),
+    ]
+    for extra, ref, error, message in refusals:
+        with pytest.raises(error, match=message) as e:
+            run("refused", other, f"exact_mass.ref_logprobs={ref_file}", *extra, ref=ref)
+        assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="holds no val split"):
+        run("refused", other, f"exact_mass.ref_logprobs={ref_file}", "splits=[val]")
+    with pytest.raises(MissingInput, match="does not exist: run `python -m spolab.evaluate` of π_ref"):
+        run("refused", other, f"exact_mass.ref_logprobs={tmp_path}/none.jsonl")
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    shutil.copy(ref_file, edited / ref_file.name)
+    shutil.copy(ref_file.parent / "manifest.json", edited / "manifest.json")
+    text = (edited / ref_file.name).read_text()
+    (edited / ref_file.name).write_text(text.replace('"logp": [-', '"logp": [-1', 1))
+    with pytest.raises(BadFile, match="sha256 differs") as e:
+        run("refused", other, f"exact_mass.ref_logprobs={edited / ref_file.name}")
+    assert "\n" not in str(e.value)

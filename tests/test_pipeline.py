@@ -94,6 +94,31 @@ FIGURES = ["f1_pass_vs_fresh", "f2_pass_at_k", "f3_diversity", "f4_offpolicy", "
 SMOKE = ["--cores", "2", "--config", "scale=smoke"]
 
 
+def test_rl_evaluations_read_the_sft_evaluation_s_logprobs(tmp_path):
+    """Every RL evaluation takes the SFT evaluation's exact_logprobs.jsonl as an input and reads it
+    (exact_mass.ref_logprobs): the DAG runs the SFT evaluation first, which reads no such file itself."""
+    import re
+
+    from test_fresh_clone import job_blocks
+
+    res = snakemake(tmp_path, "-n", *SMOKE)
+    assert res.returncode == 0, res.stderr[-3000:]
+    ref = "results/smoke/eval/sft/exact_logprobs.jsonl"
+    evals = {b["wildcards"].removeprefix("name="): (i, b) for i, (rule, b) in enumerate(job_blocks(res.stdout))
+             if rule == "eval"}
+    first, sft = evals.pop("sft")
+    assert ref in sft["output"].split(", ") and ref not in sft["input"]
+    assert "exact_mass.ref_logprobs" not in re.search(r"spolab.evaluate .*name=sft .*", res.stdout)[0]
+    assert len(evals) >= 10
+    for name, (i, job) in evals.items():
+        assert i > first and ref in job["input"].split(", "), name
+        assert f"{PATH_EVAL}/{name}/exact_logprobs.jsonl" in job["output"].split(", "), name
+        assert re.search(rf"name={re.escape(name)} .* exact_mass.ref_logprobs={ref}", res.stdout), name
+
+
+PATH_EVAL = "results/smoke/eval"
+
+
 @pytest.fixture(scope="module")
 def smoke_study(tmp_path_factory):
     """The whole smoke study, uninterrupted: its working directory."""

@@ -155,6 +155,8 @@ CASES = [
     ("evaluate", ["model_dir=null"], ["model_dir=None: must be a local model directory"]),
     ("evaluate", [f"ref_model_dir={NO_DIR}"], [f"ref_model_dir='{NO_DIR}': must be a local model directory"]),
     ("evaluate", [f"data_dir={NO_DIR}"], [f"data_dir='{NO_DIR}'", "test.jsonl"]),
+    ("evaluate", ["ref_model_dir=null", f"exact_mass.ref_logprobs={NO_DIR}/exact_logprobs.jsonl"],
+     ["exact_mass.ref_logprobs=", "needs ref_model_dir"]),
     # ---- data (the task settings every entry shares)
     ("data", ["task.n_classes=100000", "task.max_prims=1"], ["task.n_classes=100000: must be <= 26",
                                                              "task.max_prims=1"]),

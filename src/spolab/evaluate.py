@@ -11,7 +11,11 @@ of every pair.
 Once per split, with the first protocol that samples the policy itself (temperature 1, top-p 1), a task
 that enumerates its solutions (the list DSL) also gets the exact success mass (spolab.eval.exact_mass,
 ``exact_mass`` in conf/evaluate.yaml): every correct program up to a size teacher-forced under the
-policy and π_ref, as ``<split>/exact/*`` keys of that pair.
+policy and π_ref, as ``<split>/exact/*`` keys of that pair. Every evaluation writes the enumerated
+programs and its policy's log-prob of each to ``{out_dir}/exact_logprobs.jsonl`` (only its header
+where no exact evaluation ran). With ``exact_mass.ref_logprobs`` pointing at that file of an evaluation
+of π_ref (the workflow's SFT evaluation), the programs and π_ref's log-probs are read from it instead
+of enumerating and running π_ref again: the same numbers, without either cost.
 """
 
 from __future__ import annotations
@@ -22,9 +26,18 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from spolab.atomic import sha256_file
 from spolab.cli import entry
 from spolab.config import load_protocol
-from spolab.eval.exact_mass import exact_evaluation
+from spolab.eval.exact_mass import (
+    LOGPROBS_FORMAT,
+    LogprobsHeader,
+    RefLogprobs,
+    exact_evaluation,
+    logprobs_rows,
+    weights_sha256,
+    write_logprobs,
+)
 from spolab.eval.generate import evaluate_policy
 from spolab.models.build import load_model, load_tokenizer
 from spolab.tasks.base import get_task
@@ -58,6 +71,14 @@ def run(cfg: DictConfig) -> dict:
     ref = load_model(cfg.ref_model_dir, device=device).eval() if cfg.ref_model_dir else None
     task = get_task(cfg.task)
     exact_protocol = _exact_protocol(cfg, task)
+    max_len = task.enumeration_size(cfg.exact_mass.max_len) if exact_protocol else None
+    ref_is_model = ref is not None and Path(cfg.ref_model_dir).resolve() == Path(cfg.model_dir).resolve()
+    ref_file = None  # π_ref's log-probs of the enumerated programs, from an evaluation of π_ref
+    if exact_protocol and cfg.exact_mass.ref_logprobs:
+        ref_file = RefLogprobs.read(cfg.exact_mass.ref_logprobs, ref_model_dir=cfg.ref_model_dir, max_len=max_len,
+                                    max_new_tokens=cfg.task.max_new_tokens, precision=cfg.precision,
+                                    device=device.type, data_dir=cfg.data_dir, splits=list(cfg.splits))
+    exact_rows, exact_splits = [], {}  # this policy's log-probs of the enumerated programs: exact_logprobs.jsonl
     results = {}
     for split in cfg.splits:
         problems = load_split(cfg.data_dir, split)
@@ -80,12 +101,15 @@ def run(cfg: DictConfig) -> dict:
                     task=task,
                 )
                 if protocol.name == exact_protocol:
-                    exact, exact_pp = exact_evaluation(
-                        model, tok, task, problems, samples, ks=protocol.ks, max_len=cfg.exact_mass.max_len,
-                        max_new_tokens=cfg.task.max_new_tokens, batch_size=cfg.forward_batch_size, ref_model=ref,
-                        ref_is_model=ref is not None and Path(cfg.ref_model_dir).resolve() == Path(cfg.model_dir).resolve(),
-                        prefix=split, seed=cfg.seed,
+                    programs, ref_logp = ref_file.select(split, problems) if ref_file else (None, None)
+                    exact, exact_pp, programs, logp = exact_evaluation(
+                        model, tok, task, problems, samples, ks=protocol.ks, max_len=max_len,
+                        max_new_tokens=cfg.task.max_new_tokens, ref_model=ref, ref_is_model=ref_is_model,
+                        programs=programs, ref_logp=ref_logp, prefix=split, seed=cfg.seed,
                     )
+                    exact_rows += logprobs_rows(split, problems, programs, logp)
+                    exact_splits[split] = {"data_sha256": sha256_file(Path(cfg.data_dir) / f"{split}.jsonl"),
+                                           "problems": len(problems)}
                     metrics.update(exact)
                     by_id = dict(zip((p.id for p in problems), zip(*exact_pp.values())))  # align on problem_id
                     for j, key in enumerate(exact_pp):
@@ -104,6 +128,9 @@ def run(cfg: DictConfig) -> dict:
             log.info("%s %s %s: %s", cfg.name, split, protocol.name,
                      {k: round(v, 4) for k, v in metrics.items() if "/pass@" in k and "_ci" not in k})
             results[f"{split}-{protocol.name}"] = finite
+    header = LogprobsHeader(LOGPROBS_FORMAT, str(cfg.model_dir), weights_sha256(cfg.model_dir), max_len or 0,
+                            cfg.task.max_new_tokens, cfg.precision, device.type, exact_splits)
+    write_logprobs(cfg.out_dir, header, exact_rows)  # header only where no exact evaluation ran
     write_json(Path(cfg.out_dir) / "summary.json", results)  # every pair of this model: the DAG's output
     return results
 

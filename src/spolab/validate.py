@@ -175,6 +175,7 @@ EVALUATE: list[Rule] = [
     ("exact_mass.enabled", boolean()),
     ("exact_mass.max_len", optional(integer(1, 6))),  # default list DSL, programs per problem (median):
     # 26 at 4 primitives, ~170 at 5, ~1-7k at 6 (~1 s of enumeration per problem): more is out of reach
+    ("exact_mass.ref_logprobs", optional(text())),
     *SIZE_CAPS,
 ]
 
@@ -341,6 +342,9 @@ def _evaluate(cfg) -> None:
             _protocol(OmegaConf.load(path), f"protocol[{name}].")
         except ConfigError as e:
             raise ConfigError(f"{e} ({path})") from None
+    if get(cfg, "exact_mass.ref_logprobs") is not None and get(cfg, "ref_model_dir") is None:
+        raise ConfigError(f"exact_mass.ref_logprobs={cfg.exact_mass.ref_logprobs!r}: needs ref_model_dir, the π_ref "
+                          "whose log-probs the file holds (its weights are checked against the file's)")
     n_problems = get(cfg, "n_problems")
     if n_problems is not None:
         if not isinstance(n_problems, dict):
@@ -478,6 +482,9 @@ def _evaluate_paths(cfg) -> None:
     need_model_dir(cfg, "model_dir", EVAL_MODEL_STEP)
     if cfg.ref_model_dir is not None:
         need_model_dir(cfg, "ref_model_dir", EVAL_MODEL_STEP)
+    if get(cfg, "exact_mass.ref_logprobs") is not None:
+        need_file(cfg, "exact_mass.ref_logprobs", "the exact_logprobs.jsonl an evaluation of π_ref writes",
+                  "`python -m spolab.evaluate` of π_ref (Snakemake rule eval, name sft)")
     need_data(cfg, list(dict.fromkeys(cfg.splits)))
 
 

@@ -110,6 +110,25 @@ def model_of(w):
     return f"{PATHS.sft_model}/config.json" if w.name == "sft" else f"{PATHS.rl}/{w.name}/model/config.json"
 
 
+def eval_inputs(w):
+    """An eval job reads its model; an RL run's also reads the SFT evaluation's exact_logprobs.jsonl (π_ref's
+    log-probs of the enumerated programs: the SFT policy is π_ref), which its params pass on."""
+    inputs = {"model": model_of(w), "mlflow": rules.mlflow_init.output.flag}
+    if w.name != "sft":
+        inputs["ref_logprobs"] = f"{PATHS.eval}/sft/exact_logprobs.jsonl"
+    return inputs
+
+
+def eval_args(w, input):
+    """The evaluate overrides of one eval job (eval_inputs: its inputs)."""
+    args = (
+        f"name={w.name} splits=[{','.join(EVAL_SPLITS)}] "
+        f"protocols=[{','.join(protocols_of(w.name))}] data_dir={PATHS.data} "
+        f"model_dir={Path(input.model).parent} ref_model_dir={PATHS.sft_model} out_dir={PATHS.eval}/{w.name}"
+    )
+    return args + (f" exact_mass.ref_logprobs={input.ref_logprobs}" if w.name != "sft" else "")
+
+
 def protocols_of(name):
     """Evaluation protocols of a model: the study entry's `protocols`, every configured one for SFT."""
     if name == "sft":

@@ -1,12 +1,15 @@
 # Held-out evaluation of the SFT policy and of every RL run (one job per model): n samples per
 # problem, execution, pass@k and diversity (KL to π_ref included), for every split of
-# workflow/config.yaml and the protocols the study entry asks for (protocols_of).
+# workflow/config.yaml and the protocols the study entry asks for (protocols_of). Each job also writes
+# exact_logprobs.jsonl: the enumerated correct programs and its policy's log-prob of each (the exact
+# success mass). The SFT policy is π_ref, so every RL evaluation reads the SFT evaluation's file
+# (exact_mass.ref_logprobs) instead of enumerating the programs and running π_ref again.
 rule eval:
     input:
-        model=model_of,
-        mlflow=rules.mlflow_init.output.flag,
+        unpack(eval_inputs),
     output:
         summary=f"{PATHS.eval}/{{name}}/summary.json",
+        logprobs=f"{PATHS.eval}/{{name}}/exact_logprobs.jsonl",
     log:
         f"{PATHS.logs}/eval/{{name}}.log",
     benchmark:
@@ -19,11 +22,7 @@ rule eval:
     params:
         scale=SCALE,
         conf=conf_hash("evaluate"),
-        args=lambda w, input: (
-            f"name={w.name} splits=[{','.join(EVAL_SPLITS)}] "
-            f"protocols=[{','.join(protocols_of(w.name))}] data_dir={PATHS.data} "
-            f"model_dir={Path(input.model).parent} ref_model_dir={PATHS.sft_model} out_dir={PATHS.eval}/{w.name}"
-        ),
+        args=eval_args,
     shell:
         hydra_cmd("evaluate")
 

@@ -57,9 +57,19 @@ def encode_prompts(tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Ten
     return enc["input_ids"], enc["attention_mask"]
 
 
+def response_token_ids(tokenizer, texts: list[str], add_eos: bool = True) -> list[list[int]]:
+    """The token ids of each response text (no special tokens added), EOS appended if ``add_eos``: one
+    batched tokenizer call, the same ids as one call per text."""
+    if not texts:
+        return []
+    eos = [tokenizer.eos_token_id] if add_eos else []
+    enc = tokenizer(list(texts), add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False)
+    return [ids + eos for ids in enc["input_ids"]]
+
+
 def encode_responses(tokenizer, texts: list[str], add_eos: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded response ids and mask, (B, T); each response ends with EOS if ``add_eos``."""
-    rows = [tokenizer(t, add_special_tokens=False)["input_ids"] + ([tokenizer.eos_token_id] if add_eos else []) for t in texts]
+    rows = response_token_ids(tokenizer, texts, add_eos)
     T = max(len(r) for r in rows)
     ids = torch.full((len(rows), T), tokenizer.pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(rows), T), dtype=torch.long)
@@ -249,8 +259,9 @@ def score_groups(
 
     ``prompt_ids`` / ``prompt_mask`` are (B0, P), one row per prompt; ``response_ids`` /
     ``response_mask`` (B0·n, T) with the n responses of a prompt consecutive, as :func:`sample`
-    returns them. ``num_samples`` may also be one count per prompt (B0 counts ≥ 1, B = their sum:
-    spolab.eval.exact_mass scores each problem's enumerated programs). The prompt's KV cache is repeated
+    returns them. ``num_samples`` may also be one count per prompt (B0 counts ≥ 1, B = their sum: one
+    padded row per sequence, the reference tests/test_exact_mass.py holds the exact mass's prefix-tree
+    forward to). The prompt's KV cache is repeated
     for its responses, so scoring costs one prefill per prompt plus T positions per response instead
     of P + T: equal to :func:`score` on the repeated prompts up to float rounding (tests/test_models.py).
     """

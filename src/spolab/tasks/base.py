@@ -104,6 +104,11 @@ class Task:
         are all listed. Only where ``enumerates_solutions``."""
         raise NotImplementedError(f"task {self.name!r} cannot enumerate its solutions")
 
+    def enumeration_size(self, max_len: int | None = None) -> int:
+        """The size ``enumerate_solutions(problem, max_len)`` enumerates up to (None: the task config's
+        default). Only where ``enumerates_solutions``."""
+        raise NotImplementedError(f"task {self.name!r} cannot enumerate its solutions")
+
     def sft_targets(self, problems: Sequence, sft_cfg, seed: int) -> tuple[list, list[list[str]], int]:
         """What SFT trains on: (the problems, per problem the programs it may be taught, how many of
         them are deliberately flawed). By default each problem's reference solutions; problems without

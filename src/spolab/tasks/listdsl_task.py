@@ -214,8 +214,12 @@ class ListDSLTask(Task):
         """Every program of <= ``max_len`` primitives (None: ``task.solver_max_len``) that passes the
         problem's examples and tests, dead steps included (``sort | sort | head`` is a program a model
         can write): :func:`spolab.tasks.listdsl.enumerate_solvers` with ``dead_steps=True``."""
-        n = self.cfg.solver_max_len if max_len is None else max_len
-        return [dsl.to_text(s) for s in dsl.enumerate_solvers(problem.all_tests(), n, dead_steps=True)]
+        return [dsl.to_text(s) for s in dsl.enumerate_solvers(problem.all_tests(), self.enumeration_size(max_len),
+                                                              dead_steps=True)]
+
+    def enumeration_size(self, max_len: int | None = None) -> int:
+        """Primitives per program: ``max_len``, or ``task.solver_max_len`` when None."""
+        return int(self.cfg.solver_max_len if max_len is None else max_len)
 
     def sft_targets(self, problems, sft_cfg, seed: int):
         """Every problem, with ``sft.targets``' programs (:func:`sft_targets`: generators or all solvers,
