@@ -13,6 +13,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from spolab.config import load_config
 from spolab.study import load_study
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,9 +66,12 @@ def test_fresh_clone_schedules_the_whole_study(tmp_path):
     assert rl == sorted(s.name for s in specs)  # every RL run of the default study, once
     evals = sorted(b["wildcards"].removeprefix("name=") for rule, b in jobs if rule == "eval")
     assert evals == sorted(["sft", *(s.name for s in specs)])
-    for rule in ["mlflow_init", "data", "sft", "q0", "sources", "exact", "bench", "export", "eval_table",
+    for rule in ["mlflow_init", "data", "sft", "q0", "sources", "bench", "export", "eval_table",
                  "report", "publish", "all"]:
         assert counts[rule] == 1, rule
+    betas = load_config("exact", ["scale=default"]).betas  # the exact testbed: one job per β
+    assert sorted(b["wildcards"].removeprefix("beta=") for rule, b in jobs if rule == "exact") == \
+        sorted(f"{b:g}" for b in betas) and len(betas) == 2
     assert sum(n for r, n in counts.items() if r.startswith("figure_")) == 9
 
     # the committed copies are publish's outputs, every other output lives under results/default/
