@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from spolab.config import load_config
 from spolab.tracking import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +44,6 @@ def test_study_matrix_has_the_issue_entries():
     5 algorithms with >= 3 seeds at default (>= 5 in paper) at one β, and every off-policy source;
     conf/study/ablations.yaml: the loss / β / steps / Q̂0 / importance-weight ablations, each with its
     reference, which is the same run (name and config) as the default study's."""
-    from spolab.config import load_config
     from spolab.study import entries, load_study
 
     default, paper = load_study("default", "default"), load_study("default", "paper")
@@ -165,7 +165,10 @@ def test_smoke_study_end_to_end(smoke_study, tmp_path):
     assert all(r.info.status == "FINISHED" for r in runs)
     stages = pd.Series([r.data.tags["stage"] for r in runs]).value_counts().to_dict()
     n_eval = 4 + sum(2 * len(s.protocols) for s in specs)  # SFT: both protocols on test and ood
-    assert stages == {"sft": 1, "q0": 1, "sources": 1, "rl": len(run_ids), "eval": n_eval, "exact": 3}
+    exact_cfg = load_config("exact", ["scale=smoke"])  # the testbed: every algorithm at every β of `betas`
+    n_exact = len(exact_cfg.algos) * len(exact_cfg.betas)
+    assert n_exact == 6
+    assert stages == {"sft": 1, "q0": 1, "sources": 1, "rl": len(run_ids), "eval": n_eval, "exact": n_exact}
     ppo = [r for r in runs if r.data.tags["stage"] == "rl" and r.data.tags["algo"] == "ppo"][0]
     assert len(client.get_metric_history(ppo.info.run_id, "rollout/reward")) == 6
     assert ppo.data.tags["study_run"] == "ppo" and ppo.data.tags["study_group"] == "main"
