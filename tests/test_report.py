@@ -769,12 +769,28 @@ def test_the_decisive_table_leaves_out_exact_columns_the_export_lacks():
     assert "exact" not in report.decisive_table(s, report.labels(s.data)).splitlines()[0]
 
 
-@pytest.mark.parametrize("spo05, spo5, beats, trails", [
-    (mixed(10, 24), mixed(24, 0), "SPO β 0.5", "SPO online"),  # behind at 0.05, ahead at 0.5
-    (mixed(0, 0), mixed(0, 0), "none", "none"),  # level at both
+@pytest.mark.parametrize("spo05, spo5, expected", [
+    (mixed(0, 100), mixed(100, 0), {"beats PPO": "SPO β 0.5", "trails PPO": "SPO online"}),  # Δ −0.066, +0.033
+    (mixed(10, 24), mixed(24, 0), {"beats PPO by < δ (negligible)": "SPO β 0.5",  # Δ +0.008: significant, < δ
+                                   "trails PPO by < δ (negligible)": "SPO online"}),  # Δ −0.013
+    (mixed(0, 0), noisy(40), {"level": "SPO online", "undecided": "SPO β 0.5"}),  # no change; a wide CI around 0
 ])
-def test_the_decisive_summary_names_the_spo_settings_that_beat_or_trail_ppo(spo05, spo5, beats, trails):
+def test_the_decisive_summary_reads_each_spo_setting_against_ppo_in_both_directions_with_its_delta(spo05, spo5, expected):
     s = _decisive_study(spo05, spo5)
     line = report.decisive_summary(s, report.labels(s.data))
-    assert line.startswith("- pass@10, SPO − PPO at the same β:")
-    assert f"beats PPO: {beats}" in line and f"Trails PPO: {trails}" in line
+    assert line.startswith("- pass@10, SPO − PPO at the same β (δ 0.02):")
+    words = ["beats PPO", "beats PPO by < δ (negligible)", "level", "trails PPO by < δ (negligible)", "trails PPO",
+             "undecided"]
+    for w in words:
+        assert f"{w}: {expected.get(w, 'none')}" in line, (w, line)
+
+
+def test_the_decisive_summary_reads_the_exact_entropy_among_correct_programs_against_its_own_delta():
+    s = _decisive_study(mixed(0, 0), mixed(0, 0), exact_mass=0.3)
+    spo = s.pp.study_run == "spo"
+    s.pp.loc[spo, "exact/entropy_correct"] = 1.05  # +0.05 nats on every problem: significant, below δ 0.1
+    line = report.decisive_summary(s, report.labels(s.data)).splitlines()[1]
+    assert line.startswith("- exact entropy among correct programs, SPO − PPO at the same β (δ 0.1):")
+    assert "beats PPO by < δ (negligible): SPO online +0.050" in line or "beats PPO by < δ (negligible): SPO online 0.050" in line
+
+
