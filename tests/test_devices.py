@@ -84,6 +84,27 @@ def test_bf16_runs_the_forward_in_bf16_and_scores_in_fp32(tiny):
         assert model(input_ids=ids, attention_mask=mask).logits.dtype == torch.float32
 
 
+def test_bf16_forwards_inside_one_context_see_every_optimiser_step():
+    """The entry points train inside one autocast context: each forward must cast the weights as
+    they are now. With autocast's weight cache on, the output after a step equals the output before
+    it (the bf16 copy of the first forward is reused until the context exits)."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(8, 8)
+    x = torch.randn(4, 8)
+    opt = torch.optim.SGD(lin.parameters(), lr=1.0)
+    with autocast("cpu", "bf16"):
+        before = lin(x)
+        before.float().pow(2).sum().backward()
+        opt.step()
+        after = lin(x)
+    with torch.no_grad():
+        fresh = torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False)
+        with fresh:
+            expected = lin(x)
+    assert not torch.equal(after, before)  # the step is seen
+    assert torch.equal(after, expected)  # exactly the cast of the current weights
+
+
 def test_bf16_sampling_returns_fp32_logprobs(tiny):
     tok, model = tiny
     ids = torch.tensor([[tok.bos_token_id] + [5] * 10] * 2)

@@ -82,6 +82,12 @@ def _top_keys(name: str) -> set[str]:
     return (set(d) - {"hydra"}) | groups
 
 
+# the `scale` block's keys besides its name: the hardware a scale runs on and the memory plan's assumptions
+# (conf/scale/*.yaml, spolab.memory). Every entry keeps them (`scale` is every entry's key); they are placement,
+# not identity: run_identity leaves them out, as it leaves out `device`.
+SCALE_PLACEMENT = ("world_size", "sharding", "gpu_memory_gb", "micro_batch_size", "prompt_tokens")
+SHARDINGS = ("none", "fsdp")  # scale.sharding: none (every device holds every model) | fsdp (model state sharded)
+
 # mappings whose keys are names (splits, stored sources), which validation checks against their own lists
 NAMED_MAPPINGS = ("data_mix.sources", "task.splits", "task.max_problems", "task.fractions", "n_problems")
 
@@ -126,7 +132,8 @@ def check_keys(name: str, overrides: list[str]) -> DictConfig:
     keep = own_keys(name)
     every = set().union(*(_top_keys(e) for e in entry_names()))
     extra = [k for k in have if k not in keep and k not in every]
-    declared = {**OmegaConf.to_container(schema, resolve=False), "scale": {"name": None}}  # scale.name: every entry's
+    declared = {**OmegaConf.to_container(schema, resolve=False),  # scale.name and its placement keys: every entry's
+                "scale": {"name": None, **dict.fromkeys(SCALE_PLACEMENT)}}
     extra += _extra_keys({k: v for k, v in have.items() if k in keep}, declared)
     if extra:
         key = extra[0]
@@ -158,13 +165,20 @@ PLACEMENT = ("tracking", "device")  # top-level keys that say where a run goes, 
 
 
 def run_identity(cfg: Any) -> str:
-    """What makes two runs the same run: the hash of the resolved config without ``tracking`` and
-    ``device`` (where the run is mirrored, and where it is placed, do not change what it computes: a
-    study run on CPU is not rerun to be read on a GPU machine, as its thread count is no part of it either). A run folder resumes only a
+    """What makes two runs the same run: the hash of the resolved config without ``tracking``,
+    ``device`` and the scale's placement keys (:data:`SCALE_PLACEMENT`: world size, sharding, GPU memory
+    and the memory plan's assumptions). Where the run is mirrored, and where and on how many devices it
+    is placed, do not change what it computes: a study run on CPU is not rerun to be read on a GPU machine,
+    as its thread count is no part of it either. A run folder resumes only a
     checkpoint of the same identity; the Snakefile's ``params.conf`` is the same hash, so
     Snakemake reruns exactly the jobs whose identity changed."""
     d = to_container(cfg)
-    return config_hash({k: v for k, v in d.items() if k not in PLACEMENT} if isinstance(d, dict) else d)
+    if not isinstance(d, dict):
+        return config_hash(d)
+    d = {k: v for k, v in d.items() if k not in PLACEMENT}
+    if isinstance(d.get("scale"), dict):
+        d["scale"] = {k: v for k, v in d["scale"].items() if k not in SCALE_PLACEMENT}
+    return config_hash(d)
 
 
 def flatten(d: Any, prefix: str = "", sep: str = ".", max_len: int = 6000) -> dict[str, str]:

@@ -21,6 +21,7 @@ FOLDERS = {  # name -> folder under the scale's root
     "eval": "eval",  # one folder per evaluated policy (spolab.evaluate)
     "exact": "exact",  # the exact-optimum testbed (spolab.exact)
     "bench": "bench",  # the benchmark's tables (spolab.bench)
+    "plan": "plan",  # the memory plan per device of every model entry point (spolab.plan)
     "logs": "logs",  # each job's log
     "benchmarks": "benchmarks",  # each job's Snakemake benchmark: wall time and peak RSS
 }

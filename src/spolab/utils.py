@@ -124,7 +124,13 @@ def autocast(device, precision: str):
     Weights, gradients and optimiser state stay fp32 (autocast casts the inputs of matmuls and
     convolutions, nothing else); log-probs are taken from fp32 logits (spolab.rollout.sampler casts
     before its log-softmax), and losses and their reductions are computed from those, so only the
-    network's forward passes run in bf16. Works on the CPU too (tests run it there)."""
+    network's forward passes run in bf16. Works on the CPU too (tests run it there).
+
+    The weight-cast cache is off: the entry points hold one context around their whole training loop,
+    and autocast's cache keeps the bf16 copy of every weight made at its first use until the context
+    exits, so with it on every forward after an optimiser step would still see the weights of
+    before the first step (sampling and validation included). Off, each forward casts the current
+    weights: one bf16 copy per forward, the price of training inside a long context."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision={precision!r}: must be one of {list(PRECISIONS)}")
     device = torch.device(device)
@@ -132,7 +138,7 @@ def autocast(device, precision: str):
         return contextlib.nullcontext()
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ConfigError(f"precision=bf16: {torch.cuda.get_device_name(device)} does not support bf16; use fp32")
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=False)
 
 
 def generator(device, seed: int) -> torch.Generator:

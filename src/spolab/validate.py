@@ -7,7 +7,9 @@ there raises :class:`MissingInput` (a ConfigError and a FileNotFoundError) namin
 the step that produces it, so a null or missing path never reaches the Hugging Face hub.
 
 Order: plain values (a table of ``(key, check)`` per entry, shared rules for shared keys), then
-cross-field rules (the data mix, batch layout, protocol ks, task feasibility), then input paths.
+cross-field rules (the data mix, batch layout, protocol ks, task feasibility), then the memory plan of a
+model entry point against ``scale.gpu_memory_gb`` (:func:`spolab.memory.check_memory`: one line naming the
+entry, its GiB per device, the budget and the biggest items), then input paths.
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ from spolab.checks import (  # noqa: F401  re-exported: the entry tables' check 
     registered,
     text,
 )
-from spolab.config import CONF_DIR, protocol_path
+from spolab.config import CONF_DIR, SHARDINGS, protocol_path
 from spolab.errors import ConfigError
 from spolab.jsonl import check_manifest, rebuild_data
+from spolab.memory import PLANNED, check_memory
 from spolab.models.build import resolve_name_or_path
 from spolab.perf import VARIANTS
 from spolab.rollout.mix import check_data_mix
@@ -71,16 +74,26 @@ SIZE_CAPS: list[Rule] = [("task.max_new_tokens?", integer(1, MAX_NEW_TOKENS))]  
 SEED: list[Rule] = [("seed", integer(0))]
 
 MODEL_SHAPE = ("hidden_size", "intermediate_size", "num_layers", "num_heads", "max_positions")
-MODEL: list[Rule] = [  # the sizes of a from-scratch model; a real one (name_or_path) brings its own
+MODEL: list[Rule] = [  # the sizes of a from-scratch model; a real one (name_or_path) brings its own (and may
+    # state it for the memory plan: conf/model/llama8b.yaml)
     ("model.name", text()),
     ("model.name_or_path", optional(text())),
     ("model.gguf_file?", optional(text())),
-    *((f"model.{k}?", optional(integer(1))) for k in MODEL_SHAPE),
+    *((f"model.{k}?", optional(integer(1))) for k in (*MODEL_SHAPE, "num_kv_heads", "vocab_size")),
+    ("model.tie_embeddings?", boolean()),
 ]
 
 PLACEMENT: list[Rule] = [  # every entry point that runs a model (spolab.utils.resolve_device / autocast)
     ("device", Check(device_name_error)),
     ("precision", one_of(*PRECISIONS)),
+]
+
+SCALE: list[Rule] = [  # the scale's hardware and the memory plan's assumptions (conf/scale/*.yaml; spolab.memory)
+    ("scale.world_size?", integer(1, 65_536)),
+    ("scale.sharding?", one_of(*SHARDINGS)),
+    ("scale.gpu_memory_gb?", optional(positive())),
+    ("scale.micro_batch_size?", optional(integer(1, MAX_BATCH))),
+    ("scale.prompt_tokens?", optional(integer(1, 1_048_576))),
 ]
 
 TRACKING: list[Rule] = [
@@ -516,11 +529,13 @@ def validate(cfg: DictConfig, entry: str, *, check_paths: bool = True) -> None:
     if entry not in ENTRIES:
         raise ValueError(f"no validation rules for entry {entry!r}; known: {sorted(ENTRIES)}")
     rules, cross, paths = ENTRIES[entry]
-    apply_rules(cfg, rules)
+    apply_rules(cfg, [*rules, *SCALE])
     if entry in TASK_ENTRIES:
         get(cfg, "task")  # a ConfigError when the group is absent
         check_task(cfg.task)
     if cross is not None:
         cross(cfg)
+    if entry in PLANNED:  # the memory plan per device within scale.gpu_memory_gb (none set: nothing checked)
+        check_memory(cfg, entry)
     if check_paths and paths is not None:
         paths(cfg)

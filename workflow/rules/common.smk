@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 from spolab.config import load_config
 from spolab.config import run_identity
 from spolab.paths import paths
+from spolab.plan import check_scale
 from spolab.rollout.offpolicy import POOL_SOURCES
 from spolab.study import entries, load_study, parse_run_name
 from spolab.tracking import db_stamp, tracking_settings
@@ -46,6 +47,10 @@ RUNS = entries(SPECS)  # study entry -> its RunSpec
 RUN_IDS = [s.name for s in SPECS]
 SWEEP_ONLY = all(s.group == "sweep" for s in SPECS)  # an lr sweep (conf/study/lr_sweep.yaml): its table only
 TRACKING = tracking_settings(SCALE)  # conf/tracking: the MLflow database and experiment of this scale
+# The memory plan (spolab.plan): a scale with gpu_memory_gb is refused here, before its first job, when any
+# model entry point needs more per device (one line: the entry, its GiB, the budget, the biggest items); each
+# job's start-up validation checks its own config again. A scale without gpu_memory_gb is not planned.
+check_scale(SCALE)
 
 
 def hydra_cmd(module):

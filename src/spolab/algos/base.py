@@ -86,6 +86,7 @@ class Algorithm:
     tempered: bool = True
     needs_q0: bool = False  # True: the trainer loads per-prompt Q̂0 (SPO); the rl entry needs q0_path
     min_group_size: int = 1  # 2 where advantages compare the samples of one prompt (GRPO, RLOO)
+    has_critic: bool = False  # True: holds a separate value network with its own optimiser (PPO; spolab.memory counts it)
     # the value rules of its own algo.* keys, checked by spolab.validate for whatever algo.name names (the keys
     # every algorithm shares: spolab.validate.ALGO_COMMON)
     config_rules: list[Rule] = []

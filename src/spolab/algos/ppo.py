@@ -44,6 +44,7 @@ class ValueModel(torch.nn.Module):
 
 @register("ppo")
 class PPO(Algorithm):
+    has_critic = True  # ValueModel: a second copy of the SFT body and a scalar head, with its own AdamW
     config_rules: list[Rule] = [
         ("algo.critic_lr", positive()),
         *EPOCHS,
