@@ -338,7 +338,8 @@ def test_c4_counts_q0s_samples_where_the_export_records_them():
     u = pd.concat([FRESH["setup"], pd.DataFrame({"key": ["q0.n_ref", "q0.n_prompts"], "value": ["16", "4000"]})])
     s = study(rows("spo", BASE), rows("ppo", BASE), bench=_bench(0.4, 6.0), jobs=_q0_job(5.0), setup=u)
     assert "SPO 6144 fresh + Q̂0's, 64000 π_ref samples (16 per rl prompt × 4000 prompts)" in report.c4(s)[0]
-    s = study(rows("spo", BASE), rows("ppo", BASE), bench=_bench(0.4, 6.0), jobs=_q0_job(5.0))
+    older = FRESH["setup"][~FRESH["setup"].key.str.startswith("q0.")]  # an export from before q0.n_ref
+    s = study(rows("spo", BASE), rows("ppo", BASE), bench=_bench(0.4, 6.0), jobs=_q0_job(5.0), setup=older)
     assert "not recorded in this export" in report.c4(s)[0]
 
 
@@ -626,10 +627,12 @@ def test_the_committed_study_and_setup_are_what_the_export_writes(tmp_path):
     from spolab.study import entries, load_study
 
     specs = load_study("default", "default")
+    q0 = load_config("q0", ["scale=default"])  # Q̂0's samples, as its MLflow run records them
     written = {"study": export.study_table(specs),
                "setup": export.setup_table("default", load_config("sft", ["scale=default"]),
-                                           {p: OmegaConf.to_container(load_protocol(p))
-                                                       for p in ("policy", "paper")})}
+                                           {p: dict(sorted(OmegaConf.to_container(load_protocol(p)).items()))
+                                            for p in ("policy", "paper")},  # as eval.json holds them
+                                           {"n_ref": q0.n_ref, "n_prompts": q0.task.splits.rl})}
     for name, t in written.items():
         t.to_csv(tmp_path / f"{name}.csv", index=False, float_format="%.10g")
         assert (tmp_path / f"{name}.csv").read_text() == (REAL / f"{name}.csv").read_text(), name
@@ -698,10 +701,13 @@ def test_the_report_resamples_ood_classes_where_the_export_has_them():
     assert "**ood intervals treat its problems as independent**" in text and "too narrow" in text
 
 
-def test_the_committed_reports_ood_intervals_say_they_treat_problems_as_independent():
-    """The committed export predates class_id: its ood intervals cannot resample the classes, and say so."""
-    assert "class_id" not in FRESH["eval_per_problem"]
-    assert "**ood intervals treat its problems as independent**" in report.settings(report.Study(FRESH))
+def test_ood_intervals_resample_the_classes_where_the_export_has_them_and_say_so_where_not():
+    """The committed export has each problem's class: its ood intervals resample the classes. An export
+    from before class_id cannot, and its report says its ood intervals treat the problems as independent."""
+    assert FRESH["eval_per_problem"].loc[FRESH["eval_per_problem"].split == "ood", "class_id"].notna().all()
+    assert "each replicate resamples the classes" in report.settings(report.Study(FRESH))
+    older = {**FRESH, "eval_per_problem": FRESH["eval_per_problem"].drop(columns="class_id")}
+    assert "**ood intervals treat its problems as independent**" in report.settings(report.Study(older))
 
 
 def test_the_export_reads_each_problems_class_from_the_data_split(tmp_path):
