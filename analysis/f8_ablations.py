@@ -74,7 +74,8 @@ def plot(data: Data) -> Figure:
                 if sr == ref:
                     ref_point = point
                 if row == 0:
-                    label = f"SPO β={beta[sr]:g}" if fam == "beta" and sr == ref else names.get(sr, sr)
+                    label = (f"{names.get(sr, sr)} β={beta[sr]:g}" if fam == "beta" and sr == ref  # e.g. PPO β=0.05
+                             else names.get(sr, sr))
                     n = m.shape[0]
                     ticks.append((x, f"{label}{' (ref)' if sr == ref else ''}\n({n} seed{'s' if n > 1 else ''})"))
                 x += 1
@@ -83,7 +84,10 @@ def plot(data: Data) -> Figure:
             if j < len(fams) - 1:
                 ax.axvline(x, color="0.6", lw=0.8)  # between families
             if row == 0:
-                ax.text((start + x - 1) / 2, 1.01, FAMILIES.get(fam, fam), transform=ax.get_xaxis_transform(),
+                title = FAMILIES.get(fam, fam)
+                if sum(f == fam for f, _, _ in fams) > 1:  # one family drawn once per reference: name it
+                    title += f" (against {names.get(ref, ref)})"
+                ax.text((start + x - 1) / 2, 1.01, title, transform=ax.get_xaxis_transform(),
                         ha="center", va="bottom", fontsize=11, fontweight="bold")
             x += 1
         if not fams:
@@ -97,7 +101,7 @@ def plot(data: Data) -> Figure:
                             Line2D([], [], marker="o", color="0.3", mfc="white", mew=2, ls="", ms=7,
                                    label="1 seed (interval over problems only)")],
                    loc="lower left", bbox_to_anchor=(0, 1.08), ncol=2, frameon=False)
-    fig.suptitle(f"F8 SPO ablations by family, final test evaluation, policy protocol: ablations have {counts['abl']} "
+    fig.suptitle(f"F8 ablations by family, final test evaluation, policy protocol: ablations have {counts['abl']} "
                  f"seed(s), references {counts['ref']}\n({CI_TEXT}, seeds then problems; dots: seeds; dashed: the "
                  "family's reference; seeds per run in the tick labels)")
     return fig

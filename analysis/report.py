@@ -98,6 +98,8 @@ DELTA = {"pass@1": 0.02, "pass@10": 0.02,  # 2 points of pass@k: also C6's non-i
          "distinct_correct_per_solved": 0.1, "functional_classes_per_solved": 0.1,  # ~10 % of SFT's ~1.1
          "effective_programs": 0.5,  # half a program among n = 20 samples
          "entropy_per_token": 0.02,  # nats per token, ~6 % of SFT's ~0.32
+         "exact/entropy_correct": 0.1,  # nats: exp of it is the effective number of correct programs, and
+         # 0.1 nats moves that number by ~0.1 around SFT's ~1.1, the distinct-correct δ above
          "log_step_s": 0.1,  # log step time: a ratio of e^-0.1 = 0.90, 10 % faster
          "seed_sd": 0.02}  # seed standard deviation of pass@10
 POWER_RULE = (f"Each claim is read in both directions against the effect δ its rule names (a claimed difference "
@@ -325,7 +327,8 @@ def c2(s: Study, delta: float = DELTA["distinct_correct_per_solved"]) -> tuple[s
     protocol); claimed effect Δ ≥ δ = {delta} programs, read as C1 reads its Δ (reproduced / negligible /
     not / undecided). Beside it, not deciding: Δ effective programs (exp of the entropy of all samples'
     programs, mostly wrong ones: it counts spread, not solutions), Δ entropy per token, the per-solved
-    Δ on validation at matched samples and at matched KL(π‖π_ref) (F9), and each run's coverage, the
+    Δ on validation at matched samples and at matched KL(π‖π_ref) (F9), the exact entropy of π_θ among
+    correct programs (spolab.eval.exact_mass, no sampling noise; read against δ 0.1 nats), and each run's coverage, the
     share of test problems solved at least once (n_correct > 0): the paper's "PPO collapses" has no
     other statistic here, and would show as PPO's coverage below SPO's."""
     spo, ppo = s.e["spo_online"], s.e["ppo"]
@@ -337,11 +340,16 @@ def c2(s: Study, delta: float = DELTA["distinct_correct_per_solved"]) -> tuple[s
     except KeyError:
         return "the export has no per-solved or effective-program columns (rerun the evaluation)", "n/a (not measured)"
     de = s.diff(spo, ppo, "entropy_per_token")
+    exact = ""
+    if "exact/entropy_correct" in s.pp and s.pp["exact/entropy_correct"].notna().any():
+        dx = s.diff(spo, ppo, "exact/entropy_correct")
+        exact = (f"Δ exact entropy among correct programs {fmt(*dx)} nats "
+                 f"({direction(dx, DELTA['exact/entropy_correct'], s.seeds(spo, ppo))}, δ {DELTA['exact/entropy_correct']:g}); ")
     cov = {r: s.point(r, solved) for r in (spo, ppo)}
     dcov = s.diff(spo, ppo, solved)
     v = verdict(dc, delta, s.seeds(spo, ppo))
     kl = matched_text(matched(s, spo, ppo, "distinct_correct_per_solved", delta), "val Δ distinct correct / solved")
-    return (f"Δ distinct correct / solved problem {fmt_mde(dc)}; beside it: Δ effective programs {fmt(*da, d=2)}; "
+    return (f"Δ distinct correct / solved problem {fmt_mde(dc)}; beside it: {exact}Δ effective programs {fmt(*da, d=2)}; "
             f"Δ entropy/token {fmt(*de)}; {kl}; coverage (test problems solved at least once): SPO "
             f"{ci(*cov[spo])}, PPO {ci(*cov[ppo])}, Δ {fmt(*dcov)}", v)
 
@@ -755,7 +763,7 @@ def exact_table(s: Study) -> str:
     last = exact.sort_values("step").groupby(["beta", "run"], dropna=False).tail(1).set_index(["beta", "run"])
     cols = [c for c in ["exact/kl_to_optimum", "exact/kl_conditioned_to_policy", "exact/success_prob",
                         "exact/entropy"] if c in last]
-    return last[["step", *cols]].sort_index().to_markdown(floatfmt=".4f")
+    return last[["step", *cols]].sort_index().reset_index().to_markdown(index=False, floatfmt=".4f")
 
 
 def per_entry(s: Study, column: str, text: Callable = str, group: str | None = None) -> str:
@@ -915,25 +923,28 @@ def decisive_table(s: Study, names: dict) -> str:
 def decisive_summary(s: Study, names: dict) -> str:
     """The decisive table's answer in words: which SPO settings beat PPO at the same β, on test under the
     policy protocol, on sampled pass@10 and on the exact entropy among correct programs (the paper's
-    softness): a setting beats PPO where the 95 % CI of Δ = SPO − PPO lies above 0, trails it where the
-    CI lies below 0, and is level otherwise."""
+    softness), each Δ = SPO − PPO read in both directions against its δ (:data:`DELTA`, :func:`direction`):
+    beats (the 95 % CI lies above 0 and Δ ≥ δ), beats by < δ (significant but smaller than δ: negligible),
+    level, trails by < δ, trails, or undecided (the CI reaches ±δ without the power to call it level)."""
     st = online_settings(s)
-    metrics = [(passk_value(10), "pass@10")]
+    metrics = [(passk_value(10), "pass@10", DELTA["pass@10"])]
     if "exact/entropy_correct" in s.pp and s.pp["exact/entropy_correct"].notna().any():
-        metrics.append(("exact/entropy_correct", "exact entropy among correct programs"))
+        metrics.append(("exact/entropy_correct", "exact entropy among correct programs", DELTA["exact/entropy_correct"]))
+    words = {"ahead": "beats PPO", "ahead by < δ": "beats PPO by < δ (negligible)", "level": "level",
+             "behind by < δ": "trails PPO by < δ (negligible)", "behind": "trails PPO", "undecided": "undecided"}
     out = []
-    for value, what in metrics:
-        ahead, behind, level = [], [], []
+    for value, what, delta in metrics:
+        read = {w: [] for w in words}
         for row in st[st.algo == "spo"].itertuples():
             ppo = same_beta_ppo(st, row)
             if ppo is None:
                 continue
             d = s.diff(row.study_run, ppo, value)
-            text = f"{names.get(row.study_run, row.study_run)} {ci(*d)}"
-            (ahead if d[1] > 0 else behind if d[2] < 0 else level).append(text)
-        if ahead or behind or level:
-            out.append(f"- {what}, SPO − PPO at the same β: beats PPO: {'; '.join(ahead) or 'none'}. "
-                       f"Trails PPO: {'; '.join(behind) or 'none'}. Level: {'; '.join(level) or 'none'}.")
+            read[direction(d, delta, s.seeds(row.study_run, ppo))].append(
+                f"{names.get(row.study_run, row.study_run)} {ci(*d)}")
+        if any(read.values()):
+            out.append(f"- {what}, SPO − PPO at the same β (δ {delta:g}): "
+                       + ". ".join(f"{words[w]}: {'; '.join(v) or 'none'}" for w, v in read.items()) + ".")
     return "\n".join(out) if out else "No SPO setting has a PPO run at its β in this export."
 
 

@@ -50,15 +50,17 @@ def test_study_matrix_has_the_issue_entries():
     runs = entries(default)
     seeds = lambda specs, run: [s.seed for s in specs if s.run == run]  # noqa: E731
     assert len(seeds(default, "spo")) >= 3 and len(seeds(paper, "spo")) >= 5
-    assert {r for r, e in runs.items() if e.group == "main"} == {"spo", "spo_half_online", "ppo", "grpo", "rloo"}
+    assert {r for r, e in runs.items() if e.group == "main"} == {"spo", "spo_bce", "spo_half_online", "ppo", "grpo",
+                                                                  "rloo"}
     cfg = {r: load_config("rl", ["scale=default", *e.override_list]) for r, e in runs.items()}
     assert len({cfg[r].algo.beta for r, e in runs.items() if e.group == "main"}) == 1  # one β (docs/design.md §2)
+    assert {cfg[r].algo.beta for r, e in runs.items() if e.family == "beta"} == {0.2, 0.5}  # and the larger βs
     offpolicy = [r for r, e in runs.items() if e.group == "offpolicy"]
     assert {cfg[r].data_mix.name for r in offpolicy} == {"expert", "earlier_run", "other_policy", "decoding",
-                                                         "random", "offline_only"}
+                                                         "random", "offline_only", "half_online"}
     assert all(len(seeds(paper, r)) == 3 for r in offpolicy)
     assert runs["spo_earlier_run"].needs == ("ppo",)
-    assert not {e.group for e in runs.values()} - {"main", "offpolicy"}
+    assert not {e.group for e in runs.values()} - {"main", "offpolicy", "ablation"}
     abl_specs = load_study("ablations", "default")
     abl = entries(abl_specs)
     ablations = {r: e for r, e in abl.items() if e.group == "ablation"}

@@ -338,7 +338,8 @@ def test_c4_counts_q0s_samples_where_the_export_records_them():
     u = pd.concat([FRESH["setup"], pd.DataFrame({"key": ["q0.n_ref", "q0.n_prompts"], "value": ["16", "4000"]})])
     s = study(rows("spo", BASE), rows("ppo", BASE), bench=_bench(0.4, 6.0), jobs=_q0_job(5.0), setup=u)
     assert "SPO 6144 fresh + Q̂0's, 64000 π_ref samples (16 per rl prompt × 4000 prompts)" in report.c4(s)[0]
-    s = study(rows("spo", BASE), rows("ppo", BASE), bench=_bench(0.4, 6.0), jobs=_q0_job(5.0))
+    older = FRESH["setup"][~FRESH["setup"].key.str.startswith("q0.")]  # an export from before q0.n_ref
+    s = study(rows("spo", BASE), rows("ppo", BASE), bench=_bench(0.4, 6.0), jobs=_q0_job(5.0), setup=older)
     assert "not recorded in this export" in report.c4(s)[0]
 
 
@@ -626,10 +627,12 @@ def test_the_committed_study_and_setup_are_what_the_export_writes(tmp_path):
     from spolab.study import entries, load_study
 
     specs = load_study("default", "default")
+    q0 = load_config("q0", ["scale=default"])  # Q̂0's samples, as its MLflow run records them
     written = {"study": export.study_table(specs),
                "setup": export.setup_table("default", load_config("sft", ["scale=default"]),
-                                           {p: OmegaConf.to_container(load_protocol(p))
-                                                       for p in ("policy", "paper")})}
+                                           {p: dict(sorted(OmegaConf.to_container(load_protocol(p)).items()))
+                                            for p in ("policy", "paper")},  # as eval.json holds them
+                                           {"n_ref": q0.n_ref, "n_prompts": q0.task.splits.rl})}
     for name, t in written.items():
         t.to_csv(tmp_path / f"{name}.csv", index=False, float_format="%.10g")
         assert (tmp_path / f"{name}.csv").read_text() == (REAL / f"{name}.csv").read_text(), name
@@ -698,10 +701,13 @@ def test_the_report_resamples_ood_classes_where_the_export_has_them():
     assert "**ood intervals treat its problems as independent**" in text and "too narrow" in text
 
 
-def test_the_committed_reports_ood_intervals_say_they_treat_problems_as_independent():
-    """The committed export predates class_id: its ood intervals cannot resample the classes, and say so."""
-    assert "class_id" not in FRESH["eval_per_problem"]
-    assert "**ood intervals treat its problems as independent**" in report.settings(report.Study(FRESH))
+def test_ood_intervals_resample_the_classes_where_the_export_has_them_and_say_so_where_not():
+    """The committed export has each problem's class: its ood intervals resample the classes. An export
+    from before class_id cannot, and its report says its ood intervals treat the problems as independent."""
+    assert FRESH["eval_per_problem"].loc[FRESH["eval_per_problem"].split == "ood", "class_id"].notna().all()
+    assert "each replicate resamples the classes" in report.settings(report.Study(FRESH))
+    older = {**FRESH, "eval_per_problem": FRESH["eval_per_problem"].drop(columns="class_id")}
+    assert "**ood intervals treat its problems as independent**" in report.settings(report.Study(older))
 
 
 def test_the_export_reads_each_problems_class_from_the_data_split(tmp_path):
@@ -769,12 +775,28 @@ def test_the_decisive_table_leaves_out_exact_columns_the_export_lacks():
     assert "exact" not in report.decisive_table(s, report.labels(s.data)).splitlines()[0]
 
 
-@pytest.mark.parametrize("spo05, spo5, beats, trails", [
-    (mixed(10, 24), mixed(24, 0), "SPO β 0.5", "SPO online"),  # behind at 0.05, ahead at 0.5
-    (mixed(0, 0), mixed(0, 0), "none", "none"),  # level at both
+@pytest.mark.parametrize("spo05, spo5, expected", [
+    (mixed(0, 100), mixed(100, 0), {"beats PPO": "SPO β 0.5", "trails PPO": "SPO online"}),  # Δ −0.066, +0.033
+    (mixed(10, 24), mixed(24, 0), {"beats PPO by < δ (negligible)": "SPO β 0.5",  # Δ +0.008: significant, < δ
+                                   "trails PPO by < δ (negligible)": "SPO online"}),  # Δ −0.013
+    (mixed(0, 0), noisy(40), {"level": "SPO online", "undecided": "SPO β 0.5"}),  # no change; a wide CI around 0
 ])
-def test_the_decisive_summary_names_the_spo_settings_that_beat_or_trail_ppo(spo05, spo5, beats, trails):
+def test_the_decisive_summary_reads_each_spo_setting_against_ppo_in_both_directions_with_its_delta(spo05, spo5, expected):
     s = _decisive_study(spo05, spo5)
     line = report.decisive_summary(s, report.labels(s.data))
-    assert line.startswith("- pass@10, SPO − PPO at the same β:")
-    assert f"beats PPO: {beats}" in line and f"Trails PPO: {trails}" in line
+    assert line.startswith("- pass@10, SPO − PPO at the same β (δ 0.02):")
+    words = ["beats PPO", "beats PPO by < δ (negligible)", "level", "trails PPO by < δ (negligible)", "trails PPO",
+             "undecided"]
+    for w in words:
+        assert f"{w}: {expected.get(w, 'none')}" in line, (w, line)
+
+
+def test_the_decisive_summary_reads_the_exact_entropy_among_correct_programs_against_its_own_delta():
+    s = _decisive_study(mixed(0, 0), mixed(0, 0), exact_mass=0.3)
+    spo = s.pp.study_run == "spo"
+    s.pp.loc[spo, "exact/entropy_correct"] = 1.05  # +0.05 nats on every problem: significant, below δ 0.1
+    line = report.decisive_summary(s, report.labels(s.data)).splitlines()[1]
+    assert line.startswith("- exact entropy among correct programs, SPO − PPO at the same β (δ 0.1):")
+    assert "beats PPO by < δ (negligible): SPO online +0.050" in line or "beats PPO by < δ (negligible): SPO online 0.050" in line
+
+
