@@ -135,6 +135,11 @@ class Study:
         d = self.pp
         return bool(((d.study_run == study_run) & (d.split == split) & (d.protocol == protocol)).any())
 
+    def measured(self, column: str) -> bool:
+        """Whether the export has a per-problem column with a value on some row (an exact column is
+        empty for a task that cannot enumerate its solutions, and absent from older exports)."""
+        return column in self.pp and bool(self.pp[column].notna().any())
+
     def m(self, study_run, value, split="test", protocol="policy") -> np.ndarray:
         return matrix(self.pp, value, study_run=study_run, split=split, protocol=protocol)
 
@@ -341,7 +346,7 @@ def c2(s: Study, delta: float = DELTA["distinct_correct_per_solved"]) -> tuple[s
         return "the export has no per-solved or effective-program columns (rerun the evaluation)", "n/a (not measured)"
     de = s.diff(spo, ppo, "entropy_per_token")
     exact = ""
-    if "exact/entropy_correct" in s.pp and s.pp["exact/entropy_correct"].notna().any():
+    if s.measured("exact/entropy_correct"):
         dx = s.diff(spo, ppo, "exact/entropy_correct")
         exact = (f"Δ exact entropy among correct programs {fmt(*dx)} nats "
                  f"({direction(dx, DELTA['exact/entropy_correct'], s.seeds(spo, ppo))}, δ {DELTA['exact/entropy_correct']:g}); ")
@@ -900,7 +905,7 @@ def decisive_table(s: Study, names: dict) -> str:
     st = online_settings(s)
     if st.empty:
         return "No online entries evaluated on test in this export."
-    exact = [(c, h) for c, h in EXACT_COLUMNS if c in s.pp and s.pp[c].notna().any()]
+    exact = [(c, h) for c, h in EXACT_COLUMNS if s.measured(c)]
     cols = [*exact, *SAMPLED_COLUMNS]
     head = (["entry", "β", "seeds"] + [h for _, h in cols] +
             ["Δ pass@10 vs PPO at its β (test)", "Δ val pass@10 vs PPO at matched KL"])
@@ -928,7 +933,7 @@ def decisive_summary(s: Study, names: dict) -> str:
     level, trails by < δ, trails, or undecided (the CI reaches ±δ without the power to call it level)."""
     st = online_settings(s)
     metrics = [(passk_value(10), "pass@10", DELTA["pass@10"])]
-    if "exact/entropy_correct" in s.pp and s.pp["exact/entropy_correct"].notna().any():
+    if s.measured("exact/entropy_correct"):
         metrics.append(("exact/entropy_correct", "exact entropy among correct programs", DELTA["exact/entropy_correct"]))
     words = {"ahead": "beats PPO", "ahead by < δ": "beats PPO by < δ (negligible)", "level": "level",
              "behind by < δ": "trails PPO by < δ (negligible)", "behind": "trails PPO", "undecided": "undecided"}
