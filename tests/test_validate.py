@@ -279,7 +279,7 @@ def test_every_study_run_and_algo_validates(scale):
 
     specs = load_study("default", scale)
     assert specs, f"the default study runs nothing at scale={scale}"
-    for run, e in entries(specs).items():
+    for e in entries(specs).values():
         cfg = load_config("rl", [f"scale={scale}", *e.override_list])
         validate(cfg, "rl", check_paths=False)
     for algo in ("spo", "ppo", "grpo", "rloo"):
