@@ -228,3 +228,18 @@ def test_no_diversity_column_is_pass_at_10_again_on_the_committed_export():
     assert set(NEW_PER_PROBLEM) & set(present), f"none of {NEW_PER_PROBLEM} in the committed export"
     r = common.diversity_correlation(pp, present)
     assert not (r.abs() > 0.95).any(), r.to_dict()  # NaN: a column constant over the solved problems
+
+
+def test_mean_pairwise_edit_distance_equals_the_mean_over_every_sample_pair():
+    """The distinct-pair sum weighted by counts equals the plain mean over all n(n-1)/2 sample pairs."""
+    import random
+    from itertools import combinations
+
+    rng = random.Random(0)
+    vocab = ["sort", "|", "reverse", "map", "filter"]
+    for _ in range(200):
+        pool = [[rng.choice(vocab) for _ in range(rng.randint(0, 5))] for _ in range(rng.randint(1, 4))]
+        progs = [rng.choice(pool) for _ in range(rng.randint(0, 12))]
+        pairs = list(combinations(progs, 2))
+        plain = sum(edit_distance(a, b) for a, b in pairs) / len(pairs) if pairs else 0.0
+        assert mean_pairwise_edit_distance(progs) == plain

@@ -132,6 +132,44 @@ def test_sampler_shares_prefill_across_samples(tok, model):
     assert len({tuple(r.tolist()) for r in ro.response_ids[:4]}) > 1  # the samples of one prompt differ
 
 
+def test_the_preallocated_kv_cache_samples_what_the_growing_one_samples(tok, model, monkeypatch):
+    """The sampler writes each step's keys and values into a buffer sized for the whole sample instead of
+    concatenating (transformers' DynamicLayer): the same tokens, log-probs and entropies, bit for bit, with
+    the prefill shared across samples and at a temperature and top-p."""
+    from transformers.cache_utils import DynamicLayer
+
+    from spolab.rollout import sampler
+
+    ids, mask = encode_prompts(tok, ["x 1 2 prog", "x 1 2 3 4 5 ; x 7 prog", "prog"])
+    swapped = []
+    real = sampler._preallocate
+
+    def spy(past, extra):
+        real(past, extra)
+        swapped.append([type(layer) for layer in past.layers])
+
+    def run(kw):
+        return sample(model, ids, mask, max_new_tokens=12, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id,
+                      generator=torch.Generator().manual_seed(0), num_samples=4, **kw)
+
+    for kw in ({}, {"temperature": 0.6, "top_p": 0.9}):
+        monkeypatch.setattr(sampler, "_preallocate", spy)
+        fast = run(kw)
+        monkeypatch.setattr(sampler, "_preallocate", lambda past, extra: None)  # transformers' own cache
+        slow = run(kw)
+        for a, b in ((fast.response_ids, slow.response_ids), (fast.logprobs, slow.logprobs),
+                     (fast.entropy, slow.entropy), (fast.response_mask, slow.response_mask)):
+            assert torch.equal(a, b)
+    assert swapped and all(t is sampler._PreallocatedLayer for types in swapped for t in types)
+    layer = DynamicLayer()  # full: a cache that cannot take another position says so
+    layer.update(torch.zeros(1, 1, 2, 4), torch.zeros(1, 1, 2, 4))
+    pre = sampler._PreallocatedLayer(layer, extra=1)
+    pre.update(torch.ones(1, 1, 1, 4), torch.ones(1, 1, 1, 4))
+    assert pre.get_seq_length() == 3 and torch.equal(pre.keys[0, 0, 2], torch.ones(4))
+    with pytest.raises(RuntimeError, match="cannot hold 4"):
+        pre.update(torch.ones(1, 1, 1, 4), torch.ones(1, 1, 1, 4))
+
+
 @pytest.mark.parametrize("special", ["<pad>", "<bos>", "<unk>", "<eos>"])
 def test_special_tokens_inside_a_response_score_zero(tok, special):
     """Score what the model wrote: a correct program with a special token inside it (anything but its

@@ -64,11 +64,17 @@ def edit_distance(a: Program, b: Program) -> int:
 
 
 def mean_pairwise_edit_distance(programs: Sequence[Program]) -> float:
-    """Mean of Levenshtein(p_i, p_j) over all unordered pairs i<j; 0.0 when fewer than 2 samples."""
-    pairs = list(combinations(programs, 2))
-    if not pairs:
+    """Mean of Levenshtein(p_i, p_j) over all unordered pairs i<j; 0.0 when fewer than 2 samples.
+
+    With c_u the number of samples that are program u, the sum over sample pairs is
+    Σ_{u<v} c_u c_v · Levenshtein(u, v) (pairs of equal programs add 0), so each pair of *distinct*
+    programs is computed once: the same integers summed, a fraction of the work when samples repeat."""
+    n = len(programs)
+    if n < 2:
         return 0.0
-    return sum(edit_distance(a, b) for a, b in pairs) / len(pairs)
+    counts = Counter(tuple(p) for p in programs)
+    total = sum(counts[a] * counts[b] * edit_distance(a, b) for a, b in combinations(counts, 2))
+    return total / (n * (n - 1) // 2)
 
 
 def distinct_n(programs: Sequence[Program], n: int = 2) -> float:
