@@ -118,6 +118,30 @@ def test_rl_evaluations_read_the_sft_evaluation_s_logprobs(tmp_path):
         assert re.search(rf"name={re.escape(name)} .* exact_mass.ref_logprobs={ref}", res.stdout), name
 
 
+@pytest.mark.parametrize("scale", ["smoke", "real_smoke"])
+def test_only_spo_waits_for_q0_and_the_exact_protocol_follows_the_task(scale, tmp_path):
+    """An RL run reads Q̂0 only when its algorithm needs it (SPO), so PPO, GRPO and RLOO can start beside the
+    q0 job; every RL run is evaluated under `exact` where the task enumerates its solutions (the list DSL),
+    an entry without sampling protocols under `exact` alone, and under `policy` where the task cannot
+    (HumanEval at real_smoke)."""
+    import re
+
+    from test_fresh_clone import job_blocks
+
+    res = snakemake(tmp_path, "-n", "--cores", "2", "--config", f"scale={scale}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    blocks = job_blocks(res.stdout)
+    q0 = f"results/{scale}/q0/q0.json"
+    rl = {b["wildcards"]: q0 in b["input"].split(", ") for rule, b in blocks if rule == "rl"}
+    assert rl and all(needs == ("run=spo" in w) for w, needs in rl.items()), rl
+    protocols = dict(re.findall(r"spolab.evaluate .*?name=(\S+) .*?protocols=\[([a-z,]+)\]", res.stdout))
+    if scale == "smoke":
+        assert protocols["sft"] == "policy,paper,exact" and protocols["ppo-s0"] == "policy,paper,exact"
+        assert protocols["spo_random-s0"] == "exact"
+    else:
+        assert protocols and all("exact" not in p and "policy" in p for p in protocols.values()), protocols
+
+
 PATH_EVAL = "results/smoke/eval"
 
 
@@ -146,6 +170,9 @@ def test_smoke_study_end_to_end(smoke_study, tmp_path):
     run_ids = sorted(s.name for s in specs)
     assert sorted(p.parent.name for p in (root / "eval").glob("*/summary.json")) == sorted(["sft", *run_ids])
     assert (root / "eval/ppo-s0/test-paper/eval.json").exists() and not (root / "eval/spo_random-s0/test-paper").exists()
+    # an off-policy entry is evaluated without sampling (protocol exact), a main entry sampled and exactly
+    assert (root / "eval/spo_random-s0/test-exact/eval.json").exists() and not (root / "eval/spo_random-s0/test-policy").exists()
+    assert (root / "eval/ppo-s0/test-exact/eval.json").exists() and (root / "eval/ppo-s0/test-policy/eval.json").exists()
     assert (root / "rl/ppo-s0/trajectories.jsonl").stat().st_size > 0  # the earlier_run edge
     assert (root / "benchmarks/sft.tsv").exists() and (root / "benchmarks/rl/ppo-s0.tsv").exists()  # rule/run
 
@@ -164,7 +191,8 @@ def test_smoke_study_end_to_end(smoke_study, tmp_path):
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     assert all(r.info.status == "FINISHED" for r in runs)
     stages = pd.Series([r.data.tags["stage"] for r in runs]).value_counts().to_dict()
-    n_eval = 4 + sum(2 * len(s.protocols) for s in specs)  # SFT: both protocols on test and ood
+    # SFT: every protocol on test and ood; an RL run its entry's sampling protocols and `exact` (protocols_of)
+    n_eval = 6 + sum(2 * len({*s.protocols, "exact"}) for s in specs)
     exact_cfg = load_config("exact", ["scale=smoke"])  # the testbed: every algorithm at every β of `betas`
     n_exact = len(exact_cfg.algos) * len(exact_cfg.betas)
     assert n_exact == 6

@@ -16,6 +16,11 @@ programs and its policy's log-prob of each to ``{out_dir}/exact_logprobs.jsonl``
 where no exact evaluation ran). With ``exact_mass.ref_logprobs`` pointing at that file of an evaluation
 of π_ref (the workflow's SFT evaluation), the programs and π_ref's log-probs are read from it instead
 of enumerating and running π_ref again: the same numbers, without either cost.
+
+A protocol with n 0 (``exact``, conf/protocol/exact.yaml) samples nothing: its pair holds the exact success
+mass alone, with ``<split>/pass@k`` = the mean over problems of 1 − (1 − P_θ(correct | x))^k and, per
+problem, ``n`` 0 and the ``exact/*`` values. It reuses the mass a sampling pair of the same split computed
+(so an evaluation with both pays for one), else computes it here (no samples: no coverage).
 """
 
 from __future__ import annotations
@@ -84,6 +89,7 @@ def run(cfg: DictConfig) -> dict:
                                     max_new_tokens=cfg.task.max_new_tokens, precision=cfg.precision,
                                     device=device.type, data_dir=cfg.data_dir, splits=list(cfg.splits))
     exact_rows, exact_splits = [], {}  # this policy's log-probs of the enumerated programs: exact_logprobs.jsonl
+    computed = {}  # split -> (metrics, per_problem) of its exact success mass, for a later n-0 pair
     results = {}
     for split in cfg.splits:
         problems = load_split(cfg.data_dir, split)
@@ -100,11 +106,14 @@ def run(cfg: DictConfig) -> dict:
                       "scale": cfg.scale.name, "seed": str(cfg.seed)},
             ) as tracker, autocast(device, cfg.precision):
                 reset_peak_memory(device)
-                metrics, per_problem, samples = evaluate_policy(
-                    model, tok, problems, protocol, max_new_tokens=cfg.task.max_new_tokens,
-                    batch_size=cfg.forward_batch_size, seed=cfg.seed, prefix=split, ref_model=ref, reward=cfg.task.reward,
-                    task=task,
-                )
+                if protocol.n > 0:
+                    metrics, per_problem, samples = evaluate_policy(
+                        model, tok, problems, protocol, max_new_tokens=cfg.task.max_new_tokens,
+                        batch_size=cfg.forward_batch_size, seed=cfg.seed, prefix=split, ref_model=ref,
+                        reward=cfg.task.reward, task=task,
+                    )
+                else:  # no sampling: the exact success mass is the whole evaluation (exact_pass_at_k below)
+                    metrics, per_problem, samples = {}, {"problem_id": [p.id for p in problems]}, []
                 if protocol.name == exact_protocol:
                     programs, ref_logp = ref_file.select(split, problems) if ref_file else (None, None)
                     exact, exact_pp, programs, logp = exact_evaluation(
@@ -115,10 +124,15 @@ def run(cfg: DictConfig) -> dict:
                     exact_rows += logprobs_rows(split, problems, programs, logp)
                     exact_splits[split] = {"data_sha256": sha256_file(Path(cfg.data_dir) / f"{split}.jsonl"),
                                            "problems": len(problems)}
-                    metrics.update(exact)
+                    computed[split] = (exact, exact_pp)
+                if split in computed and (protocol.name == exact_protocol or protocol.n == 0):
+                    exact, exact_pp = computed[split]
+                    metrics.update(exact if protocol.n > 0 else exact_pass_at_k(exact, split, protocol.ks))
                     by_id = dict(zip((p.id for p in problems), zip(*exact_pp.values())))  # align on problem_id
                     for j, key in enumerate(exact_pp):
                         per_problem[key] = [by_id[i][j] for i in per_problem["problem_id"]]
+                    if protocol.n == 0:
+                        per_problem["n"] = per_problem["n_correct"] = [0] * len(per_problem["problem_id"])
                 metrics.update(memory_metrics(device))
                 write_jsonl(out / "samples.jsonl", samples)
                 write_json(out / "per_problem.json", per_problem)
@@ -140,15 +154,27 @@ def run(cfg: DictConfig) -> dict:
     return results
 
 
+def exact_pass_at_k(exact: dict, split: str, ks) -> dict:
+    """The metrics of an n-0 (exact) pair: the exact success mass's ``{split}/exact/*`` keys (its pass@k among
+    them, 1 − (1 − P)^k averaged over problems, with their intervals) and the same pass@k under the plain
+    ``{split}/pass@k`` names, which the pair's protocol (n 0) marks as exact."""
+    out = dict(exact)
+    for k in ks:
+        for tail in ("", "_ci_lo", "_ci_hi"):
+            out[f"{split}/pass@{k}{tail}"] = exact[f"{split}/exact/pass@{k}{tail}"]
+    return out
+
+
 def _same_dir(a, b) -> bool:
     """Whether two paths name one folder."""
     return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
 
 
 def _exact_protocol(cfg: DictConfig, task) -> str | None:
-    """The protocol whose pair carries the exact success mass: the first of ``protocols`` that samples
-    the policy itself (its samples give the coverage), or None (with the reason logged) where there is none,
-    ``exact_mass.enabled`` is false or the task cannot enumerate its solutions."""
+    """The protocol whose pair computes the exact success mass: the first of ``protocols`` at the policy
+    itself (temperature 1, top-p 1; a sampling one comes first in the workflow's order, so its samples
+    give the coverage, and a later n-0 pair reuses its mass), or None (with the reason logged) where there
+    is none, ``exact_mass.enabled`` is false or the task cannot enumerate its solutions."""
     if not cfg.exact_mass.enabled:
         log.info("exact_mass.enabled=false: no exact success mass")
         return None

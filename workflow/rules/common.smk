@@ -134,20 +134,39 @@ def eval_args(w, input):
     return args + (f" exact_mass.ref_logprobs={input.ref_logprobs}" if w.name != "sft" else "")
 
 
+def task_enumerates():
+    """Whether the scale's task enumerates its correct programs (the exact success mass, protocol `exact`)."""
+    from spolab.tasks.base import task_class
+
+    return task_class(resolved("data")["task"]["name"]).enumerates_solutions
+
+
+TASK_ENUMERATES = task_enumerates()
+
+
 def protocols_of(name):
-    """Evaluation protocols of a model: the study entry's `protocols`, every configured one for SFT."""
-    if name == "sft":
-        return config["eval_protocols"]
-    wanted = RUNS[parse_run_name(name)[0]].protocols
-    return [p for p in config["eval_protocols"] if p in wanted]
+    """Evaluation protocols of a model, in workflow/config.yaml's order: every configured one for SFT; for
+    an RL run its study entry's `protocols` and `exact` (no sampling: pass@k from the exact success mass, which
+    every comparison of the study can read). Where the task cannot enumerate its solutions, `exact` is
+    replaced by the sampled `policy` protocol."""
+    wanted = set(config["eval_protocols"]) if name == "sft" else {*RUNS[parse_run_name(name)[0]].protocols, "exact"}
+    if not TASK_ENUMERATES and "exact" in wanted:
+        wanted = (wanted - {"exact"}) | {"policy"}
+    return [p for p in config["eval_protocols"] if p in wanted] or ["policy"]
 
 
 def rl_inputs(w):
-    """An RL run reads the SFT model and Q̂0, the pools its data mix draws from, and the dumps of
-    the study runs it `needs` (earlier_run: the PPO run of the same seed)."""
+    """An RL run reads the SFT model, Q̂0 when its algorithm needs it (SPO: Algorithm.needs_q0; PPO,
+    GRPO and RLOO start while Q̂0 is still being sampled), the pools its data mix draws from, and the
+    dumps of the study runs it `needs` (earlier_run: the PPO run of the same seed)."""
+    from spolab.algos import get_algorithm
+
     spec = RUNS[w.run]
-    sources = resolved("rl", spec.overrides)["data_mix"]["sources"] or {}
-    inputs = {"model": rules.sft.output.model, "q0": rules.q0.output.q0, "mlflow": rules.mlflow_init.output.flag}
+    cfg = resolved("rl", spec.overrides)
+    sources = cfg["data_mix"]["sources"] or {}
+    inputs = {"model": rules.sft.output.model, "mlflow": rules.mlflow_init.output.flag}
+    if get_algorithm(cfg["algo"]["name"]).needs_q0:
+        inputs["q0"] = rules.q0.output.q0
     if set(sources) & set(POOL_SOURCES):
         inputs["pools"] = rules.sources.output.summary
     for i, other in enumerate(spec.needs):
