@@ -61,7 +61,7 @@ rule rl:
         f"{PATHS.benchmarks}/rl/{{run}}-s{{seed}}.tsv"  # <rule>/<run name>: read_jobs (analysis/export.py)
     wildcard_constraints:
         seed=r"\d+",
-    threads: 1
+    threads: world_size("rl")  # one per process (hydra_cmd: torchrun when scale.world_size > 1)
     resources:
         gpu=lambda w: gpus("rl", RUNS[w.run].overrides),
     conda:
