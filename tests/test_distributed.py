@@ -1,7 +1,8 @@
 """Runs across processes (spolab.dist, torchrun; docs/real_scale.md, "Across GPUs"), on the CPU with gloo: one
 RL update at global batch B across 2 ranks is the one-process update at batch B (SPO, PPO); a killed 2-rank RL
-run resumes to exactly the uninterrupted one; rank 0 alone writes, one metrics.jsonl and one MLflow run. Plus
-the one-process identities of spolab.dist and the configurations it refuses."""
+run resumes to exactly the uninterrupted one; rank 0 alone writes, one metrics.jsonl and one MLflow run; 2-rank
+SFT steps are the one-process steps; q0 and evaluate cover every problem once. Plus the one-process identities
+of spolab.dist and the configurations it refuses."""
 
 from __future__ import annotations
 
@@ -61,6 +62,7 @@ def test_launch_must_match_the_scale(monkeypatch):
     fsdp = smoke_cfg("rl", "/tmp/unused", "scale.world_size=2", "scale.sharding=fsdp")
     with pytest.raises(ConfigError, match=r"scale.sharding='fsdp': sharded model state \(FSDP\) is not implemented"):
         dist.check_launch(fsdp, "rl")  # training needs it
+    assert dist.check_launch(fsdp, "q0", trains=False) == 2  # sampling runs with whole copies (a warning)
     assert dist.check_launch(cfg, "rl") == 2
 
 
@@ -239,3 +241,74 @@ def test_a_two_rank_run_logs_one_mlflow_run(two_rank_run):
     assert sorted(p.name for p in out.iterdir() if p.suffix == ".log") == ["rl.log"]  # rank 0's Hydra log only
     assert "2 processes" in (out / "rl.log").read_text()
 
+
+# ---------------------------------------------------------------------------- the other data-parallel entries
+
+
+def _torchrun(entry: str, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+            f"spolab.{entry}", "scale=smoke", "scale.world_size=2", *overrides]
+
+
+def _one_mlflow_run(tmp: Path, status: str = "FINISHED") -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [r.info.status for r in runs] == [status]
+
+
+SFT_ATOL = 1e-5  # SFT's steps are 100x RL's first ones (lr 1e-3, 2e-3): Adam divides each gradient coordinate by
+# its own scale, so on a coordinate whose gradient is near 0 an fp32 rounding difference becomes ~1e-6 of weight
+
+
+@pytest.mark.slow
+def test_two_rank_sft_steps_are_the_one_process_steps(smoke_data, tmp_path):
+    """SFT from scratch, 2 steps of 750 problems: across 2 gloo ranks (375 rows each, each rank's loss weighted by
+    its share of the batch's response tokens) the same weights as in one process, within fp32 summation order
+    (SFT_ATOL), and the same loss and gradient norm at each step."""
+    from spolab.models.build import load_model
+    from spolab.tracking import read_metrics
+
+    args = ["sft.epochs=1", "sft.batch_size=750", "sft.log_every=1", "val_problems=4", f"data_dir={smoke_data}",
+            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"tracking.artifact_root={tmp_path}/art"]
+    _run([sys.executable, "-m", "spolab.sft", "scale=smoke", *args, f"out_dir={tmp_path}/one"], tmp_path)
+    (tmp_path / "mlflow.db").unlink()
+    _run(_torchrun("sft", *args, f"out_dir={tmp_path}/two"), tmp_path)
+    one, two = (load_model(tmp_path / w / "model").state_dict() for w in ("one", "two"))
+    for k, w in one.items():
+        torch.testing.assert_close(two[k], w, atol=SFT_ATOL, rtol=0, msg=k)
+    for key in ("loss/sft", "opt/grad_norm"):
+        one_, two_ = ([r[key] for r in read_metrics(tmp_path / w) if key in r] for w in ("one", "two"))
+        assert len(one_) == 2 and two_ == pytest.approx(one_, rel=1e-5), key
+    _one_mlflow_run(tmp_path)
+
+
+@pytest.mark.slow
+def test_two_rank_q0_and_evaluate_cover_every_problem_once(smoke_sft, smoke_data, tmp_path):
+    """q0 and evaluate across 2 ranks: each rank samples its share of the problems; rank 0 writes every
+    prompt's counts and every sample once, and one MLflow run per output."""
+    import json
+
+    track = [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"tracking.artifact_root={tmp_path}/art"]
+    sft = smoke_sft[0] / "model"
+    _run(_torchrun("q0", "n_ref=2", f"data_dir={smoke_data}", f"sft_dir={sft}", f"out_dir={tmp_path}/q0", *track),
+         tmp_path)
+    q0 = json.loads((tmp_path / "q0" / "q0.json").read_text())
+    rl_ids = [json.loads(line)["id"] for line in (smoke_data / "rl.jsonl").read_text().splitlines()]
+    assert sorted(q0["successes"]) == sorted(rl_ids) and set(q0["successes"].values()) <= {0, 1, 2}
+    assert all(len(v) == 2 for v in q0["rewards"].values())
+    assert len((tmp_path / "q0" / "ref_samples.jsonl").read_text().splitlines()) == 2 * len(rl_ids)
+    _one_mlflow_run(tmp_path)
+    (tmp_path / "mlflow.db").unlink()
+
+    _run(_torchrun("evaluate", "name=sft", "splits=[ood]", "protocols=[policy]", "n_problems.ood=5",
+                   f"data_dir={smoke_data}", f"model_dir={sft}", f"ref_model_dir={sft}",
+                   f"out_dir={tmp_path}/eval", *track), tmp_path)
+    pair = tmp_path / "eval" / "ood-policy"
+    samples = [json.loads(line) for line in (pair / "samples.jsonl").read_text().splitlines()]
+    ood_ids = [json.loads(line)["id"] for line in (smoke_data / "ood.jsonl").read_text().splitlines()][:5]
+    assert [s["problem_id"] for s in samples] == [i for i in ood_ids for _ in range(20)]  # n 20, in problem order
+    assert json.loads((pair / "eval.json").read_text())["ood/n_problems"] == 5
+    assert (tmp_path / "eval" / "summary.json").exists()
+    _one_mlflow_run(tmp_path)
