@@ -21,6 +21,10 @@ A protocol with n 0 (``exact``, conf/protocol/exact.yaml) samples nothing: its p
 mass alone, with ``<split>/pass@k`` = the mean over problems of 1 − (1 − P_θ(correct | x))^k and, per
 problem, ``n`` 0 and the ``exact/*`` values. It reuses the mass a sampling pair of the same split computed
 (so an evaluation with both pays for one), else computes it here (no samples: no coverage).
+
+With ``scale.world_size`` W > 1, launched by torchrun (:mod:`spolab.dist`), each process generates and
+executes a contiguous share of every split's problems with its own random stream (seeded by (seed, rank));
+the samples are gathered, and rank 0 alone scores the exact success mass and writes every file and MLflow run.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from spolab import dist
 from spolab.atomic import sha256_file
 from spolab.cli import entry
 from spolab.config import load_protocol
@@ -48,7 +53,7 @@ from spolab.models.build import load_model, load_tokenizer
 from spolab.models.lora import Reference, base_path, is_lora, load_policy
 from spolab.tasks.base import get_task
 from spolab.tasks.io import load_split
-from spolab.tracking import Tracker
+from spolab.tracking import NullTracker, Tracker
 from spolab.utils import (
     autocast,
     memory_metrics,
@@ -69,7 +74,12 @@ def run(cfg: DictConfig) -> dict:
     each pair writes ``{out_dir}/{split}-{protocol}/`` and is one MLflow run."""
     set_threads()
     validate(cfg, "evaluate")
-    device = resolve_device(cfg.device)
+    with dist.launch(cfg, "evaluate", resolve_device(cfg.device), trains=False) as device:  # W > 1: this rank's device
+        return _evaluate(cfg, device)
+
+
+def _evaluate(cfg: DictConfig, device) -> dict:
+    main = dist.is_main()  # rank 0 scores the exact mass and writes; every rank samples its share
     if not (Path(cfg.model_dir) / "config.json").exists():
         raise FileNotFoundError(f"model_dir={cfg.model_dir} holds no saved model (config.json missing)")
     tok = load_tokenizer(cfg.model_dir)
@@ -100,11 +110,12 @@ def run(cfg: DictConfig) -> dict:
             protocol = load_protocol(proto_name)
             seed_everything(cfg.seed)
             out = Path(cfg.out_dir) / f"{split}-{protocol.name}"
-            with Tracker.from_config(
+            tracker = Tracker.from_config(
                 out, cfg, run_name=f"eval-{cfg.name}-{split}-{protocol.name}",
                 tags={"stage": "eval", "algo": cfg.name, "split": split, "protocol": protocol.name,
                       "scale": cfg.scale.name, "seed": str(cfg.seed)},
-            ) as tracker, autocast(device, cfg.precision):
+            ) if main else NullTracker()
+            with tracker, autocast(device, cfg.precision):
                 reset_peak_memory(device)
                 if protocol.n > 0:
                     metrics, per_problem, samples = evaluate_policy(
@@ -114,6 +125,8 @@ def run(cfg: DictConfig) -> dict:
                     )
                 else:  # no sampling: the exact success mass is the whole evaluation (exact_pass_at_k below)
                     metrics, per_problem, samples = {}, {"problem_id": [p.id for p in problems]}, []
+                if not main:
+                    continue  # the other ranks only sample
                 if protocol.name == exact_protocol:
                     programs, ref_logp = ref_file.select(split, problems) if ref_file else (None, None)
                     exact, exact_pp, programs, logp = exact_evaluation(
@@ -147,6 +160,8 @@ def run(cfg: DictConfig) -> dict:
             log.info("%s %s %s: %s", cfg.name, split, protocol.name,
                      {k: round(v, 4) for k, v in metrics.items() if "/pass@" in k and "_ci" not in k})
             results[f"{split}-{protocol.name}"] = finite
+    if not main:
+        return results
     header = LogprobsHeader(LOGPROBS_FORMAT, str(cfg.model_dir), weights_sha256(cfg.model_dir), max_len or 0,
                             cfg.task.max_new_tokens, cfg.precision, device.type, exact_splits)
     write_logprobs(cfg.out_dir, header, exact_rows)  # header only where no exact evaluation ran

@@ -344,10 +344,33 @@ def _rl(cfg) -> None:
     if "minibatches" in cfg.algo and bs % cfg.algo.minibatches:
         raise ConfigError(f"algo.minibatches={cfg.algo.minibatches}: must divide batch_size={bs} "
                           "(equal minibatches of each batch)")
+    _rl_world(cfg, n_fresh)
     algo.check_config(cfg)
     if lora_settings(cfg.model) is not None:
         require_peft()
     _protocol(cfg.val_protocol, "val_protocol.")
+
+
+def _rl_world(cfg, n_fresh: int) -> None:
+    """A run across ``scale.world_size`` W processes (spolab.dist) splits every batch into W equal shares: each
+    rank samples as many whole prompt groups, and trains on as many rows of every (mini)batch, so that the mean
+    of the ranks' gradients is the batch's."""
+    w = OmegaConf.select(cfg, "scale.world_size", default=None) or 1
+    if w == 1:
+        return
+    bs, g = cfg.batch_size, cfg.group_size
+    prompts = n_fresh // g
+    if prompts % w:
+        raise ConfigError(f"scale.world_size={w}: must divide the {prompts} prompts each update samples (batch_size="
+                          f"{bs} x data_mix.fresh_fraction={cfg.data_mix.fresh_fraction} / group_size={g}): each "
+                          "process samples an equal share of whole prompt groups")
+    if bs % w:
+        raise ConfigError(f"scale.world_size={w}: must divide batch_size={bs} (each process trains on an equal share "
+                          "of every batch)")
+    mb = bs // cfg.algo.minibatches if "minibatches" in cfg.algo else bs
+    if mb % w:
+        raise ConfigError(f"scale.world_size={w}: must divide the {mb} trajectories of each minibatch (batch_size={bs} "
+                          f"/ algo.minibatches={cfg.algo.minibatches}): each process trains on an equal share of it")
 
 
 def _sft(cfg) -> None:

@@ -8,6 +8,7 @@ import functools
 from omegaconf import OmegaConf
 from spolab.config import load_config
 from spolab.config import run_identity
+from spolab.dist import ENTRIES as DATA_PARALLEL
 from spolab.paths import paths
 from spolab.plan import check_scale
 from spolab.rollout.offpolicy import POOL_SOURCES
@@ -54,12 +55,29 @@ check_scale(SCALE)
 
 
 def hydra_cmd(module):
-    """`python -m spolab.<module>` with the job's thread count, the scale and the rule's params.args.
+    """`python -m spolab.<module>` with the job's thread count, the scale and the rule's params.args; an
+    entry that runs data-parallel at a scale with `scale.world_size` W > 1 (`world_size`) is launched as W
+    processes on this node by `torchrun --standalone --nproc_per_node=W -m spolab.<module>`, each with
+    threads / W of the job's threads (at least 1).
 
-    `python` is the interpreter running Snakemake (PATH, set above).
+    `python` and `torchrun` are the interpreter running Snakemake and its venv's launcher (PATH, set above).
     """
-    threads = "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
-    return f"{threads} python -m spolab.{module} scale={{params.scale}} {{params.args}} > {{log}} 2>&1"
+    n = world_size(module)
+    if n == 1:
+        threads = "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
+        launcher = "python -m"
+    else:
+        per = f"$(( {{threads}} > {n} ? {{threads}} / {n} : 1 ))"
+        threads = f"OMP_NUM_THREADS={per} MKL_NUM_THREADS={per}"
+        launcher = f"torchrun --standalone --nproc_per_node={n} -m"
+    return f"{threads} {launcher} spolab.{module} scale={{params.scale}} {{params.args}} > {{log}} 2>&1"
+
+
+def world_size(entry):
+    """Processes one job of this entry runs across: the scale's `scale.world_size` for an entry that runs
+    data-parallel under torchrun (spolab.dist.ENTRIES: rl, sft, q0, evaluate), else 1 (sources, bench and the
+    CPU-only steps run in one process)."""
+    return int(resolved(entry)["scale"].get("world_size") or 1) if entry in DATA_PARALLEL else 1
 
 
 @functools.cache
@@ -94,11 +112,12 @@ def eval_splits():
 
 
 def gpus(entry, overrides=""):
-    """GPUs one job of this entry requests (Snakemake's `gpu` resource): 1 when its resolved `device`
-    is cuda (a GPU scale sets `device: cuda`, conf/scale/paper.yaml), 0 for cpu and for auto, which
-    cannot know at DAG time where a job will land. The SLURM executor turns `gpu=1` into a GPU request
-    (workflow/profiles/slurm); locally, `snakemake --resources gpu=<GPUs>` runs that many GPU jobs at once."""
-    return 1 if str(resolved(entry, overrides).get("device", "cpu")).startswith("cuda") else 0
+    """GPUs one job of this entry requests (Snakemake's `gpu` resource) when its resolved `device` is cuda
+    (a GPU scale sets `device: cuda`, conf/scale/paper.yaml): one per process (`world_size`: W for a
+    data-parallel job, else 1); 0 for cpu and for auto, which cannot know at DAG time where a job will
+    land. The SLURM executor turns `gpu=N` into a request for N GPUs (workflow/profiles/slurm); locally,
+    `snakemake --resources gpu=<GPUs>` bounds the GPUs the jobs running at once hold."""
+    return world_size(entry) if str(resolved(entry, overrides).get("device", "cpu")).startswith("cuda") else 0
 
 
 def bench_device():

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from spolab import dist
+from spolab.algos.losses import reduction_size
 from spolab.checks import Rule, integer, registered
 from spolab.errors import ConfigError
 from spolab.models.lora import trainable_parameters
@@ -45,14 +47,37 @@ def minibatches(n: int, n_minibatches: int, generator: torch.Generator) -> list[
     return list(torch.randperm(n, generator=generator).chunk(n_minibatches))  # CPU indices index any device
 
 
+def own_rows(idx: torch.Tensor) -> torch.Tensor:
+    """This rank's rows of a (mini)batch given by the batch indices ``idx``: a contiguous share of them
+    (spolab.dist.shard); all of them in one process. Every rank holds the whole batch; each runs the
+    policy's forward and backward passes on its own rows only."""
+    return dist.shard(idx)
+
+
+def loss_share(own_mask: torch.Tensor, mask: torch.Tensor, mode: str) -> float:
+    """The weight of this rank's loss, reduced by ``mode`` (:func:`~spolab.algos.losses.reduce_loss`) over
+    its rows ``own_mask`` of a minibatch whose rows are ``mask``, so that the gradients averaged across
+    ranks are those of the minibatch's loss (spolab.dist.loss_share). 1 in one process."""
+    if dist.world_size() == 1:
+        return 1.0
+    return dist.loss_share(reduction_size(own_mask, mode), reduction_size(mask, mode))
+
+
 def mean_metrics(steps: list[dict[str, torch.Tensor]], once: dict[str, torch.Tensor] | None = None
                  ) -> dict[str, float]:
     """An update's metrics as floats: each key's mean over ``steps`` (one dict of 0-d tensors per
     minibatch and epoch, or per gradient step) plus the per-update values ``once``. One stack and
-    one device→host copy (``tolist``) per update, instead of a sync per value."""
+    one device→host copy (``tolist``) per update, instead of a sync per value.
+
+    Across processes the step means (of each rank's own rows) are averaged over ranks, in one
+    all-reduce: the batch's means where ranks hold equal shares of what a metric averages (every
+    per-sequence mean; token means only approximately). ``once`` values are computed from the whole
+    batch, which every rank holds, and are not reduced."""
     once = once or {}
     keys = list(dict.fromkeys(k for m in steps for k in m))
     vals = [torch.stack([m[k].double() for m in steps if k in m]).mean() for k in keys]
+    if vals and dist.world_size() > 1:
+        vals = list(dist.all_reduce_mean(torch.stack(vals)).unbind())
     vals += [v.double() for v in once.values()]
     return dict(zip(keys + list(once), torch.stack(vals).tolist())) if vals else {}
 
@@ -140,14 +165,16 @@ class Algorithm:
         teacher-forced pass per update, never cached on the records."""
         if self.temperature == 1.0:
             return batch.ref_logp
-        with torch.no_grad():
-            return policy_logp(self.ref, batch, self.temperature)
+        with torch.no_grad():  # across processes each rank scores its share of the rows, then all are gathered
+            return dist.map_rows(lambda b: policy_logp(self.ref, b, self.temperature), batch)
 
     def step(self, optim: torch.optim.Optimizer, params) -> torch.Tensor:
         """Clip, step at the scheduled learning rate, zero the gradients; returns the gradient norm
         before clipping (0-d tensor). Every optimiser the algorithm holds (PPO's critic too) follows
-        the policy's schedule; the clock advances with the policy's steps. Inside :meth:`first_gradient`
-        it records the policy's gradient and steps nothing."""
+        the policy's schedule; the clock advances with the policy's steps. Across processes the gradients
+        are first averaged over ranks (spolab.dist.all_reduce_grads), so that every rank clips and steps
+        the same gradient. Inside :meth:`first_gradient` it records the policy's gradient and steps nothing."""
+        params = list(params)
         if self._recorded is not None:
             if optim is self.optim and not self._recorded:
                 self._recorded.append(torch.cat([p.grad.flatten() if p.grad is not None else
@@ -155,6 +182,7 @@ class Algorithm:
                                                  for p in self.params]).clone())
             optim.zero_grad(set_to_none=True)
             return torch.zeros(())
+        dist.all_reduce_grads(params)
         gnorm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
         scale = self.lr_scale
         for group in optim.param_groups:

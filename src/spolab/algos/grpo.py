@@ -6,7 +6,16 @@ of softmax(logits/T) (:attr:`~spolab.algos.base.Algorithm.tempered`; docs/method
 
 from __future__ import annotations
 
-from spolab.algos.base import EPOCHS, REDUCTION, Algorithm, mean_metrics, minibatches, register
+from spolab.algos.base import (
+    EPOCHS,
+    REDUCTION,
+    Algorithm,
+    loss_share,
+    mean_metrics,
+    minibatches,
+    own_rows,
+    register,
+)
 from spolab.algos.losses import (
     ADVANTAGE_ESTIMATORS,
     kl_penalty,
@@ -35,11 +44,13 @@ class GRPO(Algorithm):
         steps = []
         for _ in range(cfg.epochs):
             for idx in minibatches(len(batch), cfg.minibatches, self.gen):
-                mb = batch.select(idx)
+                own = own_rows(idx)  # this rank's rows of the minibatch (all of them in one process)
+                mb = batch.select(own)
                 logp = self.logp(mb)  # π_θ,T
-                pl, pm = ppo_policy_loss(logp, old[idx], adv[idx], mb.response_mask, cfg.clip, cfg.loss_reduction)
-                kl = reduce_loss(kl_penalty(logp, ref[idx], "k3"), mb.response_mask, cfg.loss_reduction)
-                (pl + cfg.beta * kl).backward()
+                pl, pm = ppo_policy_loss(logp, old[own], adv[own], mb.response_mask, cfg.clip, cfg.loss_reduction)
+                kl = reduce_loss(kl_penalty(logp, ref[own], "k3"), mb.response_mask, cfg.loss_reduction)
+                share = loss_share(mb.response_mask, batch.response_mask[idx], cfg.loss_reduction)
+                ((pl + cfg.beta * kl) * share).backward()
                 steps.append({**pm, "opt/grad_norm": self.step(self.optim, self.params),
                               "policy/kl_k3": kl.detach()})
         return mean_metrics(steps)
@@ -59,9 +70,10 @@ class RLOO(Algorithm):
         steps = []
         for _ in range(cfg.epochs):
             for idx in minibatches(len(batch), cfg.minibatches, self.gen):
-                mb = batch.select(idx)
-                loss, lm = reinforce_loss(self.logp(mb), adv[idx], mb.response_mask,
+                own = own_rows(idx)  # this rank's rows of the minibatch (all of them in one process)
+                mb = batch.select(own)
+                loss, lm = reinforce_loss(self.logp(mb), adv[own], mb.response_mask,
                                           cfg.loss_reduction)
-                loss.backward()
+                (loss * loss_share(mb.response_mask, batch.response_mask[idx], cfg.loss_reduction)).backward()
                 steps.append({**lm, "opt/grad_norm": self.step(self.optim, self.params)})
         return mean_metrics(steps, {"rloo/kl_seq": kl_seq.mean()})

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from spolab.algos.base import Algorithm, ConfigError, mean_metrics, register
+from spolab.algos.base import Algorithm, ConfigError, loss_share, mean_metrics, own_rows, register
 from spolab.algos.losses import spo_terminal_loss, truncated_is_weights
 from spolab.checks import Rule, beta, integer, one_of, positive, registered
 from spolab.rollout.trajectories import Batch
@@ -69,14 +69,17 @@ class SPO(Algorithm):
             beh = torch.tensor([sum(t.behaviour_logp) if t.behaviour_logp is not None else float("nan")
                                 for t in batch.trajs], dtype=torch.float32, device=batch.reward.device)  # (B,)
         ref = self.ref_logp(batch)  # (B, T) log π_ref at T 1: the trajectories' cached values
+        own = own_rows(torch.arange(len(batch)))  # this rank's rows (all of them in one process)
+        mb = batch if len(own) == len(batch) else batch.select(own)
+        share = loss_share(mb.response_mask, batch.response_mask, "seq-mean-token-sum")  # a mean over sequences
         steps = []
         for _ in range(cfg.steps_per_batch):
-            logp = self.logp(batch)  # (B, T) log π_θ at T 1 (self.temperature)
+            logp = self.logp(mb)  # (b, T) log π_θ at T 1 (self.temperature)
             if cfg.is_weights == "truncated":
-                weights = truncated_is_weights(logp, beh, batch.response_mask, cfg.is_clip)  # (B,)
-            loss, m = spo_terminal_loss(logp, ref, batch.response_mask, batch.reward, q0,
+                weights = truncated_is_weights(logp, beh[own], mb.response_mask, cfg.is_clip)  # (b,)
+            loss, m = spo_terminal_loss(logp, ref[own], mb.response_mask, mb.reward, q0[own],
                                         cfg.beta, cfg.loss, weights)
-            loss.backward()
+            (loss * share).backward()
             m["opt/grad_norm"] = self.step(self.optim, self.params)
             if weights is not None:
                 m["spo/is_weight"] = weights.mean()

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from spolab import dist
 from spolab.eval.diversity import problem_diversity
 from spolab.eval.passk import bootstrap_ci, pass_at_k_array
 from spolab.rollout.sampler import sample_problems, score_groups
@@ -162,12 +163,17 @@ def score_samples(
 
 def evaluate_policy(model, tokenizer, problems, protocol, *, max_new_tokens, batch_size=1024, seed=0,
                     prefix="eval", ref_model=None, reward="binary", progress=True, task=None):
-    """generate -> execute -> score in one call (used for periodic validation during training)."""
+    """generate -> execute -> score in one call (used for periodic validation during training).
+
+    Across processes (spolab.dist) each rank generates and executes its contiguous share of the problems with
+    its own generator (seeded by (seed, rank)); the samples are gathered, and every rank scores all of them."""
     task = task_of(problems, task)
-    gen = generator(device_of(model), seed)  # the CPU generator on the CPU: the same draws as before
-    samples = generate(model, tokenizer, problems, n=protocol.n, temperature=protocol.temperature,
+    own = dist.shard(problems, even=False)  # every problem in one process
+    gen = generator(device_of(model), dist.rank_seed(seed))  # the CPU generator on the CPU: the same draws as before
+    samples = generate(model, tokenizer, own, n=protocol.n, temperature=protocol.temperature,
                        top_p=protocol.top_p, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                       generator=gen, ref_model=ref_model, progress=progress, task=task)
-    execute(problems, samples, reward, task)
+                       generator=gen, ref_model=ref_model, progress=progress, task=task) if own else []
+    execute(own, samples, reward, task)
+    samples = dist.all_gather_objects(samples)  # in problem order
     metrics, per_problem = score_samples(problems, samples, protocol.ks, prefix=prefix, seed=seed)  # k > n raises
     return metrics, per_problem, samples
