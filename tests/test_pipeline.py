@@ -359,3 +359,49 @@ def test_a_lost_mlflow_database_is_rebuilt_without_retraining(smoke_study, tmp_p
     assert {p.name: p.read_bytes() for p in sorted(export.glob("*.csv"))} == rebuilt
     with open(db, "r+b") as f:
         f.write(saved)
+
+
+# The flags a local single-node cluster needs beside the SLURM profile (docs/workflow.md, "On SLURM"): no
+# accounting database (job states from squeue, no account), 2 cores (the rules that take every core get
+# 2) and its memory (the profile's 64 GB per GPU job become 6 GB).
+LOCAL_SLURM = ["--slurm-status-command", "squeue", "--slurm-no-account", "--set-threads", "sft=2", "bench=2",
+               "--set-resources", *[f"{r}:mem_mb=6000" for r in ("sft", "q0", "sources", "rl", "eval", "bench")]]
+
+
+@pytest.mark.slow  # a third whole smoke DAG, every job an sbatch job (~15 min on 2 cores)
+def test_the_smoke_study_through_slurm_equals_the_local_run(smoke_study, tmp_path):
+    """workflow/scripts/local_slurm.sh starts a real SLURM (munged, slurmctld, slurmd) on this machine; the
+    smoke study runs through `--workflow-profile workflow/profiles/slurm` (the executor plugin submits every
+    job with sbatch) and leaves what the local run leaves: every run folder's metrics and summary (times
+    aside), the MLflow points, and every evaluation's per-problem values."""
+    import json
+    import os
+    import shutil
+
+    missing = [c for c in ("munged", "slurmctld", "slurmd", "sbatch") if not shutil.which(c)]
+    if missing:
+        pytest.skip(f"SLURM is not installed ({', '.join(missing)}): apt-get install slurmctld slurmd slurm-client munge")
+    pytest.importorskip("snakemake_executor_plugin_slurm", reason="pip install -e '.[slurm]'")
+    script = REPO / "workflow/scripts/local_slurm.sh"
+    env = {**os.environ, "SPOLAB_SLURM_DIR": str(tmp_path / "slurm"), "SLURM_CONF": str(tmp_path / "slurm/slurm.conf")}
+    start = subprocess.run([str(script), "start"], env=env, capture_output=True, text=True)
+    assert start.returncode == 0, start.stdout + start.stderr
+    try:
+        wd = tmp_path / "study"
+        cmd = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(wd), "--workflow-profile",
+               str(REPO / "workflow/profiles/slurm"), "--config", "scale=smoke", *LOCAL_SLURM]
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr[-5000:]
+        assert "sbatch" in res.stdout + res.stderr  # the jobs went through SLURM
+        jobs = subprocess.run(["squeue", "--states=all", "-h", "-o", "%T"], env=env, capture_output=True, text=True)
+        states = jobs.stdout.split()
+        assert len(states) >= 50 and set(states) == {"COMPLETED"}, states  # every DAG job was a SLURM job
+    finally:
+        subprocess.run([str(script), "stop"], env=env, capture_output=True, text=True)
+    got, want = _outputs(wd), _outputs(smoke_study)
+    assert sorted(got) == sorted(want)
+    for key in want:
+        assert got[key] == want[key], key
+    for f in sorted((smoke_study / "results/smoke/eval").glob("*/*/per_problem.json")):
+        rel = f.relative_to(smoke_study)
+        assert json.loads((wd / rel).read_text()) == json.loads(f.read_text()), rel
