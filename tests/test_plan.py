@@ -26,6 +26,7 @@ from spolab.memory import (
     architecture,
     kv_cache_bytes,
     layer_activation_bytes,
+    lora_params,
     plan_bytes,
     plan_entry,
 )
@@ -135,6 +136,32 @@ def test_plan_bytes_equal_a_hand_computation():
     assert plan.total == weights + optimiser + ref + critic + gradients + update == 39300
     assert plan.parts == {"weights": 3000, "optimiser": 4000, "π_ref": 2000, "critic": 8100, "gradients": 2000,
                           "activations": 20200}
+
+
+def test_lora_plan_counts_the_adapters_by_hand():
+    """rl with LoRA (r 16 on q, k, v, o) on Llama-3.1-8B: per layer 16·((4096 + 4096) + (4096 + 1024) · 2 +
+    (4096 + 4096)) adapter parameters; the frozen fp32 weights without autocast's copy, the adapters' own
+    weights, copy, gradients and moments, no π_ref copy, PPO's critic an adapter and a scalar head. The
+    policy's KV cache and activations are the full fine-tuning plan's. And the command's rl rows with LoRA."""
+    from spolab.plan import scale_plans
+
+    cfg = load_config("rl", ["scale=paper", "algo=ppo", "lora=on"])
+    arch = architecture(cfg.model, cfg.task)
+    La = 32 * 16 * ((4096 + 4096) + 2 * (4096 + 1024) + (4096 + 4096))
+    assert lora_params(arch, {"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"], "r": 16}) == La == 13_631_488
+    hw = Hardware(world_size=8, sharding="none", gpu_memory_gb=80, micro_batch_size=1, prompt_tokens=1024)
+    lora = plan_entry(cfg, "rl", arch, hw)
+    full = plan_entry(load_config("rl", ["scale=paper", "algo=ppo"]), "rl", arch, hw)
+    N = arch.params
+    assert lora.label == "rl (ppo, LoRA r 16)"
+    assert lora.items["weights"] == N * 4 + La * (4 + 2)  # bf16: the adapters' autocast copy only
+    assert (lora.items["gradients"], lora.items["optimiser"], lora.items["π_ref"]) == (4 * La, 8 * La, 0)
+    assert lora.items["critic"] == (La + 4096 + 1) * (16 + 2)
+    assert lora.items["KV cache"] == full.items["KV cache"] and lora.items["activations"] == full.items["activations"]
+    assert full.items["π_ref"] == 4 * N and full.items["gradients"] == 4 * N
+    plans, _, _, _ = scale_plans("paper", ["rl"], ["spo", "ppo"], ["scale.sharding=none"], lora=True)
+    assert [p.label for p in plans] == ["rl (spo, LoRA r 16)", "rl (ppo, LoRA r 16)"]
+    assert all(p.total <= 80 * GIB for p in plans)  # LoRA's rl fits 80 GB GPUs without sharding
 
 
 def test_kv_cache_of_llama8b_by_hand():

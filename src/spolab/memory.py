@@ -18,6 +18,11 @@ exactly, nothing is downloaded and nothing is allocated. The byte counts follow 
   ``spolab.builder.build_rl_run``; ``evaluate`` with ``ref_model_dir``, as the workflow runs it).
 - **critic**: PPO's ``ValueModel``, a separate copy of the SFT body (no LM head) plus a scalar head, with
   its own gradients and AdamW: 16 B/param (+2 under bf16, autocast's copy).
+- **LoRA** (``rl`` with ``model.lora``, spolab.models.lora): the model's weights stay fp32 and frozen (no
+  autocast copy); only the adapters train, r·(in + out) parameters per targeted linear layer
+  (:func:`lora_params`), with their fp32 weights, autocast copy, gradients and AdamW moments. π_ref is
+  the same network with its adapters disabled: 0 bytes. PPO's critic is a second adapter and its scalar
+  head on the same weights: 16 B (+2) per adapter and head parameter.
 - **activations**: the largest forward pass of the entry point (:func:`train_pass_bytes`,
   :func:`nograd_pass_bytes`, :func:`sampling_bytes`): a training forward's saved tensors, or a frozen
   model's teacher-forced scoring, or the sampler's prefill and logits.
@@ -85,6 +90,7 @@ class Arch:
     head_dim: int
     vocab: int
     max_positions: int | None  # a from-scratch model's longest sequence (None: a pretrained model's context)
+    linears: tuple[tuple[str, int, int], ...] = ()  # (layer name, in, out) of every linear layer but the LM head
 
     @property
     def kv_dim(self) -> int:
@@ -98,14 +104,25 @@ def arch_of(config, name: str, max_positions: int | None = None) -> Arch:
     from transformers import AutoModel, AutoModelForCausalLM
 
     with torch.device("meta"):
-        params = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
+        lm = AutoModelForCausalLM.from_config(config)
+        params = sum(p.numel() for p in lm.parameters())
         body = sum(p.numel() for p in AutoModel.from_config(config).parameters())
+    head = lm.get_output_embeddings()
+    linears = tuple((name.rsplit(".", 1)[-1], m.in_features, m.out_features) for name, m in lm.named_modules()
+                    if isinstance(m, torch.nn.Linear) and m is not head)
     heads = config.num_attention_heads
     return Arch(name=name, params=params, critic_params=body + config.hidden_size + 1, hidden=config.hidden_size,
                 intermediate=config.intermediate_size, layers=config.num_hidden_layers, heads=heads,
                 kv_heads=getattr(config, "num_key_value_heads", None) or heads,
                 head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
-                vocab=config.vocab_size, max_positions=max_positions)
+                vocab=config.vocab_size, max_positions=max_positions, linears=linears)
+
+
+def lora_params(arch: Arch, settings: dict) -> int:
+    """Parameters of one LoRA adapter set (``settings``: spolab.models.lora.lora_settings): r·(in + out) for
+    every linear layer whose name is one of ``target_modules`` (A is r × in, B out × r)."""
+    targets, r = set(settings["target_modules"]), int(settings["r"])
+    return sum(r * (i + o) for name, i, o in arch.linears if name in targets)
 
 
 def _task_tokenizer(task_cfg):
@@ -340,6 +357,7 @@ class Workload:
     ref: bool = False  # holds a frozen π_ref besides the model
     ref_cached: bool = False  # π_ref's parameters require grad (evaluate loads it with .eval() only)
     critic: bool = False  # PPO's separate value network
+    lora_params: int = 0  # rl with model.lora: the trainable adapter parameters (0: full fine-tuning)
     behaviour_copy: bool = False  # a stale copy of the policy that samples (data_mix.sync_every > 1)
     train_rows: int = 0  # sequences of one optimiser step's forward/backward
     score_rows: int = 0  # sequences of the largest frozen-model scoring pass (logits over the responses)
@@ -419,6 +437,7 @@ def workload(cfg, entry: str, arch: Arch, hw: Hardware) -> Workload:
                         sample_rows=rows, sample_prompts=prompts)
     if entry == "rl":  # spolab.rl / builder / train.train_step / algos
         from spolab.algos import get_algorithm
+        from spolab.models.lora import lora_settings
         from spolab.rollout.mix import check_data_mix
         from spolab.rollout.offpolicy import allocate
 
@@ -431,7 +450,11 @@ def workload(cfg, entry: str, arch: Arch, hw: Hardware) -> Workload:
         rescored = algo.tempered and cfg.temperature != 1.0  # π_ref's log-probs at T: the whole batch at once
         score = max(bs if rescored else min(bs, SAMPLER_BATCH), val if val_scored else 0)
         label = f"rl ({cfg.algo.name})" if cfg.data_mix.name == "online" else f"rl ({cfg.algo.name}, {cfg.data_mix.name})"
+        lora = lora_settings(cfg.model)
+        if lora:
+            label = f"{label[:-1]}, LoRA r {lora['r']})"
         return Workload(label, P, T, trains=True, model_cached=True, ref=True, critic=algo.has_critic,
+                        lora_params=lora_params(arch, lora) if lora else 0,
                         behaviour_copy=sync_every > 1, train_rows=train, score_rows=score,
                         value_rows=bs if algo.has_critic else 0, sample_rows=max(fresh, val),
                         sample_prompts=max(fresh // g, val // int(cfg.val_protocol.n)))
@@ -472,6 +495,15 @@ def plan_bytes(arch: Arch, work: Workload, hw: Hardware, precision: str) -> Plan
         "π_ref": hw.shard(N * (FP32 + (cast if work.ref_cached else 0))) if work.ref else 0,
         "critic": hw.shard(Nc * (4 * FP32 + cast)) if work.critic else 0,
     }
+    if work.lora_params:  # frozen fp32 weights; the adapters train; π_ref = the weights with adapters off
+        La = work.lora_params
+        items.update({
+            "weights": hw.shard(N * (FP32 + (FP32 if work.behaviour_copy else 0)) + La * (FP32 + cast)),
+            "gradients": hw.shard(FP32 * La),
+            "optimiser": hw.shard(2 * FP32 * La),
+            "π_ref": 0,
+            "critic": hw.shard((La + arch.hidden + 1) * (4 * FP32 + cast)) if work.critic else 0,
+        })
     update = 0
     if work.train_rows:
         rows = hw.micro(work.train_rows)
