@@ -16,6 +16,10 @@ from spolab.study import entries, load_study, parse_run_name
 from spolab.tracking import db_stamp, tracking_settings
 
 SCALE = config["scale"]
+# The threads of a rule that takes every core (sft, bench): this machine's, which Snakemake scales down to
+# --cores when it runs the jobs itself. Not workflow.cores: an executor (SLURM) runs without --cores, and its
+# profile sets these rules' threads (workflow/profiles/slurm, set-threads).
+ALL_CORES = os.cpu_count() or 1
 # Every output of the DAG at this scale lives under results/<scale>/ (git-ignored), the report's too:
 # results/<scale>/{export,figures,tables,bench}/ and results/<scale>/README.md. No rule but `publish`
 # (publish.smk) writes a committed path, so on a fresh clone nothing committed shadows a DAG output.

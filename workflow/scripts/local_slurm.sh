@@ -13,12 +13,16 @@
 # the folder. The node offers every core and the machine's memory less 1 GiB, in two partitions, `cpu`
 # (the default) and `gpu`, so the profile's partition names resolve; it has no GPUs, and a CPU scale's
 # jobs request none. No accounting database: the executor reads job states with squeue (its
-# `status_command`), which keeps finished jobs for MinJobAge seconds.
+# `status_command`), which keeps finished jobs for MinJobAge seconds. The config is also linked at SLURM's
+# default path, /etc/slurm/slurm.conf (where none is, or our own link is): the executor's job step runs
+# srun without the SLURM_* variables, SLURM_CONF among them, so srun finds the config only there.
 set -euo pipefail
 
 DIR=${SPOLAB_SLURM_DIR:-/tmp/spolab-slurm}
 HOST=$(hostname -s)
 CONF=$DIR/slurm.conf
+DEFAULT_CONF=/etc/slurm/slurm.conf
+MARK="# written by workflow/scripts/local_slurm.sh"
 
 need() { command -v "$1" >/dev/null || { echo "local_slurm.sh: $1 not found; install the Debian packages slurmctld slurmd slurm-client munge" >&2; exit 1; }; }
 
@@ -28,7 +32,7 @@ write_conf() {
     mem=$(( $(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo) - 1024 ))
     mkdir -p "$DIR"/{state,spool,log,munge}
     cat > "$CONF" <<EOF
-# written by workflow/scripts/local_slurm.sh
+$MARK
 ClusterName=spolab
 SlurmctldHost=$HOST
 SlurmUser=root
@@ -59,6 +63,11 @@ NodeName=$HOST CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=cpu Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes=$HOST Default=NO MaxTime=INFINITE State=UP
 EOF
+    if [ -e "$DEFAULT_CONF" ] && ! head -1 "$DEFAULT_CONF" | grep -qF "$MARK"; then
+        echo "local_slurm.sh: $DEFAULT_CONF is another cluster's config; not replacing it" >&2
+        exit 1
+    fi
+    mkdir -p "$(dirname "$DEFAULT_CONF")" && ln -sfn "$CONF" "$DEFAULT_CONF"
     [ -s "$DIR/munge/munge.key" ] || { dd if=/dev/urandom of="$DIR/munge/munge.key" bs=1024 count=1 status=none; chmod 400 "$DIR/munge/munge.key"; }
 }
 
@@ -88,6 +97,7 @@ stop() {
     done
     [ -f "$DIR/munge/munged.pid" ] && kill "$(cat "$DIR/munge/munged.pid")" 2>/dev/null || true
     for _ in $(seq 20); do pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null || break; sleep 0.5; done
+    if [ -L "$DEFAULT_CONF" ] && [ "$(readlink "$DEFAULT_CONF")" = "$CONF" ]; then rm -f "$DEFAULT_CONF"; fi
     echo "local SLURM stopped (files in $DIR)"
 }
 
