@@ -83,12 +83,14 @@ def _evaluate(cfg: DictConfig, device) -> dict:
     if not (Path(cfg.model_dir) / "config.json").exists():
         raise FileNotFoundError(f"model_dir={cfg.model_dir} holds no saved model (config.json missing)")
     tok = load_tokenizer(cfg.model_dir)
-    model = load_policy(cfg.model_dir, device=device).eval()  # a LoRA run's: its base model and adapter
+    # a LoRA run's: its base model and adapter. Nothing here needs a gradient: without requires_grad, bf16
+    # autocast keeps no bf16 copy of the weights (spolab.memory)
+    model = load_policy(cfg.model_dir, device=device).eval().requires_grad_(False)
     ref = None
     if cfg.ref_model_dir and is_lora(model) and _same_dir(base_path(cfg.model_dir), cfg.ref_model_dir):
         ref = Reference(model)  # π_ref is the adapter's base model: the same network, adapters disabled
     elif cfg.ref_model_dir:
-        ref = load_model(cfg.ref_model_dir, device=device).eval()
+        ref = load_model(cfg.ref_model_dir, device=device).eval().requires_grad_(False)
     task = get_task(cfg.task)
     exact_protocol = _exact_protocol(cfg, task)
     max_len = task.enumeration_size(cfg.exact_mass.max_len) if exact_protocol else None

@@ -9,8 +9,9 @@ exactly, nothing is downloaded and nothing is allocated. The byte counts follow 
   ``precision=bf16`` is autocast of the forward passes, ``spolab.utils.autocast``), 4 B/param. Under bf16,
   ``torch.autocast`` also keeps a bf16 copy of every weight that requires grad for as long as its context
   lasts (the RL and SFT loops, and each evaluation, run inside one): +2 B/param for the models whose
-  parameters require grad (the policy, PPO's critic, the models of ``q0`` and ``evaluate``; not the frozen
-  π_ref of ``rl`` and ``sources``, made ``requires_grad_(False)``). A data mix with ``sync_every`` > 1 keeps
+  parameters require grad (the trained policy and PPO's critic; not the models that only sample or score,
+  made ``requires_grad_(False)``: π_ref in ``rl``, ``sources`` and ``q0``, both models of ``evaluate``, and
+  ``sft``'s model when it trains nothing). A data mix with ``sync_every`` > 1 keeps
   a stale behaviour copy of the policy (``spolab.builder``): +4 B/param.
 - **gradients**: fp32, 4 B/param (``sft`` when it trains, ``rl``).
 - **optimiser**: AdamW's two fp32 moments, 8 B/param. No master copy: the weights already are fp32.
@@ -407,12 +408,12 @@ def workload(cfg, entry: str, arch: Arch, hw: Hardware) -> Workload:
     if entry == "sft":  # spolab.sft: trains at sft.batch_size, or (sft.enabled false) only validates
         rows, _ = _val_rows(cfg, int(cfg.val_problems))
         trains = bool(cfg.sft.enabled)
-        return Workload("sft", P, T, trains=trains, model_cached=True,
+        return Workload("sft", P, T, trains=trains, model_cached=trains,  # reference_only: requires_grad off
                         train_rows=int(cfg.sft.batch_size) if trains else 0,
                         sample_rows=rows, sample_prompts=rows // int(cfg.val_protocol.n))
     if entry == "q0":  # spolab.q0: π_ref (with .eval(), its parameters require grad) samples n_ref per prompt
         rows = chunk_rows(int(cfg.n_ref), int(cfg.forward_batch_size))
-        return Workload("q0", P, T, model_cached=True, sample_rows=rows, sample_prompts=rows // int(cfg.n_ref))
+        return Workload("q0", P, T, sample_rows=rows, sample_prompts=rows // int(cfg.n_ref))  # π_ref without grad
     if entry == "sources":  # spolab.sources: frozen π_ref samples the pools and scores them
         fbs, problems = int(cfg.forward_batch_size), int(cfg.problems)
         per = int(cfg.other_policy.per_problem)
@@ -433,7 +434,7 @@ def workload(cfg, entry: str, arch: Arch, hw: Hardware) -> Workload:
             rows, prompts = max(rows, r), max(prompts, r // int(p.n))
             if ref and p.temperature == 1.0 and p.top_p == 1.0:  # π_ref scores the chunk for the KL (score_groups)
                 score = max(score, r)
-        return Workload("evaluate", P, T, model_cached=True, ref=ref, ref_cached=ref, score_rows=score,
+        return Workload("evaluate", P, T, ref=ref, score_rows=score,  # both models without grad
                         sample_rows=rows, sample_prompts=prompts)
     if entry == "rl":  # spolab.rl / builder / train.train_step / algos
         from spolab.algos import get_algorithm

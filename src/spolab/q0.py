@@ -44,7 +44,7 @@ def _sample(cfg: DictConfig, device) -> dict:
     seed_everything(cfg.seed)
     out = Path(cfg.out_dir)
     tok = load_tokenizer(cfg.sft_dir)
-    ref = load_model(cfg.sft_dir, device=device).eval()
+    ref = load_model(cfg.sft_dir, device=device).eval().requires_grad_(False)  # no grad: no autocast weight copy
     problems = load_split(cfg.data_dir, "rl")
     tracker = (Tracker.from_config(out, cfg, run_name=f"q0-n{cfg.n_ref}",
                                    tags={"stage": "q0", "algo": "ref", "scale": cfg.scale.name})

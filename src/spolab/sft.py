@@ -69,6 +69,7 @@ def reference_only(cfg: DictConfig, device) -> dict:
                           "one (a folder, or package:<module>); the from-scratch miniature needs SFT")
     out = Path(cfg.out_dir)
     model, tok = load_pretrained(cfg.model, device)
+    model.requires_grad_(False)  # validated only: no autocast weight copy under bf16 (spolab.memory)
     val = load_split(cfg.data_dir, "val")[: cfg.val_problems]
     tags = {"stage": "sft", "algo": "sft", "model": cfg.model.name, "seed": str(cfg.seed), "scale": cfg.scale.name,
             "sft": "disabled"}
