@@ -368,7 +368,7 @@ LOCAL_SLURM = ["--slurm-status-command", "squeue", "--slurm-no-account", "--set-
                "--set-resources", *[f"{r}:mem_mb=6000" for r in ("sft", "q0", "sources", "rl", "eval", "bench")]]
 
 
-@pytest.mark.slow  # a third whole smoke DAG, every job an sbatch job (~15 min on 2 cores)
+@pytest.mark.slow  # a third whole smoke DAG, every job an sbatch job (~30 min on 2 cores: status checks every few s)
 def test_the_smoke_study_through_slurm_equals_the_local_run(smoke_study, tmp_path):
     """workflow/scripts/local_slurm.sh starts a real SLURM (munged, slurmctld, slurmd) on this machine; the
     smoke study runs through `--workflow-profile workflow/profiles/slurm` (the executor plugin submits every
