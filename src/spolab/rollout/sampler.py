@@ -113,9 +113,9 @@ class _PreallocatedLayer(DynamicLayer):
     def __init__(self, layer, extra: int):
         super().__init__()
         k, v = layer.keys, layer.values
-        B, H, L, D = k.shape
-        self._k = k.new_empty(B, H, L + extra, D)
-        self._v = v.new_empty(B, v.shape[1], L + extra, v.shape[-1])
+        L = k.shape[-2]
+        self._k = k.new_empty(*k.shape[:2], L + extra, k.shape[-1])
+        self._v = v.new_empty(*v.shape[:2], L + extra, v.shape[-1])
         self._k[:, :, :L], self._v[:, :, :L] = k, v
         self.length, self.device, self.is_initialized = L, k.device, True
         self.keys, self.values = k, v
@@ -143,8 +143,6 @@ class _PreallocatedLayer(DynamicLayer):
 def _preallocate(past, extra: int) -> None:
     """Swap every plain DynamicLayer of a filled cache for a :class:`_PreallocatedLayer` with ``extra``
     free positions. A cache of another kind (sliding-window, quantised, a legacy tuple) is left as it is."""
-    from transformers.cache_utils import DynamicLayer
-
     layers = getattr(past, "layers", None)
     if not layers or not all(type(layer) is DynamicLayer and layer.is_initialized for layer in layers):
         return
