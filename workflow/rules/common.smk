@@ -97,17 +97,20 @@ def conf_hash(entry, overrides=""):
     return run_identity(resolved(entry, overrides))
 
 
-def data_outputs():
-    """(the splits the scale's task builds, whether it writes its own tokenizer): the data rule's
-    outputs. listdsl builds sft/rl/val/test/ood and a word-level tokenizer; HumanEval rl/val/test and
-    no tokenizer (a real model brings its own)."""
+def scale_task():
+    """The scale's task, once: (the splits it builds, whether it writes its own tokenizer, whether it
+    enumerates its correct programs). The first two are the data rule's outputs: listdsl builds
+    sft/rl/val/test/ood and a word-level tokenizer; HumanEval rl/val/test and no tokenizer (a real model
+    brings its own). The third decides the `exact` protocol (protocols_of): the list DSL enumerates, the
+    code benchmarks do not."""
     from spolab.tasks.base import task_class, task_splits
 
     task = resolved("data")["task"]
-    return task_splits(task), task_class(task["name"]).builds_tokenizer
+    cls = task_class(task["name"])
+    return task_splits(task), cls.builds_tokenizer, cls.enumerates_solutions
 
 
-TASK_SPLITS, TASK_TOKENIZER = data_outputs()
+TASK_SPLITS, TASK_TOKENIZER, TASK_ENUMERATES = scale_task()
 
 
 def eval_splits():
@@ -156,15 +159,6 @@ def eval_args(w, input):
     )
     return args + (f" exact_mass.ref_logprobs={input.ref_logprobs}" if w.name != "sft" else "")
 
-
-def task_enumerates():
-    """Whether the scale's task enumerates its correct programs (the exact success mass, protocol `exact`)."""
-    from spolab.tasks.base import task_class
-
-    return task_class(resolved("data")["task"]["name"]).enumerates_solutions
-
-
-TASK_ENUMERATES = task_enumerates()
 
 
 def protocols_of(name):
