@@ -50,6 +50,11 @@ def test_study_matrix_has_the_issue_entries():
     runs = entries(default)
     seeds = lambda specs, run: [s.seed for s in specs if s.run == run]  # noqa: E731
     assert len(seeds(default, "spo")) >= 3 and len(seeds(paper, "spo")) >= 5
+    # scale=paper trains LoRA adapters in every run (its rl_lora): lora=on ends every entry's overrides there only
+    assert all(s.override_list[-1] == "lora=on" for s in paper)
+    assert not any("lora=on" in s.override_list for s in default)
+    paper_cfg = load_config("rl", ["scale=paper", *paper[0].override_list])
+    assert paper_cfg.model.lora.enabled and paper_cfg.model.lora.r == 16
     assert {r for r, e in runs.items() if e.group == "main"} == {"spo", "spo_bce", "spo_half_online", "ppo", "grpo",
                                                                   "rloo"}
     cfg = {r: load_config("rl", ["scale=default", *e.override_list]) for r, e in runs.items()}

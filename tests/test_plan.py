@@ -231,8 +231,11 @@ def test_validation_refuses_an_over_budget_scale_in_one_line():
 
 
 def test_validation_accepts_a_fitting_scale_and_skips_a_cpu_one():
-    for algo in ("spo", "ppo", "grpo", "rloo"):  # the shipped paper scale: 8 x 80 GB with FSDP
-        validate(load_config("rl", ["scale=paper", f"algo={algo}"]), "rl", check_paths=False)
+    for algo in ("spo", "ppo", "grpo", "rloo"):  # the shipped paper scale: 8 x 80 GB, LoRA (its rl_lora), no sharding
+        validate(load_config("rl", ["scale=paper", f"algo={algo}", "lora=on"]), "rl", check_paths=False)
+        with pytest.raises(ConfigError, match=rf"^scale=paper: rl \({algo}\) needs .* > scale.gpu_memory_gb 80; train "
+                                              r"LoRA adapters \(lora=on; a scale with rl_lora: true"):
+            validate(load_config("rl", ["scale=paper", f"algo={algo}"]), "rl", check_paths=False)  # full fine-tuning
     for entry in ("sft", "q0", "sources", "evaluate"):
         validate(load_config(entry, ["scale=paper"]), entry, check_paths=False)
     smoke = load_config("rl", ["scale=smoke", "scale.gpu_memory_gb=1"])
@@ -260,8 +263,8 @@ def test_placement_keys_are_not_part_of_a_runs_identity():
 
 
 def test_plan_command_at_paper_without_the_weights(tmp_path):
-    """`python -m spolab.plan scale=paper` on this machine (no Llama folder): the table of every entry point,
-    within 80 GiB per device, written to plan.md and plan.json."""
+    """`python -m spolab.plan scale=paper` on this machine (no Llama folder): the table of every entry point, rl
+    with LoRA as the scale's studies run it, within 80 GiB per device, written to plan.md and plan.json."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", "SPOLAB_CONF_DIR": str(REPO / "conf")}
     res = subprocess.run([sys.executable, "-m", "spolab.plan", "scale=paper", f"out_dir={tmp_path}/plan"], cwd=tmp_path,
                          env=env, capture_output=True, text=True, timeout=300)
@@ -269,13 +272,13 @@ def test_plan_command_at_paper_without_the_weights(tmp_path):
     assert not (tmp_path / "models").exists()
     out = res.stdout
     assert "Memory plan, scale=paper: model llama8b, 8,030,261,248 parameters" in out
-    assert "sharding fsdp, world_size 8" in out and "GiB per device" in out
+    assert "sharding none, world_size 8" in out and "GiB per device" in out
     head = next(line for line in out.splitlines() if line.startswith("| entry"))
     assert [c.strip() for c in head.strip("|").split("|")] == [
         "entry", "weights", "gradients", "optimiser", "π_ref", "critic", "activations", "KV cache", "total", "peak", "fits"]
     rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| entry")]
-    assert [r.split("|")[1].strip() for r in rows] == ["sft", "q0", "sources", "rl (spo)", "rl (ppo)", "rl (grpo)",
-                                                        "rl (rloo)", "evaluate"]
+    assert [r.split("|")[1].strip() for r in rows] == ["sft", "q0", "sources", *(f"rl ({a}, LoRA r 16)" for a in
+                                                        ("spo", "ppo", "grpo", "rloo")), "evaluate"]  # its rl_lora
     assert all(r.split("|")[-2].strip() == "yes" for r in rows)
     saved = json.loads((tmp_path / "plan" / "plan.json").read_text())
     assert saved["params"] == 8_030_261_248 and saved["hardware"]["world_size"] == 8

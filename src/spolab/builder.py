@@ -83,6 +83,7 @@ def build_rl_run(cfg, device, *, ckpt: str | Path | None = None, q0: dict[str, f
         q0 = load_q0(cfg.q0_path, cfg.algo.beta, cfg.algo.loss, cfg.algo.q0_estimator, cfg.task.reward)
     algo = algo_cls(cfg.algo, policy, ref, tok, q0=q0, seed=cfg.seed, init_path=str(cfg.sft_dir),
                     total_updates=cfg.updates, temperature=cfg.temperature,  # PPO/GRPO/RLOO train at the sampling T
+                    micro_batch_size=cfg.scale.get("micro_batch_size"),  # sequences per teacher-forced pass
                     ).to(device)  # PPO's critic, loaded in __init__, too
     behaviour = policy if sync_every == 1 else copy.deepcopy(policy).requires_grad_(False)
     # ---- data: replay buffer, stored pools and their mixer, the task and its fresh prompts

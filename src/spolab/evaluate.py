@@ -124,6 +124,7 @@ def _evaluate(cfg: DictConfig, device) -> dict:
                         model, tok, problems, protocol, max_new_tokens=cfg.task.max_new_tokens,
                         batch_size=cfg.forward_batch_size, seed=cfg.seed, prefix=split, ref_model=ref,
                         reward=cfg.task.reward, task=task,
+                        score_rows=cfg.scale.get("micro_batch_size"),  # π_ref's KL scoring per pass
                     )
                 else:  # no sampling: the exact success mass is the whole evaluation (exact_pass_at_k below)
                     metrics, per_problem, samples = {}, {"problem_id": [p.id for p in problems]}, []

@@ -244,10 +244,13 @@ class Hardware:
         """A job-wide batch of ``n`` sequences on one device: ceil(n / world_size)."""
         return -(-n // self.world_size)
 
-    def micro(self, n: int) -> int:
-        """Sequences of one teacher-forced pass on one device: the per-device batch, at most micro_batch_size."""
+    def micro(self, n: int, group: int = 1) -> int:
+        """Sequences of one teacher-forced pass on one device: the per-device batch, at most micro_batch_size,
+        taken in whole ``group``s (π_ref scores a prompt's n samples in one pass: at least one group)."""
         n = self.rows(n)
-        return min(n, self.micro_batch_size) if self.micro_batch_size else n
+        if not self.micro_batch_size:
+            return n
+        return min(n, max(group, self.micro_batch_size // group * group))
 
 
 def hardware(cfg) -> Hardware:
@@ -362,6 +365,8 @@ class Workload:
     behaviour_copy: bool = False  # a stale copy of the policy that samples (data_mix.sync_every > 1)
     train_rows: int = 0  # sequences of one optimiser step's forward/backward
     score_rows: int = 0  # sequences of the largest frozen-model scoring pass (logits over the responses)
+    group_rows: int = 0  # sequences of π_ref's scoring of sampled groups (validation's and evaluate's KL)
+    group: int = 1  # ... scored a prompt's `group` samples at a time (spolab.eval.generate)
     value_rows: int = 0  # sequences of the critic's no-grad value pass (PPO)
     sample_rows: int = 0  # sequences sampled at once
     sample_prompts: int = 0  # prompts prefilled at once
@@ -427,14 +432,17 @@ def workload(cfg, entry: str, arch: Arch, hw: Hardware) -> Workload:
         from spolab.config import load_protocol
 
         ref = cfg.get("ref_model_dir") is not None
-        rows = prompts = score = 0
+        rows = prompts = 0
+        scored = (0, 1)  # (sequences, group) of π_ref's largest KL scoring pass
         for name in cfg.protocols:
             p = load_protocol(name)
+            if int(p.n) == 0:  # exact: no sampling (its teacher-forced mass is not planned: list-DSL only)
+                continue
             r = chunk_rows(int(p.n), int(cfg.forward_batch_size))
             rows, prompts = max(rows, r), max(prompts, r // int(p.n))
-            if ref and p.temperature == 1.0 and p.top_p == 1.0:  # π_ref scores the chunk for the KL (score_groups)
-                score = max(score, r)
-        return Workload("evaluate", P, T, ref=ref, score_rows=score,  # both models without grad
+            if ref and p.temperature == 1.0 and p.top_p == 1.0 and hw.micro(r, int(p.n)) > hw.micro(*scored):
+                scored = (r, int(p.n))  # π_ref scores the chunk's samples for the KL (score_groups)
+        return Workload("evaluate", P, T, ref=ref, group_rows=scored[0], group=scored[1],  # both models without grad
                         sample_rows=rows, sample_prompts=prompts)
     if entry == "rl":  # spolab.rl / builder / train.train_step / algos
         from spolab.algos import get_algorithm
@@ -449,7 +457,7 @@ def workload(cfg, entry: str, arch: Arch, hw: Hardware) -> Workload:
         val, val_scored = _val_rows(cfg, int(cfg.val_problems))
         train = bs // int(cfg.algo.get("minibatches", 1))  # SPO: the whole batch at each of its steps
         rescored = algo.tempered and cfg.temperature != 1.0  # π_ref's log-probs at T: the whole batch at once
-        score = max(bs if rescored else min(bs, SAMPLER_BATCH), val if val_scored else 0)
+        score = bs if rescored else min(bs, SAMPLER_BATCH)  # attach_ref_logp / π_ref at T, row by row
         label = f"rl ({cfg.algo.name})" if cfg.data_mix.name == "online" else f"rl ({cfg.algo.name}, {cfg.data_mix.name})"
         lora = lora_settings(cfg.model)
         if lora:
@@ -457,6 +465,7 @@ def workload(cfg, entry: str, arch: Arch, hw: Hardware) -> Workload:
         return Workload(label, P, T, trains=True, model_cached=True, ref=True, critic=algo.has_critic,
                         lora_params=lora_params(arch, lora) if lora else 0,
                         behaviour_copy=sync_every > 1, train_rows=train, score_rows=score,
+                        group_rows=val if val_scored else 0, group=int(cfg.val_protocol.n),  # validation's KL
                         value_rows=bs if algo.has_critic else 0, sample_rows=max(fresh, val),
                         sample_prompts=max(fresh // g, val // int(cfg.val_protocol.n)))
     raise ValueError(f"no memory plan for entry {entry!r}; planned: {list(PLANNED)}")
@@ -512,6 +521,7 @@ def plan_bytes(arch: Arch, work: Workload, hw: Hardware, precision: str) -> Plan
         if work.critic:  # PPO: the critic's graph is alive with the policy's until their joint backward
             update += train_pass_bytes(arch, rows, P, T, b, bf16, lm_head=False)
     score = max(nograd_pass_bytes(arch, hw.micro(work.score_rows), P, T, b),
+                nograd_pass_bytes(arch, hw.micro(work.group_rows, work.group), P, T, b),
                 nograd_pass_bytes(arch, hw.micro(work.value_rows), P, T, b, lm_head=False))
     sample_rows = hw.rows(work.sample_rows)
     sampling = sampling_bytes(arch, sample_rows, hw.rows(work.sample_prompts), P, b)
@@ -546,30 +556,39 @@ def fits(plan: Plan, hw: Hardware) -> bool:
 
 
 def _hint(cfg, entry: str, arch: Arch, hw: Hardware) -> str:
-    """What would make it fit: the smallest FSDP world size (powers of 2, up to 1024), and the largest
-    micro_batch_size at this world size."""
+    """What would make it fit: for rl without LoRA, LoRA adapters (``lora=on``); the largest micro_batch_size at
+    this world size; the smallest FSDP world size (powers of 2, up to 1024; sharding is planned, not implemented)."""
     from dataclasses import replace
 
-    def ok(h: Hardware) -> bool:
+    def ok(h: Hardware, c=cfg) -> bool:
         try:
-            return fits(plan_entry(cfg, entry, arch, h), h)
+            return fits(plan_entry(c, entry, arch, h), h)
         except ConfigError:
             return False
 
     ways = []
-    world = next((w for w in (2**k for k in range(11)) if w >= hw.world_size and ok(replace(hw, sharding="fsdp", world_size=w))),
-                 None)
-    if world is not None and (world, "fsdp") != (hw.world_size, hw.sharding):
-        ways.append(f"set scale.sharding=fsdp with scale.world_size >= {world}" if hw.sharding != "fsdp"
-                    else f"raise scale.world_size to >= {world}")
+    if entry == "rl" and not (cfg.get("model") or {}).get("lora"):
+        from omegaconf import OmegaConf
+
+        from spolab.models.lora import DEFAULTS
+
+        with_lora = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        with_lora.model.lora = dict(DEFAULTS)
+        if ok(hw, with_lora):
+            ways.append("train LoRA adapters (lora=on; a scale with rl_lora: true does it for every study run)")
     current = hw.micro_batch_size or 1 << 20
     micro = next((m for m in (2**k for k in range(20, -1, -1)) if m < current and ok(replace(hw, micro_batch_size=m))),
                  None)
     if micro is not None:
         ways.append(f"set scale.micro_batch_size <= {micro}")
+    world = next((w for w in (2**k for k in range(11)) if w >= hw.world_size and ok(replace(hw, sharding="fsdp", world_size=w))),
+                 None)
+    if world is not None and (world, "fsdp") != (hw.world_size, hw.sharding):
+        ways.append((f"set scale.sharding=fsdp with scale.world_size >= {world}" if hw.sharding != "fsdp"
+                     else f"raise scale.world_size to >= {world}") + " (FSDP is not implemented yet)")
     if not ways:
-        return ("no world size up to 1024 nor micro_batch_size fits: shorten the sequences (task.max_new_tokens, "
-                "scale.prompt_tokens) or the sampling batches")
+        return ("neither LoRA, a micro_batch_size nor FSDP up to 1024 devices fits: shorten the sequences "
+                "(task.max_new_tokens, scale.prompt_tokens) or the sampling batches")
     return " or ".join(ways)
 
 

@@ -86,10 +86,14 @@ def scale_plans(scale: str, entries: list[str] = PLANNED, algos: list[str] = ("s
 def check_scale(scale: str, overrides: list[str] = ()) -> None:
     """Refuse a scale whose plan exceeds its ``gpu_memory_gb`` for any entry point (the workflow calls it
     once, before the DAG's first job): the first such entry's one-line ConfigError. A scale without
-    ``gpu_memory_gb`` is not planned at all."""
+    ``gpu_memory_gb`` is not planned at all. RL is planned as the study runs it: with LoRA adapters where the
+    scale sets ``rl_lora`` (spolab.study.scale_rl_lora)."""
+    from spolab.study import scale_rl_lora
+
     if hardware(load_config("rl", [f"scale={scale}", *forwarded(list(overrides), "rl")])).gpu_memory_gb is None:
         return
-    for name, cfg in entry_configs(scale, list(PLANNED), ["spo", "ppo", "grpo", "rloo"], overrides):
+    for name, cfg in entry_configs(scale, list(PLANNED), ["spo", "ppo", "grpo", "rloo"], overrides,
+                                   lora=scale_rl_lora(scale)):
         check_memory(cfg, name)
 
 

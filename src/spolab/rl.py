@@ -80,7 +80,8 @@ def _train(cfg: DictConfig, device, threads: int) -> dict:
     def evaluate(step: int) -> dict:
         m, _, _ = evaluate_policy(policy, tok, val, cfg.val_protocol, max_new_tokens=cfg.task.max_new_tokens,
                                   seed=cfg.seed, prefix="val", ref_model=ref, progress=False, task=task,
-                                  reward=cfg.task.reward)  # across processes: each rank its share of val
+                                  reward=cfg.task.reward,  # across processes: each rank its share of val
+                                  score_rows=cfg.scale.get("micro_batch_size"))
         m = {k: v for k, v in m.items() if not k.endswith(("_lo", "_hi"))}
         tracker.log({**m, "data/fresh_samples": fresh_total, "perf/wall_s": wall}, step)
         return m

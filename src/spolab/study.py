@@ -13,19 +13,21 @@ A study file with ``lr_from_sweep: <table>`` takes every entry's policy lr from 
 :func:`setting_of`)
 is appended to its overrides as ``algo.lr=<lr>`` (:func:`sweep_lrs`). A study file's
 ``overrides: {<scale>: <overrides>}`` is appended to every entry's overrides at that scale (the lr sweep
-keeps its validation schedule there).
+keeps its validation schedule there). A scale whose file sets ``rl_lora: true`` (``scale=paper``) trains LoRA
+adapters in every run: ``lora=on`` ends every entry's overrides (:func:`scale_rl_lora`).
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from spolab.config import CONF_DIR
+from spolab.config import CONF_DIR, load_config
 from spolab.errors import ConfigError
 
 # where a study file's paths (lr_from_sweep) are relative to: the checkout holding spolab's source and the
@@ -148,6 +150,14 @@ def _with_sweep_lr(run: str, e: dict, table: str, lrs: dict[str, float], file: s
     return f"{overrides} algo.lr={lr_text(lrs[chosen])}"
 
 
+@functools.cache
+def scale_rl_lora(scale: str) -> bool:
+    """Whether ``scale``'s file sets ``rl_lora: true``: every RL run of a study at that scale trains LoRA adapters
+    (rl's ``lora=on``). The key is the memory plan's (conf/plan.yaml: false), so ``python -m spolab.plan`` plans
+    the rl rows as the study runs them."""
+    return bool(load_config("plan", [f"scale={scale}"]).rl_lora)
+
+
 def load_study(study: str, scale: str, study_dir: str | Path | None = None) -> list[RunSpec]:
     """The runs of ``conf/study/<study>.yaml`` at ``scale``, in file order, seeds expanded; with
     ``lr_from_sweep``, each entry's overrides end with its setting's lr from that table."""
@@ -161,6 +171,8 @@ def load_study(study: str, scale: str, study_dir: str | Path | None = None) -> l
         raise ConfigError(f"scale={scale!r}: {path.name} has no seed lists for it; valid: {sorted(seeds)}")
     runs = spec["runs"]
     common = (spec.get("overrides") or {}).get(scale, "")  # appended to every entry's overrides at this scale
+    if scale_rl_lora(scale):
+        common = f"{common} lora=on".strip()
     table = spec.get("lr_from_sweep")
     lrs = sweep_lrs(table) if table else {}
     roles = [e["role"] for e in runs.values() if e.get("role")]

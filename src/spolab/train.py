@@ -58,7 +58,7 @@ def train_step(algo: Algorithm, behaviour, problems: list[Problem], mixer: Sourc
                               temperature=temperature, generator=generator, version=version, reward_kind=reward_kind,
                               task=task)
         if dist.world_size() > 1:  # π_ref scores each rank's own samples; then every rank gets all of them
-            attach_ref_logp(algo.ref, fresh, algo.tok.pad_token_id)
+            attach_ref_logp(algo.ref, fresh, algo.tok.pad_token_id, **algo.score_batch)
             parts = dist.gather_object((fresh, roll))  # in rank order: the update's prompts in order
             fresh = [t for f, _ in parts for t in f]
             roll = merge_rollout_stats([(len(f), r) for f, r in parts])
@@ -69,7 +69,7 @@ def train_step(algo: Algorithm, behaviour, problems: list[Problem], mixer: Sourc
     parts = {"fresh": fresh, **stored}
     # ---- score: frozen reference log-probs, cached on each trajectory (stored ones mostly have them)
     trajs = [t for part in parts.values() for t in part]
-    attach_ref_logp(algo.ref, trajs, algo.tok.pad_token_id)
+    attach_ref_logp(algo.ref, trajs, algo.tok.pad_token_id, **algo.score_batch)
     batch = collate(trajs, algo.tok.pad_token_id).to(device)
     sync(device)
     t2 = time.perf_counter()
