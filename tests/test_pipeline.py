@@ -39,6 +39,23 @@ def test_dry_run(scale, tmp_path):
         assert other.returncode == 0 and "publish" not in job_table(other.stdout), other.stderr[-3000:]
 
 
+def test_config_overrides_reach_the_entries_that_have_the_key(tmp_path):
+    """--config overrides="...": each Hydra override joins the command (and so the run identity) of every job
+    whose entry point has its key or group, after the job's own; one that reaches no entry is refused."""
+    res = snakemake(tmp_path, "-n", "-p", "--cores", "2", "--config", "scale=smoke",
+                    "overrides=updates=3 model=xs task.splits.val=20")
+    assert res.returncode == 0, res.stderr[-3000:]
+    cmds = [line for line in res.stdout.splitlines() if " spolab." in line]
+    by_entry = {e: [c for c in cmds if f" spolab.{e} " in c] for e in ("data", "sft", "q0", "rl", "evaluate")}
+    assert all(by_entry.values()), by_entry
+    for entry, lines in by_entry.items():
+        for c in lines:
+            assert " model=xs task.splits.val=20 " in c and c.index("model=xs") > c.index(" scale=smoke "), c
+            assert (" updates=3 " in c) == (entry == "rl"), c  # only rl has `updates`
+    bad = snakemake(tmp_path, "-n", "--cores", "2", "--config", "scale=smoke", "overrides=eval_splits=[test]")
+    assert bad.returncode != 0 and "--config overrides: ['eval_splits=[test]'] reach no entry point" in bad.stdout + bad.stderr
+
+
 def test_study_matrix_has_the_issue_entries():
     """conf/study/default.yaml, read by the study model (spolab.study) and composed as the rules do:
     5 algorithms with >= 3 seeds at default (>= 5 in paper) at one β, and every off-policy source;

@@ -1,5 +1,6 @@
 # Shared definitions: the interpreter that runs the Hydra entry points, output roots, the study matrix.
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -10,12 +11,27 @@ from spolab.config import load_config
 from spolab.config import run_identity
 from spolab.dist import ENTRIES as DATA_PARALLEL
 from spolab.paths import paths
-from spolab.plan import check_scale
+from spolab.plan import check_scale, forwarded
 from spolab.rollout.offpolicy import POOL_SOURCES
 from spolab.study import entries, load_study, parse_run_name
 from spolab.tracking import db_stamp, tracking_settings
 
 SCALE = config["scale"]
+# --config overrides="...": Hydra overrides for every job whose entry point has the key (spolab.plan.forwarded),
+# after the rule's and the study entry's own (a scale with changes: docs/workflow.md)
+OVERRIDES = shlex.split(config.get("overrides") or "")
+
+
+def extra(entry):
+    """The --config overrides that reach entry point `entry` (a list of Hydra overrides)."""
+    return forwarded(OVERRIDES, entry)
+
+
+_unused = [o for o in OVERRIDES if not any(forwarded([o], e) for e in ("data", "sft", "q0", "sources", "rl",
+                                                                         "evaluate", "exact", "bench"))]
+if _unused:
+    raise ValueError(f"--config overrides: {_unused} reach no entry point of the DAG (no conf/<entry>.yaml has the "
+                     "key, or the rules set it: scale=, algo=, out_dir=, ref_model_dir=)")
 # The threads of a rule that takes every core (sft, bench): this machine's, which Snakemake scales down to
 # --cores when it runs the jobs itself. Not workflow.cores: an executor (SLURM) runs without --cores, and its
 # profile sets these rules' threads (workflow/profiles/slurm, set-threads).
@@ -55,7 +71,7 @@ TRACKING = tracking_settings(SCALE)  # conf/tracking: the MLflow database and ex
 # The memory plan (spolab.plan): a scale with gpu_memory_gb is refused here, before its first job, when any
 # model entry point needs more per device (one line: the entry, its GiB, the budget, the biggest items); each
 # job's start-up validation checks its own config again. A scale without gpu_memory_gb is not planned.
-check_scale(SCALE)
+check_scale(SCALE, OVERRIDES)
 
 
 def hydra_cmd(module):
@@ -74,7 +90,8 @@ def hydra_cmd(module):
         per = f"$(( {{threads}} > {n} ? {{threads}} / {n} : 1 ))"
         threads = f"OMP_NUM_THREADS={per} MKL_NUM_THREADS={per}"
         launcher = f"torchrun --standalone --nproc_per_node={n} -m"
-    return f"{threads} {launcher} spolab.{module} scale={{params.scale}} {{params.args}} > {{log}} 2>&1"
+    more = "".join(f" {shlex.quote(o)}" for o in extra(module)).replace("{", "{{").replace("}", "}}")
+    return f"{threads} {launcher} spolab.{module} scale={{params.scale}} {{params.args}}{more} > {{log}} 2>&1"
 
 
 def world_size(entry):
@@ -86,8 +103,10 @@ def world_size(entry):
 
 @functools.cache
 def resolved(entry, overrides=""):
-    """conf/<entry>.yaml composed at this scale with a study entry's overrides, resolved (a dict)."""
-    return OmegaConf.to_container(load_config(entry, [f"scale={SCALE}", *overrides.split()]), resolve=True)
+    """conf/<entry>.yaml composed at this scale with a study entry's overrides and the --config overrides that
+    reach it, resolved (a dict)."""
+    return OmegaConf.to_container(load_config(entry, [f"scale={SCALE}", *overrides.split(), *extra(entry)]),
+                                  resolve=True)
 
 
 def conf_hash(entry, overrides=""):
