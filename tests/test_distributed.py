@@ -120,18 +120,20 @@ def _batch(cfg, path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo", ["spo", "ppo"])
-def test_a_two_rank_update_is_the_one_process_update(algo, smoke_q0, tmp_path):
+@pytest.mark.parametrize("algo,micro", [("spo", None), ("ppo", None), ("ppo", 3)])
+def test_a_two_rank_update_is_the_one_process_update(algo, micro, smoke_q0, tmp_path):
     """The same global batch of B = 16 (4 prompts x 4; PPO: 2 epochs of 2 minibatches of 8, 4 rows per rank),
-    updated once in one process and once across 2 gloo ranks: the same weights (policy, PPO's critic) on both
+    updated once in one process and once across 2 gloo ranks (with ``micro``: each rank's 4 rows in
+    micro-batches of 3 and 1, gradients accumulated): the same weights (policy, PPO's critic) on both
     ranks, equal to the one-process weights within fp32 summation order (ATOL), and the same global metrics."""
     cfg = rl_cfg(smoke_q0.parent, tmp_path, f"algo={algo}", "batch_size=16", "group_size=4")
     _batch(cfg, tmp_path / "batch.jsonl")
     plain = OmegaConf.to_container(cfg, resolve=True)
+    split = {**plain, "scale": {**plain["scale"], "micro_batch_size": micro}}
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
     _update(0, 1, plain, str(tmp_path / "batch.jsonl"), str(tmp_path / "one"), "")
-    torch.multiprocessing.spawn(_update, args=(2, plain, str(tmp_path / "batch.jsonl"), str(tmp_path / "two"),
+    torch.multiprocessing.spawn(_update, args=(2, split, str(tmp_path / "batch.jsonl"), str(tmp_path / "two"),
                                                str(tmp_path / "pg_init")), nprocs=2, join=True)
     one = torch.load(tmp_path / "one" / "rank0.pt")
     r0, r1 = (torch.load(tmp_path / "two" / f"rank{r}.pt") for r in (0, 1))
