@@ -161,9 +161,10 @@ class Study:
         return problem_classes(self.pp, study_run=study_run, split=split, protocol=protocol)
 
     def clustered(self, split="ood") -> bool:
-        """Whether this export's ``split`` intervals resample behaviour classes (its class_id is exported)."""
-        runs = self.pp.study_run[self.pp.split == split].unique()
-        return len(runs) > 0 and all(self.classes(r, split) is not None for r in runs)
+        """Whether this export's ``split`` intervals resample behaviour classes (its class_id is exported): for
+        every run under every protocol it was evaluated with (an off-policy run may have the exact one only)."""
+        pairs = self.pp.loc[self.pp.split == split, ["study_run", "protocol"]].drop_duplicates()
+        return len(pairs) > 0 and all(self.classes(r, split, p) is not None for r, p in pairs.itertuples(index=False))
 
     def point(self, study_run, value, split="test", protocol="policy") -> tuple[float, float, float]:
         return interval(self.m(study_run, value, split, protocol), self.rng(),
