@@ -138,8 +138,36 @@ def pass_at_k(n: np.ndarray, c: np.ndarray, k: int) -> np.ndarray:
 
 
 def passk_value(k: int) -> Callable[[pd.DataFrame], np.ndarray]:
-    """A ``matrix`` value: per-problem pass@k from the rows' ``n`` and ``n_correct``."""
-    return lambda g: pass_at_k(g["n"].to_numpy(), g["n_correct"].to_numpy(), k)
+    """A ``matrix`` value: per-problem pass@k, from the rows' ``n`` and ``n_correct`` (the unbiased estimator
+    of a sampling protocol), or on rows of the ``exact`` protocol (no samples) from the exact success mass,
+    1 − (1 − P_θ(correct | x))^k."""
+    def value(g: pd.DataFrame) -> np.ndarray:
+        if "protocol" in g and (g["protocol"] == EXACT).all():
+            mass = g["exact/success_mass"].to_numpy(dtype=float)
+            return -np.expm1(k * np.log1p(-np.minimum(mass, 1.0)))
+        return pass_at_k(g["n"].to_numpy(), g["n_correct"].to_numpy(), k)
+    return value
+
+
+EXACT = "exact"  # the evaluation protocol that samples nothing: pass@k from the exact success mass (spolab.evaluate)
+
+
+def comparison_protocol(pp: pd.DataFrame) -> str:
+    """The protocol every entry of a study is evaluated under, so figures and tables that compare ablation and
+    off-policy entries with their references read it: ``exact`` where the export has it (the workflow gives
+    every model an exact pair where the task enumerates its solutions), else the sampled ``policy`` protocol."""
+    return EXACT if (pp.protocol == EXACT).any() else "policy"
+
+
+def comparison_metrics(protocol: str) -> list[tuple[str | Callable, str]]:
+    """(value, name) of pass@1, pass@10 and the diversity among correct programs under ``protocol``: exact
+    pass@k and the exact entropy among correct programs, or sampled pass@k and distinct correct programs
+    per solved problem."""
+    if protocol == EXACT:
+        return [(passk_value(1), "exact pass@1"), (passk_value(10), "exact pass@10"),
+                ("exact/entropy_correct", "exact entropy among\ncorrect programs (nats)")]
+    return [(passk_value(1), "pass@1"), (passk_value(10), "pass@10"),
+            ("distinct_correct_per_solved", "distinct correct programs\nper solved problem")]
 
 
 def matrix(pp: pd.DataFrame, value: str | Callable[[pd.DataFrame], np.ndarray], *, study_run: str,
@@ -211,13 +239,14 @@ def logged(curves: pd.DataFrame, study_run: str, metric: str) -> bool:
 
 # ---------------------------------------------------------------- diversity against pass@k
 def diversity_correlation(pp: pd.DataFrame, columns: list[str] | None = None, k: int = 10) -> pd.Series:
-    """Pearson correlation, across the per-problem rows of ``pp`` (every model, split and protocol it
-    holds), of each diversity column with that problem's pass@k; each over the rows where the column
+    """Pearson correlation, across the per-problem rows of ``pp`` (every model, split and sampling protocol
+    it holds: the exact protocol's rows have no samples), of each diversity column with that problem's pass@k; each over the rows where the column
     is finite (a per-solved column: the solved problems only). NaN where a column is constant there.
     ``columns``: default every column of :data:`DIVERSITY` and :data:`UNCONDITIONED` that ``pp`` has.
 
     A diversity metric that correlates with pass@k near 1 measures the pass rate again, not diversity."""
     columns = columns or [c for c in (*DIVERSITY, *UNCONDITIONED) if c in pp]
+    pp = pp[pp.protocol != EXACT] if "protocol" in pp else pp
     p = pd.Series(pass_at_k(pp["n"].to_numpy(), pp["n_correct"].to_numpy(), k), index=pp.index)
     out = {}
     for c in columns:

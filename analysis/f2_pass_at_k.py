@@ -27,7 +27,8 @@ def plot(data: Data) -> Figure:
     pp, names, colour = per_problem(data), labels(data), palette(data)
     studies = ["sft", *present(pp, entries(data, "main"), "main")]
     protocols = [p for p in ("policy", "paper") if (pp.protocol == p).any()] or ["policy"]
-    ks = np.arange(1, int(min(K_MAX, pp.n.min())) + 1 if len(pp) else K_MAX + 1)
+    sampled = pp.n[pp.protocol.isin(protocols)]  # the exact protocol samples nothing (n 0)
+    ks = np.arange(1, int(min(K_MAX, sampled.min())) + 1 if len(sampled) else K_MAX + 1)
     evaluated = set(zip(pp.study_run, pp.split, pp.protocol))
 
     fig = Figure(figsize=(22, 5.4 * len(protocols) + 0.8), layout="constrained")

@@ -5,7 +5,9 @@ steps per batch, the Q̂0 estimator and importance weights on replayed data (hal
 without vs with). Each ablation's reference is runs.csv's ``reference`` column (spolab.study: online
 SPO unless the study file names another; half-online SPO for the importance weights in
 conf/study/ablations.yaml); a family whose entries name different references is drawn once per reference. Final test
-pass@1, pass@10 and distinct correct programs per solved problem (policy protocol), mean with the
+pass@1, pass@10 and the diversity among correct programs, exact (the exact success mass, no sampling:
+common.comparison_protocol) where the export has it, else sampled under the policy protocol (distinct correct
+programs per solved problem), mean with the
 two-level (seeds, then problems) 95 % bootstrap interval and one dot per seed; the dashed segment is
 the family's reference. Ablations may have fewer seeds
 than their reference: each tick label gives the run's seeds, and
@@ -19,13 +21,20 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from common import Data, labels, matrix, passk_value, per_problem, reference, table
+from common import (
+    Data,
+    comparison_metrics,
+    comparison_protocol,
+    labels,
+    matrix,
+    per_problem,
+    reference,
+    table,
+)
 from plot import CI_TEXT, SEED, cli, errpoint, no_data, palette, styled
 
 FAMILIES = {"loss": "terminal loss", "beta": "β", "steps": "steps per batch", "q0": "Q̂0 estimator",
             "is": "IS weights on replay"}
-METRICS = [(passk_value(1), "test pass@1"), (passk_value(10), "test pass@10"),
-           ("distinct_correct_per_solved", "test distinct correct\nprograms per solved problem")]
 
 
 def families(runs, evaluated: set[str]) -> list[tuple[str, list[str], str]]:
@@ -52,7 +61,8 @@ def plot(data: Data) -> Figure:
     rng = np.random.default_rng(SEED)
     runs, pp, names, colour = table(data, "runs"), per_problem(data), labels(data), palette(data)
     beta = runs.groupby("study_run").beta.first()
-    evaluated = set(pp.study_run[(pp.split == "test") & (pp.protocol == "policy")])
+    protocol = comparison_protocol(pp)  # exact where the export has it: every entry is evaluated under it
+    evaluated = set(pp.study_run[(pp.split == "test") & (pp.protocol == protocol)])
     fams = families(runs, evaluated)
     n_seeds = runs.groupby("study_run").seed.nunique()
     refs = {ref for _, studies, ref in fams if ref in studies}
@@ -64,12 +74,12 @@ def plot(data: Data) -> Figure:
     fig = Figure(figsize=(width, 14), layout="constrained")
     axes = fig.subplots(3, 1, sharex=True)
     ticks = []
-    for row, (ax, (value, name)) in enumerate(zip(axes, METRICS)):
+    for row, (ax, (value, name)) in enumerate(zip(axes, comparison_metrics(protocol))):
         x = 0
         for j, (fam, studies, ref) in enumerate(fams):
             start = x
             for sr in studies:
-                m = matrix(pp, value, study_run=sr, split="test", protocol="policy")
+                m = matrix(pp, value, study_run=sr, split="test", protocol=protocol)
                 point, _, _ = errpoint(ax, x, m, rng, colour(sr), hollow=m.shape[0] == 1)
                 if sr == ref:
                     ref_point = point
@@ -93,7 +103,7 @@ def plot(data: Data) -> Figure:
         if not fams:
             no_data(ax, f"{name}:\nno SPO ablations in this study (snakemake --config study=ablations)")
             continue
-        ax.set_ylabel(name)
+        ax.set_ylabel(f"test {name}")
         ax.set_xlim(-0.6, x - 1.4)
     if ticks:
         axes[-1].set_xticks([t for t, _ in ticks], [lab for _, lab in ticks], rotation=30, ha="right")
@@ -101,7 +111,7 @@ def plot(data: Data) -> Figure:
                             Line2D([], [], marker="o", color="0.3", mfc="white", mew=2, ls="", ms=7,
                                    label="1 seed (interval over problems only)")],
                    loc="lower left", bbox_to_anchor=(0, 1.08), ncol=2, frameon=False)
-    fig.suptitle(f"F8 ablations by family, final test evaluation, policy protocol: ablations have {counts['abl']} "
+    fig.suptitle(f"F8 ablations by family, final test evaluation, {protocol} protocol: ablations have {counts['abl']} "
                  f"seed(s), references {counts['ref']}\n({CI_TEXT}, seeds then problems; dots: seeds; dashed: the "
                  "family's reference; seeds per run in the tick labels)")
     return fig

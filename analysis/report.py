@@ -37,6 +37,7 @@ from common import (
     UNCONDITIONED,
     Data,
     checkpoint_matrix,
+    comparison_protocol,
     curve_matrix,
     diversity_correlation,
     entries,
@@ -128,6 +129,7 @@ class Study:
         bench = table(data, "bench", optional=True)
         self.bench = bench if bench is not None else pd.DataFrame()
         self.exact = table(data, "exact", optional=True)
+        self.compare = comparison_protocol(self.pp)  # what ablation and off-policy comparisons read (exact)
         played = roles(data)  # study.csv
         self.e = {role: played.get(role) for role in ROLES}  # role -> study entry (None: no entry plays it)
 
@@ -159,9 +161,10 @@ class Study:
         return problem_classes(self.pp, study_run=study_run, split=split, protocol=protocol)
 
     def clustered(self, split="ood") -> bool:
-        """Whether this export's ``split`` intervals resample behaviour classes (its class_id is exported)."""
-        runs = self.pp.study_run[self.pp.split == split].unique()
-        return len(runs) > 0 and all(self.classes(r, split) is not None for r in runs)
+        """Whether this export's ``split`` intervals resample behaviour classes (its class_id is exported): for
+        every run under every protocol it was evaluated with (an off-policy run may have the exact one only)."""
+        pairs = self.pp.loc[self.pp.split == split, ["study_run", "protocol"]].drop_duplicates()
+        return len(pairs) > 0 and all(self.classes(r, split, p) is not None for r, p in pairs.itertuples(index=False))
 
     def point(self, study_run, value, split="test", protocol="policy") -> tuple[float, float, float]:
         return interval(self.m(study_run, value, split, protocol), self.rng(),
@@ -382,10 +385,10 @@ def c3(s: Study, delta: float = DELTA["pass@10"]) -> tuple[str, str] | None:
     unpowered). reproduced: at least one source helps and none hurts; partly: some help and some hurt;
     undecided: none helps and at least one is undecided (it might); otherwise negligible where at
     least one source is negligible and none hurts, else not. Beside it, not deciding: each source's Δ
-    test pass@10 at matched samples."""
+    test pass@10 at matched samples (exact where the export has it: Study.compare)."""
     pairs = [(r, s.reference(r)) for r in s.runs[s.runs.group == "offpolicy"].study_run.unique()]
     pairs = [(r, ref) for r, ref in [*pairs, (s.e["spo_half_online"], s.e["spo_online"])]
-             if ref and s.has(r) and s.has(ref)]
+             if ref and s.has(r, protocol=s.compare) and s.has(ref, protocol=s.compare)]
     if not pairs:
         return None
     ms = {r: matched(s, r, ref, "pass@10", delta) for r, ref in pairs}
@@ -397,15 +400,15 @@ def c3(s: Study, delta: float = DELTA["pass@10"]) -> tuple[str, str] | None:
         v = UNDECIDED
     else:
         v = "negligible" if count["negligible"] and not count["hurts"] else "not"
-    one_seed = sum(1 for r, ref in pairs if s.seeds(r, ref) < MIN_SEEDS)
+    one_seed = sum(1 for r, ref in pairs if s.seeds(r, ref, protocol=s.compare) < MIN_SEEDS)
     tally = ", ".join(f"{len(rs)} {w}" for w, rs in count.items() if rs)
     per = []
     for r, ref in pairs:
-        m, d = ms[r], s.diff(r, ref, passk_value(10))
+        m, d = ms[r], s.diff(r, ref, passk_value(10), protocol=s.compare)
         at = f"κ* {m.kl:.3g}, Δ {fmt_mde(m.at_kl)}" if m else f"no val pass@10 with {KL}"
         per.append(f"{r} ({reads[r]}): {at}, test {fmt(*d)}")
     return (f"Δ val pass@10 at matched KL, of {len(pairs)} sources: {tally} ({one_seed} with one seed); beside it, "
-            "Δ test pass@10 at matched samples; " + "; ".join(per), v)
+            f"Δ test {'exact ' if s.compare == 'exact' else ''}pass@10 at matched samples; " + "; ".join(per), v)
 
 
 def q0_cost(s: Study) -> tuple[float | None, float, str]:
@@ -659,39 +662,59 @@ def cell(s: Study, r: str, value, split: str, protocol: str, d: int = 3) -> str:
         return "n/a"
 
 
-def diff_cell(s: Study, a: str, b: str, value, split: str = "test", d: int = 3) -> str:
+def diff_cell(s: Study, a: str, b: str, value, split: str = "test", d: int = 3, protocol: str = "policy") -> str:
     try:
-        return fmt(*s.diff(a, b, value, split=split), d=d)
+        return fmt(*s.diff(a, b, value, split=split, protocol=protocol), d=d)
     except KeyError:
         return "n/a"
 
 
+FINAL_SAMPLED = [("distinct_correct_per_solved", "distinct correct / solved problem", 2),
+                 ("effective_programs", "effective programs", 2), ("entropy_per_token", "entropy / token", 3),
+                 ("kl_ref", "KL(π‖π_ref)", 3)]  # final_table's columns after pass@1 and pass@10, sampled protocols
+FINAL_EXACT = [("exact/success_mass", "exact success mass", 3), ("exact/entropy_correct", "exact entropy among correct", 3),
+               ("exact/kl_ref_correct", "exact KL(π_ref|correct ‖ π_θ|correct)", 3)]  # under the exact protocol
+
+
 def final_table(s: Study, runs: list[str], names: dict, protocols=("policy",)) -> str:
-    lines = ["| run | seeds | split, protocol | pass@1 | pass@10 | distinct correct / solved problem | "
-             "effective programs | entropy / token | KL(π‖π_ref) |", "|---|---|---|---|---|---|---|---|---|"]
+    """Each run's final metrics per split and protocol: pass@1 and pass@10 (exact under the exact protocol),
+    then the sampled diversity and KL columns, or under the exact protocol the exact success mass and the
+    entropy and KL among correct programs."""
+    tail = FINAL_EXACT if tuple(protocols) == ("exact",) else FINAL_SAMPLED
+    head = ["run", "seeds", "split, protocol", "pass@1", "pass@10", *[h for _, h, _ in tail]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for split in ("test", "ood"):
         for protocol in protocols:
             for r in runs:
                 if not s.has(r, split, protocol):
                     continue
+                cols = tail if protocol == "exact" else FINAL_SAMPLED
                 cells = [cell(s, r, passk_value(1), split, protocol), cell(s, r, passk_value(10), split, protocol),
-                         cell(s, r, "distinct_correct_per_solved", split, protocol, d=2),
-                         cell(s, r, "effective_programs", split, protocol, d=2),
-                         cell(s, r, "entropy_per_token", split, protocol), cell(s, r, "kl_ref", split, protocol)]
+                         *[cell(s, r, c, split, protocol, d=d) for c, _, d in cols]]
                 n_seeds = s.m(r, "n", split, protocol).shape[0]
                 lines.append(f"| {names.get(r, r)} | {n_seeds} | {split}, {protocol} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def diff_table(s: Study, pairs: list[tuple[str, str]], names: dict) -> str:
-    lines = ["| run | against | Δ test pass@1 | Δ test pass@10 | Δ distinct correct / solved | Δ effective programs "
-             "| Δ ood pass@10 |", "|---|---|---|---|---|---|---|"]
+def diff_table(s: Study, pairs: list[tuple[str, str]], names: dict, protocol: str = "policy") -> str:
+    """Δ = run − against on test (and ood pass@10) under ``protocol``: pass@k and the sampled diversity
+    columns, or under the exact protocol exact pass@k and the exact entropy and KL among correct programs."""
+    if protocol == "exact":
+        cols = [(passk_value(1), "Δ test exact pass@1", 3), (passk_value(10), "Δ test exact pass@10", 3),
+                ("exact/entropy_correct", "Δ exact entropy among correct", 3),
+                ("exact/kl_ref_correct", "Δ exact KL among correct", 3)]
+    else:
+        cols = [(passk_value(1), "Δ test pass@1", 3), (passk_value(10), "Δ test pass@10", 3),
+                ("distinct_correct_per_solved", "Δ distinct correct / solved", 2),
+                ("effective_programs", "Δ effective programs", 2)]
+    head = ["run", "against", *[h for _, h, _ in cols], f"Δ ood {'exact ' if protocol == 'exact' else ''}pass@10"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for a, b in pairs:
-        if not (s.has(a) and s.has(b)):
+        if not (s.has(a, protocol=protocol) and s.has(b, protocol=protocol)):
             continue
-        cells = [diff_cell(s, a, b, passk_value(1)), diff_cell(s, a, b, passk_value(10)),
-                 diff_cell(s, a, b, "distinct_correct_per_solved", d=2), diff_cell(s, a, b, "effective_programs", d=2),
-                 diff_cell(s, a, b, passk_value(10), split="ood") if s.has(a, "ood") and s.has(b, "ood") else "n/a"]
+        cells = [diff_cell(s, a, b, v, d=d, protocol=protocol) for v, _, d in cols]
+        cells.append(diff_cell(s, a, b, passk_value(10), split="ood", protocol=protocol)
+                     if s.has(a, "ood", protocol) and s.has(b, "ood", protocol) else "n/a")
         lines.append(f"| {names.get(a, a)} | {names.get(b, b)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -819,8 +842,9 @@ def task_line(s: Study) -> str:
 
 def settings(s: Study) -> str:
     """The settings the runs ran with, from the export: per entry where entries differ."""
-    protocols = [p for p in ("policy", "paper") if (s.pp.protocol == p).any()]
+    protocols = [p for p in ("policy", "paper", "exact") if (s.pp.protocol == p).any()]
     evaluated = {p: sorted(set(s.pp.group[s.pp.protocol == p]) - {"sft"}) for p in protocols}
+    sampled = s.pp.n[s.pp.protocol != "exact"]
     splits = ("; test = unseen problems of seen behaviour classes, ood = unseen classes"
               if setup(s.data)["task"] == "listdsl" else "")
     count = lambda v: f"{int(v)}"  # noqa: E731
@@ -830,8 +854,8 @@ def settings(s: Study) -> str:
         f"- RL budget{'' if '(' in updates + batch else ', every run'}: {updates} updates × {batch} "
         f"trajectories, β {per_entry(s, 'beta', group='main')} in the "
         f"main comparison; policy lr per entry (the lr sweep's choice): {lrs(s)}; seeds: {seed_counts(s)}.",
-        f"- Held-out evaluation: {int(s.pp.n.iloc[0])} samples per problem; "
-        + "; ".join(f"`{p}` protocol ({protocol_text(s.data, p)}) for "
+        f"- Held-out evaluation: {int(sampled.iloc[0]) if len(sampled) else 0} samples per problem; "
+        + "; ".join(f"`{p}` protocol ({protocol_text(s.data, p) if p != 'exact' else 'no sampling: pass@k from the exact success mass'}) for "
                     + ("every run" if set(evaluated[p]) >= set(s.runs.group) else f"SFT and the {', '.join(evaluated[p])} runs")
                     for p in protocols)
         + splits + ".",
@@ -882,7 +906,7 @@ def online_settings(s: Study) -> pd.DataFrame:
     """One row per online entry of the main and ablation groups evaluated on test: its algorithm, loss
     (SPO's), β and steps per batch (runs.csv), ordered by β, then SPO squared, SPO bce, PPO, GRPO, RLOO."""
     r = s.runs[(s.runs.data_mix == "online") & s.runs.group.isin(["main", "ablation"])]
-    r = r[[s.has(x) for x in r.study_run]]
+    r = r[[s.has(x, protocol=s.compare) for x in r.study_run]]
     first = r.groupby("study_run", sort=False).first().reset_index()
     first["loss"] = np.where(first.algo == "spo", first["loss"].fillna("squared"), "")
     first["order"] = [_ALGO_ORDER.get((a, l), 9) for a, l in zip(first.algo, first.loss)]
@@ -895,30 +919,47 @@ def same_beta_ppo(settings: pd.DataFrame, row) -> str | None:
     return None if p.empty or row.algo == "ppo" else str(p.study_run.iloc[0])
 
 
+def final_kl(s: Study, study_run: str) -> str:
+    """KL(π‖π_ref) at a run's last validation point (curves' val/kl_ref), the seed mean with a 95 % bootstrap
+    interval over seeds; every RL entry logs it, sampled evaluation or not."""
+    try:
+        _, kl = curve_matrix(s.curves, study_run, KL)
+    except KeyError:
+        return "–"
+    last = kl[:, -1][np.isfinite(kl[:, -1])]
+    return ci(*interval(last[:, None], s.rng())) if len(last) else "–"
+
+
 def decisive_table(s: Study, names: dict) -> str:
     """Every online setting (SPO squared and bce, PPO at each β; GRPO and RLOO; SPO with more steps per
-    batch) on test under the policy protocol: exact success mass, entropy and KL among correct programs
-    (spolab.eval.exact_mass: every enumerated correct program teacher-forced, no sampling noise), sampled
-    pass@1 and pass@10 and KL(π‖π_ref), each a seed mean with its 95 % interval (seeds, then problems);
-    then Δ pass@10 against PPO at the same β at matched samples (test) and at matched KL (validation,
-    :func:`matched`)."""
+    batch) on test: exact success mass, entropy and KL among correct programs and exact pass@1 and pass@10
+    (spolab.eval.exact_mass: every enumerated correct program teacher-forced, no sampling noise; the exact
+    protocol, which every entry has, Study.compare), sampled pass@1 and pass@10 under the policy protocol
+    where the entry was sampled (main entries), and KL(π‖π_ref) at the last validation point, each a seed mean
+    with its 95 % interval (seeds, then problems); then Δ pass@10 against PPO at the same β at matched samples
+    (test, exact) and at matched KL (validation, :func:`matched`)."""
     st = online_settings(s)
     if st.empty:
         return "No online entries evaluated on test in this export."
     exact = [(c, h) for c, h in EXACT_COLUMNS if s.measured(c)]
-    cols = [*exact, *SAMPLED_COLUMNS]
-    head = (["entry", "β", "seeds"] + [h for _, h in cols] +
-            ["Δ pass@10 vs PPO at its β (test)", "Δ val pass@10 vs PPO at matched KL"])
+    if s.compare == "exact":
+        exact += [(passk_value(1), "exact pass@1"), (passk_value(10), "exact pass@10")]
+    sampled = SAMPLED_COLUMNS[:2]
+    which = "exact " if s.compare == "exact" else ""
+    head = (["entry", "β", "seeds"] + [h for _, h in exact] + [f"{h} (sampled)" for _, h in sampled] +
+            ["KL(π‖π_ref), val, last", f"Δ {which}pass@10 vs PPO at its β (test)", "Δ val pass@10 vs PPO at matched KL"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in st.itertuples():
         run = row.study_run
-        cells = [names.get(run, run), f"{row.beta:g}", str(s.seeds(run))]
-        cells += [ci(*s.point(run, c)) for c, _ in cols]
+        cells = [names.get(run, run), f"{row.beta:g}", str(s.seeds(run, protocol=s.compare))]
+        cells += [ci(*s.point(run, c, protocol=s.compare)) for c, _ in exact]
+        cells += [ci(*s.point(run, c)) if s.has(run) else "–" for c, _ in sampled]
+        cells.append(final_kl(s, run))
         ppo = same_beta_ppo(st, row)
         if ppo is None:
             cells += ["–", "–"]
         else:
-            cells.append(ci(*s.diff(run, ppo, passk_value(10))))
+            cells.append(ci(*s.diff(run, ppo, passk_value(10), protocol=s.compare)))
             m = matched(s, run, ppo, "pass@10", DELTA["pass@10"])
             cells.append("not logged" if m is None else f"{ci(*m.at_kl)} (κ* {m.kl:.3g})")
         lines.append("| " + " | ".join(cells) + " |")
@@ -932,25 +973,32 @@ def decisive_summary(s: Study, names: dict) -> str:
     beats (the 95 % CI lies above 0 and Δ ≥ δ), beats by < δ (significant but smaller than δ: negligible),
     level, trails by < δ, trails, or undecided (the CI reaches ±δ without the power to call it level)."""
     st = online_settings(s)
-    metrics = [(passk_value(10), "pass@10", DELTA["pass@10"])]
+    metrics = [(passk_value(10), f"{'exact ' if s.compare == 'exact' else ''}pass@10", DELTA["pass@10"], s.compare)]
+    if s.compare == "exact":
+        metrics.append((passk_value(10), "sampled pass@10 (policy protocol, where sampled)", DELTA["pass@10"], "policy"))
     if s.measured("exact/entropy_correct"):
-        metrics.append(("exact/entropy_correct", "exact entropy among correct programs", DELTA["exact/entropy_correct"]))
+        metrics.append(("exact/entropy_correct", "exact entropy among correct programs", DELTA["exact/entropy_correct"],
+                        s.compare))
     words = {"ahead": "beats PPO", "ahead by < δ": "beats PPO by < δ (negligible)", "level": "level",
              "behind by < δ": "trails PPO by < δ (negligible)", "behind": "trails PPO", "undecided": "undecided"}
     out = []
-    for value, what, delta in metrics:
+    for value, what, delta, protocol in metrics:
         read = {w: [] for w in words}
         for row in st[st.algo == "spo"].itertuples():
             ppo = same_beta_ppo(st, row)
-            if ppo is None:
+            if ppo is None or not (s.has(row.study_run, protocol=protocol) and s.has(ppo, protocol=protocol)):
                 continue
-            d = s.diff(row.study_run, ppo, value)
-            read[direction(d, delta, s.seeds(row.study_run, ppo))].append(
+            d = s.diff(row.study_run, ppo, value, protocol=protocol)
+            read[direction(d, delta, s.seeds(row.study_run, ppo, protocol=protocol))].append(
                 f"{names.get(row.study_run, row.study_run)} {ci(*d)}")
         if any(read.values()):
             out.append(f"- {what}, SPO − PPO at the same β (δ {delta:g}): "
                        + ". ".join(f"{words[w]}: {'; '.join(v) or 'none'}" for w, v in read.items()) + ".")
     return "\n".join(out) if out else "No SPO setting has a PPO run at its β in this export."
+
+
+EXACT_NOTE = (" (no sampling: pass@k = 1 − (1 − P_θ(correct | x))^k from the exact success mass; ablation and "
+              "off-policy entries are evaluated this way only, the main entries also by sampling)")
 
 
 def render(s: Study, rows: list[Claim], scale: str, study: str, figures: Path, out: Path) -> str:
@@ -1018,22 +1066,25 @@ At β 0.05 PPO (KL in the reward at the same β) and SPO target the same soft op
 which at that β is almost π_ref conditioned on success for either terminal loss: the main comparison
 compares estimators and their dynamics. Each online setting below has its own lr from the sweep. Exact
 columns: every enumerated correct program of each test problem teacher-forced under the policy
-(success mass P_θ(correct | x), the entropy of π_θ restricted to correct programs and its KL from
-π_ref restricted to them), means over problems and seeds with {CI} intervals; sampled columns: the
-policy protocol. Δ against PPO at the same β: at matched samples on test, and at matched KL on
-validation (κ* of the pair).
+(success mass P_θ(correct | x), the entropy of π_θ restricted to correct programs, its KL from
+π_ref restricted to them, and pass@k = 1 − (1 − P)^k), means over problems and seeds with {CI} intervals:
+every entry has them. Sampled columns: the policy protocol, for the entries sampled on test (the main
+group). KL(π‖π_ref): the last validation point. Δ against PPO at the same β: at matched samples on test
+(exact pass@10), and at matched KL on validation (κ* of the pair).
 
 {decisive_table(s, names)}
 
 {decisive_summary(s, names)}
 
 ## Off-policy sources (F4, claims C3 and C6)
-{final_table(s, off, names)}
+Final test and ood evaluation under the {s.compare} protocol, which every entry has{EXACT_NOTE if s.compare == "exact" else ""}.
+
+{final_table(s, off, names, (s.compare,))}
 
 Half-online SPO against online SPO, and each source against its reference (runs.csv), at matched samples (C3
 and C6 are judged at matched KL: their numbers in the claims table):
 
-{diff_table(s, [(e["spo_half_online"], e["spo_online"]), *against(offpolicy)], names)}
+{diff_table(s, [(e["spo_half_online"], e["spo_online"]), *against(offpolicy)], names, s.compare)}
 
 ![F4]({rel}/f4_offpolicy.png)
 
@@ -1056,9 +1107,9 @@ they depend on what else ran beside each job.
 ![F7]({rel}/f7_exact.png)
 
 ## SPO ablations (F8): loss, β, steps per batch, Q̂0 estimator, truncated importance weights
-Each ablation against its reference (runs.csv):
+Each ablation against its reference (runs.csv), under the {s.compare} protocol{EXACT_NOTE if s.compare == "exact" else ""}:
 
-{diff_table(s, against(abl), names)}
+{diff_table(s, against(abl), names, s.compare)}
 
 ![F8]({rel}/f8_ablations.png)
 """

@@ -65,14 +65,15 @@ def setup(smoke_sft, smoke_data):
     return out / "model", tok, ref, trajs
 
 
-def _algo(name, setup, **over):
+def _algo(name, setup, init: dict | None = None, **over):
+    """Algorithm ``name`` on a fresh copy of the SFT policy (``over``: algo keys; ``init``: constructor keywords)."""
     path, tok, ref, trajs = setup
     cfg = load_config("rl", [f"algo={name}", "group_size=4"]).algo
     for k, v in over.items():
         cfg[k] = v
     policy = load_model(path)
     q0 = {t.problem_id: 0.3 for t in trajs}
-    return get_algorithm(name)(cfg, policy, ref, tok, q0=q0, seed=0, init_path=str(path)), policy
+    return get_algorithm(name)(cfg, policy, ref, tok, q0=q0, seed=0, init_path=str(path), **(init or {})), policy
 
 
 @pytest.mark.parametrize("name", ["spo", "ppo", "grpo", "rloo"])
@@ -84,6 +85,58 @@ def test_update_changes_the_policy(name, setup):
     assert all(math.isfinite(v) for v in m.values())
     assert m["opt/grad_norm"] > 0
     assert any(not torch.equal(before[k], v) for k, v in policy.state_dict().items())
+
+
+MICRO_CASES = [("spo", {}, 1.0), ("spo", {"is_weights": "truncated"}, 1.0), ("ppo", {"minibatches": 2}, 0.7),
+               ("grpo", {}, 1.0), ("rloo", {}, 0.7)]
+
+
+@pytest.mark.parametrize("micro", [1, 3])
+@pytest.mark.parametrize("name,over,temperature", MICRO_CASES)
+def test_micro_batches_give_the_update_of_the_whole_minibatch(name, over, temperature, micro, setup):
+    """scale.micro_batch_size: each optimiser step's forward/backward in chunks of ``micro`` sequences (3: chunks
+    of 3, 3, 2 of a PPO minibatch of 8), gradients accumulated with each chunk weighted by its share, and π_ref's
+    (T 0.7: rescored) and the critic's scores in chunks. The weights after one update equal the unsplit update's
+    within fp32 summation order, as do the gradient norms and the per-sequence loss means (SPO's)."""
+    _, tok, _, trajs = setup
+    batch = collate(trajs, tok.pad_token_id)
+    runs = []
+    for size in (None, micro):
+        torch.manual_seed(0)  # PPO's critic head: the same initialisation in both
+        algo, _ = _algo(name, setup, init={"temperature": temperature, "micro_batch_size": size}, **over)
+        before = {f"{i}.{k}": v.clone() for i, m in enumerate(algo.modules()) for k, v in m.state_dict().items()}
+        metrics = algo.update(batch)
+        runs.append((before, {f"{i}.{k}": v.clone() for i, m in enumerate(algo.modules())
+                              for k, v in m.state_dict().items()}, metrics))
+    (b0, w0, m0), (b1, w1, m1) = runs
+    assert w0.keys() == w1.keys()
+    moved = 0
+    for k in w0:
+        torch.testing.assert_close(b1[k], b0[k], atol=0, rtol=0)  # both started from the same weights
+        torch.testing.assert_close(w1[k], w0[k], atol=1e-6, rtol=0, msg=k)
+        moved += int(not torch.equal(w0[k], b0[k]))
+    assert moved > 0
+    exact = ["opt/grad_norm"] + {"spo": ["loss/spo", "spo/log_ratio"], "ppo": ["critic/grad_norm", "ppo/kl_reward",
+                                                                                "critic/value_mean"]}.get(name, [])
+    for k in exact:
+        assert m1[k] == pytest.approx(m0[k], rel=1e-4, abs=1e-6), k
+    assert m1.keys() == m0.keys()
+
+
+def test_micro_chunks_and_their_shares():
+    """Chunks of a minibatch's rows and the weight of each chunk's loss: sequence means by sequences, token
+    means by tokens; the weights of a minibatch's chunks sum to 1 in one process."""
+    from spolab.algos.base import chunk_share, micro_chunks
+
+    rows = torch.tensor([5, 2, 7, 1, 0])
+    assert [c.tolist() for c in micro_chunks(rows, 2)] == [[5, 2], [7, 1], [0]]
+    assert [c.tolist() for c in micro_chunks(rows, None)] == [[5, 2, 7, 1, 0]]
+    assert [c.tolist() for c in micro_chunks(rows, 5)] == [[5, 2, 7, 1, 0]]
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0], [1, 1, 0], [1, 1, 1], [1, 0, 0]])
+    seq = [chunk_share(mask[c], mask, "seq-mean-token-sum") for c in ([0, 1], [2, 3], [4])]
+    tok = [chunk_share(mask[c], mask, "token-mean") for c in ([0, 1], [2, 3], [4])]
+    assert seq == pytest.approx([2 / 5, 2 / 5, 1 / 5]) and tok == pytest.approx([4 / 10, 5 / 10, 1 / 10])
+    assert chunk_share(mask, mask, "token-mean") == 1.0
 
 
 def test_spo_update_is_a_no_op_at_its_optimum(setup):

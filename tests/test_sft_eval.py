@@ -1,6 +1,7 @@
 """SFT (loss falls, resume after a kill) and evaluation of a saved checkpoint."""
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -69,7 +70,9 @@ def test_evaluate_rejects_k_above_n_and_unknown_protocols(smoke_sft, smoke_data,
                         proto, max_new_tokens=16)
     cfg = smoke_cfg("evaluate", tmp_path, f"data_dir={smoke_data}", f"model_dir={out}/model",
                     f"out_dir={tmp_path}/eval", "protocols=[greedy]")
-    with pytest.raises(ValueError, match=r"valid: \['paper', 'policy'\]"):
+    valid = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf/protocol").glob("*.yaml"))
+    assert valid == ["exact", "paper", "policy"]
+    with pytest.raises(ValueError, match=re.escape(f"valid: {valid}")):
         evaluate.run(cfg)
 
 

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import torch
 
+from spolab import dist
 from spolab.algos import get_algorithm
 from spolab.algos.base import Algorithm
 from spolab.algos.q0 import load_q0
 from spolab.checkpoint import load_state
+from spolab.errors import ConfigError
 from spolab.models.build import load_model, load_tokenizer
 from spolab.models.lora import Reference, add_adapters, load_adapters, lora_settings
 from spolab.rollout.mix import PromptStream, check_data_mix, load_pools
@@ -60,7 +62,8 @@ def build_rl_run(cfg, device, *, ckpt: str | Path | None = None, q0: dict[str, f
     ``q0`` replaces the Q̂0 read from ``cfg.q0_path`` (the benchmark's synthetic one). Models are
     loaded and seeded objects made in a fixed order (the algorithm's own initialisation, PPO's
     critic, draws from the global RNG after the caller's ``seed_everything``), so a run is
-    reproducible from its config."""
+    reproducible from its config. Across processes (spolab.dist) every rank builds the same run, except
+    its sampling generator, seeded by (seed, rank)."""
     algo_cls = get_algorithm(cfg.algo.name)
     sync_every, sources = check_data_mix(algo_cls, cfg.data_mix)  # validate() checked it; here for its values
     counts = allocate(cfg.batch_size, cfg.data_mix.fresh_fraction, sources)  # exact per-batch counts
@@ -80,6 +83,7 @@ def build_rl_run(cfg, device, *, ckpt: str | Path | None = None, q0: dict[str, f
         q0 = load_q0(cfg.q0_path, cfg.algo.beta, cfg.algo.loss, cfg.algo.q0_estimator, cfg.task.reward)
     algo = algo_cls(cfg.algo, policy, ref, tok, q0=q0, seed=cfg.seed, init_path=str(cfg.sft_dir),
                     total_updates=cfg.updates, temperature=cfg.temperature,  # PPO/GRPO/RLOO train at the sampling T
+                    micro_batch_size=cfg.scale.get("micro_batch_size"),  # sequences per teacher-forced pass
                     ).to(device)  # PPO's critic, loaded in __init__, too
     behaviour = policy if sync_every == 1 else copy.deepcopy(policy).requires_grad_(False)
     # ---- data: replay buffer, stored pools and their mixer, the task and its fresh prompts
@@ -87,15 +91,21 @@ def build_rl_run(cfg, device, *, ckpt: str | Path | None = None, q0: dict[str, f
     mixer = SourceMixer(load_pools(cfg, sources), replay, seed=cfg.seed)
     task = get_task(cfg.task)  # renders the prompts and runs the programs (spolab.tasks.base)
     problems = load_split(cfg.data_dir, "rl")
-    gen = generator(device, cfg.seed)
+    gen = generator(device, dist.rank_seed(cfg.seed))  # across processes each rank samples its own stream
     step, fresh_total, wall = 0, 0, 0.0
     if ckpt is not None:
-        state = load_state(ckpt)
+        state = load_state(ckpt, map_location="cpu")  # every rank reads it; each moves it to its own device
         algo.load_state_dict(state["algo"])
         if behaviour is not policy:  # the stale behaviour policy is what the next fresh samples come from
             behaviour.load_state_dict(state["behaviour"])
         step, fresh_total, wall = state["step"], state["fresh_total"], state["wall"]
-        gen.set_state(state["gen"])
+        gens = state.get("gens", [state["gen"]])  # every rank's sampler state (one process: "gen" alone)
+        if len(gens) != dist.world_size():
+            raise ConfigError(f"{ckpt} was written by a run across {len(gens)} process(es), this one has "
+                              f"scale.world_size={dist.world_size()}: resume it with scale.world_size={len(gens)} "
+                              f"(each process's sampler resumes its own random stream), or remove {Path(ckpt).parent} "
+                              "to start over")
+        gen.set_state(gens[dist.rank()])
         replay.items = state["replay"]
         replay.rng.setstate(state["replay_rng"])
         mixer.rng.setstate(state["mixer_rng"])

@@ -225,8 +225,8 @@ def resume_point(run_dir: str | Path, cfg) -> tuple[Path | None, int | None]:
     return None, None
 
 
-def load_state(ckpt: Path) -> dict:
-    return torch.load(ckpt / STATE_FILE, weights_only=False)
+def load_state(ckpt: Path, map_location=None) -> dict:
+    return torch.load(ckpt / STATE_FILE, weights_only=False, map_location=map_location)
 
 
 def remove_checkpoints(run_dir: str | Path) -> None:

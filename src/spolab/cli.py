@@ -14,6 +14,10 @@ every value and input (:func:`spolab.validate.validate`). A run that fails there
 A single run then holds its ``out_dir``'s lock (:mod:`spolab.runlock`) until it ends: a second process
 on the same folder stops at once with one line naming the holder's pid.
 
+Launched by torchrun across W processes (:mod:`spolab.dist`; only the entries of ``spolab.dist.ENTRIES``,
+the others refuse it), rank 0 alone holds the lock and writes Hydra's ``.hydra/`` and log file; the other
+ranks write nothing there and log warnings only.
+
 A Hydra multirun (``python -m spolab.<step> -m key=a,b``) keeps every job: each gets its own folder
 ``<out_dir>/<override_dirname>`` (``hydra.sweep.dir=${out_dir}``, ``hydra.sweep.subdir=
 ${hydra.job.override_dirname}``, the swept overrides only, e.g. ``algo.beta=0.05``), which becomes
@@ -39,6 +43,7 @@ from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from spolab import dist
 from spolab.config import CONF_DIR, check_keys, entry_config, own_keys
 from spolab.errors import ConfigError, OperationalError, SpolabError, causes, disk_full_error
 from spolab.runlock import check_free, run_lock
@@ -153,7 +158,7 @@ def preflight(config_name: str, argv: list[str]) -> DictConfig | None:
             args.config_name, args.config_dir, args.experimental_rerun)):
         return None
     cfg = check_keys(config_name, args.overrides)
-    if "out_dir" in cfg:
+    if "out_dir" in cfg and dist.rank() == 0:  # across processes rank 0 takes the lock for all of them
         check_free(cfg.out_dir)  # a second writer stops before the slower checks below
     if config_name in ENTRIES:
         validate(cfg, config_name)
@@ -194,9 +199,16 @@ def entry(config_name: str, run: Callable[[DictConfig], object]) -> Callable[[],
         argv = sys.argv
         try:
             with one_line_errors(prog):
+                launched = dist.launched_world_size()
+                if launched > 1 and config_name not in dist.ENTRIES:
+                    raise ConfigError(f"{launched} processes were launched, but spolab.{config_name} runs in one: "
+                                      f"launch it with `python -m spolab.{config_name}` (torchrun runs "
+                                      f"{', '.join(f'spolab.{e}' for e in dist.ENTRIES)})")
                 cfg = preflight(config_name, argv[1:])  # nothing written yet: a bad run leaves no folder behind
-                sys.argv = [*argv, *sweep_overrides(config_name, argv[1:])]  # @hydra.main reads sys.argv
-                folder = cfg.out_dir if cfg is not None and "out_dir" in cfg else None
+                # @hydra.main reads sys.argv; a rank other than 0 leaves the run folder to rank 0
+                quiet = ["hydra.output_subdir=null", "hydra/job_logging=disabled"] if dist.rank() > 0 else []
+                sys.argv = [*argv, *sweep_overrides(config_name, argv[1:]), *quiet]
+                folder = cfg.out_dir if cfg is not None and "out_dir" in cfg and dist.rank() == 0 else None
                 with run_lock(folder) if folder else contextlib.nullcontext():  # one writer per run folder
                     hydra_main()
         finally:

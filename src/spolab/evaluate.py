@@ -16,6 +16,15 @@ programs and its policy's log-prob of each to ``{out_dir}/exact_logprobs.jsonl``
 where no exact evaluation ran). With ``exact_mass.ref_logprobs`` pointing at that file of an evaluation
 of π_ref (the workflow's SFT evaluation), the programs and π_ref's log-probs are read from it instead
 of enumerating and running π_ref again: the same numbers, without either cost.
+
+A protocol with n 0 (``exact``, conf/protocol/exact.yaml) samples nothing: its pair holds the exact success
+mass alone, with ``<split>/pass@k`` = the mean over problems of 1 − (1 − P_θ(correct | x))^k and, per
+problem, ``n`` 0 and the ``exact/*`` values. It reuses the mass a sampling pair of the same split computed
+(so an evaluation with both pays for one), else computes it here (no samples: no coverage).
+
+With ``scale.world_size`` W > 1, launched by torchrun (:mod:`spolab.dist`), each process generates and
+executes a contiguous share of every split's problems with its own random stream (seeded by (seed, rank));
+the samples are gathered, and rank 0 alone scores the exact success mass and writes every file and MLflow run.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from spolab import dist
 from spolab.atomic import sha256_file
 from spolab.cli import entry
 from spolab.config import load_protocol
@@ -43,7 +53,7 @@ from spolab.models.build import load_model, load_tokenizer
 from spolab.models.lora import Reference, base_path, is_lora, load_policy
 from spolab.tasks.base import get_task
 from spolab.tasks.io import load_split
-from spolab.tracking import Tracker
+from spolab.tracking import NullTracker, Tracker
 from spolab.utils import (
     autocast,
     memory_metrics,
@@ -64,16 +74,23 @@ def run(cfg: DictConfig) -> dict:
     each pair writes ``{out_dir}/{split}-{protocol}/`` and is one MLflow run."""
     set_threads()
     validate(cfg, "evaluate")
-    device = resolve_device(cfg.device)
+    with dist.launch(cfg, "evaluate", resolve_device(cfg.device), trains=False) as device:  # W > 1: this rank's device
+        return _evaluate(cfg, device)
+
+
+def _evaluate(cfg: DictConfig, device) -> dict:
+    main = dist.is_main()  # rank 0 scores the exact mass and writes; every rank samples its share
     if not (Path(cfg.model_dir) / "config.json").exists():
         raise FileNotFoundError(f"model_dir={cfg.model_dir} holds no saved model (config.json missing)")
     tok = load_tokenizer(cfg.model_dir)
-    model = load_policy(cfg.model_dir, device=device).eval()  # a LoRA run's: its base model and adapter
+    # a LoRA run's: its base model and adapter. Nothing here needs a gradient: without requires_grad, bf16
+    # autocast keeps no bf16 copy of the weights (spolab.memory)
+    model = load_policy(cfg.model_dir, device=device).eval().requires_grad_(False)
     ref = None
     if cfg.ref_model_dir and is_lora(model) and _same_dir(base_path(cfg.model_dir), cfg.ref_model_dir):
         ref = Reference(model)  # π_ref is the adapter's base model: the same network, adapters disabled
     elif cfg.ref_model_dir:
-        ref = load_model(cfg.ref_model_dir, device=device).eval()
+        ref = load_model(cfg.ref_model_dir, device=device).eval().requires_grad_(False)
     task = get_task(cfg.task)
     exact_protocol = _exact_protocol(cfg, task)
     max_len = task.enumeration_size(cfg.exact_mass.max_len) if exact_protocol else None
@@ -84,6 +101,7 @@ def run(cfg: DictConfig) -> dict:
                                     max_new_tokens=cfg.task.max_new_tokens, precision=cfg.precision,
                                     device=device.type, data_dir=cfg.data_dir, splits=list(cfg.splits))
     exact_rows, exact_splits = [], {}  # this policy's log-probs of the enumerated programs: exact_logprobs.jsonl
+    computed = {}  # split -> (metrics, per_problem) of its exact success mass, for a later n-0 pair
     results = {}
     for split in cfg.splits:
         problems = load_split(cfg.data_dir, split)
@@ -94,17 +112,24 @@ def run(cfg: DictConfig) -> dict:
             protocol = load_protocol(proto_name)
             seed_everything(cfg.seed)
             out = Path(cfg.out_dir) / f"{split}-{protocol.name}"
-            with Tracker.from_config(
+            tracker = Tracker.from_config(
                 out, cfg, run_name=f"eval-{cfg.name}-{split}-{protocol.name}",
                 tags={"stage": "eval", "algo": cfg.name, "split": split, "protocol": protocol.name,
                       "scale": cfg.scale.name, "seed": str(cfg.seed)},
-            ) as tracker, autocast(device, cfg.precision):
+            ) if main else NullTracker()
+            with tracker, autocast(device, cfg.precision):
                 reset_peak_memory(device)
-                metrics, per_problem, samples = evaluate_policy(
-                    model, tok, problems, protocol, max_new_tokens=cfg.task.max_new_tokens,
-                    batch_size=cfg.forward_batch_size, seed=cfg.seed, prefix=split, ref_model=ref, reward=cfg.task.reward,
-                    task=task,
-                )
+                if protocol.n > 0:
+                    metrics, per_problem, samples = evaluate_policy(
+                        model, tok, problems, protocol, max_new_tokens=cfg.task.max_new_tokens,
+                        batch_size=cfg.forward_batch_size, seed=cfg.seed, prefix=split, ref_model=ref,
+                        reward=cfg.task.reward, task=task,
+                        score_rows=cfg.scale.get("micro_batch_size"),  # π_ref's KL scoring per pass
+                    )
+                else:  # no sampling: the exact success mass is the whole evaluation (exact_pass_at_k below)
+                    metrics, per_problem, samples = {}, {"problem_id": [p.id for p in problems]}, []
+                if not main:
+                    continue  # the other ranks only sample
                 if protocol.name == exact_protocol:
                     programs, ref_logp = ref_file.select(split, problems) if ref_file else (None, None)
                     exact, exact_pp, programs, logp = exact_evaluation(
@@ -115,10 +140,15 @@ def run(cfg: DictConfig) -> dict:
                     exact_rows += logprobs_rows(split, problems, programs, logp)
                     exact_splits[split] = {"data_sha256": sha256_file(Path(cfg.data_dir) / f"{split}.jsonl"),
                                            "problems": len(problems)}
-                    metrics.update(exact)
+                    computed[split] = (exact, exact_pp)
+                if split in computed and (protocol.name == exact_protocol or protocol.n == 0):
+                    exact, exact_pp = computed[split]
+                    metrics.update(exact if protocol.n > 0 else exact_pass_at_k(exact, split, protocol.ks))
                     by_id = dict(zip((p.id for p in problems), zip(*exact_pp.values())))  # align on problem_id
                     for j, key in enumerate(exact_pp):
                         per_problem[key] = [by_id[i][j] for i in per_problem["problem_id"]]
+                    if protocol.n == 0:
+                        per_problem["n"] = per_problem["n_correct"] = [0] * len(per_problem["problem_id"])
                 metrics.update(memory_metrics(device))
                 write_jsonl(out / "samples.jsonl", samples)
                 write_json(out / "per_problem.json", per_problem)
@@ -133,11 +163,24 @@ def run(cfg: DictConfig) -> dict:
             log.info("%s %s %s: %s", cfg.name, split, protocol.name,
                      {k: round(v, 4) for k, v in metrics.items() if "/pass@" in k and "_ci" not in k})
             results[f"{split}-{protocol.name}"] = finite
+    if not main:
+        return results
     header = LogprobsHeader(LOGPROBS_FORMAT, str(cfg.model_dir), weights_sha256(cfg.model_dir), max_len or 0,
                             cfg.task.max_new_tokens, cfg.precision, device.type, exact_splits)
     write_logprobs(cfg.out_dir, header, exact_rows)  # header only where no exact evaluation ran
     write_json(Path(cfg.out_dir) / "summary.json", results)  # every pair of this model: the DAG's output
     return results
+
+
+def exact_pass_at_k(exact: dict, split: str, ks) -> dict:
+    """The metrics of an n-0 (exact) pair: the exact success mass's ``{split}/exact/*`` keys (its pass@k among
+    them, 1 − (1 − P)^k averaged over problems, with their intervals) and the same pass@k under the plain
+    ``{split}/pass@k`` names, which the pair's protocol (n 0) marks as exact."""
+    out = dict(exact)
+    for k in ks:
+        for tail in ("", "_ci_lo", "_ci_hi"):
+            out[f"{split}/pass@{k}{tail}"] = exact[f"{split}/exact/pass@{k}{tail}"]
+    return out
 
 
 def _same_dir(a, b) -> bool:
@@ -146,9 +189,10 @@ def _same_dir(a, b) -> bool:
 
 
 def _exact_protocol(cfg: DictConfig, task) -> str | None:
-    """The protocol whose pair carries the exact success mass: the first of ``protocols`` that samples
-    the policy itself (its samples give the coverage), or None (with the reason logged) where there is none,
-    ``exact_mass.enabled`` is false or the task cannot enumerate its solutions."""
+    """The protocol whose pair computes the exact success mass: the first of ``protocols`` at the policy
+    itself (temperature 1, top-p 1; a sampling one comes first in the workflow's order, so its samples
+    give the coverage, and a later n-0 pair reuses its mass), or None (with the reason logged) where there
+    is none, ``exact_mass.enabled`` is false or the task cannot enumerate its solutions."""
     if not cfg.exact_mass.enabled:
         log.info("exact_mass.enabled=false: no exact success mass")
         return None

@@ -9,8 +9,9 @@ exactly, nothing is downloaded and nothing is allocated. The byte counts follow 
   ``precision=bf16`` is autocast of the forward passes, ``spolab.utils.autocast``), 4 B/param. Under bf16,
   ``torch.autocast`` also keeps a bf16 copy of every weight that requires grad for as long as its context
   lasts (the RL and SFT loops, and each evaluation, run inside one): +2 B/param for the models whose
-  parameters require grad (the policy, PPO's critic, the models of ``q0`` and ``evaluate``; not the frozen
-  π_ref of ``rl`` and ``sources``, made ``requires_grad_(False)``). A data mix with ``sync_every`` > 1 keeps
+  parameters require grad (the trained policy and PPO's critic; not the models that only sample or score,
+  made ``requires_grad_(False)``: π_ref in ``rl``, ``sources`` and ``q0``, both models of ``evaluate``, and
+  ``sft``'s model when it trains nothing). A data mix with ``sync_every`` > 1 keeps
   a stale behaviour copy of the policy (``spolab.builder``): +4 B/param.
 - **gradients**: fp32, 4 B/param (``sft`` when it trains, ``rl``).
 - **optimiser**: AdamW's two fp32 moments, 8 B/param. No master copy: the weights already are fp32.
@@ -18,6 +19,11 @@ exactly, nothing is downloaded and nothing is allocated. The byte counts follow 
   ``spolab.builder.build_rl_run``; ``evaluate`` with ``ref_model_dir``, as the workflow runs it).
 - **critic**: PPO's ``ValueModel``, a separate copy of the SFT body (no LM head) plus a scalar head, with
   its own gradients and AdamW: 16 B/param (+2 under bf16, autocast's copy).
+- **LoRA** (``rl`` with ``model.lora``, spolab.models.lora): the model's weights stay fp32 and frozen (no
+  autocast copy); only the adapters train, r·(in + out) parameters per targeted linear layer
+  (:func:`lora_params`), with their fp32 weights, autocast copy, gradients and AdamW moments. π_ref is
+  the same network with its adapters disabled: 0 bytes. PPO's critic is a second adapter and its scalar
+  head on the same weights: 16 B (+2) per adapter and head parameter.
 - **activations**: the largest forward pass of the entry point (:func:`train_pass_bytes`,
   :func:`nograd_pass_bytes`, :func:`sampling_bytes`): a training forward's saved tensors, or a frozen
   model's teacher-forced scoring, or the sampler's prefill and logits.
@@ -85,6 +91,7 @@ class Arch:
     head_dim: int
     vocab: int
     max_positions: int | None  # a from-scratch model's longest sequence (None: a pretrained model's context)
+    linears: tuple[tuple[str, int, int], ...] = ()  # (layer name, in, out) of every linear layer but the LM head
 
     @property
     def kv_dim(self) -> int:
@@ -98,14 +105,25 @@ def arch_of(config, name: str, max_positions: int | None = None) -> Arch:
     from transformers import AutoModel, AutoModelForCausalLM
 
     with torch.device("meta"):
-        params = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
+        lm = AutoModelForCausalLM.from_config(config)
+        params = sum(p.numel() for p in lm.parameters())
         body = sum(p.numel() for p in AutoModel.from_config(config).parameters())
+    head = lm.get_output_embeddings()
+    linears = tuple((name.rsplit(".", 1)[-1], m.in_features, m.out_features) for name, m in lm.named_modules()
+                    if isinstance(m, torch.nn.Linear) and m is not head)
     heads = config.num_attention_heads
     return Arch(name=name, params=params, critic_params=body + config.hidden_size + 1, hidden=config.hidden_size,
                 intermediate=config.intermediate_size, layers=config.num_hidden_layers, heads=heads,
                 kv_heads=getattr(config, "num_key_value_heads", None) or heads,
                 head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
-                vocab=config.vocab_size, max_positions=max_positions)
+                vocab=config.vocab_size, max_positions=max_positions, linears=linears)
+
+
+def lora_params(arch: Arch, settings: dict) -> int:
+    """Parameters of one LoRA adapter set (``settings``: spolab.models.lora.lora_settings): r·(in + out) for
+    every linear layer whose name is one of ``target_modules`` (A is r × in, B out × r)."""
+    targets, r = set(settings["target_modules"]), int(settings["r"])
+    return sum(r * (i + o) for name, i, o in arch.linears if name in targets)
 
 
 def _task_tokenizer(task_cfg):
@@ -226,10 +244,13 @@ class Hardware:
         """A job-wide batch of ``n`` sequences on one device: ceil(n / world_size)."""
         return -(-n // self.world_size)
 
-    def micro(self, n: int) -> int:
-        """Sequences of one teacher-forced pass on one device: the per-device batch, at most micro_batch_size."""
+    def micro(self, n: int, group: int = 1) -> int:
+        """Sequences of one teacher-forced pass on one device: the per-device batch, at most micro_batch_size,
+        taken in whole ``group``s (π_ref scores a prompt's n samples in one pass: at least one group)."""
         n = self.rows(n)
-        return min(n, self.micro_batch_size) if self.micro_batch_size else n
+        if not self.micro_batch_size:
+            return n
+        return min(n, max(group, self.micro_batch_size // group * group))
 
 
 def hardware(cfg) -> Hardware:
@@ -340,9 +361,12 @@ class Workload:
     ref: bool = False  # holds a frozen π_ref besides the model
     ref_cached: bool = False  # π_ref's parameters require grad (evaluate loads it with .eval() only)
     critic: bool = False  # PPO's separate value network
+    lora_params: int = 0  # rl with model.lora: the trainable adapter parameters (0: full fine-tuning)
     behaviour_copy: bool = False  # a stale copy of the policy that samples (data_mix.sync_every > 1)
     train_rows: int = 0  # sequences of one optimiser step's forward/backward
     score_rows: int = 0  # sequences of the largest frozen-model scoring pass (logits over the responses)
+    group_rows: int = 0  # sequences of π_ref's scoring of sampled groups (validation's and evaluate's KL)
+    group: int = 1  # ... scored a prompt's `group` samples at a time (spolab.eval.generate)
     value_rows: int = 0  # sequences of the critic's no-grad value pass (PPO)
     sample_rows: int = 0  # sequences sampled at once
     sample_prompts: int = 0  # prompts prefilled at once
@@ -389,12 +413,12 @@ def workload(cfg, entry: str, arch: Arch, hw: Hardware) -> Workload:
     if entry == "sft":  # spolab.sft: trains at sft.batch_size, or (sft.enabled false) only validates
         rows, _ = _val_rows(cfg, int(cfg.val_problems))
         trains = bool(cfg.sft.enabled)
-        return Workload("sft", P, T, trains=trains, model_cached=True,
+        return Workload("sft", P, T, trains=trains, model_cached=trains,  # reference_only: requires_grad off
                         train_rows=int(cfg.sft.batch_size) if trains else 0,
                         sample_rows=rows, sample_prompts=rows // int(cfg.val_protocol.n))
     if entry == "q0":  # spolab.q0: π_ref (with .eval(), its parameters require grad) samples n_ref per prompt
         rows = chunk_rows(int(cfg.n_ref), int(cfg.forward_batch_size))
-        return Workload("q0", P, T, model_cached=True, sample_rows=rows, sample_prompts=rows // int(cfg.n_ref))
+        return Workload("q0", P, T, sample_rows=rows, sample_prompts=rows // int(cfg.n_ref))  # π_ref without grad
     if entry == "sources":  # spolab.sources: frozen π_ref samples the pools and scores them
         fbs, problems = int(cfg.forward_batch_size), int(cfg.problems)
         per = int(cfg.other_policy.per_problem)
@@ -408,17 +432,21 @@ def workload(cfg, entry: str, arch: Arch, hw: Hardware) -> Workload:
         from spolab.config import load_protocol
 
         ref = cfg.get("ref_model_dir") is not None
-        rows = prompts = score = 0
+        rows = prompts = 0
+        scored = (0, 1)  # (sequences, group) of π_ref's largest KL scoring pass
         for name in cfg.protocols:
             p = load_protocol(name)
+            if int(p.n) == 0:  # exact: no sampling (its teacher-forced mass is not planned: list-DSL only)
+                continue
             r = chunk_rows(int(p.n), int(cfg.forward_batch_size))
             rows, prompts = max(rows, r), max(prompts, r // int(p.n))
-            if ref and p.temperature == 1.0 and p.top_p == 1.0:  # π_ref scores the chunk for the KL (score_groups)
-                score = max(score, r)
-        return Workload("evaluate", P, T, model_cached=True, ref=ref, ref_cached=ref, score_rows=score,
+            if ref and p.temperature == 1.0 and p.top_p == 1.0 and hw.micro(r, int(p.n)) > hw.micro(*scored):
+                scored = (r, int(p.n))  # π_ref scores the chunk's samples for the KL (score_groups)
+        return Workload("evaluate", P, T, ref=ref, group_rows=scored[0], group=scored[1],  # both models without grad
                         sample_rows=rows, sample_prompts=prompts)
     if entry == "rl":  # spolab.rl / builder / train.train_step / algos
         from spolab.algos import get_algorithm
+        from spolab.models.lora import lora_settings
         from spolab.rollout.mix import check_data_mix
         from spolab.rollout.offpolicy import allocate
 
@@ -429,10 +457,15 @@ def workload(cfg, entry: str, arch: Arch, hw: Hardware) -> Workload:
         val, val_scored = _val_rows(cfg, int(cfg.val_problems))
         train = bs // int(cfg.algo.get("minibatches", 1))  # SPO: the whole batch at each of its steps
         rescored = algo.tempered and cfg.temperature != 1.0  # π_ref's log-probs at T: the whole batch at once
-        score = max(bs if rescored else min(bs, SAMPLER_BATCH), val if val_scored else 0)
+        score = bs if rescored else min(bs, SAMPLER_BATCH)  # attach_ref_logp / π_ref at T, row by row
         label = f"rl ({cfg.algo.name})" if cfg.data_mix.name == "online" else f"rl ({cfg.algo.name}, {cfg.data_mix.name})"
+        lora = lora_settings(cfg.model)
+        if lora:
+            label = f"{label[:-1]}, LoRA r {lora['r']})"
         return Workload(label, P, T, trains=True, model_cached=True, ref=True, critic=algo.has_critic,
+                        lora_params=lora_params(arch, lora) if lora else 0,
                         behaviour_copy=sync_every > 1, train_rows=train, score_rows=score,
+                        group_rows=val if val_scored else 0, group=int(cfg.val_protocol.n),  # validation's KL
                         value_rows=bs if algo.has_critic else 0, sample_rows=max(fresh, val),
                         sample_prompts=max(fresh // g, val // int(cfg.val_protocol.n)))
     raise ValueError(f"no memory plan for entry {entry!r}; planned: {list(PLANNED)}")
@@ -472,6 +505,15 @@ def plan_bytes(arch: Arch, work: Workload, hw: Hardware, precision: str) -> Plan
         "π_ref": hw.shard(N * (FP32 + (cast if work.ref_cached else 0))) if work.ref else 0,
         "critic": hw.shard(Nc * (4 * FP32 + cast)) if work.critic else 0,
     }
+    if work.lora_params:  # frozen fp32 weights; the adapters train; π_ref = the weights with adapters off
+        La = work.lora_params
+        items.update({
+            "weights": hw.shard(N * (FP32 + (FP32 if work.behaviour_copy else 0)) + La * (FP32 + cast)),
+            "gradients": hw.shard(FP32 * La),
+            "optimiser": hw.shard(2 * FP32 * La),
+            "π_ref": 0,
+            "critic": hw.shard((La + arch.hidden + 1) * (4 * FP32 + cast)) if work.critic else 0,
+        })
     update = 0
     if work.train_rows:
         rows = hw.micro(work.train_rows)
@@ -479,6 +521,7 @@ def plan_bytes(arch: Arch, work: Workload, hw: Hardware, precision: str) -> Plan
         if work.critic:  # PPO: the critic's graph is alive with the policy's until their joint backward
             update += train_pass_bytes(arch, rows, P, T, b, bf16, lm_head=False)
     score = max(nograd_pass_bytes(arch, hw.micro(work.score_rows), P, T, b),
+                nograd_pass_bytes(arch, hw.micro(work.group_rows, work.group), P, T, b),
                 nograd_pass_bytes(arch, hw.micro(work.value_rows), P, T, b, lm_head=False))
     sample_rows = hw.rows(work.sample_rows)
     sampling = sampling_bytes(arch, sample_rows, hw.rows(work.sample_prompts), P, b)
@@ -513,30 +556,39 @@ def fits(plan: Plan, hw: Hardware) -> bool:
 
 
 def _hint(cfg, entry: str, arch: Arch, hw: Hardware) -> str:
-    """What would make it fit: the smallest FSDP world size (powers of 2, up to 1024), and the largest
-    micro_batch_size at this world size."""
+    """What would make it fit: for rl without LoRA, LoRA adapters (``lora=on``); the largest micro_batch_size at
+    this world size; the smallest FSDP world size (powers of 2, up to 1024; sharding is planned, not implemented)."""
     from dataclasses import replace
 
-    def ok(h: Hardware) -> bool:
+    def ok(h: Hardware, c=cfg) -> bool:
         try:
-            return fits(plan_entry(cfg, entry, arch, h), h)
+            return fits(plan_entry(c, entry, arch, h), h)
         except ConfigError:
             return False
 
     ways = []
-    world = next((w for w in (2**k for k in range(11)) if w >= hw.world_size and ok(replace(hw, sharding="fsdp", world_size=w))),
-                 None)
-    if world is not None and (world, "fsdp") != (hw.world_size, hw.sharding):
-        ways.append(f"set scale.sharding=fsdp with scale.world_size >= {world}" if hw.sharding != "fsdp"
-                    else f"raise scale.world_size to >= {world}")
+    if entry == "rl" and not (cfg.get("model") or {}).get("lora"):
+        from omegaconf import OmegaConf
+
+        from spolab.models.lora import DEFAULTS
+
+        with_lora = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        with_lora.model.lora = dict(DEFAULTS)
+        if ok(hw, with_lora):
+            ways.append("train LoRA adapters (lora=on; a scale with rl_lora: true does it for every study run)")
     current = hw.micro_batch_size or 1 << 20
     micro = next((m for m in (2**k for k in range(20, -1, -1)) if m < current and ok(replace(hw, micro_batch_size=m))),
                  None)
     if micro is not None:
         ways.append(f"set scale.micro_batch_size <= {micro}")
+    world = next((w for w in (2**k for k in range(11)) if w >= hw.world_size and ok(replace(hw, sharding="fsdp", world_size=w))),
+                 None)
+    if world is not None and (world, "fsdp") != (hw.world_size, hw.sharding):
+        ways.append((f"set scale.sharding=fsdp with scale.world_size >= {world}" if hw.sharding != "fsdp"
+                     else f"raise scale.world_size to >= {world}") + " (FSDP is not implemented yet)")
     if not ways:
-        return ("no world size up to 1024 nor micro_batch_size fits: shorten the sequences (task.max_new_tokens, "
-                "scale.prompt_tokens) or the sampling batches")
+        return ("neither LoRA, a micro_batch_size nor FSDP up to 1024 devices fits: shorten the sequences "
+                "(task.max_new_tokens, scale.prompt_tokens) or the sampling batches")
     return " or ".join(ways)
 
 

@@ -55,16 +55,18 @@ def forwarded(overrides: list[str], name: str) -> list[str]:
     return out
 
 
-def entry_configs(scale: str, entries: list[str], algos: list[str], overrides: list[str] = ()) -> list[tuple[str, DictConfig]]:
-    """(entry, config) of each planned entry point at ``scale``: ``rl`` once per algorithm, ``evaluate`` with
-    ``ref_model_dir`` set as the workflow sets it (π_ref is held for the KL)."""
+def entry_configs(scale: str, entries: list[str], algos: list[str], overrides: list[str] = (),
+                  lora: bool = False) -> list[tuple[str, DictConfig]]:
+    """(entry, config) of each planned entry point at ``scale``: ``rl`` once per algorithm (with ``lora``, with
+    LoRA adapters: rl's ``lora=on``), ``evaluate`` with ``ref_model_dir`` set as the workflow sets it (π_ref is
+    held for the KL)."""
     out = []
     for name in entries:
         if name not in PLANNED:
             raise ConfigError(f"entries: {name!r} is not a model entry point; valid: {list(PLANNED)}")
         base = [f"scale={scale}", *forwarded(list(overrides), name)]
         if name == "rl":
-            out += [(name, load_config(name, [*base, f"algo={a}"])) for a in algos]
+            out += [(name, load_config(name, [*base, f"algo={a}", *(["lora=on"] if lora else [])])) for a in algos]
         elif name == "evaluate":
             out.append((name, load_config(name, [*base, "ref_model_dir=${path:sft_model}"])))
         else:
@@ -73,9 +75,9 @@ def entry_configs(scale: str, entries: list[str], algos: list[str], overrides: l
 
 
 def scale_plans(scale: str, entries: list[str] = PLANNED, algos: list[str] = ("spo", "ppo", "grpo", "rloo"),
-                overrides: list[str] = ()) -> tuple[list[Plan], Arch, Hardware, list[tuple[str, DictConfig]]]:
+                overrides: list[str] = (), lora: bool = False) -> tuple[list[Plan], Arch, Hardware, list[tuple[str, DictConfig]]]:
     """Every entry point's plan at ``scale`` (the model is built once, from the first entry's config)."""
-    configs = entry_configs(scale, list(entries), list(algos), overrides)
+    configs = entry_configs(scale, list(entries), list(algos), overrides, lora)
     first = configs[0][1]
     arch, hw = architecture(first.model, first.task), hardware(first)
     return [plan_entry(cfg, name, arch, hw) for name, cfg in configs], arch, hw, configs
@@ -84,10 +86,14 @@ def scale_plans(scale: str, entries: list[str] = PLANNED, algos: list[str] = ("s
 def check_scale(scale: str, overrides: list[str] = ()) -> None:
     """Refuse a scale whose plan exceeds its ``gpu_memory_gb`` for any entry point (the workflow calls it
     once, before the DAG's first job): the first such entry's one-line ConfigError. A scale without
-    ``gpu_memory_gb`` is not planned at all."""
+    ``gpu_memory_gb`` is not planned at all. RL is planned as the study runs it: with LoRA adapters where the
+    scale sets ``rl_lora`` (spolab.study.scale_rl_lora)."""
+    from spolab.study import scale_rl_lora
+
     if hardware(load_config("rl", [f"scale={scale}", *forwarded(list(overrides), "rl")])).gpu_memory_gb is None:
         return
-    for name, cfg in entry_configs(scale, list(PLANNED), ["spo", "ppo", "grpo", "rloo"], overrides):
+    for name, cfg in entry_configs(scale, list(PLANNED), ["spo", "ppo", "grpo", "rloo"], overrides,
+                                   lora=scale_rl_lora(scale)):
         check_memory(cfg, name)
 
 
@@ -135,7 +141,7 @@ def run(cfg: DictConfig) -> dict:
     except ValueError:  # called outside a Hydra app (tests): the scale only
         pass
     scale = cfg.scale.name
-    plans, arch, hw, configs = scale_plans(scale, list(cfg.entries), list(cfg.algos), overrides)
+    plans, arch, hw, configs = scale_plans(scale, list(cfg.entries), list(cfg.algos), overrides, bool(cfg.rl_lora))
     text = header(scale, arch, hw, configs[0][1]) + "\n\n" + table(plans, hw)
     print(text, flush=True)
     out = Path(cfg.out_dir)

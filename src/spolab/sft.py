@@ -14,6 +14,12 @@ every later step reads ``{out_dir}/model`` either way.
 Checkpoints every ``ckpt_every`` steps into ``{out_dir}/checkpoint`` (model, optimizer,
 schedule, RNG); a killed run restarted with the same command resumes from there. The final
 model and tokenizer go to ``{out_dir}/model``.
+
+With ``scale.world_size`` W > 1, launched by torchrun (:mod:`spolab.dist`), SFT is data-parallel: every
+rank draws the same batch, runs the forward and backward passes of its contiguous share of its rows, and
+the gradients are averaged over the ranks, each rank's loss weighted by its share of the batch's response
+tokens, so that every step is the one-process step. Validation splits its problems across the ranks; rank 0
+alone writes (checkpoints, metrics, MLflow, the model).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from spolab import dist
 from spolab.checkpoint import load_state, remove_checkpoints, resume_point, save_checkpoint, save_model
 from spolab.cli import entry
 from spolab.config import run_identity
@@ -40,7 +47,7 @@ from spolab.rollout.sampler import encode_prompts, encode_responses, score
 from spolab.schedule import lr_at
 from spolab.tasks.base import get_task
 from spolab.tasks.io import load_split
-from spolab.tracking import Tracker
+from spolab.tracking import NullTracker, Tracker
 from spolab.utils import autocast, memory_metrics, resolve_device, seed_everything, set_threads
 from spolab.validate import validate
 
@@ -62,17 +69,20 @@ def reference_only(cfg: DictConfig, device) -> dict:
                           "one (a folder, or package:<module>); the from-scratch miniature needs SFT")
     out = Path(cfg.out_dir)
     model, tok = load_pretrained(cfg.model, device)
+    model.requires_grad_(False)  # validated only: no autocast weight copy under bf16 (spolab.memory)
     val = load_split(cfg.data_dir, "val")[: cfg.val_problems]
-    with Tracker.from_config(out, cfg, run_name=f"sft-{cfg.model.name}-s{cfg.seed}",
-                             tags={"stage": "sft", "algo": "sft", "model": cfg.model.name, "seed": str(cfg.seed),
-                                   "scale": cfg.scale.name, "sft": "disabled"}) as tracker, \
-            autocast(device, cfg.precision):
+    tags = {"stage": "sft", "algo": "sft", "model": cfg.model.name, "seed": str(cfg.seed), "scale": cfg.scale.name,
+            "sft": "disabled"}
+    tracker = (Tracker.from_config(out, cfg, run_name=f"sft-{cfg.model.name}-s{cfg.seed}", tags=tags)
+               if dist.is_main() else NullTracker())
+    with tracker, autocast(device, cfg.precision):
         m, _, _ = evaluate_policy(model, tok, val, cfg.val_protocol, max_new_tokens=cfg.task.max_new_tokens,
                                   seed=cfg.seed, prefix="val", progress=False, task=get_task(cfg.task),
-                                  reward=cfg.task.reward)
+                                  reward=cfg.task.reward)  # across processes: each rank its share of val
         metrics = {k: v for k, v in m.items() if not k.endswith(("_lo", "_hi"))}
         tracker.log(metrics, 0)
-        save_model(out / "model", model, tok)
+        if dist.is_main():
+            save_model(out / "model", model, tok)
         summary = {"steps": 0, "n_params": n_params(model), **metrics, **memory_metrics(device)}
         tracker.log_summary(summary)
     log.info("SFT disabled: π_ref = %s (%d params), val pass@1 %.3f", cfg.model.name_or_path, n_params(model),
@@ -83,10 +93,26 @@ def reference_only(cfg: DictConfig, device) -> dict:
 def run(cfg: DictConfig) -> dict:
     threads = set_threads()
     validate(cfg, "sft")
-    device = resolve_device(cfg.device)
-    seed_everything(cfg.seed)
-    if not cfg.sft.enabled:
-        return reference_only(cfg, device)
+    # W > 1: this rank's device, in its process group
+    with dist.launch(cfg, "sft", resolve_device(cfg.device), trains=cfg.sft.enabled) as device:
+        seed_everything(cfg.seed)
+        if not cfg.sft.enabled:
+            return reference_only(cfg, device)
+        return _train(cfg, device, threads)
+
+
+def _own_share(p_ids, p_mask, r_ids, r_mask) -> tuple[tuple, float]:
+    """This rank's contiguous share of a batch's rows (as even as the batch allows; all of it in one process),
+    and the weight of its token-mean loss: its share of the batch's response tokens (spolab.dist.loss_share)."""
+    if dist.world_size() == 1:
+        return (p_ids, p_mask, r_ids, r_mask), 1.0
+    own = dist.shard(torch.arange(len(p_ids)), even=False)
+    share = dist.loss_share(r_mask[own].sum(), r_mask.sum())
+    return (p_ids[own], p_mask[own], r_ids[own], r_mask[own]), share
+
+
+def _train(cfg: DictConfig, device, threads: int) -> dict:
+    main = dist.is_main()  # rank 0 decides and writes; every rank reads
     out = Path(cfg.out_dir)
     final_dir = out / "model"
     gguf_file = cfg.model.get("gguf_file")
@@ -97,9 +123,10 @@ def run(cfg: DictConfig) -> dict:
     train, targets, n_flawed = task.sft_targets(train, cfg.sft, cfg.seed)
 
     # ---- model, optimiser, resume
-    ckpt, start = resume_point(out, cfg)  # a checkpoint of this very config, or a clean start
-    if ckpt is None:
+    ckpt, start = resume_point(out, cfg) if main else (None, None)  # a checkpoint of this config, or a clean start
+    if main and ckpt is None:
         shutil.rmtree(final_dir, ignore_errors=True)  # a previous run's model belongs to another config
+    ckpt, start = dist.broadcast_object((ckpt, start))
     if ckpt is not None:
         model = load_model(ckpt, device=device)
     elif cfg.model.name_or_path:
@@ -111,7 +138,7 @@ def run(cfg: DictConfig) -> dict:
     total = cfg.sft.epochs * steps_per_epoch
     step = 0
     if ckpt is not None:
-        state = load_state(ckpt)
+        state = load_state(ckpt, map_location="cpu")  # every rank reads it; each moves it to its own device
         optim.load_state_dict(state["optim"])
         step = state["step"]
         torch.set_rng_state(state["torch_rng"])
@@ -122,7 +149,7 @@ def run(cfg: DictConfig) -> dict:
     tracker = Tracker.from_config(
         out, cfg, run_name=f"sft-{cfg.model.name}-s{cfg.seed}", resume_step=start,
         tags={"stage": "sft", "algo": "sft", "model": cfg.model.name, "seed": str(cfg.seed), "scale": cfg.scale.name},
-    )
+    ) if main else NullTracker()  # one MLflow run and one metrics.jsonl: rank 0's
     log.info("SFT: %d problems (%d with a flawed target), %d params, %d steps, on %s (%s), %d threads", len(train),
              n_flawed, n_params(model), total, device, cfg.precision, threads)
 
@@ -131,7 +158,7 @@ def run(cfg: DictConfig) -> dict:
     pick = random.Random(f"{cfg.seed}-targets")
     if ckpt is not None:
         pick.setstate(state["pick_rng"])
-    bar = tqdm(total=total, initial=step, desc="sft", mininterval=2)
+    bar = tqdm(total=total, initial=step, desc="sft", mininterval=2, disable=not main)
     t_last, tok_count = time.perf_counter(), 0
     metrics: dict = {}
     with tracker, autocast(device, cfg.precision):
@@ -143,18 +170,27 @@ def run(cfg: DictConfig) -> dict:
             p_ids, p_mask = encode_prompts(tok, [prompts[j] for j in idx])
             r_ids, r_mask = encode_responses(tok, [pick.choice(targets[j]) for j in idx])
             p_ids, p_mask, r_ids, r_mask = (x.to(device) for x in (p_ids, p_mask, r_ids, r_mask))
+            tok_count += int(p_mask.sum() + r_mask.sum())
+            rows, share = _own_share(p_ids, p_mask, r_ids, r_mask)  # across processes: this rank's rows
             # ---- loss, step
             model.train()
             for g in optim.param_groups:
                 g["lr"] = lr_at(step, warmup=cfg.sft.warmup_steps, total=total, min_ratio=cfg.sft.min_lr_ratio,
                                 peak=cfg.sft.lr, decay_after_warmup=True)  # warm-up to lr, then cosine to lr·min_ratio
-            loss = sft_loss(model, p_ids, p_mask, r_ids, r_mask)
             optim.zero_grad(set_to_none=True)
-            loss.backward()
+            if len(rows[0]):
+                loss = sft_loss(model, *rows)
+                (loss * share).backward()
+            else:  # a last batch with fewer rows than processes: this rank adds nothing to the mean gradient
+                loss = torch.zeros((), device=device)
+                for p in model.parameters():
+                    p.grad = torch.zeros_like(p) if p.requires_grad else None
+            if dist.world_size() > 1:  # the batch's loss and gradient: the ranks' weighted shares, averaged
+                loss = dist.all_reduce_mean(loss.detach() * share)
+                dist.all_reduce_grads(model.parameters())
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.sft.grad_clip)
             optim.step()
             step += 1
-            tok_count += int(p_mask.sum() + r_mask.sum())
             bar.update()
             # ---- log, evaluate, checkpoint
             if step % cfg.sft.log_every == 0 or step == total:
@@ -173,16 +209,20 @@ def run(cfg: DictConfig) -> dict:
                 log.info("step %d: loss %.3f val pass@1 %.3f", step, loss.item(), m["val/pass@1"])
                 metrics.update(m)
             if step % cfg.sft.ckpt_every == 0 and step < total:
-                save_checkpoint(out, step, model, tok, {
-                    "optim": optim.state_dict(), "step": step, "torch_rng": torch.get_rng_state(),
-                    "py_rng": random.getstate(), "np_rng": np.random.get_state(), "pick_rng": pick.getstate()},
-                    run_identity(cfg))
-                tracker.flush()  # MLflow holds every point up to the checkpoint
+                if main:  # every rank holds the same weights, optimiser and random states
+                    save_checkpoint(out, step, model, tok, {
+                        "optim": optim.state_dict(), "step": step, "torch_rng": torch.get_rng_state(),
+                        "py_rng": random.getstate(), "np_rng": np.random.get_state(), "pick_rng": pick.getstate()},
+                        run_identity(cfg))
+                    tracker.flush()  # MLflow holds every point up to the checkpoint
+                dist.barrier()  # the checkpoint is complete before any rank goes on
         bar.close()
-        save_model(final_dir, model, tok)
+        if main:
+            save_model(final_dir, model, tok)
         summary = {"steps": step, "n_params": n_params(model), "sft/flawed_share": n_flawed / len(train), **metrics}
         tracker.log_summary(summary)
-    remove_checkpoints(out)
+    if main:
+        remove_checkpoints(out)
     return summary
 
 

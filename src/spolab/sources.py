@@ -84,7 +84,8 @@ def run(cfg: DictConfig) -> dict:
             autocast(device, cfg.precision):
         for name in tqdm(POOL_SOURCES, desc="sources"):
             trajs = builders[name]()
-            attach_ref_logp(ref, trajs, tok.pad_token_id, batch_size=cfg.forward_batch_size)
+            attach_ref_logp(ref, trajs, tok.pad_token_id,  # at most scale.micro_batch_size sequences per pass
+                            batch_size=min(cfg.forward_batch_size, cfg.scale.get("micro_batch_size") or cfg.forward_batch_size))
             save_trajectories(out / f"{name}.jsonl", trajs)
             summary[name] = pool_stats(trajs)
             log.info("%s: %s", name, {k: round(v, 3) for k, v in summary[name].items()})

@@ -11,19 +11,23 @@ reads the YAML itself or re-splits names. A study entry is a set of Hydra overri
 A study file with ``lr_from_sweep: <table>`` takes every entry's policy lr from the lr sweep's table
 (analysis/lr_sweep.py): the chosen lr of the entry's setting (its algorithm, data mix and other overrides,
 :func:`setting_of`)
-is appended to its overrides as ``algo.lr=<lr>`` (:func:`sweep_lrs`).
+is appended to its overrides as ``algo.lr=<lr>`` (:func:`sweep_lrs`). A study file's
+``overrides: {<scale>: <overrides>}`` is appended to every entry's overrides at that scale (the lr sweep
+keeps its validation schedule there). A scale whose file sets ``rl_lora: true`` (``scale=paper``) trains LoRA
+adapters in every run: ``lora=on`` ends every entry's overrides (:func:`scale_rl_lora`).
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from spolab.config import CONF_DIR
+from spolab.config import CONF_DIR, load_config
 from spolab.errors import ConfigError
 
 # where a study file's paths (lr_from_sweep) are relative to: the checkout holding spolab's source and the
@@ -51,7 +55,7 @@ class RunSpec:
     role: str  # what the claims compare it as (analysis/report.py ROLES: spo_online, ppo, ...), "" for none
     reference: str | None  # the entry it is judged against: ablations and off-policy sources vs SPO
     overrides: str  # Hydra overrides of conf/rl.yaml, space-separated
-    protocols: tuple[str, ...]  # evaluation protocols of its final test evaluation
+    protocols: tuple[str, ...]  # sampling protocols of its final evaluation; `exact` (no sampling) by default
     needs: tuple[str, ...]  # study entries whose output of the same seed it reads (earlier_run)
 
     @property
@@ -88,7 +92,9 @@ def setting(algo: str, data_mix: str, extra: dict[str, str] | None = None) -> st
 
 # overrides that name a run's identity but not its setting: the lr is what the sweep chooses, the seed is
 # the replicate, and algo / data_mix are the setting's first words
-_NOT_SETTING = ("algo", "data_mix", "algo.lr", "seed")
+# the replicate, algo / data_mix are the setting's first words, and eval_every is how often a run is measured
+# (validation has its own generator: the training is the same at any eval_every)
+_NOT_SETTING = ("algo", "data_mix", "algo.lr", "seed", "eval_every")
 
 
 def setting_of(overrides: list[str] | str) -> str:
@@ -144,6 +150,14 @@ def _with_sweep_lr(run: str, e: dict, table: str, lrs: dict[str, float], file: s
     return f"{overrides} algo.lr={lr_text(lrs[chosen])}"
 
 
+@functools.cache
+def scale_rl_lora(scale: str) -> bool:
+    """Whether ``scale``'s file sets ``rl_lora: true``: every RL run of a study at that scale trains LoRA adapters
+    (rl's ``lora=on``). The key is the memory plan's (conf/plan.yaml: false), so ``python -m spolab.plan`` plans
+    the rl rows as the study runs them."""
+    return bool(load_config("plan", [f"scale={scale}"]).rl_lora)
+
+
 def load_study(study: str, scale: str, study_dir: str | Path | None = None) -> list[RunSpec]:
     """The runs of ``conf/study/<study>.yaml`` at ``scale``, in file order, seeds expanded; with
     ``lr_from_sweep``, each entry's overrides end with its setting's lr from that table."""
@@ -156,6 +170,9 @@ def load_study(study: str, scale: str, study_dir: str | Path | None = None) -> l
     if scale not in seeds:
         raise ConfigError(f"scale={scale!r}: {path.name} has no seed lists for it; valid: {sorted(seeds)}")
     runs = spec["runs"]
+    common = (spec.get("overrides") or {}).get(scale, "")  # appended to every entry's overrides at this scale
+    if scale_rl_lora(scale):
+        common = f"{common} lora=on".strip()
     table = spec.get("lr_from_sweep")
     lrs = sweep_lrs(table) if table else {}
     roles = [e["role"] for e in runs.values() if e.get("role")]
@@ -180,11 +197,12 @@ def load_study(study: str, scale: str, study_dir: str | Path | None = None) -> l
             raise ConfigError(f"{path.name}: {run}.lr_setting names a setting of the lr sweep, but the study has no "
                               "lr_from_sweep table to read it from")
         overrides = _with_sweep_lr(run, e, table, lrs, path.name) if table else e["overrides"]
+        overrides = f"{overrides} {common}".strip()
         for seed in seeds[scale][seed_list]:
             out.append(RunSpec(name=run_name(run, seed), run=run, seed=int(seed), group=e["group"],
                                family=e.get("family", ""), label=e.get("label", run), colour=e.get("colour", ""),
                                order=order, role=e.get("role", ""), reference=reference, overrides=overrides,
-                               protocols=tuple(e.get("protocols", ["policy"])), needs=needs))
+                               protocols=tuple(e.get("protocols", ["exact"])), needs=needs))
     return out
 
 

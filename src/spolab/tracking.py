@@ -61,7 +61,7 @@ from spolab.errors import OperationalError, SpolabError, causes
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-__all__ = ["Tracker", "db_stamp", "git_sha", "init_mlflow", "metric_name", "mlflow_key", "read_metrics", "rebuild",
+__all__ = ["NullTracker", "Tracker", "db_stamp", "git_sha", "init_mlflow", "metric_name", "mlflow_key", "read_metrics", "rebuild",
            "rebuild_all", "run_folders", "tracking_settings", "verify_mirror"]
 
 DEFAULT_TRACKING_URI = "sqlite:///results/mlflow.db"
@@ -590,6 +590,35 @@ class Tracker:
             self.finish("KILLED" if killed else "FAILED")
         except OperationalError as e:  # the original error matters more
             log.warning("%s", e)
+
+
+class NullTracker:
+    """A :class:`Tracker` that records nothing: the tracker of every rank but 0 of a run across processes
+    (spolab.dist), whose metrics rank 0 logs once, already reduced over the ranks."""
+
+    resumed = False
+    run_id = None
+
+    def log(self, metrics: Mapping[str, float], step: int) -> None:
+        pass
+
+    def flush(self, *, raise_errors: bool = False) -> None:
+        pass
+
+    def log_summary(self, metrics: Mapping[str, float]) -> None:
+        pass
+
+    def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+        pass
+
+    def finish(self, status: str = "FINISHED") -> None:
+        pass
+
+    def __enter__(self) -> NullTracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
 
 
 class Terminated(SystemExit):

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import time
 
+from spolab import dist
 from spolab.algos.base import Algorithm
 from spolab.divergence import check_metrics
-from spolab.rollout.collect import attach_ref_logp, collect
+from spolab.rollout.collect import attach_ref_logp, collect, merge_rollout_stats
 from spolab.rollout.offpolicy import SourceMixer
 from spolab.rollout.trajectories import ReplayBuffer, Trajectory, collate
 from spolab.tasks.problems import Problem
@@ -32,6 +33,11 @@ def train_step(algo: Algorithm, behaviour, problems: list[Problem], mixer: Sourc
     ``replay``. Random state is consumed in this order: sampler generator, mixer (and replay)
     draws, the algorithm's own generator.
 
+    Across processes (spolab.dist) ``problems`` are the update's prompts on every rank; each rank samples
+    its contiguous share with its own ``generator`` and scores them with π_ref, then every rank's samples
+    are gathered in prompt order, so that every rank holds the same fresh samples, replay buffer, mixer
+    draws and batch (the one-process layout of the batch), and the algorithm splits the passes over it.
+
     Returns ``(metrics, fresh, parts, timings)``: the algorithm's metrics plus rollout
     statistics; the fresh trajectories; every source's part of the batch (``fresh`` first, a
     part may fall short of its count while the replay buffer is empty); and seconds of
@@ -47,9 +53,15 @@ def train_step(algo: Algorithm, behaviour, problems: list[Problem], mixer: Sourc
     # ---- sample: fresh trajectories from the behaviour policy
     fresh, roll = [], {}
     if problems:
-        fresh, roll = collect(behaviour, algo.tok, problems, group_size=group_size, max_new_tokens=max_new_tokens,
+        own = dist.shard(problems)  # this rank's prompts (all of them in one process)
+        fresh, roll = collect(behaviour, algo.tok, own, group_size=group_size, max_new_tokens=max_new_tokens,
                               temperature=temperature, generator=generator, version=version, reward_kind=reward_kind,
                               task=task)
+        if dist.world_size() > 1:  # π_ref scores each rank's own samples; then every rank gets all of them
+            attach_ref_logp(algo.ref, fresh, algo.tok.pad_token_id, **algo.score_batch)
+            parts = dist.gather_object((fresh, roll))  # in rank order: the update's prompts in order
+            fresh = [t for f, _ in parts for t in f]
+            roll = merge_rollout_stats([(len(f), r) for f, r in parts])
     t1 = time.perf_counter()
     # ---- mix: stored sources in their exact per-batch counts; then this step's samples join the replay
     stored = mixer.draw(counts)
@@ -57,7 +69,7 @@ def train_step(algo: Algorithm, behaviour, problems: list[Problem], mixer: Sourc
     parts = {"fresh": fresh, **stored}
     # ---- score: frozen reference log-probs, cached on each trajectory (stored ones mostly have them)
     trajs = [t for part in parts.values() for t in part]
-    attach_ref_logp(algo.ref, trajs, algo.tok.pad_token_id)
+    attach_ref_logp(algo.ref, trajs, algo.tok.pad_token_id, **algo.score_batch)
     batch = collate(trajs, algo.tok.pad_token_id).to(device)
     sync(device)
     t2 = time.perf_counter()

@@ -112,13 +112,15 @@ TRACKING: list[Rule] = [
     ("tracking.flush_every_s", number(0)),
 ]
 
-PROTOCOL: list[Rule] = [  # conf/protocol/*.yaml and the val_protocol of rl and sft
+PROTOCOL: list[Rule] = [  # the val_protocol of rl and sft (EVAL_PROTOCOL: conf/protocol/*.yaml)
     ("name", text()),
     ("n", integer(1, MAX_SAMPLES)),
     ("temperature", positive()),
     ("top_p", fraction(lo_open=True)),
     ("ks", items(integer(1))),
 ]
+# an evaluation protocol (conf/protocol/*.yaml) may sample nothing: n 0 is pass@k from the exact success mass
+EVAL_PROTOCOL: list[Rule] = [("n", integer(0, MAX_SAMPLES)), *PROTOCOL[:1], *PROTOCOL[2:]]
 
 ALGO_COMMON: list[Rule] = [  # the keys every algorithm has; its own: Algorithm.config_rules (spolab.algos)
     ("algo.name", text()),
@@ -283,10 +285,16 @@ def check_task(task, prefix: str = "task") -> None:
     cls.check_config(task, prefix)
 
 
-def _protocol(cfg, prefix: str) -> None:
-    """A sampling protocol: fields, and pass@k needs every k <= n."""
-    apply_rules(cfg, PROTOCOL, prefix)
+def _protocol(cfg, prefix: str, exact_allowed: bool = False) -> None:
+    """A sampling protocol: fields, and pass@k needs every k <= n. n 0 (no sampling: pass@k from the exact
+    success mass) only where ``exact_allowed`` (an evaluation) and of the policy itself (T 1, top-p 1)."""
+    apply_rules(cfg, EVAL_PROTOCOL if exact_allowed else PROTOCOL, prefix)
     n = cfg.n
+    if n == 0:
+        if cfg.temperature != 1.0 or cfg.top_p != 1.0:
+            raise ConfigError(f"{prefix}n=0 reads the exact success mass of the policy itself: temperature 1 and "
+                              f"top_p 1, not {cfg.temperature} and {cfg.top_p}")
+        return
     for i, k in enumerate(cfg.ks):
         if k > n:
             raise ConfigError(f"{prefix}ks[{i}]={k}: must be <= {prefix}n={n} (pass@k needs k <= n samples)")
@@ -336,10 +344,33 @@ def _rl(cfg) -> None:
     if "minibatches" in cfg.algo and bs % cfg.algo.minibatches:
         raise ConfigError(f"algo.minibatches={cfg.algo.minibatches}: must divide batch_size={bs} "
                           "(equal minibatches of each batch)")
+    _rl_world(cfg, n_fresh)
     algo.check_config(cfg)
     if lora_settings(cfg.model) is not None:
         require_peft()
     _protocol(cfg.val_protocol, "val_protocol.")
+
+
+def _rl_world(cfg, n_fresh: int) -> None:
+    """A run across ``scale.world_size`` W processes (spolab.dist) splits every batch into W equal shares: each
+    rank samples as many whole prompt groups, and trains on as many rows of every (mini)batch, so that the mean
+    of the ranks' gradients is the batch's."""
+    w = OmegaConf.select(cfg, "scale.world_size", default=None) or 1
+    if w == 1:
+        return
+    bs, g = cfg.batch_size, cfg.group_size
+    prompts = n_fresh // g
+    if prompts % w:
+        raise ConfigError(f"scale.world_size={w}: must divide the {prompts} prompts each update samples (batch_size="
+                          f"{bs} x data_mix.fresh_fraction={cfg.data_mix.fresh_fraction} / group_size={g}): each "
+                          "process samples an equal share of whole prompt groups")
+    if bs % w:
+        raise ConfigError(f"scale.world_size={w}: must divide batch_size={bs} (each process trains on an equal share "
+                          "of every batch)")
+    mb = bs // cfg.algo.minibatches if "minibatches" in cfg.algo else bs
+    if mb % w:
+        raise ConfigError(f"scale.world_size={w}: must divide the {mb} trajectories of each minibatch (batch_size={bs} "
+                          f"/ algo.minibatches={cfg.algo.minibatches}): each process trains on an equal share of it")
 
 
 def _sft(cfg) -> None:
@@ -362,10 +393,15 @@ def _evaluate(cfg) -> None:
         if not path.exists():
             valid = sorted(p.stem for p in path.parent.glob("*.yaml"))
             raise ConfigError(f"protocols[{i}]={name!r}: must name a file of conf/protocol (valid: {valid})")
+        protocol = OmegaConf.load(path)
         try:
-            _protocol(OmegaConf.load(path), f"protocol[{name}].")
+            _protocol(protocol, f"protocol[{name}].", exact_allowed=True)
         except ConfigError as e:
             raise ConfigError(f"{e} ({path})") from None
+        if protocol.n == 0 and not (get(cfg, "exact_mass.enabled") and task_class(cfg.task.name).enumerates_solutions):
+            raise ConfigError(f"protocols[{i}]={name!r} samples nothing (n 0): its pass@k is the exact success mass, "
+                              f"which needs exact_mass.enabled and a task that enumerates its solutions "
+                              f"(task={cfg.task.name}); evaluate with a sampling protocol (policy)")
     if get(cfg, "exact_mass.ref_logprobs") is not None and get(cfg, "ref_model_dir") is None:
         raise ConfigError(f"exact_mass.ref_logprobs={cfg.exact_mass.ref_logprobs!r}: needs ref_model_dir, the π_ref "
                           "whose log-probs the file holds (its weights are checked against the file's)")

@@ -1,5 +1,6 @@
 # Shared definitions: the interpreter that runs the Hydra entry points, output roots, the study matrix.
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -8,13 +9,22 @@ import functools
 from omegaconf import OmegaConf
 from spolab.config import load_config
 from spolab.config import run_identity
+from spolab.dist import ENTRIES as DATA_PARALLEL
 from spolab.paths import paths
-from spolab.plan import check_scale
+from spolab.plan import check_scale, forwarded
 from spolab.rollout.offpolicy import POOL_SOURCES
 from spolab.study import entries, load_study, parse_run_name
 from spolab.tracking import db_stamp, tracking_settings
 
 SCALE = config["scale"]
+# --config overrides="...": Hydra overrides for every job whose entry point has the key (spolab.plan.forwarded),
+# after the rule's and the study entry's own (a scale with changes: docs/workflow.md)
+OVERRIDES = shlex.split(config.get("overrides") or "")
+
+# The threads of the rules that take every core (sft, bench): this machine's, which Snakemake scales down to
+# --cores when it runs the jobs itself. Not workflow.cores: an executor (SLURM) runs without --cores, and its
+# profile sets these rules' threads (workflow/profiles/slurm, set-threads).
+ALL_CORES = os.cpu_count() or 1
 # Every output of the DAG at this scale lives under results/<scale>/ (git-ignored), the report's too:
 # results/<scale>/{export,figures,tables,bench}/ and results/<scale>/README.md. No rule but `publish`
 # (publish.smk) writes a committed path, so on a fresh clone nothing committed shadows a DAG output.
@@ -50,22 +60,53 @@ TRACKING = tracking_settings(SCALE)  # conf/tracking: the MLflow database and ex
 # The memory plan (spolab.plan): a scale with gpu_memory_gb is refused here, before its first job, when any
 # model entry point needs more per device (one line: the entry, its GiB, the budget, the biggest items); each
 # job's start-up validation checks its own config again. A scale without gpu_memory_gb is not planned.
-check_scale(SCALE)
+check_scale(SCALE, OVERRIDES)
+
+def extra(entry):
+    """The --config overrides that reach entry point `entry` (a list of Hydra overrides)."""
+    return forwarded(OVERRIDES, entry)
+
+
+_unused = [o for o in OVERRIDES if not any(forwarded([o], e) for e in ("data", "sft", "q0", "sources", "rl",
+                                                                         "evaluate", "exact", "bench"))]
+if _unused:
+    raise ValueError(f"--config overrides: {_unused} reach no entry point of the DAG (no conf/<entry>.yaml has the "
+                     "key, or the rules set it: scale=, algo=, out_dir=, ref_model_dir=)")
 
 
 def hydra_cmd(module):
-    """`python -m spolab.<module>` with the job's thread count, the scale and the rule's params.args.
+    """`python -m spolab.<module>` with the job's thread count, the scale and the rule's params.args; an
+    entry that runs data-parallel at a scale with `scale.world_size` W > 1 (`world_size`) is launched as W
+    processes on this node by `torchrun --standalone --nproc_per_node=W -m spolab.<module>`, each with
+    threads / W of the job's threads (at least 1).
 
-    `python` is the interpreter running Snakemake (PATH, set above).
+    `python` and `torchrun` are the interpreter running Snakemake and its venv's launcher (PATH, set above).
     """
-    threads = "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
-    return f"{threads} python -m spolab.{module} scale={{params.scale}} {{params.args}} > {{log}} 2>&1"
+    n = world_size(module)
+    if n == 1:
+        threads = "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
+        launcher = "python -m"
+    else:
+        per = f"$(( {{threads}} > {n} ? {{threads}} / {n} : 1 ))"
+        threads = f"OMP_NUM_THREADS={per} MKL_NUM_THREADS={per}"
+        launcher = f"torchrun --standalone --nproc_per_node={n} -m"
+    more = "".join(f" {shlex.quote(o)}" for o in extra(module)).replace("{", "{{").replace("}", "}}")
+    return f"{threads} {launcher} spolab.{module} scale={{params.scale}} {{params.args}}{more} > {{log}} 2>&1"
+
+
+def world_size(entry):
+    """Processes one job of this entry runs across: the scale's `scale.world_size` for an entry that runs
+    data-parallel under torchrun (spolab.dist.ENTRIES: rl, sft, q0, evaluate), else 1 (sources, bench and the
+    CPU-only steps run in one process)."""
+    return int(resolved(entry)["scale"].get("world_size") or 1) if entry in DATA_PARALLEL else 1
 
 
 @functools.cache
 def resolved(entry, overrides=""):
-    """conf/<entry>.yaml composed at this scale with a study entry's overrides, resolved (a dict)."""
-    return OmegaConf.to_container(load_config(entry, [f"scale={SCALE}", *overrides.split()]), resolve=True)
+    """conf/<entry>.yaml composed at this scale with a study entry's overrides and the --config overrides that
+    reach it, resolved (a dict)."""
+    return OmegaConf.to_container(load_config(entry, [f"scale={SCALE}", *overrides.split(), *extra(entry)]),
+                                  resolve=True)
 
 
 def conf_hash(entry, overrides=""):
@@ -75,17 +116,20 @@ def conf_hash(entry, overrides=""):
     return run_identity(resolved(entry, overrides))
 
 
-def data_outputs():
-    """(the splits the scale's task builds, whether it writes its own tokenizer): the data rule's
-    outputs. listdsl builds sft/rl/val/test/ood and a word-level tokenizer; HumanEval rl/val/test and
-    no tokenizer (a real model brings its own)."""
+def scale_task():
+    """The scale's task, once: (the splits it builds, whether it writes its own tokenizer, whether it
+    enumerates its correct programs). The first two are the data rule's outputs: listdsl builds
+    sft/rl/val/test/ood and a word-level tokenizer; HumanEval rl/val/test and no tokenizer (a real model
+    brings its own). The third decides the `exact` protocol (protocols_of): the list DSL enumerates, the
+    code benchmarks do not."""
     from spolab.tasks.base import task_class, task_splits
 
     task = resolved("data")["task"]
-    return task_splits(task), task_class(task["name"]).builds_tokenizer
+    cls = task_class(task["name"])
+    return task_splits(task), cls.builds_tokenizer, cls.enumerates_solutions
 
 
-TASK_SPLITS, TASK_TOKENIZER = data_outputs()
+TASK_SPLITS, TASK_TOKENIZER, TASK_ENUMERATES = scale_task()
 
 
 def eval_splits():
@@ -94,11 +138,12 @@ def eval_splits():
 
 
 def gpus(entry, overrides=""):
-    """GPUs one job of this entry requests (Snakemake's `gpu` resource): 1 when its resolved `device`
-    is cuda (a GPU scale sets `device: cuda`, conf/scale/paper.yaml), 0 for cpu and for auto, which
-    cannot know at DAG time where a job will land. The SLURM executor turns `gpu=1` into a GPU request
-    (workflow/profiles/slurm); locally, `snakemake --resources gpu=<GPUs>` runs that many GPU jobs at once."""
-    return 1 if str(resolved(entry, overrides).get("device", "cpu")).startswith("cuda") else 0
+    """GPUs one job of this entry requests (Snakemake's `gpu` resource) when its resolved `device` is cuda
+    (a GPU scale sets `device: cuda`, conf/scale/paper.yaml): one per process (`world_size`: W for a
+    data-parallel job, else 1); 0 for cpu and for auto, which cannot know at DAG time where a job will
+    land. The SLURM executor turns `gpu=N` into a request for N GPUs (workflow/profiles/slurm); locally,
+    `snakemake --resources gpu=<GPUs>` bounds the GPUs the jobs running at once hold."""
+    return world_size(entry) if str(resolved(entry, overrides).get("device", "cpu")).startswith("cuda") else 0
 
 
 def bench_device():
@@ -134,20 +179,30 @@ def eval_args(w, input):
     return args + (f" exact_mass.ref_logprobs={input.ref_logprobs}" if w.name != "sft" else "")
 
 
+
 def protocols_of(name):
-    """Evaluation protocols of a model: the study entry's `protocols`, every configured one for SFT."""
-    if name == "sft":
-        return config["eval_protocols"]
-    wanted = RUNS[parse_run_name(name)[0]].protocols
-    return [p for p in config["eval_protocols"] if p in wanted]
+    """Evaluation protocols of a model, in workflow/config.yaml's order: every configured one for SFT; for
+    an RL run its study entry's `protocols` and `exact` (no sampling: pass@k from the exact success mass, which
+    every comparison of the study can read). Where the task cannot enumerate its solutions, `exact` is
+    replaced by the sampled `policy` protocol."""
+    wanted = set(config["eval_protocols"]) if name == "sft" else {*RUNS[parse_run_name(name)[0]].protocols, "exact"}
+    if not TASK_ENUMERATES and "exact" in wanted:
+        wanted = (wanted - {"exact"}) | {"policy"}
+    return [p for p in config["eval_protocols"] if p in wanted] or ["policy"]
 
 
 def rl_inputs(w):
-    """An RL run reads the SFT model and Q̂0, the pools its data mix draws from, and the dumps of
-    the study runs it `needs` (earlier_run: the PPO run of the same seed)."""
+    """An RL run reads the SFT model, Q̂0 when its algorithm needs it (SPO: Algorithm.needs_q0; PPO,
+    GRPO and RLOO start while Q̂0 is still being sampled), the pools its data mix draws from, and the
+    dumps of the study runs it `needs` (earlier_run: the PPO run of the same seed)."""
+    from spolab.algos import get_algorithm
+
     spec = RUNS[w.run]
-    sources = resolved("rl", spec.overrides)["data_mix"]["sources"] or {}
-    inputs = {"model": rules.sft.output.model, "q0": rules.q0.output.q0, "mlflow": rules.mlflow_init.output.flag}
+    cfg = resolved("rl", spec.overrides)
+    sources = cfg["data_mix"]["sources"] or {}
+    inputs = {"model": rules.sft.output.model, "mlflow": rules.mlflow_init.output.flag}
+    if get_algorithm(cfg["algo"]["name"]).needs_q0:
+        inputs["q0"] = rules.q0.output.q0
     if set(sources) & set(POOL_SOURCES):
         inputs["pools"] = rules.sources.output.summary
     for i, other in enumerate(spec.needs):

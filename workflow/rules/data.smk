@@ -1,5 +1,5 @@
 # The task dataset: its splits (listdsl: sft, rl, val, test, ood; humaneval: rl, val, test) and, for a
-# task with its own vocabulary, the tokenizer (common.smk: data_outputs).
+# task with its own vocabulary, the tokenizer (common.smk: scale_task).
 rule data:
     output:
         meta=f"{PATHS.data}/meta.json",

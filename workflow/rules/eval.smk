@@ -14,7 +14,7 @@ rule eval:
         f"{PATHS.logs}/eval/{{name}}.log",
     benchmark:
         f"{PATHS.benchmarks}/eval/{{name}}.tsv"  # <rule>/<job>: read_jobs (analysis/export.py)
-    threads: 1
+    threads: world_size("evaluate")  # one per process (hydra_cmd: torchrun when scale.world_size > 1)
     resources:
         gpu=gpus("evaluate"),
     conda:

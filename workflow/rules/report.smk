@@ -49,7 +49,7 @@ rule bench:
         f"{PATHS.logs}/bench.log",
     benchmark:
         f"{PATHS.benchmarks}/bench.tsv"
-    threads: workflow.cores  # alone on the machine: timings are only comparable without neighbours
+    threads: ALL_CORES  # alone on the machine: timings are only comparable without neighbours
     resources:
         gpu=gpus("bench"),
     conda:

@@ -11,7 +11,8 @@ rule q0:
         f"{PATHS.logs}/q0.log",
     benchmark:
         f"{PATHS.benchmarks}/q0.tsv"
-    threads: workflow.cores
+    threads: world_size("q0")  # one per process: beside it run the RL jobs that need no Q̂0 (rl_inputs); one
+    # thread in one process, as the benchmark's step times that claim C4 adds Q̂0's time to
     resources:
         gpu=gpus("q0"),
     conda:
@@ -61,7 +62,7 @@ rule rl:
         f"{PATHS.benchmarks}/rl/{{run}}-s{{seed}}.tsv"  # <rule>/<run name>: read_jobs (analysis/export.py)
     wildcard_constraints:
         seed=r"\d+",
-    threads: 1
+    threads: world_size("rl")  # one per process (hydra_cmd: torchrun when scale.world_size > 1)
     resources:
         gpu=lambda w: gpus("rl", RUNS[w.run].overrides),
     conda:

@@ -10,7 +10,7 @@ rule sft:
         f"{PATHS.logs}/sft.log",
     benchmark:
         f"{PATHS.benchmarks}/sft.tsv"
-    threads: workflow.cores
+    threads: ALL_CORES  # every core of a local run (an executor: the profile's set-threads)
     resources:
         gpu=gpus("sft"),
     conda:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from spolab import dist
+from spolab.algos.losses import reduction_size
 from spolab.checks import Rule, integer, registered
 from spolab.errors import ConfigError
 from spolab.models.lora import trainable_parameters
@@ -45,14 +47,66 @@ def minibatches(n: int, n_minibatches: int, generator: torch.Generator) -> list[
     return list(torch.randperm(n, generator=generator).chunk(n_minibatches))  # CPU indices index any device
 
 
+def own_rows(idx: torch.Tensor) -> torch.Tensor:
+    """This rank's rows of a (mini)batch given by the batch indices ``idx``: a contiguous share of them
+    (spolab.dist.shard); all of them in one process. Every rank holds the whole batch; each runs the
+    policy's forward and backward passes on its own rows only."""
+    return dist.shard(idx)
+
+
+def loss_share(own_mask: torch.Tensor, mask: torch.Tensor, mode: str) -> float:
+    """The weight of this rank's loss, reduced by ``mode`` (:func:`~spolab.algos.losses.reduce_loss`) over
+    its rows ``own_mask`` of a minibatch whose rows are ``mask``, so that the gradients averaged across
+    ranks are those of the minibatch's loss (spolab.dist.loss_share). 1 in one process."""
+    if dist.world_size() == 1:
+        return 1.0
+    return dist.loss_share(reduction_size(own_mask, mode), reduction_size(mask, mode))
+
+
+def micro_chunks(rows: torch.Tensor, size: int | None) -> list[torch.Tensor]:
+    """``rows`` (batch indices) in consecutive chunks of at most ``size`` (``scale.micro_batch_size``: the
+    sequences of one teacher-forced pass per device); ``[rows]`` itself when ``size`` is None or not smaller."""
+    if not size or size >= len(rows):
+        return [rows]
+    return list(rows.split(int(size)))
+
+
+def chunk_share(own_mask: torch.Tensor, mask: torch.Tensor, mode: str) -> float:
+    """The weight of a micro-batch's loss, reduced by ``mode`` over its rows ``own_mask``, within a minibatch
+    whose rows (over every rank) are ``mask``: W · size(chunk) / size(minibatch), so that the gradients
+    summed over a rank's chunks and averaged over the W ranks are those of the minibatch's loss. Its
+    sequences are ``own_mask.shape[0]``; its tokens ``own_mask.sum()`` (:func:`reduction_size`)."""
+    local, total = reduction_size(own_mask, mode), reduction_size(mask, mode)
+    w = dist.world_size()
+    return 1.0 if local * w == total else w * local / total
+
+
+def combine_chunks(parts: list[tuple[int, dict[str, torch.Tensor]]]) -> dict[str, torch.Tensor]:
+    """The metrics of one minibatch step from its micro-batches' (sequences, metrics): each key's mean
+    weighted by the chunk's sequences (a per-sequence mean exactly; a token mean approximately). One
+    chunk: its metrics as they are."""
+    if len(parts) == 1:
+        return parts[0][1]
+    n = sum(k for k, _ in parts)
+    keys = list(dict.fromkeys(k for _, m in parts for k in m))
+    return {k: sum(m[k].detach().double() * (c / n) for c, m in parts if k in m) for k in keys}
+
+
 def mean_metrics(steps: list[dict[str, torch.Tensor]], once: dict[str, torch.Tensor] | None = None
                  ) -> dict[str, float]:
     """An update's metrics as floats: each key's mean over ``steps`` (one dict of 0-d tensors per
     minibatch and epoch, or per gradient step) plus the per-update values ``once``. One stack and
-    one device→host copy (``tolist``) per update, instead of a sync per value."""
+    one device→host copy (``tolist``) per update, instead of a sync per value.
+
+    Across processes the step means (of each rank's own rows) are averaged over ranks, in one
+    all-reduce: the batch's means where ranks hold equal shares of what a metric averages (every
+    per-sequence mean; token means only approximately). ``once`` values are computed from the whole
+    batch, which every rank holds, and are not reduced."""
     once = once or {}
     keys = list(dict.fromkeys(k for m in steps for k in m))
     vals = [torch.stack([m[k].double() for m in steps if k in m]).mean() for k in keys]
+    if vals and dist.world_size() > 1:
+        vals = list(dist.all_reduce_mean(torch.stack(vals)).unbind())
     vals += [v.double() for v in once.values()]
     return dict(zip(keys + list(once), torch.stack(vals).tolist())) if vals else {}
 
@@ -97,8 +151,14 @@ class Algorithm:
         """Cross-field rules of the rl entry's config ``cfg`` that only this algorithm has (ConfigError); none here."""
 
     def __init__(self, cfg, policy, ref, tokenizer, *, q0: dict[str, float] | None = None, seed: int = 0,
-                 init_path: str | None = None, total_updates: int | None = None, temperature: float = 1.0):
+                 init_path: str | None = None, total_updates: int | None = None, temperature: float = 1.0,
+                 micro_batch_size: int | None = None):
         self.cfg, self.policy, self.ref, self.tok = cfg, policy, ref, tokenizer
+        # scale.micro_batch_size: at most this many sequences per teacher-forced pass (training passes
+        # accumulate gradients over micro-batches, :meth:`backward`; frozen scoring runs in chunks, :meth:`map_rows`)
+        if micro_batch_size is not None and int(micro_batch_size) < 1:
+            raise ConfigError(f"scale.micro_batch_size={micro_batch_size!r}: must be a positive integer or null")
+        self.micro_batch_size = int(micro_batch_size) if micro_batch_size else None
         if not temperature > 0:
             raise ConfigError(f"temperature={temperature!r}: must be > 0 (the sampling temperature T of RL)")
         self.sampling_temperature = float(temperature)  # the run's `temperature`: its fresh samples are drawn at T
@@ -133,6 +193,51 @@ class Algorithm:
         """(B, T) log π_θ,T of the batch's responses, differentiable (:func:`policy_logp` at ``self.temperature``)."""
         return policy_logp(self.policy, batch, self.temperature)
 
+    def backward(self, batch: Batch, rows: torch.Tensor, mask: torch.Tensor, loss_fn) -> dict[str, torch.Tensor]:
+        """Accumulate the gradient of one minibatch's loss from this rank's ``rows`` of ``batch`` (indices;
+        ``mask``: the response mask of the whole minibatch, every rank's rows), in micro-batches of at most
+        ``scale.micro_batch_size`` sequences: ``loss_fn(mb, idx, weight)`` returns the loss of the chunk
+        ``mb = batch.select(idx)`` (``batch`` itself when ``idx`` is all of it, in order) and its metrics, each loss
+        term multiplied by ``weight(mode)``, the chunk's share of the minibatch for a term reduced by ``mode``
+        (:func:`chunk_share`; :func:`loss_share` when the rank's rows are one chunk). Each chunk's backward
+        frees its graph before the next is built, so one pass holds at most a micro-batch's activations;
+        the summed gradient is the minibatch loss's (tests/test_algos.py, against the unsplit update).
+        Returns the step's metrics (:func:`combine_chunks`)."""
+        chunks = micro_chunks(rows, self.micro_batch_size)
+        parts = []
+        for idx in chunks:
+            whole = len(idx) == len(batch) and bool((idx == torch.arange(len(batch))).all())
+            mb = batch if whole else batch.select(idx)
+            if len(chunks) == 1:
+                def weight(mode, m=mb.response_mask):
+                    return loss_share(m, mask, mode)
+            else:
+                def weight(mode, m=mb.response_mask):
+                    return chunk_share(m, mask, mode)
+            loss, metrics = loss_fn(mb, idx, weight)
+            loss.backward()
+            parts.append((len(idx), metrics))
+        return combine_chunks(parts)
+
+    @property
+    def score_batch(self) -> dict:
+        """``batch_size`` keyword of the trainer's π_ref scoring (spolab.rollout.collect.attach_ref_logp): at most
+        ``scale.micro_batch_size`` sequences per pass; none given (its default) without one."""
+        return {"batch_size": self.micro_batch_size} if self.micro_batch_size else {}
+
+    def map_rows(self, fn, batch: Batch) -> torch.Tensor:
+        """``fn`` (a constant, row-wise no-grad pass: π_ref's or the critic's scores) over ``batch``, each rank
+        scoring its share of the rows (spolab.dist.map_rows) in chunks of at most ``scale.micro_batch_size``."""
+        if not self.micro_batch_size:
+            return dist.map_rows(fn, batch)
+
+        def chunked(b: Batch) -> torch.Tensor:
+            parts = [fn(b.select(idx)) for idx in micro_chunks(torch.arange(len(b)), self.micro_batch_size)]
+            return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+        with torch.no_grad():
+            return dist.map_rows(chunked, batch)
+
     def ref_logp(self, batch: Batch) -> torch.Tensor:
         """(B, T) log π_ref,T of the batch's responses, constant. At T 1 the log-probs cached on the trajectories
         (``Trajectory.ref_logp``, always π_ref at T 1: the replay buffer and the ``trajectories.jsonl`` dump
@@ -140,14 +245,16 @@ class Algorithm:
         teacher-forced pass per update, never cached on the records."""
         if self.temperature == 1.0:
             return batch.ref_logp
-        with torch.no_grad():
-            return policy_logp(self.ref, batch, self.temperature)
+        with torch.no_grad():  # across processes each rank scores its share of the rows, then all are gathered
+            return self.map_rows(lambda b: policy_logp(self.ref, b, self.temperature), batch)
 
     def step(self, optim: torch.optim.Optimizer, params) -> torch.Tensor:
         """Clip, step at the scheduled learning rate, zero the gradients; returns the gradient norm
         before clipping (0-d tensor). Every optimiser the algorithm holds (PPO's critic too) follows
-        the policy's schedule; the clock advances with the policy's steps. Inside :meth:`first_gradient`
-        it records the policy's gradient and steps nothing."""
+        the policy's schedule; the clock advances with the policy's steps. Across processes the gradients
+        are first averaged over ranks (spolab.dist.all_reduce_grads), so that every rank clips and steps
+        the same gradient. Inside :meth:`first_gradient` it records the policy's gradient and steps nothing."""
+        params = list(params)
         if self._recorded is not None:
             if optim is self.optim and not self._recorded:
                 self._recorded.append(torch.cat([p.grad.flatten() if p.grad is not None else
@@ -155,6 +262,7 @@ class Algorithm:
                                                  for p in self.params]).clone())
             optim.zero_grad(set_to_none=True)
             return torch.zeros(())
+        dist.all_reduce_grads(params)
         gnorm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
         scale = self.lr_scale
         for group in optim.param_groups:

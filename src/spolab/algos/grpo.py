@@ -6,7 +6,17 @@ of softmax(logits/T) (:attr:`~spolab.algos.base.Algorithm.tempered`; docs/method
 
 from __future__ import annotations
 
-from spolab.algos.base import EPOCHS, REDUCTION, Algorithm, mean_metrics, minibatches, register
+import torch
+
+from spolab.algos.base import (
+    EPOCHS,
+    REDUCTION,
+    Algorithm,
+    mean_metrics,
+    minibatches,
+    own_rows,
+    register,
+)
 from spolab.algos.losses import (
     ADVANTAGE_ESTIMATORS,
     kl_penalty,
@@ -32,16 +42,19 @@ class GRPO(Algorithm):
         adv = ADVANTAGE_ESTIMATORS[self.name](batch.reward, cfg.group_size)[:, None]  # (B, 1)
         old = batch.behaviour_logp  # π_old,T: sampled by the current policy at temperature T
         ref = self.ref_logp(batch)  # π_ref,T
+
+        def loss_fn(mb: Batch, idx: torch.Tensor, weight) -> tuple[torch.Tensor, dict]:
+            logp = self.logp(mb)  # π_θ,T
+            pl, pm = ppo_policy_loss(logp, old[idx], adv[idx], mb.response_mask, cfg.clip, cfg.loss_reduction)
+            kl = reduce_loss(kl_penalty(logp, ref[idx], "k3"), mb.response_mask, cfg.loss_reduction)
+            return (pl + cfg.beta * kl) * weight(cfg.loss_reduction), {**pm, "policy/kl_k3": kl.detach()}
+
         steps = []
         for _ in range(cfg.epochs):
             for idx in minibatches(len(batch), cfg.minibatches, self.gen):
-                mb = batch.select(idx)
-                logp = self.logp(mb)  # π_θ,T
-                pl, pm = ppo_policy_loss(logp, old[idx], adv[idx], mb.response_mask, cfg.clip, cfg.loss_reduction)
-                kl = reduce_loss(kl_penalty(logp, ref[idx], "k3"), mb.response_mask, cfg.loss_reduction)
-                (pl + cfg.beta * kl).backward()
-                steps.append({**pm, "opt/grad_norm": self.step(self.optim, self.params),
-                              "policy/kl_k3": kl.detach()})
+                # this rank's rows of the minibatch (all of them in one process), in micro-batches
+                m = self.backward(batch, own_rows(idx), batch.response_mask[idx], loss_fn)
+                steps.append({**m, "opt/grad_norm": self.step(self.optim, self.params)})
         return mean_metrics(steps)
 
 
@@ -56,12 +69,15 @@ class RLOO(Algorithm):
         cfg = self.cfg
         kl_seq = masked_sum(batch.behaviour_logp - self.ref_logp(batch), batch.response_mask)  # (B,), both at T
         adv = ADVANTAGE_ESTIMATORS[self.name](batch.reward - cfg.beta * kl_seq, cfg.group_size)  # (B,)
+
+        def loss_fn(mb: Batch, idx: torch.Tensor, weight) -> tuple[torch.Tensor, dict]:
+            loss, lm = reinforce_loss(self.logp(mb), adv[idx], mb.response_mask, cfg.loss_reduction)
+            return loss * weight(cfg.loss_reduction), lm
+
         steps = []
         for _ in range(cfg.epochs):
             for idx in minibatches(len(batch), cfg.minibatches, self.gen):
-                mb = batch.select(idx)
-                loss, lm = reinforce_loss(self.logp(mb), adv[idx], mb.response_mask,
-                                          cfg.loss_reduction)
-                loss.backward()
-                steps.append({**lm, "opt/grad_norm": self.step(self.optim, self.params)})
+                # this rank's rows of the minibatch (all of them in one process), in micro-batches
+                m = self.backward(batch, own_rows(idx), batch.response_mask[idx], loss_fn)
+                steps.append({**m, "opt/grad_norm": self.step(self.optim, self.params)})
         return mean_metrics(steps, {"rloo/kl_seq": kl_seq.mean()})

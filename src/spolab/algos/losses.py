@@ -93,6 +93,14 @@ def reduce_loss(per_token: torch.Tensor, mask: torch.Tensor, mode: str) -> torch
     return LOSS_REDUCTIONS[mode](per_token, mask)
 
 
+def reduction_size(mask: torch.Tensor, mode: str) -> float:
+    """What :func:`reduce_loss` in ``mode`` divides by: the response tokens (``token-mean``) or the
+    sequences (the ``seq-mean-*`` modes) of ``mask`` (B, T). A data-parallel rank weighs its loss by its
+    share of the minibatch's (spolab.dist.loss_share)."""
+    LOSS_REDUCTIONS[mode]  # an unknown mode raises here, listing the valid ones
+    return float(mask.sum()) if mode == "token-mean" else float(mask.shape[0])
+
+
 def kl_shaped_rewards(
     logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, reward: torch.Tensor, beta: float
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,7 +18,15 @@ from __future__ import annotations
 import torch
 from transformers import AutoModel
 
-from spolab.algos.base import EPOCHS, REDUCTION, Algorithm, mean_metrics, minibatches, register
+from spolab.algos.base import (
+    EPOCHS,
+    REDUCTION,
+    Algorithm,
+    mean_metrics,
+    minibatches,
+    own_rows,
+    register,
+)
 from spolab.algos.losses import gae, kl_shaped_rewards, ppo_policy_loss, ppo_value_loss, whiten
 from spolab.checks import Rule, boolean, fraction, number, positive
 from spolab.models.lora import CRITIC, adapter_active, adapter_modules, add_critic_adapter, is_lora
@@ -103,22 +111,26 @@ class PPO(Algorithm):
         with torch.no_grad():
             old_logp = batch.behaviour_logp  # π_old,T: the sampler's log-prob, drawn at temperature T
             ref_logp = self.ref_logp(batch)  # π_ref,T
-            old_v = self.critic(batch)
+            old_v = self.map_rows(self.critic, batch)  # across processes: each rank's rows, gathered
             rewards, kl = kl_shaped_rewards(old_logp, ref_logp, mask, batch.reward, cfg.beta)  # (B, T)
             adv, ret = gae(rewards, old_v, mask, gamma=cfg.gamma, lam=cfg.gae_lambda)
             if cfg.whiten_advantages:
                 adv = whiten(adv, mask)
-        # ---- epochs of minibatch updates of actor and critic
+
+        def loss_fn(mb: Batch, idx: torch.Tensor, weight) -> tuple[torch.Tensor, dict]:
+            pl, pm = ppo_policy_loss(self.logp(mb), old_logp[idx], adv[idx], mb.response_mask, cfg.clip,
+                                     cfg.loss_reduction)
+            vl, vm = ppo_value_loss(self.critic(mb), old_v[idx], ret[idx], mb.response_mask, cfg.value_clip)
+            return pl * weight(cfg.loss_reduction) + cfg.vf_coef * vl * weight("token-mean"), {**pm, **vm}
+
+        # ---- epochs of minibatch updates of actor and critic (across processes: each rank's rows of each; in
+        # micro-batches of scale.micro_batch_size)
         steps = []
         for _ in range(cfg.epochs):
             for idx in minibatches(len(batch), cfg.minibatches, self.gen):
-                mb = batch.select(idx)
-                pl, pm = ppo_policy_loss(self.logp(mb), old_logp[idx], adv[idx], mb.response_mask,
-                                         cfg.clip, cfg.loss_reduction)
-                vl, vm = ppo_value_loss(self.critic(mb), old_v[idx], ret[idx], mb.response_mask, cfg.value_clip)
-                (pl + cfg.vf_coef * vl).backward()
-                steps.append({**pm, "opt/grad_norm": self.step(self.optim, self.params),
-                              "critic/grad_norm": self.step(self.critic_optim, self.critic.parameters()), **vm})
+                m = self.backward(batch, own_rows(idx), mask[idx], loss_fn)
+                steps.append({**m, "opt/grad_norm": self.step(self.optim, self.params),
+                              "critic/grad_norm": self.step(self.critic_optim, self.critic.parameters())})
         return mean_metrics(steps, {"critic/value_mean": old_v.sum() / mask.sum(),
                                     "ppo/kl_reward": kl.sum(-1).mean()})
 

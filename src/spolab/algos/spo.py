@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from spolab.algos.base import Algorithm, ConfigError, mean_metrics, register
+from spolab.algos.base import Algorithm, ConfigError, mean_metrics, own_rows, register
 from spolab.algos.losses import spo_terminal_loss, truncated_is_weights
 from spolab.checks import Rule, beta, integer, one_of, positive, registered
 from spolab.rollout.trajectories import Batch
@@ -60,7 +60,6 @@ class SPO(Algorithm):
         cfg = self.cfg
         q0 = torch.tensor([self.q0[t.problem_id] for t in batch.trajs], dtype=torch.float32,
                           device=batch.reward.device)  # (B,)
-        weights = None
         if cfg.is_weights not in IS_WEIGHTS:
             raise ConfigError(f"algo.is_weights={cfg.is_weights!r}; valid: {', '.join(IS_WEIGHTS)}")
         if cfg.is_weights == "truncated":
@@ -69,16 +68,20 @@ class SPO(Algorithm):
             beh = torch.tensor([sum(t.behaviour_logp) if t.behaviour_logp is not None else float("nan")
                                 for t in batch.trajs], dtype=torch.float32, device=batch.reward.device)  # (B,)
         ref = self.ref_logp(batch)  # (B, T) log π_ref at T 1: the trajectories' cached values
+        own = own_rows(torch.arange(len(batch)))  # this rank's rows (all of them in one process)
+
+        def loss_fn(mb: Batch, idx: torch.Tensor, weight) -> tuple[torch.Tensor, dict]:
+            logp = self.logp(mb)  # (b, T) log π_θ at T 1 (self.temperature)
+            w = (truncated_is_weights(logp, beh[idx], mb.response_mask, cfg.is_clip)  # (b,)
+                 if cfg.is_weights == "truncated" else None)
+            loss, m = spo_terminal_loss(logp, ref[idx], mb.response_mask, mb.reward, q0[idx], cfg.beta, cfg.loss, w)
+            if w is not None:
+                m["spo/is_weight"] = w.mean()
+            return loss * weight("seq-mean-token-sum"), m  # a mean over sequences
+
         steps = []
         for _ in range(cfg.steps_per_batch):
-            logp = self.logp(batch)  # (B, T) log π_θ at T 1 (self.temperature)
-            if cfg.is_weights == "truncated":
-                weights = truncated_is_weights(logp, beh, batch.response_mask, cfg.is_clip)  # (B,)
-            loss, m = spo_terminal_loss(logp, ref, batch.response_mask, batch.reward, q0,
-                                        cfg.beta, cfg.loss, weights)
-            loss.backward()
+            m = self.backward(batch, own, batch.response_mask, loss_fn)  # in micro-batches of scale.micro_batch_size
             m["opt/grad_norm"] = self.step(self.optim, self.params)
-            if weights is not None:
-                m["spo/is_weight"] = weights.mean()
             steps.append(m)
         return mean_metrics(steps, {"spo/q0": q0.mean()})

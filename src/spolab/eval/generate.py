@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from spolab import dist
 from spolab.eval.diversity import problem_diversity
 from spolab.eval.passk import bootstrap_ci, pass_at_k_array
 from spolab.rollout.sampler import sample_problems, score_groups
@@ -38,12 +39,15 @@ def generate(
     ref_model=None,
     progress: bool = True,
     task: Task | None = None,
+    score_rows: int | None = None,
 ) -> list[dict]:
     """n samples per problem. Each record: problem_id, sample, program, n_tokens, finished,
     logprob (sum under the sampling distribution), entropy (sum of per-token policy entropy)
     and, with ``ref_model`` under the policy itself (temperature 1, top-p 1), logprob_policy /
     logprob_ref, the sequence log-probs behind the k1 estimate of KL(π‖π_ref). KL is a property of
-    the policy, so tempered or nucleus samples (the paper protocol) carry none."""
+    the policy, so tempered or nucleus samples (the paper protocol) carry none. ``score_rows``: π_ref scores
+    at most that many sequences per pass (``scale.micro_batch_size``), whole prompts' n samples at a time
+    (at least one prompt); None: a sampler chunk at once."""
     task = task_of(problems, task)
     out: list[dict] = []
     bar = tqdm(total=len(problems) * n, desc="eval/generate", disable=not progress, mininterval=2, leave=False)
@@ -56,8 +60,11 @@ def generate(
             # the samples come from π_θ itself, so their sampling log-probs are log π_θ (the sampler
             # agrees with teacher forcing at T 1); π_ref scores them with one prefill per prompt
             extra["logprob_policy"] = ro.logprobs.sum(-1)
-            extra["logprob_ref"] = score_groups(ref_model, c.prompt_ids, c.prompt_mask, ro.response_ids, ro.response_mask,
-                                               n).sum(-1)
+            per = max(1, score_rows // n) if score_rows else len(c.problems)  # prompts per π_ref pass
+            extra["logprob_ref"] = torch.cat([
+                score_groups(ref_model, c.prompt_ids[i : i + per], c.prompt_mask[i : i + per],
+                             ro.response_ids[i * n : (i + per) * n], ro.response_mask[i * n : (i + per) * n], n).sum(-1)
+                for i in range(0, len(c.problems), per)])
         for i, ((p, j), text) in enumerate(zip(chunk, texts)):
             rec = {
                 "problem_id": p.id,
@@ -161,13 +168,19 @@ def score_samples(
 
 
 def evaluate_policy(model, tokenizer, problems, protocol, *, max_new_tokens, batch_size=1024, seed=0,
-                    prefix="eval", ref_model=None, reward="binary", progress=True, task=None):
-    """generate -> execute -> score in one call (used for periodic validation during training)."""
+                    prefix="eval", ref_model=None, reward="binary", progress=True, task=None, score_rows=None):
+    """generate -> execute -> score in one call (used for periodic validation during training).
+
+    Across processes (spolab.dist) each rank generates and executes its contiguous share of the problems with
+    its own generator (seeded by (seed, rank)); the samples are gathered, and every rank scores all of them."""
     task = task_of(problems, task)
-    gen = generator(device_of(model), seed)  # the CPU generator on the CPU: the same draws as before
-    samples = generate(model, tokenizer, problems, n=protocol.n, temperature=protocol.temperature,
+    own = dist.shard(problems, even=False)  # every problem in one process
+    gen = generator(device_of(model), dist.rank_seed(seed))  # the CPU generator on the CPU: the same draws as before
+    samples = generate(model, tokenizer, own, n=protocol.n, temperature=protocol.temperature,
                        top_p=protocol.top_p, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                       generator=gen, ref_model=ref_model, progress=progress, task=task)
-    execute(problems, samples, reward, task)
+                       generator=gen, ref_model=ref_model, progress=progress, task=task,
+                       score_rows=score_rows) if own else []
+    execute(own, samples, reward, task)
+    samples = dist.all_gather_objects(samples)  # in problem order
     metrics, per_problem = score_samples(problems, samples, protocol.ks, prefix=prefix, seed=seed)  # k > n raises
     return metrics, per_problem, samples

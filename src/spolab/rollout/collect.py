@@ -50,6 +50,17 @@ def collect(model, tokenizer, problems: list, *, group_size: int, max_new_tokens
     return out, stats
 
 
+def merge_rollout_stats(parts: list[tuple[int, dict]]) -> dict:
+    """The rollout statistics of :func:`collect` over several calls' samples (the ranks of a data-parallel
+    run), from each call's ``(trajectories, stats)``: the response length weighted by trajectories, the
+    entropy per token by tokens."""
+    n = sum(k for k, _ in parts)
+    tokens = [k * s["rollout/response_len"] for k, s in parts]
+    return {"rollout/entropy_per_token": sum(t * s["rollout/entropy_per_token"] for t, (_, s) in zip(tokens, parts))
+            / max(sum(tokens), 1),
+            "rollout/response_len": sum(tokens) / max(n, 1)}
+
+
 @torch.no_grad()
 def attach_ref_logp(ref_model, trajs: list[Trajectory], pad_id: int, batch_size: int = 1024) -> None:
     """Fill ``ref_logp`` of trajectories that lack it (computed once, then cached on the record)."""
