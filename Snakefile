@@ -26,6 +26,9 @@ include: "workflow/rules/report.smk"
 include: "workflow/rules/publish.smk"
 
 
+check_overrides()  # every rule is read: the entry points they run are known
+
+
 rule all:
     input:
         rules.publish.output if PUBLISH else rules.lr_table.output if SWEEP_ONLY else rules.report.output,

@@ -2,7 +2,9 @@
 
 Unbiased pass@k per problem from eval_per_problem (n samples, n_correct correct), mean over seeds
 and problems with the two-level 95 % bootstrap band (seeds, then problems; one draw of seeds and
-problems serves every k). Rows: policy protocol, then the paper protocol where it was evaluated;
+problems serves every k). Rows: the sampled protocols (policy, then paper) where they were evaluated
+(the study samples the C1/C2 pair, SPO online and PPO, and the SFT policy, on test only), then the exact
+protocol, where every run and split has pass@k = 1 − (1 − P_θ(correct | x))^k from its exact success mass;
 columns: the test split's pass@k (band: the SFT policy's interval) and its difference to the SFT
 policy (paired over problems; intervals at k = 1, 5, 10, 20), then the same for the OOD split. Each panel's y-range fits its own data. Claim tested: C1 (does an RL
 method that raises pass@1 keep pass@k at large k, or trade coverage away against SFT?).
@@ -13,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from common import Data, entries, labels, matrix, passk_value, per_problem, present, protocol_text
+from common import EXACT, Data, entries, labels, matrix, passk_value, per_problem, present, protocol_text
 from plot import CI_TEXT, SEED, cli, fig_legend, no_data, palette, styled
 from stats import diff_intervals, intervals
 
@@ -26,8 +28,8 @@ def plot(data: Data) -> Figure:
     rng = np.random.default_rng(SEED)
     pp, names, colour = per_problem(data), labels(data), palette(data)
     studies = ["sft", *present(pp, entries(data, "main"), "main")]
-    protocols = [p for p in ("policy", "paper") if (pp.protocol == p).any()] or ["policy"]
-    sampled = pp.n[pp.protocol.isin(protocols)]  # the exact protocol samples nothing (n 0)
+    protocols = [p for p in ("policy", "paper", EXACT) if (pp.protocol == p).any()] or ["policy"]
+    sampled = pp.n[pp.protocol.isin(protocols) & (pp.protocol != EXACT)]  # the exact protocol samples nothing (n 0)
     ks = np.arange(1, int(min(K_MAX, sampled.min())) + 1 if len(sampled) else K_MAX + 1)
     evaluated = set(zip(pp.study_run, pp.split, pp.protocol))
 
@@ -51,11 +53,12 @@ def plot(data: Data) -> Figure:
                     dodge = np.exp(0.05 * (i - len(ms) / 2))  # side by side on the log axis
                     dax.errorbar(ks[at] * dodge, d[at], yerr=[d[at] - dlo[at], dhi[at] - d[at]], fmt="o",
                                  ms=4, color=colour(sr), capsize=3, lw=1.4)
-            title = f"{name}, {protocol} protocol ({protocol_text(data, protocol)}, n = {n})"
+            title = (f"{name}, exact (no sampling: 1 − (1 − P)^k)" if protocol == EXACT else
+                     f"{name}, {protocol} protocol ({protocol_text(data, protocol)}, n = {n})")
             for a, ylabel, what in ((ax, "pass@k (fraction of problems)", title),
                                     (dax, "pass@k − pass@k(SFT)", f"{name}, {protocol}: difference to SFT")):
                 if not a.lines:
-                    no_data(a, f"{split} / {protocol}")
+                    no_data(a, f"{split} / {protocol}" + ("" if protocol == EXACT else ": not sampled"))
                     continue
                 a.set(xscale="log", xlabel="k (samples per problem)", ylabel=ylabel, title=what)
                 ticks = [k for k in (1, 2, 5, 10, 20) if k <= ks[-1]]

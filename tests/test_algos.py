@@ -126,17 +126,17 @@ def test_micro_batches_give_the_update_of_the_whole_minibatch(name, over, temper
 def test_micro_chunks_and_their_shares():
     """Chunks of a minibatch's rows and the weight of each chunk's loss: sequence means by sequences, token
     means by tokens; the weights of a minibatch's chunks sum to 1 in one process."""
-    from spolab.algos.base import chunk_share, micro_chunks
+    from spolab.algos.base import loss_share, micro_chunks
 
     rows = torch.tensor([5, 2, 7, 1, 0])
     assert [c.tolist() for c in micro_chunks(rows, 2)] == [[5, 2], [7, 1], [0]]
     assert [c.tolist() for c in micro_chunks(rows, None)] == [[5, 2, 7, 1, 0]]
     assert [c.tolist() for c in micro_chunks(rows, 5)] == [[5, 2, 7, 1, 0]]
     mask = torch.tensor([[1, 1, 1], [1, 0, 0], [1, 1, 0], [1, 1, 1], [1, 0, 0]])
-    seq = [chunk_share(mask[c], mask, "seq-mean-token-sum") for c in ([0, 1], [2, 3], [4])]
-    tok = [chunk_share(mask[c], mask, "token-mean") for c in ([0, 1], [2, 3], [4])]
+    seq = [loss_share(mask[c], mask, "seq-mean-token-sum") for c in ([0, 1], [2, 3], [4])]
+    tok = [loss_share(mask[c], mask, "token-mean") for c in ([0, 1], [2, 3], [4])]
     assert seq == pytest.approx([2 / 5, 2 / 5, 1 / 5]) and tok == pytest.approx([4 / 10, 5 / 10, 1 / 10])
-    assert chunk_share(mask, mask, "token-mean") == 1.0
+    assert loss_share(mask, mask, "token-mean") == 1.0
 
 
 def test_spo_update_is_a_no_op_at_its_optimum(setup):

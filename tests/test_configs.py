@@ -53,7 +53,7 @@ def test_missing_inputs_name_the_step(tmp_path):
     assert Path(CONF_DIR).is_dir()
 
 
-ENTRIES = ["data", "sft", "q0", "sources", "rl", "evaluate", "exact", "bench"]
+ENTRIES = ["data", "sft", "q0", "sources", "rl", "evaluate", "exact", "bench", "plan"]
 
 
 @pytest.mark.parametrize("scale", SCALES)

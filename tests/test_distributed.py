@@ -36,7 +36,7 @@ def test_one_process_helpers_are_the_identity():
     assert dist.shard(x) is x and dist.shard([1, 2, 3]) == [1, 2, 3]
     assert dist.all_reduce_mean(x) is x and dist.all_gather_cat(x) is x
     assert dist.all_gather_objects([1, 2]) == [1, 2] and dist.broadcast_object("a") == "a"
-    assert dist.loss_share(3, 7) == 1.0
+    assert dist.loss_share(7, 7) == 1.0 and dist.loss_share(3, 7) == 3 / 7  # a whole batch; a micro-batch of it
     assert dist.rank_seed(5) == 5 and dist.rank_seed(5, 1) != 5 and dist.rank_seed(5, 1) == dist.rank_seed(5, 1)
 
 

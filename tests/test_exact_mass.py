@@ -226,11 +226,12 @@ def test_exact_is_skipped_where_it_cannot_run(caplog):
 
     cfg = OmegaConf.create({"exact_mass": {"enabled": True, "max_len": None}, "protocols": ["paper", "policy"]})
     listdsl = SimpleNamespace(name="listdsl", enumerates_solutions=True)
-    assert _exact_protocol(cfg, listdsl) == "policy"  # the pair that samples the policy itself
+    assert _exact_protocol(cfg, listdsl, ["paper", "policy"]) == "policy"  # the pair that samples the policy itself
+    assert _exact_protocol(cfg, listdsl, ["paper", "exact"]) == "exact"  # a split without samples: the n-0 pair
     with caplog.at_level("INFO"):
-        assert _exact_protocol(cfg, SimpleNamespace(name="humaneval", enumerates_solutions=False)) is None
-        assert _exact_protocol(OmegaConf.merge(cfg, {"protocols": ["paper"]}), listdsl) is None
-        assert _exact_protocol(OmegaConf.merge(cfg, {"exact_mass": {"enabled": False}}), listdsl) is None
+        assert _exact_protocol(cfg, SimpleNamespace(name="humaneval", enumerates_solutions=False), ["policy"]) is None
+        assert _exact_protocol(cfg, listdsl, ["paper"]) is None
+        assert _exact_protocol(OmegaConf.merge(cfg, {"exact_mass": {"enabled": False}}), listdsl, ["policy"]) is None
     assert "task=humaneval cannot enumerate" in caplog.text and "temperature 1" in caplog.text
     from spolab.tasks.base import task_class
 
@@ -337,6 +338,20 @@ def test_the_exact_protocol_samples_nothing_and_reads_the_exact_mass(smoke_sft, 
         assert both[f"test/pass@{k}"] == pytest.approx(alone[f"test/pass@{k}"], rel=1e-9)  # same mass either way
     assert alone["test/exact/coverage"] is None and both["test/exact/coverage"] == policy["test/exact/coverage"]
     assert "test/distinct_programs" not in alone  # no sampled metric under the exact protocol
+    # sampled_splits=[test]: the sampling protocol runs on test only, the exact one on every split; the ood
+    # mass is computed by the exact pair itself, test's is reused from the policy pair
+    cfg = smoke_cfg("evaluate", tmp_path, f"data_dir={smoke_data}", f"model_dir={out}/model", "name=split",
+                    f"ref_model_dir={out}/model", f"out_dir={tmp_path}/split", "splits=[test,ood]",
+                    "protocols=[policy,exact]", "sampled_splits=[test]")
+    split = evaluate.run(cfg)
+    assert set(split) == {"test-policy", "test-exact", "ood-exact"}
+    assert split["test-exact"]["test/pass@10"] == pytest.approx(both["test/pass@10"], rel=1e-9)
+    ood = np.array(json.loads((tmp_path / "split" / "ood-exact" / "per_problem.json").read_text())["exact/success_mass"])
+    assert len(ood) and split["ood-exact"]["ood/pass@10"] == pytest.approx(float(np.mean(1 - (1 - ood) ** 10)), rel=1e-9)
+    from spolab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"sampled_splits=\['val'\]: must be among splits"):
+        evaluate.run(OmegaConf.merge(cfg, {"sampled_splits": ["val"]}))
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analysis"))
     import pandas as pd
 

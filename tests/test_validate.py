@@ -268,22 +268,28 @@ def test_a_new_algorithm_brings_its_own_rules(new_algo, inputs, tmp_path):
 @pytest.mark.parametrize("scale", SCALES)
 @pytest.mark.parametrize("entry", sorted(ENTRIES))
 def test_every_shipped_config_validates(entry, scale):
-    validate(load_config(entry, [f"scale={scale}"]), entry, check_paths=False)
+    """Each entry as the workflow composes it at the scale: a scale whose file sets rl_lora (paper) runs rl
+    with lora=on (without it, its memory plan refuses full fine-tuning: tests/test_plan.py)."""
+    from spolab.study import scale_rl_lora
+
+    lora = ["lora=on"] if entry == "rl" and scale_rl_lora(scale) else []
+    validate(load_config(entry, [f"scale={scale}", *lora]), entry, check_paths=False)
 
 
 @pytest.mark.parametrize("scale", SCALES)
 def test_every_study_run_and_algo_validates(scale):
     """Every entry the default study runs at the scale (an entry whose seed list is empty there does not run:
     SPO bce at the HumanEval scales, whose reward is not binary), as the rules compose it, lr included."""
-    from spolab.study import entries, load_study
+    from spolab.study import entries, load_study, scale_rl_lora
 
     specs = load_study("default", scale)
     assert specs, f"the default study runs nothing at scale={scale}"
     for e in entries(specs).values():
         cfg = load_config("rl", [f"scale={scale}", *e.override_list])
         validate(cfg, "rl", check_paths=False)
+    lora = ["lora=on"] if scale_rl_lora(scale) else []
     for algo in ("spo", "ppo", "grpo", "rloo"):
-        validate(load_config("rl", [f"scale={scale}", f"algo={algo}"]), "rl", check_paths=False)
+        validate(load_config("rl", [f"scale={scale}", f"algo={algo}", *lora]), "rl", check_paths=False)
 
 
 def test_stalled_class_sampling_gives_up_fast():

@@ -6,7 +6,6 @@ the same thing."""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from spolab.algos.q0 import load_q0
 from spolab.checkpoint import load_state
 from spolab.errors import ConfigError
 from spolab.models.build import load_model, load_tokenizer
-from spolab.models.lora import Reference, add_adapters, load_adapters, lora_settings
+from spolab.models.lora import Reference, add_adapters, behaviour_policy, load_adapters, lora_settings
 from spolab.rollout.mix import PromptStream, check_data_mix, load_pools
 from spolab.rollout.offpolicy import SourceMixer, allocate
 from spolab.rollout.trajectories import ReplayBuffer
@@ -85,7 +84,7 @@ def build_rl_run(cfg, device, *, ckpt: str | Path | None = None, q0: dict[str, f
                     total_updates=cfg.updates, temperature=cfg.temperature,  # PPO/GRPO/RLOO train at the sampling T
                     micro_batch_size=cfg.scale.get("micro_batch_size"),  # sequences per teacher-forced pass
                     ).to(device)  # PPO's critic, loaded in __init__, too
-    behaviour = policy if sync_every == 1 else copy.deepcopy(policy).requires_grad_(False)
+    behaviour = behaviour_policy(policy, sync_every)  # a LoRA policy's: a frozen adapter copy
     # ---- data: replay buffer, stored pools and their mixer, the task and its fresh prompts
     replay = ReplayBuffer(cfg.replay_capacity, seed=cfg.seed)
     mixer = SourceMixer(load_pools(cfg, sources), replay, seed=cfg.seed)

@@ -165,14 +165,13 @@ def shard(seq: Sequence[T] | torch.Tensor, even: bool = True):
 
 
 def loss_share(local, total) -> float:
-    """The weight of this rank's loss when it is a mean over ``local`` of the (mini)batch's ``total``
-    units (sequences or tokens): W · local / total, so that the average of the ranks' weighted gradients
-    (:func:`all_reduce_grads`) is the gradient of the mean over the whole (mini)batch. 1 in one process,
-    and with equal shares of sequence means."""
-    w = world_size()
-    if w == 1:
-        return 1.0
+    """The weight of a loss that is a mean over ``local`` of the (mini)batch's ``total`` units (sequences or
+    tokens), computed by this rank (its rows, or one micro-batch of them): W · local / total, so that the
+    ranks' weighted gradients, summed over a rank's parts and averaged over ranks (:func:`all_reduce_grads`),
+    are the gradient of the mean over the whole (mini)batch. Exactly 1 where the part is an equal share
+    (a whole batch in one process; equal shares of sequence means across ranks)."""
     local, total = float(local), float(total)
+    w = world_size()
     return 1.0 if local * w == total else w * local / total
 
 

@@ -70,8 +70,8 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict:
-    """Evaluate ``model_dir`` on every split of ``splits`` under every protocol of ``protocols``;
-    each pair writes ``{out_dir}/{split}-{protocol}/`` and is one MLflow run."""
+    """Evaluate ``model_dir`` on every split of ``splits`` under every protocol of ``protocols`` (the sampling
+    ones only on ``sampled_splits``, :func:`split_protocols`); each pair writes ``{out_dir}/{split}-{protocol}/`` and is one MLflow run."""
     set_threads()
     validate(cfg, "evaluate")
     with dist.launch(cfg, "evaluate", resolve_device(cfg.device), trains=False) as device:  # W > 1: this rank's device
@@ -92,7 +92,7 @@ def _evaluate(cfg: DictConfig, device) -> dict:
     elif cfg.ref_model_dir:
         ref = load_model(cfg.ref_model_dir, device=device).eval().requires_grad_(False)
     task = get_task(cfg.task)
-    exact_protocol = _exact_protocol(cfg, task)
+    exact_protocol = _exact_protocol(cfg, task, list(cfg.protocols))  # on some split (max_len, π_ref's file)
     max_len = task.enumeration_size(cfg.exact_mass.max_len) if exact_protocol else None
     ref_is_model = ref is not None and Path(cfg.ref_model_dir).resolve() == Path(cfg.model_dir).resolve()
     ref_file = None  # π_ref's log-probs of the enumerated programs, from an evaluation of π_ref
@@ -108,7 +108,9 @@ def _evaluate(cfg: DictConfig, device) -> dict:
         limit = (cfg.n_problems or {}).get(split)
         if limit:
             problems = problems[:limit]
-        for proto_name in cfg.protocols:
+        here = split_protocols(cfg, split)  # the sampling protocols only on sampled_splits
+        split_exact = _exact_protocol(cfg, task, here, quiet=True) if exact_protocol else None
+        for proto_name in here:
             protocol = load_protocol(proto_name)
             seed_everything(cfg.seed)
             out = Path(cfg.out_dir) / f"{split}-{protocol.name}"
@@ -130,7 +132,7 @@ def _evaluate(cfg: DictConfig, device) -> dict:
                     metrics, per_problem, samples = {}, {"problem_id": [p.id for p in problems]}, []
                 if not main:
                     continue  # the other ranks only sample
-                if protocol.name == exact_protocol:
+                if protocol.name == split_exact:
                     programs, ref_logp = ref_file.select(split, problems) if ref_file else (None, None)
                     exact, exact_pp, programs, logp = exact_evaluation(
                         model, tok, task, problems, samples, ks=protocol.ks, max_len=max_len,
@@ -141,7 +143,7 @@ def _evaluate(cfg: DictConfig, device) -> dict:
                     exact_splits[split] = {"data_sha256": sha256_file(Path(cfg.data_dir) / f"{split}.jsonl"),
                                            "problems": len(problems)}
                     computed[split] = (exact, exact_pp)
-                if split in computed and (protocol.name == exact_protocol or protocol.n == 0):
+                if split in computed and (protocol.name == split_exact or protocol.n == 0):
                     exact, exact_pp = computed[split]
                     metrics.update(exact if protocol.n > 0 else exact_pass_at_k(exact, split, protocol.ks))
                     by_id = dict(zip((p.id for p in problems), zip(*exact_pp.values())))  # align on problem_id
@@ -188,23 +190,30 @@ def _same_dir(a, b) -> bool:
     return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
 
 
-def _exact_protocol(cfg: DictConfig, task) -> str | None:
-    """The protocol whose pair computes the exact success mass: the first of ``protocols`` at the policy
+def split_protocols(cfg: DictConfig, split: str) -> list[str]:
+    """The protocols a split is evaluated under: every one of ``protocols``, except that the sampling ones
+    (n > 0) run only on ``sampled_splits`` (null: every split); the exact protocol (n 0) runs everywhere."""
+    sampled = cfg.get("sampled_splits")
+    return [p for p in cfg.protocols if sampled is None or split in sampled or int(load_protocol(p).n) == 0]
+
+
+def _exact_protocol(cfg: DictConfig, task, protocols: list[str], quiet: bool = False) -> str | None:
+    """The protocol of ``protocols`` whose pair computes the exact success mass: the first at the policy
     itself (temperature 1, top-p 1; a sampling one comes first in the workflow's order, so its samples
-    give the coverage, and a later n-0 pair reuses its mass), or None (with the reason logged) where there
-    is none, ``exact_mass.enabled`` is false or the task cannot enumerate its solutions."""
+    give the coverage, and a later n-0 pair reuses its mass), or None (with the reason logged unless
+    ``quiet``) where there is none, ``exact_mass.enabled`` is false or the task cannot enumerate its solutions."""
+    say = (lambda *a: None) if quiet else log.info
     if not cfg.exact_mass.enabled:
-        log.info("exact_mass.enabled=false: no exact success mass")
+        say("exact_mass.enabled=false: no exact success mass")
         return None
     if not task.enumerates_solutions:
-        log.info("task=%s cannot enumerate its correct programs: no exact success mass (exact_mass skipped)", task.name)
+        say("task=%s cannot enumerate its correct programs: no exact success mass (exact_mass skipped)", task.name)
         return None
-    for name in cfg.protocols:
+    for name in protocols:
         protocol = load_protocol(name)
         if protocol.temperature == 1.0 and protocol.top_p == 1.0:
             return protocol.name
-    log.info("no protocol of %s samples the policy itself (temperature 1, top-p 1): no exact success mass",
-             list(cfg.protocols))
+    say("no protocol of %s samples the policy itself (temperature 1, top-p 1): no exact success mass", protocols)
     return None
 
 

@@ -12,7 +12,8 @@ exactly, nothing is downloaded and nothing is allocated. The byte counts follow 
   parameters require grad (the trained policy and PPO's critic; not the models that only sample or score,
   made ``requires_grad_(False)``: π_ref in ``rl``, ``sources`` and ``q0``, both models of ``evaluate``, and
   ``sft``'s model when it trains nothing). A data mix with ``sync_every`` > 1 keeps
-  a stale behaviour copy of the policy (``spolab.builder``): +4 B/param.
+  a stale behaviour copy of the policy (``spolab.builder``): +4 B/param (with LoRA, a copy of the adapter
+  only: +4 B per adapter parameter, ``spolab.models.lora.Behaviour``).
 - **gradients**: fp32, 4 B/param (``sft`` when it trains, ``rl``).
 - **optimiser**: AdamW's two fp32 moments, 8 B/param. No master copy: the weights already are fp32.
 - **π_ref**: the frozen reference, a second fp32 copy of the model (``rl``: every algorithm loads it,
@@ -508,7 +509,7 @@ def plan_bytes(arch: Arch, work: Workload, hw: Hardware, precision: str) -> Plan
     if work.lora_params:  # frozen fp32 weights; the adapters train; π_ref = the weights with adapters off
         La = work.lora_params
         items.update({
-            "weights": hw.shard(N * (FP32 + (FP32 if work.behaviour_copy else 0)) + La * (FP32 + cast)),
+            "weights": hw.shard(N * FP32 + La * (FP32 + cast + (FP32 if work.behaviour_copy else 0))),
             "gradients": hw.shard(FP32 * La),
             "optimiser": hw.shard(2 * FP32 * La),
             "π_ref": 0,

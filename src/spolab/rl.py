@@ -31,6 +31,7 @@ from spolab.cli import entry
 from spolab.config import run_identity
 from spolab.divergence import stop_on_divergence
 from spolab.eval.generate import evaluate_policy
+from spolab.models.lora import sync_behaviour
 from spolab.rollout.mix import source_metrics
 from spolab.rollout.trajectories import save_trajectories
 from spolab.tasks.io import load_split
@@ -95,7 +96,7 @@ def _train(cfg: DictConfig, device, threads: int) -> dict:
             t0 = time.perf_counter()
             # ---- sync the stale behaviour policy; sample, mix, score, update (spolab.train)
             if behaviour is not policy and step % sync_every == 0:
-                behaviour.load_state_dict(policy.state_dict())
+                sync_behaviour(behaviour, policy)
             with stop_on_divergence(step + 1, cfg):  # a NaN loss, gradient or log-prob: one line, exit 2
                 metrics, fresh, parts, times = train_step(
                     algo, behaviour, prompts.take(n_fresh // cfg.group_size), mixer, replay, counts,

@@ -194,6 +194,7 @@ EVALUATE: list[Rule] = [
     ("name", text()),
     ("splits", items(one_of(*SPLITS))),
     ("protocols", items(text())),
+    ("sampled_splits", optional(items(one_of(*SPLITS)))),
     ("forward_batch_size", integer(1, MAX_BATCH)),
     ("ref_model_dir", optional(text())),
     ("exact_mass.enabled", boolean()),
@@ -402,6 +403,9 @@ def _evaluate(cfg) -> None:
             raise ConfigError(f"protocols[{i}]={name!r} samples nothing (n 0): its pass@k is the exact success mass, "
                               f"which needs exact_mass.enabled and a task that enumerates its solutions "
                               f"(task={cfg.task.name}); evaluate with a sampling protocol (policy)")
+    sampled = get(cfg, "sampled_splits")
+    if sampled is not None and not set(sampled) <= set(get(cfg, "splits")):
+        raise ConfigError(f"sampled_splits={list(sampled)}: must be among splits={list(cfg.splits)} (null: all of them)")
     if get(cfg, "exact_mass.ref_logprobs") is not None and get(cfg, "ref_model_dir") is None:
         raise ConfigError(f"exact_mass.ref_logprobs={cfg.exact_mass.ref_logprobs!r}: needs ref_model_dir, the π_ref "
                           "whose log-probs the file holds (its weights are checked against the file's)")

@@ -67,11 +67,16 @@ def extra(entry):
     return forwarded(OVERRIDES, entry)
 
 
-_unused = [o for o in OVERRIDES if not any(forwarded([o], e) for e in ("data", "sft", "q0", "sources", "rl",
-                                                                         "evaluate", "exact", "bench"))]
-if _unused:
-    raise ValueError(f"--config overrides: {_unused} reach no entry point of the DAG (no conf/<entry>.yaml has the "
-                     "key, or the rules set it: scale=, algo=, out_dir=, ref_model_dir=)")
+ENTRY_POINTS = set()  # the spolab entry points the rules run (hydra_cmd records each)
+
+
+def check_overrides():
+    """Refuse --config overrides that reach no entry point the rules run (a typo would be silently dropped);
+    called by the Snakefile once every rule file is read."""
+    unused = [o for o in OVERRIDES if not any(forwarded([o], e) for e in sorted(ENTRY_POINTS))]
+    if unused:
+        raise ValueError(f"--config overrides: {unused} reach no entry point of the DAG (no conf/<entry>.yaml has "
+                         "the key, or the rules set it: scale=, algo=, out_dir=, ref_model_dir=)")
 
 
 def hydra_cmd(module):
@@ -82,6 +87,7 @@ def hydra_cmd(module):
 
     `python` and `torchrun` are the interpreter running Snakemake and its venv's launcher (PATH, set above).
     """
+    ENTRY_POINTS.add(module)
     n = world_size(module)
     if n == 1:
         threads = "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
@@ -151,8 +157,18 @@ def bench_device():
     return "cuda" if gpus("bench") else "cpu"
 
 
+def sampled_splits():
+    """The eval splits the sampling protocols run on: workflow/config.yaml's eval_sampled_splits where the
+    task enumerates its solutions (every split keeps the exact protocol), else every eval split (without
+    an exact protocol a split left unsampled would not be evaluated at all)."""
+    if not TASK_ENUMERATES:
+        return EVAL_SPLITS
+    return [s for s in EVAL_SPLITS if s in config["eval_sampled_splits"]]
+
+
 BENCH_DEVICE = bench_device()
 EVAL_SPLITS = eval_splits()
+SAMPLED_SPLITS = sampled_splits()
 
 
 def model_of(w):
@@ -172,7 +188,7 @@ def eval_inputs(w):
 def eval_args(w, input):
     """The evaluate overrides of one eval job (eval_inputs: its inputs)."""
     args = (
-        f"name={w.name} splits=[{','.join(EVAL_SPLITS)}] "
+        f"name={w.name} splits=[{','.join(EVAL_SPLITS)}] sampled_splits=[{','.join(SAMPLED_SPLITS)}] "
         f"protocols=[{','.join(protocols_of(w.name))}] data_dir={PATHS.data} "
         f"model_dir={Path(input.model).parent} ref_model_dir={PATHS.sft_model} out_dir={PATHS.eval}/{w.name}"
     )

@@ -55,11 +55,12 @@ def own_rows(idx: torch.Tensor) -> torch.Tensor:
 
 
 def loss_share(own_mask: torch.Tensor, mask: torch.Tensor, mode: str) -> float:
-    """The weight of this rank's loss, reduced by ``mode`` (:func:`~spolab.algos.losses.reduce_loss`) over
-    its rows ``own_mask`` of a minibatch whose rows are ``mask``, so that the gradients averaged across
-    ranks are those of the minibatch's loss (spolab.dist.loss_share). 1 in one process."""
-    if dist.world_size() == 1:
-        return 1.0
+    """The weight of a loss reduced by ``mode`` (:func:`~spolab.algos.losses.reduce_loss`) over rows
+    ``own_mask`` (this rank's rows, or a micro-batch of them) of a minibatch whose rows, over every rank, are
+    ``mask``: W · size(part) / size(minibatch) (spolab.dist.loss_share), so that the gradients summed over a
+    rank's parts and averaged over the W ranks are those of the minibatch's loss. Its sequences are
+    ``own_mask.shape[0]``, its tokens ``own_mask.sum()`` (:func:`reduction_size`); exactly 1 for the whole
+    minibatch in one process."""
     return dist.loss_share(reduction_size(own_mask, mode), reduction_size(mask, mode))
 
 
@@ -69,16 +70,6 @@ def micro_chunks(rows: torch.Tensor, size: int | None) -> list[torch.Tensor]:
     if not size or size >= len(rows):
         return [rows]
     return list(rows.split(int(size)))
-
-
-def chunk_share(own_mask: torch.Tensor, mask: torch.Tensor, mode: str) -> float:
-    """The weight of a micro-batch's loss, reduced by ``mode`` over its rows ``own_mask``, within a minibatch
-    whose rows (over every rank) are ``mask``: W · size(chunk) / size(minibatch), so that the gradients
-    summed over a rank's chunks and averaged over the W ranks are those of the minibatch's loss. Its
-    sequences are ``own_mask.shape[0]``; its tokens ``own_mask.sum()`` (:func:`reduction_size`)."""
-    local, total = reduction_size(own_mask, mode), reduction_size(mask, mode)
-    w = dist.world_size()
-    return 1.0 if local * w == total else w * local / total
 
 
 def combine_chunks(parts: list[tuple[int, dict[str, torch.Tensor]]]) -> dict[str, torch.Tensor]:
@@ -199,7 +190,7 @@ class Algorithm:
         ``scale.micro_batch_size`` sequences: ``loss_fn(mb, idx, weight)`` returns the loss of the chunk
         ``mb = batch.select(idx)`` (``batch`` itself when ``idx`` is all of it, in order) and its metrics, each loss
         term multiplied by ``weight(mode)``, the chunk's share of the minibatch for a term reduced by ``mode``
-        (:func:`chunk_share`; :func:`loss_share` when the rank's rows are one chunk). Each chunk's backward
+        (:func:`loss_share`). Each chunk's backward
         frees its graph before the next is built, so one pass holds at most a micro-batch's activations;
         the summed gradient is the minibatch loss's (tests/test_algos.py, against the unsplit update).
         Returns the step's metrics (:func:`combine_chunks`)."""
@@ -208,12 +199,8 @@ class Algorithm:
         for idx in chunks:
             whole = len(idx) == len(batch) and bool((idx == torch.arange(len(batch))).all())
             mb = batch if whole else batch.select(idx)
-            if len(chunks) == 1:
-                def weight(mode, m=mb.response_mask):
-                    return loss_share(m, mask, mode)
-            else:
-                def weight(mode, m=mb.response_mask):
-                    return chunk_share(m, mask, mode)
+            def weight(mode, m=mb.response_mask):
+                return loss_share(m, mask, mode)
             loss, metrics = loss_fn(mb, idx, weight)
             loss.backward()
             parts.append((len(idx), metrics))

@@ -2,8 +2,9 @@
 ``model.lora`` keys of conf/lora/on.yaml; docs/real_scale.md, "LoRA").
 
 One network holds everything: the frozen base weights, the policy's adapter (peft's first adapter,
-:data:`POLICY`) and, for PPO, the critic's adapter (:data:`CRITIC`). π_ref is that network with its
-adapters disabled (:class:`Reference`), so no second copy of the model is kept. A saved LoRA policy is its
+:data:`POLICY`), for PPO the critic's adapter (:data:`CRITIC`) and, for a data mix that samples from a
+stale policy, a frozen copy of the policy's adapter (:data:`BEHAVIOUR`, :class:`Behaviour`). π_ref is that
+network with its adapters disabled (:class:`Reference`), so no second copy of the model is kept. A saved LoRA policy is its
 adapter (``adapter_config.json``, ``adapter_model.safetensors``), the base model's ``config.json`` (the
 architecture, as every saved model folder of the pipeline has) and the tokenizer; the base weights are
 those of ``base_model_name_or_path`` in ``adapter_config.json`` (the SFT model). :func:`load_policy` reads
@@ -28,6 +29,7 @@ from spolab.models.build import load_model
 
 POLICY = "default"  # peft's name of a model's first adapter: the policy's
 CRITIC = "critic"  # PPO's value adapter on the same frozen weights
+BEHAVIOUR = "behaviour"  # a data mix's stale sampling policy (data_mix.sync_every > 1): a frozen adapter copy
 ADAPTER_CONFIG = "adapter_config.json"
 DEFAULTS = {"enabled": True, "r": 16, "alpha": 32, "dropout": 0.0,
             "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}  # conf/lora/on.yaml
@@ -211,6 +213,85 @@ class Reference(torch.nn.Module):
     def config(self):
         """The base model's transformers config (its attention implementation, vocabulary...)."""
         return self.model.get_base_model().config
+
+
+class Behaviour(torch.nn.Module):
+    """The stale behaviour policy of a LoRA run (``data_mix.sync_every`` > 1): a frozen copy of the policy's
+    adapter, :data:`BEHAVIOUR`, on the same network, so the copy costs the adapter's bytes, not the model's.
+
+    Called like the model (its forward passes run through the copy, in eval mode); :meth:`sync` copies the
+    policy's adapter into it; ``state_dict``/``load_state_dict`` hold the copy's tensors only (a checkpoint's
+    ``behaviour``). Its parameters are the base weights and the copy (not the policy's adapter)."""
+
+    def __init__(self, model):
+        super().__init__()
+        object.__setattr__(self, "model", model)  # not registered: the policy's module, not ours
+        with _grad_flags_kept(model):
+            model.add_adapter(BEHAVIOUR, copy.deepcopy(model.peft_config[POLICY]))
+        for _, m in adapter_modules(model, BEHAVIOUR):
+            m.requires_grad_(False)
+        self.sync()
+
+    def _pairs(self) -> Iterator[tuple[str, torch.nn.Parameter, torch.nn.Parameter]]:
+        policy = dict(adapter_modules(self.model, POLICY))
+        for name, m in adapter_modules(self.model, BEHAVIOUR):
+            for (k, dst), src in zip(m.named_parameters(), policy[name].parameters(), strict=True):
+                yield f"{name}.{k}", dst, src
+
+    @torch.no_grad()
+    def sync(self) -> None:
+        """The copy takes the policy adapter's current values."""
+        for _, dst, src in self._pairs():
+            dst.copy_(src)
+
+    def forward(self, *args, **kwargs):
+        training = self.model.training
+        self.model.eval()
+        try:
+            with adapter_active(self.model, BEHAVIOUR):
+                return self.model(*args, **kwargs)
+        finally:
+            self.model.train(training)
+
+    def parameters(self, recurse: bool = True):
+        policy = {id(p) for _, m in adapter_modules(self.model, POLICY) for p in m.parameters()}
+        return (p for p in self.model.parameters() if id(p) not in policy)
+
+    def state_dict(self, *args, **kwargs) -> dict[str, torch.Tensor]:
+        return {k: dst.detach().clone() for k, dst, _ in self._pairs()}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict, strict: bool = True, assign: bool = False):
+        mine = {k: dst for k, dst, _ in self._pairs()}
+        if set(state) != set(mine):
+            raise ValueError(f"behaviour adapter state: {len(set(mine) - set(state))} missing and "
+                             f"{len(set(state) - set(mine))} unexpected tensors")
+        for k, dst in mine.items():
+            dst.copy_(state[k])
+
+    def get_base_model(self) -> torch.nn.Module:
+        return self.model.get_base_model()
+
+    @property
+    def config(self):
+        return self.model.get_base_model().config
+
+
+def behaviour_policy(policy, sync_every: int) -> torch.nn.Module:
+    """What samples a run's fresh data: the policy itself (``sync_every`` 1); else a frozen stale copy synced
+    every ``sync_every`` updates by :func:`sync_behaviour`: a deep copy of a plain model, an adapter copy
+    (:class:`Behaviour`) for a LoRA policy."""
+    if sync_every == 1:
+        return policy
+    return Behaviour(policy) if is_lora(policy) else copy.deepcopy(policy).requires_grad_(False)
+
+
+def sync_behaviour(behaviour, policy) -> None:
+    """The stale copy takes the policy's current weights."""
+    if isinstance(behaviour, Behaviour):
+        behaviour.sync()
+    else:
+        behaviour.load_state_dict(policy.state_dict())
 
 
 def save_weights(model, path: str | Path) -> None:
