@@ -3,7 +3,8 @@
 Unbiased pass@k per problem from eval_per_problem (n samples, n_correct correct), mean over seeds
 and problems with the two-level 95 % bootstrap band (seeds, then problems; one draw of seeds and
 problems serves every k). Rows: the sampled protocols (policy, then paper) where they were evaluated
-(the study samples the C1/C2 pair, SPO online and PPO, and the SFT policy, on test only), then the exact
+(the study samples the C1/C2 pair, SPO online and PPO, and the SFT policy, on test only: those rows have
+the test panels alone), then the exact
 protocol, where every run and split has pass@k = 1 − (1 − P_θ(correct | x))^k from its exact success mass;
 columns: the test split's pass@k (band: the SFT policy's interval) and its difference to the SFT
 policy (paired over problems; intervals at k = 1, 5, 10, 20), then the same for the OOD split. Each panel's y-range fits its own data. Claim tested: C1 (does an RL
@@ -34,10 +35,15 @@ def plot(data: Data) -> Figure:
     evaluated = set(zip(pp.study_run, pp.split, pp.protocol))
 
     fig = Figure(figsize=(22, 5.4 * len(protocols) + 0.8), layout="constrained")
-    axes = fig.subplots(len(protocols), 4, squeeze=False)
-    for row, protocol in zip(axes, protocols):
+    grid = fig.add_gridspec(len(protocols), 4)
+    axes = []
+    for r, protocol in enumerate(protocols):
         n = int(pp.n[pp.protocol == protocol].min()) if (pp.protocol == protocol).any() else 0
-        for (ax, dax), split in zip((row[:2], row[2:]), ("test", "ood")):
+        # a split's pair of panels only where the protocol evaluated it (the study samples test only)
+        splits = [sp for sp in ("test", "ood") if ((pp.protocol == protocol) & (pp.split == sp)).any()] or ["test"]
+        for c, split in enumerate(splits):
+            ax, dax = fig.add_subplot(grid[r, 2 * c]), fig.add_subplot(grid[r, 2 * c + 1])
+            axes += [ax, dax]
             name = "OOD" if split == "ood" else split
             ms = {sr: np.stack([matrix(pp, passk_value(k), study_run=sr, split=split, protocol=protocol)
                                 for k in ks]) for sr in studies if (sr, split, protocol) in evaluated}  # (K, S, P)
@@ -58,7 +64,7 @@ def plot(data: Data) -> Figure:
             for a, ylabel, what in ((ax, "pass@k (fraction of problems)", title),
                                     (dax, "pass@k − pass@k(SFT)", f"{name}, {protocol}: difference to SFT")):
                 if not a.lines:
-                    no_data(a, f"{split} / {protocol}" + ("" if protocol == EXACT else ": not sampled"))
+                    no_data(a, f"{split} / {protocol}")
                     continue
                 a.set(xscale="log", xlabel="k (samples per problem)", ylabel=ylabel, title=what)
                 ticks = [k for k in (1, 2, 5, 10, 20) if k <= ks[-1]]

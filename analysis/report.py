@@ -1094,8 +1094,8 @@ compares estimators and their dynamics. Each online setting below has its own lr
 columns: every enumerated correct program of each test problem teacher-forced under the policy
 (success mass P_θ(correct | x), the entropy of π_θ restricted to correct programs, its KL from
 π_ref restricted to them, and pass@k = 1 − (1 − P)^k), means over problems and seeds with {CI} intervals:
-every entry has them. Sampled columns: the policy protocol, for the entries sampled on test (the main
-group). KL(π‖π_ref): the last validation point. Δ against PPO at the same β: at matched samples on test
+every entry has them. Sampled columns: the policy protocol, for the entries sampled on test
+({sampled_note}). KL(π‖π_ref): the last validation point. Δ against PPO at the same β: at matched samples on test
 (exact pass@10), and at matched KL on validation (κ* of the pair).
 
 {decisive_table(s, names)}

@@ -45,11 +45,11 @@ FIT = 0.3  # a panel's data must span at least this share of its axis range (in 
 
 
 def n_axes(name: str, real: dict[str, pd.DataFrame]) -> int:
-    """Panels a figure draws for the export: F1 two per main entry (and 4 summary panels), F2 a row of 4
-    per protocol evaluated, F3 three per main entry (and 4), F7 a row of 3 per β the exact testbed ran at;
+    """Panels a figure draws for the export: F1 two per main entry (and 4 summary panels), F2 two per
+    protocol and split evaluated, F3 three per main entry (and 4), F7 a row of 3 per β the exact testbed ran at;
     the others a fixed layout."""
     n_main = len(common.entries(real, "main"))
-    return {"f1_pass_vs_fresh": 2 * n_main + 4, "f2_pass_at_k": 4 * common.per_problem(real).protocol.nunique(),
+    return {"f1_pass_vs_fresh": 2 * n_main + 4, "f2_pass_at_k": 2 * len(common.per_problem(real)[["protocol", "split"]].drop_duplicates()),
             "f3_diversity": 3 * n_main + 4, "f7_exact": 3 * real["exact"].beta.nunique()}.get(name) or N_AXES[name]
 
 
