@@ -352,6 +352,8 @@ def test_the_exact_protocol_samples_nothing_and_reads_the_exact_mass(smoke_sft, 
 
     with pytest.raises(ConfigError, match=r"sampled_splits=\['val'\]: must be among splits"):
         evaluate.run(OmegaConf.merge(cfg, {"sampled_splits": ["val"]}))
+    with pytest.raises(ConfigError, match=r"splits \['ood'\] would be evaluated under no protocol"):
+        evaluate.run(OmegaConf.merge(cfg, {"protocols": ["policy"]}))
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analysis"))
     import pandas as pd
 

@@ -109,7 +109,7 @@ def _evaluate(cfg: DictConfig, device) -> dict:
         if limit:
             problems = problems[:limit]
         here = split_protocols(cfg, split)  # the sampling protocols only on sampled_splits
-        split_exact = _exact_protocol(cfg, task, here, quiet=True) if exact_protocol else None
+        split_exact = _at_policy(here) if exact_protocol else None  # this split's mass-computing pair
         for proto_name in here:
             protocol = load_protocol(proto_name)
             seed_everything(cfg.seed)
@@ -197,23 +197,30 @@ def split_protocols(cfg: DictConfig, split: str) -> list[str]:
     return [p for p in cfg.protocols if sampled is None or split in sampled or int(load_protocol(p).n) == 0]
 
 
-def _exact_protocol(cfg: DictConfig, task, protocols: list[str], quiet: bool = False) -> str | None:
-    """The protocol of ``protocols`` whose pair computes the exact success mass: the first at the policy
-    itself (temperature 1, top-p 1; a sampling one comes first in the workflow's order, so its samples
-    give the coverage, and a later n-0 pair reuses its mass), or None (with the reason logged unless
-    ``quiet``) where there is none, ``exact_mass.enabled`` is false or the task cannot enumerate its solutions."""
-    say = (lambda *a: None) if quiet else log.info
+def _exact_protocol(cfg: DictConfig, task, protocols: list[str]) -> str | None:
+    """The protocol of ``protocols`` whose pair computes the exact success mass (:func:`_at_policy`), or None
+    (with the reason logged) where there is none, ``exact_mass.enabled`` is false or the task cannot enumerate
+    its solutions."""
     if not cfg.exact_mass.enabled:
-        say("exact_mass.enabled=false: no exact success mass")
+        log.info("exact_mass.enabled=false: no exact success mass")
         return None
     if not task.enumerates_solutions:
-        say("task=%s cannot enumerate its correct programs: no exact success mass (exact_mass skipped)", task.name)
+        log.info("task=%s cannot enumerate its correct programs: no exact success mass (exact_mass skipped)", task.name)
         return None
+    found = _at_policy(protocols)
+    if found is None:
+        log.info("no protocol of %s samples the policy itself (temperature 1, top-p 1): no exact success mass",
+                 protocols)
+    return found
+
+
+def _at_policy(protocols: list[str]) -> str | None:
+    """The first of ``protocols`` at the policy itself (temperature 1, top-p 1): a sampling one comes first in
+    the workflow's order, so its samples give the coverage, and a later n-0 pair reuses its mass."""
     for name in protocols:
         protocol = load_protocol(name)
         if protocol.temperature == 1.0 and protocol.top_p == 1.0:
             return protocol.name
-    say("no protocol of %s samples the policy itself (temperature 1, top-p 1): no exact success mass", protocols)
     return None
 
 

@@ -389,6 +389,7 @@ def _task_tokenizer(cfg) -> bool:
 
 def _evaluate(cfg) -> None:
     names = get(cfg, "protocols")
+    unsampled_ok = False  # an n-0 (exact) protocol evaluates the splits left out of sampled_splits
     for i, name in enumerate(names):
         path = protocol_path(name)
         if not path.exists():
@@ -399,6 +400,7 @@ def _evaluate(cfg) -> None:
             _protocol(protocol, f"protocol[{name}].", exact_allowed=True)
         except ConfigError as e:
             raise ConfigError(f"{e} ({path})") from None
+        unsampled_ok = unsampled_ok or protocol.n == 0
         if protocol.n == 0 and not (get(cfg, "exact_mass.enabled") and task_class(cfg.task.name).enumerates_solutions):
             raise ConfigError(f"protocols[{i}]={name!r} samples nothing (n 0): its pass@k is the exact success mass, "
                               f"which needs exact_mass.enabled and a task that enumerates its solutions "
@@ -406,6 +408,10 @@ def _evaluate(cfg) -> None:
     sampled = get(cfg, "sampled_splits")
     if sampled is not None and not set(sampled) <= set(get(cfg, "splits")):
         raise ConfigError(f"sampled_splits={list(sampled)}: must be among splits={list(cfg.splits)} (null: all of them)")
+    unsampled = [sp for sp in get(cfg, "splits") if sampled is not None and sp not in sampled]
+    if unsampled and not unsampled_ok:
+        raise ConfigError(f"sampled_splits={list(sampled)}: splits {unsampled} would be evaluated under no protocol; "
+                          "add the exact protocol (n 0) to protocols, or sample them")
     if get(cfg, "exact_mass.ref_logprobs") is not None and get(cfg, "ref_model_dir") is None:
         raise ConfigError(f"exact_mass.ref_logprobs={cfg.exact_mass.ref_logprobs!r}: needs ref_model_dir, the π_ref "
                           "whose log-probs the file holds (its weights are checked against the file's)")
