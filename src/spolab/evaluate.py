@@ -111,7 +111,7 @@ def _evaluate(cfg: DictConfig, device) -> dict:
         here = split_protocols(cfg, split)  # the sampling protocols only on sampled_splits
         split_exact = _at_policy(here) if exact_protocol else None  # this split's mass-computing pair
         for proto_name in here:
-            protocol = load_protocol(proto_name)
+            protocol = scaled_protocol(proto_name, cfg.get("n_samples"))
             seed_everything(cfg.seed)
             out = Path(cfg.out_dir) / f"{split}-{protocol.name}"
             tracker = Tracker.from_config(
@@ -172,6 +172,18 @@ def _evaluate(cfg: DictConfig, device) -> dict:
     write_logprobs(cfg.out_dir, header, exact_rows)  # header only where no exact evaluation ran
     write_json(Path(cfg.out_dir) / "summary.json", results)  # every pair of this model: the DAG's output
     return results
+
+
+def scaled_protocol(name: str, n_samples: int | None) -> DictConfig:
+    """The protocol ``name`` (conf/protocol), with a sampling protocol's n replaced by ``n_samples`` where set (a
+    scale's budget: its temperature and top-p stay) and its ks cut to those <= n, plus n itself (pass@n needs
+    no more samples). The exact protocol (n 0) is unchanged."""
+    protocol = load_protocol(name)
+    if n_samples and int(protocol.n) > 0:
+        n = int(n_samples)
+        protocol.n = n
+        protocol.ks = sorted({*(k for k in protocol.ks if k <= n), n})
+    return protocol
 
 
 def exact_pass_at_k(exact: dict, split: str, ks) -> dict:

@@ -13,7 +13,8 @@ A study file with ``lr_from_sweep: <table>`` takes every entry's policy lr from 
 :func:`setting_of`)
 is appended to its overrides as ``algo.lr=<lr>`` (:func:`sweep_lrs`). A study file's
 ``overrides: {<scale>: <overrides>}`` is appended to every entry's overrides at that scale (the lr sweep
-keeps its validation schedule there). A scale whose file sets ``rl_lora: true`` (``scale=paper``) trains LoRA
+keeps its validation schedule there); where they set ``algo.lr`` (a scale the sweep did not run at, such as
+real_smoke's pretrained model), that lr replaces the sweep's for every entry at that scale. A scale whose file sets ``rl_lora: true`` (``scale=paper``) trains LoRA
 adapters in every run: ``lora=on`` ends every entry's overrides (:func:`scale_rl_lora`).
 """
 
@@ -173,7 +174,10 @@ def load_study(study: str, scale: str, study_dir: str | Path | None = None) -> l
     common = (spec.get("overrides") or {}).get(scale, "")  # appended to every entry's overrides at this scale
     if scale_rl_lora(scale):
         common = f"{common} lora=on".strip()
-    table = spec.get("lr_from_sweep")
+    # a scale the sweep did not run at (real_smoke: a pretrained model) states its own lr in the study's overrides
+    # for that scale; the sweep's lrs are then not appended (they were chosen for the miniature)
+    own_lr = any(w.startswith("algo.lr=") for w in common.split())
+    table = None if own_lr else spec.get("lr_from_sweep")
     lrs = sweep_lrs(table) if table else {}
     roles = [e["role"] for e in runs.values() if e.get("role")]
     if len(roles) != len(set(roles)):
@@ -193,7 +197,7 @@ def load_study(study: str, scale: str, study_dir: str | Path | None = None) -> l
         reference = e.get("reference", None if e["group"] in ("main", "sweep") else "spo")
         if reference is not None and reference not in runs:
             raise ConfigError(f"{path.name}: {run}.reference={reference!r} is not an entry of the study")
-        if e.get("lr_setting") and not table:
+        if e.get("lr_setting") and not spec.get("lr_from_sweep"):
             raise ConfigError(f"{path.name}: {run}.lr_setting names a setting of the lr sweep, but the study has no "
                               "lr_from_sweep table to read it from")
         overrides = _with_sweep_lr(run, e, table, lrs, path.name) if table else e["overrides"]

@@ -195,6 +195,7 @@ EVALUATE: list[Rule] = [
     ("splits", items(one_of(*SPLITS))),
     ("protocols", items(text())),
     ("sampled_splits", optional(items(one_of(*SPLITS)))),
+    ("n_samples", optional(integer(1, 10_000))),
     ("forward_batch_size", integer(1, MAX_BATCH)),
     ("ref_model_dir", optional(text())),
     ("exact_mass.enabled", boolean()),

@@ -166,6 +166,7 @@ def sampled_splits():
     return [s for s in EVAL_SPLITS if s in config["eval_sampled_splits"]]
 
 
+SCALE_PROTOCOLS = list(resolved("evaluate")["protocols"])  # the sampling protocols this scale evaluates under
 BENCH_DEVICE = bench_device()
 EVAL_SPLITS = eval_splits()
 SAMPLED_SPLITS = sampled_splits()
@@ -197,14 +198,15 @@ def eval_args(w, input):
 
 
 def protocols_of(name):
-    """Evaluation protocols of a model, in workflow/config.yaml's order: every configured one for SFT; for
-    an RL run its study entry's `protocols` and `exact` (no sampling: pass@k from the exact success mass, which
-    every comparison of the study can read). Where the task cannot enumerate its solutions, `exact` is
-    replaced by the sampled `policy` protocol."""
+    """Evaluation protocols of a model, in workflow/config.yaml's order, among the scale's own (evaluate's
+    `protocols` at this scale, plus `exact`): every configured one for SFT; for an RL run its study entry's
+    `protocols` and `exact` (no sampling: pass@k from the exact success mass, which every comparison of the
+    study can read). Where the task cannot enumerate its solutions, `exact` is replaced by the scale's first
+    sampling protocol (real_smoke evaluates under `paper` only: conf/scale/real_smoke.yaml)."""
     wanted = set(config["eval_protocols"]) if name == "sft" else {*RUNS[parse_run_name(name)[0]].protocols, "exact"}
     if not TASK_ENUMERATES and "exact" in wanted:
-        wanted = (wanted - {"exact"}) | {"policy"}
-    return [p for p in config["eval_protocols"] if p in wanted] or ["policy"]
+        wanted = (wanted - {"exact"}) | {SCALE_PROTOCOLS[0]}
+    return [p for p in config["eval_protocols"] if p in wanted and p in {*SCALE_PROTOCOLS, "exact"}] or SCALE_PROTOCOLS[:1]
 
 
 def rl_inputs(w):

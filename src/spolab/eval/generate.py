@@ -152,6 +152,9 @@ def score_samples(
                                           for i in pids])
     for key in NEW_DIVERSITY:  # last, so the intervals of the keys above keep their generator draws
         per_problem[key] = np.array([d[key] for d in divs], dtype=np.float64)
+    if all("reward" in s for s in samples):  # the task's reward (partial credit with task.reward=fraction); after
+        # the keys above, for the same reason: with a binary reward it is pass@1 again
+        per_problem["mean_reward"] = np.array([np.mean([s["reward"] for s in groups[i]]) for i in pids])
     rng = np.random.default_rng(seed)
     metrics: dict[str, float] = {f"{prefix}/n_problems": float(len(pids)), f"{prefix}/n_samples": float(n.mean()),
                                  f"{prefix}/n_solved": float((c > 0).sum())}
