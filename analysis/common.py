@@ -140,11 +140,14 @@ def pass_at_k(n: np.ndarray, c: np.ndarray, k: int) -> np.ndarray:
 def passk_value(k: int) -> Callable[[pd.DataFrame], np.ndarray]:
     """A ``matrix`` value: per-problem pass@k, from the rows' ``n`` and ``n_correct`` (the unbiased estimator
     of a sampling protocol), or on rows of the ``exact`` protocol (no samples) from the exact success mass,
-    1 − (1 − P_θ(correct | x))^k."""
+    1 − (1 − P_θ(correct | x))^k. KeyError where some problem has fewer than k samples (a scale's small n:
+    real_smoke samples 2), as for a column the export lacks: not measured."""
     def value(g: pd.DataFrame) -> np.ndarray:
         if "protocol" in g and (g["protocol"] == EXACT).all():
             mass = g["exact/success_mass"].to_numpy(dtype=float)
             return -np.expm1(k * np.log1p(-np.minimum(mass, 1.0)))
+        if len(g) and int(g["n"].min()) < k:
+            raise KeyError(f"pass@{k} needs n >= {k} samples per problem; these rows have {int(g['n'].min())}")
         return pass_at_k(g["n"].to_numpy(), g["n_correct"].to_numpy(), k)
     return value
 

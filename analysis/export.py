@@ -17,7 +17,7 @@ a run of the matrix missing from MLflow is an error, never silently skipped. Wri
   problem's behaviour class (:data:`CLASS`, from the data split's problem records: the ood split's
   problems come from a few held-out classes, and the report's ood intervals resample them), then
   :data:`EXACT_PER_PROBLEM`, the exact success mass, entropy and KL among correct programs, enumeration
-  size and coverage, where the evaluations computed them;
+  size and coverage, where the evaluations computed them, and :data:`REWARD_PER_PROBLEM`, the mean reward;
 - ``exact.csv``: the exact testbed's curves; ``bench.csv``: the per-update benchmark;
 - ``jobs.csv``: every Snakemake job of this study: wall time and peak RSS (its ``benchmark:`` file). The
   shared jobs (data, SFT, Q̂0, sources, exact, bench) and this study's own RL runs and evaluations;
@@ -65,6 +65,8 @@ EXACT_PER_PROBLEM = ["exact/success_mass", "exact/entropy_correct", "exact/kl_re
                      "exact/coverage"]  # spolab.eval.exact_mass, on the policy protocol's rows of a task that
 # enumerates its solutions (empty elsewhere); exact pass@k = 1 − (1 − success_mass)^k for any k. Written after
 # PER_PROBLEM, and only when some evaluation has them (an export of evaluations from before them has none)
+REWARD_PER_PROBLEM = ["mean_reward"]  # the task's reward per sample, averaged per problem (partial credit under
+# task.reward=fraction): last, and only where the evaluations logged it (the committed default study's predate it)
 
 
 def latest_finished(client: MlflowClient, exp_id: str, filter_string: str) -> dict:
@@ -174,7 +176,7 @@ def export(scale: str, study: str, out: Path, bench: Path | None) -> dict[str, p
             local = client.download_artifacts(r.info.run_id, "per_problem.json")
             pp = json.loads(Path(local).read_text())
             df = pd.DataFrame({"problem_id": pp["problem_id"],
-                               **{k: pp[k] for k in PER_PROBLEM + EXACT_PER_PROBLEM if k in pp}})
+                               **{k: pp[k] for k in PER_PROBLEM + EXACT_PER_PROBLEM + REWARD_PER_PROBLEM if k in pp}})
             pp_rows.append(df.assign(**{k: base[k] for k in ("model", "study_run", "group", "seed", "split",
                                                               "protocol")}))
     eval_df = pd.DataFrame(eval_rows)
@@ -182,7 +184,7 @@ def export(scale: str, study: str, out: Path, bench: Path | None) -> dict[str, p
     classes = problem_classes(Path(paths(scale).data), sorted(pp_df.split.unique()))
     pp_df[CLASS] = pd.array([classes.get((sp, pid)) for sp, pid in zip(pp_df.split, pp_df.problem_id)], dtype="Int64")
     pp_df = pp_df[["model", "study_run", "group", "seed", "split", "protocol", "problem_id", CLASS,
-                   *[c for c in PER_PROBLEM + EXACT_PER_PROBLEM if c in pp_df.columns]]]
+                   *[c for c in PER_PROBLEM + EXACT_PER_PROBLEM + REWARD_PER_PROBLEM if c in pp_df.columns]]]
     for c in ("n", "n_correct"):
         pp_df[c] = pp_df[c].round().astype(int)
 

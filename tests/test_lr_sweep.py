@@ -100,3 +100,26 @@ def test_an_entry_whose_setting_the_table_lacks_is_an_error_naming_both(tmp_path
 
 def test_lr_text_writes_an_lr_as_the_study_files_do():
     assert [study.lr_text(x) for x in (1e-4, 3e-5, 1e-5, 2.5e-4, 1e-2)] == ["1e-4", "3e-5", "1e-5", "2.5e-4", "1e-2"]
+
+
+def test_a_scale_whose_study_overrides_set_the_lr_takes_it_instead_of_the_sweeps(tmp_path):
+    """The sweep ran on the miniature: a study file's `overrides` for a scale that set algo.lr (real_smoke: LoRA
+    on a pretrained model) replace the sweep's lr for every entry at that scale, and only there; the committed
+    default study does so at real_smoke, and the rl config composed as the rules compose it has that lr."""
+    table = tmp_path / "sweep.csv"
+    table.write_text("setting,lr,chosen\nspo,0.0001,True\nppo,3e-05,True\n")
+    (tmp_path / "s.yaml").write_text(f"lr_from_sweep: {table}\nseeds:\n  smoke: {{main: [0]}}\n  real_smoke: {{main: [0]}}\n"
+                                     "overrides:\n  real_smoke: algo.lr=2e-4\n"
+                                     "runs:\n  a: {group: main, overrides: algo=ppo}\n"
+                                     "  b: {group: main, lr_setting: spo, overrides: algo=spo data_mix=half_online}\n")
+    assert [r.overrides for r in study.load_study("s", "smoke", tmp_path)] == [
+        "algo=ppo algo.lr=3e-5", "algo=spo data_mix=half_online algo.lr=1e-4"]
+    assert [r.overrides for r in study.load_study("s", "real_smoke", tmp_path)] == [
+        "algo=ppo algo.lr=2e-4 lora=on", "algo=spo data_mix=half_online algo.lr=2e-4 lora=on"]
+    spec = yaml.safe_load((ROOT / "conf/study/default.yaml").read_text())
+    lr = float(next(w for w in spec["overrides"]["real_smoke"].split() if w.startswith("algo.lr=")).split("=")[1])
+    runs = study.load_study("default", "real_smoke")
+    assert runs and all(r.overrides.count("algo.lr=") == 1 for r in runs)
+    for r in runs:
+        cfg = load_config("rl", ["scale=real_smoke", *r.override_list])
+        assert cfg.algo.lr == pytest.approx(lr) and cfg.model.lora.enabled, r.name

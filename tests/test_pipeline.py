@@ -145,8 +145,8 @@ def test_only_spo_waits_for_q0_and_the_exact_protocol_follows_the_task(scale, tm
     """An RL run reads Q̂0 only when its algorithm needs it (SPO), so PPO, GRPO and RLOO can start beside the
     q0 job; every RL run is evaluated under `exact` where the task enumerates its solutions (the list DSL),
     an entry without sampling protocols under `exact` alone, the sampling protocols on the test split only
-    (eval_sampled_splits); and under `policy` on every split where the task cannot (HumanEval at
-    real_smoke)."""
+    (eval_sampled_splits); and where the task cannot (HumanEval at real_smoke) every model, SFT included,
+    under the scale's own protocols (evaluate's `protocols` in its file: paper) on every split."""
     import re
 
     from test_fresh_clone import job_blocks
@@ -166,7 +166,11 @@ def test_only_spo_waits_for_q0_and_the_exact_protocol_follows_the_task(scale, tm
         assert protocols["spo_random-s0"] == protocols["grpo-s0"] == protocols["spo_bce-s0"] == "exact"
         assert splits["ppo-s0"] == "test,ood" and set(sampled.values()) == {"test"}, sampled
     else:
-        assert protocols and all("exact" not in p and "policy" in p for p in protocols.values()), protocols
+        from spolab.config import load_config
+
+        own = ",".join(load_config("evaluate", [f"scale={scale}"]).protocols)
+        assert own == "paper" and set(protocols) == {"sft", "spo-s0", "ppo-s0", "spo_expert-s0"}, protocols
+        assert set(protocols.values()) == {own}, protocols
         assert sampled == splits and set(splits.values()) == {"test"}, sampled  # HumanEval: no ood split
 
 

@@ -126,7 +126,7 @@ def test_the_committed_export_has_the_export_schema():
     cols = [c for c in pd.read_csv(REAL / "eval_per_problem.csv", nrows=0).columns
             if c != export.CLASS]  # after problem_id in an export that reads the data splits' classes
     assert cols[: len(PP_COLUMNS)] == PP_COLUMNS
-    assert cols[len(PP_COLUMNS) :] == [c for c in export.EXACT_PER_PROBLEM if c in cols]  # where evaluations have them
+    assert cols[len(PP_COLUMNS) :] == [c for c in export.EXACT_PER_PROBLEM + export.REWARD_PER_PROBLEM if c in cols]  # where evaluations have them
     assert "reference" in pd.read_csv(REAL / "runs.csv", nrows=0).columns
 
 
@@ -803,3 +803,34 @@ def test_the_decisive_summary_reads_the_exact_entropy_among_correct_programs_aga
     assert "beats PPO by < δ (negligible): SPO online +0.050" in line or "beats PPO by < δ (negligible): SPO online 0.050" in line
 
 
+
+
+def test_a_pretrained_study_is_read_against_pi_ref_under_its_one_protocol():
+    """real_smoke evaluates under `paper` only: the comparison protocol falls back to it (no exact, no policy),
+    and the report's section against π_ref gives each run's test pass@1 and mean reward, their differences
+    from π_ref's on the same problems (computed here by hand), the fresh reward's first and last third of the
+    updates and the validation's first and last points; the miniature's report has no such section."""
+    one = runs_with_seeds(1)
+    ups = np.r_[np.ones(P // 2), np.zeros(P - P // 2)].astype(int)  # SPO: one more correct sample on half the problems
+    pp = pd.concat([rows(r, BASE + (ups if r == "spo" else 0), protocol="paper", runs=one)
+                    for r in ("sft", "spo", "ppo")], ignore_index=True)
+    pp["mean_reward"] = pp.n_correct / N + 0.1
+    real = study(pp, runs=one, setup=_setup("real_smoke"))
+    assert report.comparison_protocol(real.pp) == "paper" and real.compare == "paper"
+    real.curves = pd.DataFrame([{"run_name": f"{r}-s0", "study_run": r, "seed": 0, "step": i,
+                                 "rollout/reward": 0.1 * i if r == "spo" else 0.2, "val/pass@1": 0.05 * i}
+                                for r in ("spo", "ppo") for i in range(6)])
+    text = report.against_reference(real, report.labels(real.data))
+    row = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    want = (P // 2) / N / P  # Δ pass@1: 1/N more on half the problems
+    assert f"{want:+.3f} [" in row["SPO online"] and "+0.000" in row["PPO"], text
+    assert f"{want:+.3f} [" in row["SPO online"].split(" | ")[5]  # the mean reward moves with it
+    assert "0.050 → 0.450" in row["SPO online"] and "0.200 → 0.200" in row["PPO"]  # first/last third of 6 updates
+    assert "0.000 → 0.250" in row["SPO online"] and "π_ref (SFT off)" in row
+    rendered = report.render(real, report.claims(real), "real_smoke", "default", ROOT / "results/figures",
+                             ROOT / "results/README.md")
+    assert "## Against π_ref" in rendered
+    smoke = study(rows("spo", BASE), rows("ppo", BASE), setup=_setup("smoke"))
+    assert report.comparison_protocol(smoke.pp) == "policy"
+    assert "## Against π_ref" not in report.render(smoke, report.claims(smoke), "smoke", "default",
+                                                   ROOT / "results/figures", ROOT / "results/README.md")

@@ -103,3 +103,47 @@ def test_sft_targets_all_solvers(smoke_data):
         assert all(dsl.execute(t, p.all_tests()).success for t in ts)
     with pytest.raises(ValueError, match="generator"):
         sft_targets(problems, "best", 3)
+
+
+def test_a_scale_s_n_samples_replaces_every_sampling_protocol_s_n(smoke_sft, smoke_data, tmp_path):
+    """evaluate's n_samples (a CPU scale's budget, real_smoke): the paper protocol keeps its temperature and top-p,
+    samples n per problem, reports pass@k for its ks <= n plus pass@n, and says so in eval.json; the exact
+    protocol (n 0) is untouched; a binary reward's mean_reward is pass@1 again, problem by problem."""
+    from spolab.config import ConfigError, load_protocol
+    from spolab.evaluate import scaled_protocol
+    from spolab.validate import validate
+
+    assert dict(scaled_protocol("exact", 3)) == dict(load_protocol("exact"))
+    assert dict(scaled_protocol("paper", None)) == dict(load_protocol("paper"))
+    assert scaled_protocol("paper", 7).ks == [1, 5, 7] and scaled_protocol("paper", 10).ks == [1, 5, 10]
+    with pytest.raises(ConfigError, match="n_samples"):
+        validate(smoke_cfg("evaluate", tmp_path, "n_samples=0"), "evaluate", check_paths=False)
+    out, _ = smoke_sft
+    cfg = smoke_cfg("evaluate", tmp_path, f"data_dir={smoke_data}", f"model_dir={out}/model", f"out_dir={tmp_path}/eval",
+                    "splits=[test]", "protocols=[paper]", "n_samples=3")
+    m = evaluate.run(cfg)["test-paper"]
+    assert {k for k in m if k.startswith("test/pass@") and "_ci_" not in k} == {"test/pass@1", "test/pass@3"}
+    saved = json.loads((tmp_path / "eval" / "test-paper" / "eval.json").read_text())
+    assert saved["protocol"] == {"name": "paper", "n": 3, "temperature": 0.4, "top_p": 0.95, "ks": [1, 3]}
+    samples = [json.loads(line) for line in open(tmp_path / "eval" / "test-paper" / "samples.jsonl")]
+    assert len(samples) == 40 * 3
+    pp = json.loads((tmp_path / "eval" / "test-paper" / "per_problem.json").read_text())
+    assert pp["mean_reward"] == pytest.approx(pp["pass@1"]) and m["test/mean_reward"] == pytest.approx(m["test/pass@1"])
+
+
+def test_mean_reward_is_the_partial_credit_per_problem():
+    """score_samples' mean_reward: the mean of the samples' rewards per problem (the share of tests passed under
+    task.reward=fraction), computed here by hand; pass@1 still counts whole solutions only."""
+    from types import SimpleNamespace
+
+    from spolab.eval.generate import score_samples
+
+    problems = [SimpleNamespace(id="a"), SimpleNamespace(id="b")]
+    rewards = {"a": [1.0, 0.5, 0.25], "b": [0.0, 0.2, 0.0]}
+    samples = [{"problem_id": pid, "program": f"p{i}", "correct": r == 1.0, "reward": r, "signature": None,
+                "n_tokens": 3, "entropy": 0.3, "error": None}
+               for pid, rs in rewards.items() for i, r in enumerate(rs)]
+    m, pp = score_samples(problems, samples, ks=(1,), prefix="test")
+    assert pp["mean_reward"] == pytest.approx([1.75 / 3, 0.2 / 3])
+    assert pp["pass@1"] == pytest.approx([1 / 3, 0.0])
+    assert m["test/mean_reward"] == pytest.approx((1.75 / 3 + 0.2 / 3) / 2)
