@@ -255,6 +255,7 @@ def diversity_correlation(pp: pd.DataFrame, columns: list[str] | None = None, k:
     A diversity metric that correlates with pass@k near 1 measures the pass rate again, not diversity."""
     columns = columns or [c for c in (*DIVERSITY, *UNCONDITIONED) if c in pp]
     pp = pp[pp.protocol != EXACT] if "protocol" in pp else pp
+    pp = pp[pp["n"] >= k]  # pass@k needs k samples (real_smoke's n 2 has none: every r is NaN)
     p = pd.Series(pass_at_k(pp["n"].to_numpy(), pp["n_correct"].to_numpy(), k), index=pp.index)
     out = {}
     for c in columns:
