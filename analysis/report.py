@@ -1042,7 +1042,10 @@ def decisive_summary(s: Study, names: dict) -> str:
             ppo = same_beta_ppo(st, row)
             if ppo is None or not (s.has(row.study_run, protocol=protocol) and s.has(ppo, protocol=protocol)):
                 continue
-            d = s.diff(row.study_run, ppo, value, protocol=protocol)
+            try:
+                d = s.diff(row.study_run, ppo, value, protocol=protocol)
+            except KeyError:  # not measured (pass@10 from n < 10 samples)
+                continue
             read[direction(d, delta, s.seeds(row.study_run, ppo, protocol=protocol))].append(
                 f"{names.get(row.study_run, row.study_run)} {ci(*d)}")
         if any(read.values()):
