@@ -50,3 +50,30 @@ def test_bench_times_the_trainers_own_step(smoke_sft, smoke_data):
     assert rows["spo_half_online"]["batch_trajectories"] == rows["ppo"]["batch_trajectories"] == 64
     # PPO trains a second network (the critic) with its own optimizer: almost twice the training state
     assert rows["ppo"]["train_state_MB"] > 1.5 * rows["spo_half_online"]["train_state_MB"]
+
+
+def test_the_sampler_comparison_is_measured_or_said_to_be_skipped(smoke_sft, smoke_data, tmp_path):
+    """spolab.bench.run at ``sampler_repeats=1`` times each sampling method once against model.generate (one
+    row per method, generate's ratio exactly 1); at ``sampler_repeats=0`` (a slow model's scale) it writes the
+    same columns with no rows, and its table says the comparison was not measured."""
+    import pandas as pd
+
+    from spolab.bench import run
+    from spolab.config import load_config
+
+    tables = {}
+    for reps in (1, 0):
+        out = tmp_path / f"r{reps}"
+        cfg = load_config("bench", ["scale=smoke", "tracking.uri=null", f"data_dir={smoke_data}",
+                                    f"sft_dir={smoke_sft[0] / 'model'}", "sft_size=xs", "sizes=[xs]",
+                                    "variants=[spo]", "warmup=0", "repeats=1", f"sampler_repeats={reps}",
+                                    f"out_dir={out}"])
+        run(cfg)
+        tables[reps] = (pd.read_csv(out / "sampler_cpu.csv"), (out / "bench_cpu.md").read_text())
+    timed, text = tables[1]
+    assert list(timed.method) == ["spolab sample, shared prefill", "spolab sample, one prefill per row",
+                                  "transformers generate"]
+    assert (timed.seconds > 0).all() and timed.vs_generate.iloc[-1] == 1
+    skipped, text = tables[0]
+    assert list(skipped.columns) == list(timed.columns) and skipped.empty
+    assert "not measured (sampler_repeats=0)" in text

@@ -353,7 +353,8 @@ def run(cfg: DictConfig) -> list[dict]:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / f"bench_{device.type}.csv", index=False, float_format="%.4g")
-    sampler = pd.DataFrame([r for size in cfg.sizes for r in sampler_vs_generate(cfg, size)])
+    sampler = pd.DataFrame([r for size in cfg.sizes for r in sampler_vs_generate(cfg, size, cfg.sampler_repeats)]
+                           if cfg.sampler_repeats else [], columns=["size", "method", "seconds", "vs_generate"])
     sampler.to_csv(out / f"sampler_{device.type}.csv", index=False, float_format="%.4g")
     lora = pd.DataFrame(lora_state_rows(cfg))
     lora.to_csv(out / f"lora_state_{device.type}.csv", index=False, float_format="%.4g")
@@ -362,7 +363,8 @@ def run(cfg: DictConfig) -> list[dict]:
               f"{cfg.warmup} warm-up; measured fp32 matmul peak {peak:.1f} GFLOP/s)\n\n")
     text = (header + df.to_markdown(index=False, floatfmt=".4g") + "\n\n## Sampling "
             f"{cfg.batch_size // cfg.group_size} prompts x {cfg.group_size} samples\n\n"
-            + sampler.to_markdown(index=False, floatfmt=".4g")
+            + (sampler.to_markdown(index=False, floatfmt=".4g") if len(sampler)
+               else "not measured (sampler_repeats=0)")
             + "\n\n## Training state: LoRA vs full fine-tuning (computed; MB)\n\n"
             "train_state = trainable parameters + their gradients + AdamW moments + copies (a second model in "
             "memory: π_ref, in full fine-tuning); total adds frozen_base (LoRA's frozen weights, which π_ref "

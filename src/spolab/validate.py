@@ -231,6 +231,7 @@ BENCH: list[Rule] = [
     ("group_size", integer(1, MAX_GROUP)),
     ("warmup", integer(0, MAX_UPDATES)),
     ("repeats", integer(1, MAX_UPDATES)),
+    ("sampler_repeats", integer(0, MAX_UPDATES)),
     ("threads", integer(1)),
 ]
 
