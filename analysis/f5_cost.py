@@ -27,14 +27,16 @@ SIZES = ("xs", "s", "m", "l")  # model sizes in bar-group order
 
 
 def bench_rows(bench: pd.DataFrame, order: list[str]) -> tuple[list[tuple[float, pd.Series]], list[float], list[str]]:
-    """(x, bench row) per bar, grouped by model size (and device where the export holds more than one),
-    in ``order`` (the main entries' order) inside a group, then TRL's GRPO and any other variant; and the
+    """(x, bench row) per bar, grouped by model size (and device, and full fine-tuning or LoRA, where the
+    export holds more than one), in ``order`` (the main entries' order) inside a group, then TRL's GRPO and any other variant; and the
     groups' centres and names."""
     variants = [v for v in [*order, "trl_grpo"] if v in set(bench.variant)]
     variants += sorted(set(bench.variant) - set(variants))
     rank = {s: i for i, s in enumerate(SIZES)}
     devices = bench.device.nunique() > 1
-    bench = bench.assign(where="model " + bench["size"] + (", " + bench.device if devices else ""),
+    tunings = "fine_tuning" in bench and bench.fine_tuning.nunique() > 1  # full fine-tuning and LoRA: a group each
+    bench = bench.assign(where="model " + bench["size"] + (", " + bench.device if devices else "")
+                         + (", " + bench.fine_tuning.replace({"full": "full FT", "lora": "LoRA"}) if tunings else ""),
                          rank=bench["size"].map(rank).fillna(len(SIZES))).sort_values(["device", "rank"])
     groups = list(dict.fromkeys(bench["where"]))
     width = len(variants) + 1

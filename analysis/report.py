@@ -128,6 +128,9 @@ class Study:
         self.runs, self.pp, self.curves = table(data, "runs"), per_problem(data), table(data, "curves")
         self.jobs = table(data, "jobs", optional=True)
         bench = table(data, "bench", optional=True)
+        if bench is not None and "fine_tuning" in bench and bench.fine_tuning.nunique() > 1:
+            bench = bench[bench.fine_tuning == bench.fine_tuning.iloc[0]]  # C4 reads one way to train: the first
+            # the benchmark ran (its fine_tuning list's order); F5 draws every one
         self.bench = bench if bench is not None else pd.DataFrame()
         self.exact = table(data, "exact", optional=True)
         self.compare = comparison_protocol(self.pp)  # what ablation and off-policy comparisons read (exact)

@@ -1,5 +1,6 @@
 """The benchmark's exact memory counters (its timings are not tested: they live in results/bench)."""
 
+import pytest
 import torch
 
 from spolab.perf import SavedActivations, state_bytes
@@ -52,28 +53,39 @@ def test_bench_times_the_trainers_own_step(smoke_sft, smoke_data):
     assert rows["ppo"]["train_state_MB"] > 1.5 * rows["spo_half_online"]["train_state_MB"]
 
 
-def test_the_sampler_comparison_is_measured_or_said_to_be_skipped(smoke_sft, smoke_data, tmp_path):
-    """spolab.bench.run at ``sampler_repeats=1`` times each sampling method once against model.generate (one
-    row per method, generate's ratio exactly 1); at ``sampler_repeats=0`` (a slow model's scale) it writes the
-    same columns with no rows, and its table says the comparison was not measured."""
+def test_the_benchmark_rows_and_the_sampler_comparison(smoke_sft, smoke_data, tmp_path):
+    """spolab.bench.run with ``fine_tuning=[full, lora]`` times each variant both ways (LoRA: conf/lora/on.yaml,
+    less training state) and reads each row against PPO's row of the same way; at ``sampler_repeats=1``
+    it times each sampling method once against model.generate (generate's ratio exactly 1); at
+    ``sampler_repeats=0`` (a slow model's scale) it writes the same columns with no rows, and its table says
+    the comparison was not measured."""
     import pandas as pd
 
     from spolab.bench import run
     from spolab.config import load_config
 
     tables = {}
-    for reps in (1, 0):
+    for reps, variants, tuning in ((1, "[spo,ppo]", "[full,lora]"), (0, "[spo]", "[full]")):
         out = tmp_path / f"r{reps}"
         cfg = load_config("bench", ["scale=smoke", "tracking.uri=null", f"data_dir={smoke_data}",
                                     f"sft_dir={smoke_sft[0] / 'model'}", "sft_size=xs", "sizes=[xs]",
-                                    "variants=[spo]", "warmup=0", "repeats=1", f"sampler_repeats={reps}",
-                                    f"out_dir={out}"])
+                                    f"variants={variants}", f"fine_tuning={tuning}", "warmup=0", "repeats=1",
+                                    f"sampler_repeats={reps}", f"out_dir={out}"])
         run(cfg)
-        tables[reps] = (pd.read_csv(out / "sampler_cpu.csv"), (out / "bench_cpu.md").read_text())
-    timed, text = tables[1]
+        tables[reps] = (pd.read_csv(out / "bench_cpu.csv"), pd.read_csv(out / "sampler_cpu.csv"),
+                        (out / "bench_cpu.md").read_text())
+    bench, timed, _ = tables[1]
+    assert list(zip(bench.variant, bench.fine_tuning)) == [("spo", "full"), ("ppo", "full"), ("spo", "lora"),
+                                                           ("ppo", "lora")]
+    by = bench.set_index(["variant", "fine_tuning"])
+    for way in ("full", "lora"):
+        assert by.loc[("ppo", way), "step_s_vs_ppo"] == 1
+        assert by.loc[("spo", way), "train_state_MB_vs_ppo"] == pytest.approx(
+            by.loc[("spo", way), "train_state_MB"] / by.loc[("ppo", way), "train_state_MB"], rel=1e-3)  # %.4g in the CSV
+    assert by.loc[("spo", "lora"), "train_state_MB"] < by.loc[("spo", "full"), "train_state_MB"]  # no grads, moments, π_ref copy of the base
     assert list(timed.method) == ["spolab sample, shared prefill", "spolab sample, one prefill per row",
                                   "transformers generate"]
     assert (timed.seconds > 0).all() and timed.vs_generate.iloc[-1] == 1
-    skipped, text = tables[0]
+    _, skipped, text = tables[0]
     assert list(skipped.columns) == list(timed.columns) and skipped.empty
     assert "not measured (sampler_repeats=0)" in text

@@ -1,7 +1,7 @@
 """Runs across processes (spolab.dist, torchrun; docs/real_scale.md, "Across GPUs"), on the CPU with gloo: one
 RL update at global batch B across 2 ranks is the one-process update at batch B (SPO, PPO); a killed 2-rank RL
 run resumes to exactly the uninterrupted one; rank 0 alone writes, one metrics.jsonl and one MLflow run; 2-rank
-SFT steps are the one-process steps; q0 and evaluate cover every problem once. Plus the one-process identities
+SFT steps are the one-process steps; q0, sources and evaluate cover every problem once. Plus the one-process identities
 of spolab.dist and the configurations it refuses."""
 
 from __future__ import annotations
@@ -68,11 +68,11 @@ def test_launch_must_match_the_scale(monkeypatch):
 
 def test_an_entry_that_runs_in_one_process_refuses_torchrun(tmp_path):
     env = {**os.environ, "WORLD_SIZE": "2", "RANK": "0", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "spolab.sources", "scale=smoke", f"out_dir={tmp_path}/sources"],
+    done = subprocess.run([sys.executable, "-m", "spolab.bench", "scale=smoke", f"out_dir={tmp_path}/bench"],
                           env=env, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert done.returncode == 2, done.stderr[-2000:]
-    assert "2 processes were launched, but spolab.sources runs in one" in done.stderr
-    assert not (tmp_path / "sources").exists()
+    assert "2 processes were launched, but spolab.bench runs in one" in done.stderr
+    assert not (tmp_path / "bench").exists()
 
 
 # ---------------------------------------------------------------------------- one update: 2 ranks = 1 process
@@ -314,3 +314,38 @@ def test_two_rank_q0_and_evaluate_cover_every_problem_once(smoke_sft, smoke_data
     assert json.loads((pair / "eval.json").read_text())["ood/n_problems"] == 5
     assert (tmp_path / "eval" / "summary.json").exists()
     _one_mlflow_run(tmp_path)
+
+
+@pytest.mark.slow
+def test_two_rank_sources_build_every_pool_in_problem_order(smoke_sft, smoke_data, tmp_path):
+    """sources across 2 ranks: each rank builds every pool for its share of the prompts; rank 0 writes each
+    pool once, in problem order, with π_ref's log-probs, and one MLflow run. The expert pool (the dataset's
+    programs, no sampling) is the one-process pool record for record (π_ref's log-probs within 1e-5)."""
+    import json
+
+    track = [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"tracking.artifact_root={tmp_path}/art"]
+    common = ["problems=6", "other_policy.per_problem=2", "decoding.restarts=2", "expert.per_problem=2",
+              "random.per_problem=2", f"data_dir={smoke_data}", f"sft_dir={smoke_sft[0] / 'model'}"]
+    _run(_torchrun("sources", *common, f"out_dir={tmp_path}/two", *track), tmp_path)
+    _one_mlflow_run(tmp_path)
+    one = subprocess.run([sys.executable, "-m", "spolab.sources", "scale=smoke", *common, f"out_dir={tmp_path}/one",
+                          "tracking.uri=null"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=1800)
+    assert one.returncode == 0, one.stderr[-3000:]
+    ids = [json.loads(line)["id"] for line in (smoke_data / "rl.jsonl").read_text().splitlines()][:6]
+
+    def pool(run: str, name: str) -> list[dict]:
+        return [json.loads(line) for line in (tmp_path / run / f"{name}.jsonl").read_text().splitlines()]
+
+    for name in ("expert", "other_policy", "decoding", "random"):
+        got = pool("two", name)
+        order = [t["problem_id"] for t in got]
+        assert sorted(set(order)) == sorted(ids) and order == sorted(order, key=ids.index), name  # problem order
+        assert all(len(t["ref_logp"]) == len(t["response_ids"]) for t in got), name
+        assert len(got) == len(pool("one", name)), name
+    two, one = pool("two", "expert"), pool("one", "expert")
+    assert [{k: v for k, v in t.items() if k != "ref_logp"} for t in two] == \
+        [{k: v for k, v in t.items() if k != "ref_logp"} for t in one]
+    for a, b in zip(two, one):  # π_ref scored them in other batches: equal up to fp32 summation order
+        assert a["ref_logp"] == pytest.approx(b["ref_logp"], abs=1e-5)
+    assert set(json.loads((tmp_path / "two" / "summary.json").read_text())) == {"expert", "other_policy", "decoding",
+                                                                                "random"}

@@ -248,12 +248,44 @@ def test_validation_accepts_a_fitting_scale_and_skips_a_cpu_one():
         validate(load_config("rl", ["scale=smoke", "scale.sharding=zero3"]), "rl", check_paths=False)
 
 
+def test_the_benchmark_is_planned_as_one_device_s_update():
+    """The benchmark times one process on one device (spolab.perf.bench_batch): each row is planned as an RL
+    update of the scale's batch / world_size trajectories, without validation, at world_size 1. At paper
+    (8 GPUs, batch 256) that is 32 trajectories: LoRA (the scale's fine_tuning) fits 80 GB, full fine-tuning
+    of the 8 B model is refused in one line that says what would fit. sources, data-parallel like q0, is
+    planned at its per-device share."""
+    from spolab.memory import bench_plans, hardware, workload
+
+    paper = load_config("bench", ["scale=paper"])
+    validate(paper, "bench", check_paths=False)
+    rows = bench_plans(paper)
+    assert [p.label for _, p in rows] == [f"bench {v} (llama8b, LoRA)" for v in paper.variants]
+    for rl, plan in rows:
+        assert rl.batch_size == 256 // 8 and rl.scale.world_size == 1 and rl.model.lora
+        arch, hw = architecture(rl.model, rl.task), hardware(rl)
+        assert hw.world_size == 1 and plan.total <= 80 * GIB
+        w = workload(rl, "rl", arch, hw, validation=False)
+        assert w.sample_rows == 32 and w.group_rows == 0  # the fresh batch only: no validation sampling
+        assert plan.total == plan_bytes(arch, w, hw, "bf16").total  # the row is that workload's plan
+    with pytest.raises(ConfigError) as e:
+        validate(load_config("bench", ["scale=paper", "fine_tuning=[full]"]), "bench", check_paths=False)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("scale=paper: bench spo (llama8b, full) needs ")
+    assert "> scale.gpu_memory_gb 80; benchmark LoRA adapters (bench fine_tuning=[lora])" in msg
+    with pytest.raises(ConfigError, match=r"^batch_size=60: must split into scale.world_size=8 shares of whole groups"):
+        validate(load_config("bench", ["scale=paper", "batch_size=60", "group_size=4"]), "bench", check_paths=False)
+    sources = load_config("sources", ["scale=paper"])
+    one = load_config("sources", ["scale=paper", "scale.world_size=1"])
+    assert plan_entry(sources, "sources").items["KV cache"] * 8 == plan_entry(one, "sources").items["KV cache"]
+
+
 def test_placement_keys_are_not_part_of_a_runs_identity():
     from spolab.config import run_identity
 
     base = load_config("rl", ["scale=smoke"])
     assert run_identity(load_config("rl", ["scale=smoke", "scale.world_size=8", "scale.sharding=fsdp",
-                                           "scale.gpu_memory_gb=80", "scale.micro_batch_size=2"])) == run_identity(base)
+                                           "scale.gpu_memory_gb=80", "scale.micro_batch_size=2",
+                                           "+scale.launcher=torchrun"])) == run_identity(base)
     legacy = OmegaConf.to_container(base, resolve=True)
     legacy["scale"] = {"name": "smoke"}  # a config from before the scale had these keys: the same run
     assert run_identity(legacy) == run_identity(base)
@@ -277,8 +309,10 @@ def test_plan_command_at_paper_without_the_weights(tmp_path):
     assert [c.strip() for c in head.strip("|").split("|")] == [
         "entry", "weights", "gradients", "optimiser", "π_ref", "critic", "activations", "KV cache", "total", "peak", "fits"]
     rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| entry")]
+    bench = load_config("bench", ["scale=paper"])
     assert [r.split("|")[1].strip() for r in rows] == ["sft", "q0", "sources", *(f"rl ({a}, LoRA r 16)" for a in
-                                                        ("spo", "ppo", "grpo", "rloo")), "evaluate"]  # its rl_lora
+                                                        ("spo", "ppo", "grpo", "rloo")), "evaluate",  # its rl_lora
+                                                        *(f"bench {v} (llama8b, LoRA)" for v in bench.variants)]
     assert all(r.split("|")[-2].strip() == "yes" for r in rows)
     saved = json.loads((tmp_path / "plan" / "plan.json").read_text())
     assert saved["params"] == 8_030_261_248 and saved["hardware"]["world_size"] == 8

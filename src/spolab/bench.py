@@ -47,8 +47,9 @@ from spolab.models.lora import Reference, add_adapters, lora_settings
 from spolab.perf import (
     VARIANTS,
     SavedActivations,
+    bench_batch,
+    bench_rl_config,
     matmul_gflops,
-    ppo_steps_per_update,
     state_bytes,
     training_state,
 )
@@ -103,7 +104,7 @@ def bench_trl_grpo(size: str, cfg, queue) -> None:
             self.times.append(time.perf_counter() - self.t0)
 
     args = GRPOConfig(
-        output_dir=f"/tmp/spolab-trl-{os.getpid()}", per_device_train_batch_size=cfg.batch_size,
+        output_dir=f"/tmp/spolab-trl-{os.getpid()}", per_device_train_batch_size=bench_batch(cfg),
         num_generations=cfg.group_size, steps_per_generation=1, max_completion_length=rl_cfg.task.max_new_tokens,
         beta=rl_cfg.algo.beta, learning_rate=rl_cfg.algo.lr, max_steps=cfg.warmup + cfg.repeats, logging_steps=1,
         report_to="none", use_cpu=device.type == "cpu", bf16=cfg.precision == "bf16", save_strategy="no",
@@ -117,7 +118,7 @@ def bench_trl_grpo(size: str, cfg, queue) -> None:
     step = statistics.median(timer.times[cfg.warmup :])
     nan = float("nan")
     queue.put({
-        "variant": "trl_grpo", "size": size, "device": device.type,
+        "variant": "trl_grpo", "size": size, "fine_tuning": "full", "device": device.type,
         "params_M": sum(p.numel() for p in policy.parameters()) / 1e6, "sample_s": nan, "score_s": nan,
         "update_s": nan, "step_s": step, "sampled_tok_per_s": nan, "trained_tok_per_s": nan,
         "gflop_per_step": nan, "achieved_gflop_s": nan, "batch_trajectories": nan,
@@ -206,18 +207,15 @@ def lora_state_rows(cfg) -> list[dict]:
     return rows
 
 
-def bench_one(variant: str, size: str, cfg_dict: dict, queue) -> None:
-    """Runs in a spawned process: one algorithm, one model size; puts its row on ``queue``."""
+def bench_one(variant: str, size: str, cfg_dict: dict, queue, tuning: str = "full") -> None:
+    """Runs in a spawned process: one algorithm, one model size, full fine-tuning or LoRA (``tuning``); puts
+    its row on ``queue``."""
     cfg = OmegaConf.create(cfg_dict)
     torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     baseline = psutil.Process().memory_info().rss  # after imports: libraries are not the algorithm's
-    algo_name, mix_name = VARIANTS[variant]
-    steps = [f"algo.steps_per_batch={ppo_steps_per_update()}"] if variant == "spo_ppo_steps" else []
-    # the policy itself samples (data_mix.sync_every 1, no stale copy in memory): the cost of the online setting
-    rl_cfg = load_config("rl", [f"algo={algo_name}", f"data_mix={mix_name}", f"model={size}", f"scale={cfg.scale.name}",
-                                f"batch_size={cfg.batch_size}", f"group_size={cfg.group_size}", "seed=0",
-                                "data_mix.sync_every=1", *steps])
+    algo_name, _ = VARIANTS[variant]
+    rl_cfg = bench_rl_config(variant, size, tuning, cfg)
     rl_cfg.sft_dir, rl_cfg.data_dir = _init_dir(size, cfg, rl_cfg), cfg.data_dir
     q0 = None
     if get_algorithm(algo_name).needs_q0:  # 3 of 16 reference samples succeed on every prompt: a plausible Q̂0
@@ -257,7 +255,7 @@ def bench_one(variant: str, size: str, cfg_dict: dict, queue) -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     step_s = sum(med.values())
     row = {
-        "variant": variant, "size": size, "device": device.type, "precision": cfg.precision,
+        "variant": variant, "size": size, "fine_tuning": tuning, "device": device.type, "precision": cfg.precision,
         "params_M": sum(p.numel() for p in policy.parameters()) / 1e6,
         "opt_steps_per_update": algo.steps_per_update,
         "sample_s": med["sample"], "score_s": med["score_mix"], "update_s": med["update"], "step_s": step_s,
@@ -281,7 +279,7 @@ def sampler_vs_generate(cfg, size: str, repeats: int = 5) -> list[dict]:
     rl_cfg = load_config("rl", [f"model={size}", f"scale={cfg.scale.name}"])
     policy, tok, _ = _policy_for(size, cfg, rl_cfg)
     policy.to(device).eval()
-    probs = load_split(cfg.data_dir, "rl")[: cfg.batch_size // cfg.group_size]
+    probs = load_split(cfg.data_dir, "rl")[: bench_batch(cfg) // cfg.group_size]
     ids, mask = encode_prompts(tok, [task_of(probs).prompt(p) for p in probs])
     ids, mask = ids.to(device), mask.to(device)
     k, T = cfg.group_size, rl_cfg.task.max_new_tokens
@@ -332,23 +330,27 @@ def run(cfg: DictConfig) -> list[dict]:
     log.info("fp32 matmul throughput: %.1f GFLOP/s (%d threads, %s)", peak, cfg.threads, device)
     rows = []
     for size in cfg.sizes:
-        for variant in cfg.variants:
-            if variant not in VARIANTS and variant != "trl_grpo":
-                raise ValueError(f"unknown bench variant {variant!r}; valid: {sorted(VARIANTS) + ['trl_grpo']}")
-            q = ctx.Queue()
-            target = bench_trl_grpo if variant == "trl_grpo" else bench_one
-            args = (size, OmegaConf.to_container(cfg, resolve=True), q)
-            p = ctx.Process(target=target, args=args if variant == "trl_grpo" else (variant, *args))
-            p.start()
-            row = _result(q, p, f"{size}/{variant}")
-            log.info("%s/%s: step %.3f s (update %.3f s), peak RSS +%.0f MB", size, variant, row["step_s"],
-                     row["update_s"], row["peak_rss_above_baseline_MB"])
-            rows.append(row)
+        for tuning in cfg.fine_tuning:
+            for variant in cfg.variants:
+                if variant not in VARIANTS and variant != "trl_grpo":
+                    raise ValueError(f"unknown bench variant {variant!r}; valid: {sorted(VARIANTS) + ['trl_grpo']}")
+                if variant == "trl_grpo" and tuning != "full":  # TRL's peer row: its own full fine-tuning only
+                    continue
+                q = ctx.Queue()
+                target = bench_trl_grpo if variant == "trl_grpo" else bench_one
+                args = (size, OmegaConf.to_container(cfg, resolve=True), q)
+                p = ctx.Process(target=target, args=args if variant == "trl_grpo" else (variant, *args, tuning))
+                p.start()
+                row = _result(q, p, f"{size}/{variant}/{tuning}")
+                log.info("%s/%s (%s): step %.3f s (update %.3f s), peak RSS +%.0f MB", size, variant, tuning,
+                         row["step_s"], row["update_s"], row["peak_rss_above_baseline_MB"])
+                rows.append(row)
     df = pd.DataFrame(rows)
     df["frac_of_matmul_peak"] = df["achieved_gflop_s"] / peak
     for col in ("step_s", "update_s", "peak_rss_above_baseline_MB", "train_state_MB", "peak_activations_MB"):
-        ppo = df[df.variant == "ppo"].set_index("size")[col]
-        df[f"{col}_vs_ppo"] = [r[col] / ppo[r["size"]] if r["size"] in ppo.index else float("nan")
+        ppo = df[df.variant == "ppo"].set_index(["size", "fine_tuning"])[col]  # PPO's row of the same way to train
+        df[f"{col}_vs_ppo"] = [r[col] / ppo[(r["size"], r["fine_tuning"])]
+                               if (r["size"], r["fine_tuning"]) in ppo.index else float("nan")
                                for _, r in df.iterrows()]
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -358,11 +360,14 @@ def run(cfg: DictConfig) -> list[dict]:
     sampler.to_csv(out / f"sampler_{device.type}.csv", index=False, float_format="%.4g")
     lora = pd.DataFrame(lora_state_rows(cfg))
     lora.to_csv(out / f"lora_state_{device.type}.csv", index=False, float_format="%.4g")
-    header = (f"# Benchmark ({device.type}: {device_name(device)}, {cfg.threads} threads, {cfg.precision} forward passes, batch {cfg.batch_size} = "
-              f"{cfg.batch_size // cfg.group_size} prompts x {cfg.group_size}, median of {cfg.repeats} updates after "
+    B = bench_batch(cfg)
+    share = (f" (one device's share of the scale's {cfg.batch_size} across {cfg.batch_size // B})"
+             if B != cfg.batch_size else "")
+    header = (f"# Benchmark ({device.type}: {device_name(device)}, {cfg.threads} threads, {cfg.precision} forward passes, batch {B} = "
+              f"{B // cfg.group_size} prompts x {cfg.group_size}{share}, median of {cfg.repeats} updates after "
               f"{cfg.warmup} warm-up; measured fp32 matmul peak {peak:.1f} GFLOP/s)\n\n")
     text = (header + df.to_markdown(index=False, floatfmt=".4g") + "\n\n## Sampling "
-            f"{cfg.batch_size // cfg.group_size} prompts x {cfg.group_size} samples\n\n"
+            f"{B // cfg.group_size} prompts x {cfg.group_size} samples\n\n"
             + (sampler.to_markdown(index=False, floatfmt=".4g") if len(sampler)
                else "not measured (sampler_repeats=0)")
             + "\n\n## Training state: LoRA vs full fine-tuning (computed; MB)\n\n"

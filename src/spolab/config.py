@@ -85,7 +85,8 @@ def _top_keys(name: str) -> set[str]:
 # the `scale` block's keys besides its name: the hardware a scale runs on and the memory plan's assumptions
 # (conf/scale/*.yaml, spolab.memory). Every entry keeps them (`scale` is every entry's key); they are placement,
 # not identity: run_identity leaves them out, as it leaves out `device`.
-SCALE_PLACEMENT = ("world_size", "sharding", "gpu_memory_gb", "micro_batch_size", "prompt_tokens")
+SCALE_PLACEMENT = ("world_size", "sharding", "gpu_memory_gb", "micro_batch_size", "prompt_tokens", "launcher")
+LAUNCHERS = ("auto", "torchrun")  # scale.launcher: torchrun for world_size > 1, else python -m | torchrun always
 SHARDINGS = ("none", "fsdp")  # scale.sharding: none (every device holds every model) | fsdp (model state sharded)
 
 # mappings whose keys are names (splits, stored sources), which validation checks against their own lists

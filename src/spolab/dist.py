@@ -36,7 +36,7 @@ from spolab.errors import ConfigError
 
 T = TypeVar("T")
 
-ENTRIES = ("rl", "sft", "q0", "evaluate")  # the entry points that run across processes; the others refuse torchrun
+ENTRIES = ("rl", "sft", "q0", "sources", "evaluate")  # the entry points that run across processes; the others refuse torchrun
 
 TIMEOUT_MIN = 120  # minutes a rank waits in a collective (rank 0 writing a checkpoint, a slow validation shard)
 BUCKET = 2**25  # gradient elements per all-reduce (128 MiB of fp32): bounds the flattened copy's memory

@@ -236,6 +236,7 @@ class Hardware:
     micro_batch_size: int | None = None  # sequences per device in one teacher-forced pass; None: the whole batch
     prompt_tokens: int | None = None  # the longest prompt, in tokens (None: a from-scratch model's max_positions
     # less the response)
+    launcher: str = "auto"  # how the workflow starts a data-parallel job (workflow/rules/common.smk); no memory
 
     def shard(self, nbytes: int) -> int:
         """Model state on one device: all of it, or its 1/world_size share under FSDP."""
@@ -407,9 +408,10 @@ def _val_rows(cfg, n_problems: int) -> tuple[int, bool]:
     return chunk_rows(int(p.n), SAMPLER_BATCH, n_problems * int(p.n)), p.temperature == 1.0 and p.top_p == 1.0
 
 
-def workload(cfg, entry: str, arch: Arch, hw: Hardware) -> Workload:
+def workload(cfg, entry: str, arch: Arch, hw: Hardware, validation: bool = True) -> Workload:
     """What ``entry`` (one of :data:`PLANNED`) runs with config ``cfg``: which models it holds and its largest
-    batch of each kind, read off its code (the module named in each branch)."""
+    batch of each kind, read off its code (the module named in each branch). ``validation`` false: an rl
+    update without the run's validation sampling (the benchmark's, spolab.bench)."""
     P, T = sequence_lengths(cfg, arch, hw)
     if entry == "sft":  # spolab.sft: trains at sft.batch_size, or (sft.enabled false) only validates
         rows, _ = _val_rows(cfg, int(cfg.val_problems))
@@ -455,7 +457,7 @@ def workload(cfg, entry: str, arch: Arch, hw: Hardware) -> Workload:
         sync_every, sources = check_data_mix(algo, cfg.data_mix)
         bs, g = int(cfg.batch_size), int(cfg.group_size)
         fresh = chunk_rows(g, SAMPLER_BATCH, allocate(bs, cfg.data_mix.fresh_fraction, sources)["fresh"])
-        val, val_scored = _val_rows(cfg, int(cfg.val_problems))
+        val, val_scored = _val_rows(cfg, int(cfg.val_problems)) if validation else (0, False)
         train = bs // int(cfg.algo.get("minibatches", 1))  # SPO: the whole batch at each of its steps
         rescored = algo.tempered and cfg.temperature != 1.0  # π_ref's log-probs at T: the whole batch at once
         score = bs if rescored else min(bs, SAMPLER_BATCH)  # attach_ref_logp / π_ref at T, row by row
@@ -593,10 +595,11 @@ def _hint(cfg, entry: str, arch: Arch, hw: Hardware) -> str:
     return " or ".join(ways)
 
 
-def check_memory(cfg, entry: str, plan: Plan | None = None) -> None:
+def check_memory(cfg, entry: str, plan: Plan | None = None, hint: str | None = None) -> None:
     """Refuse (ConfigError, one line) an entry point whose plan exceeds ``scale.gpu_memory_gb`` per device:
-    the entry, its total, the budget, the biggest items, and what would make it fit. Nothing is checked
-    when ``scale.gpu_memory_gb`` is null (a CPU scale). ``plan``: the entry's plan, when already made."""
+    the entry, its total, the budget, the biggest items, and what would make it fit (``hint``, else
+    :func:`_hint`). Nothing is checked when ``scale.gpu_memory_gb`` is null (a CPU scale). ``plan``: the
+    entry's plan, when already made."""
     hw = hardware(cfg)
     if hw.gpu_memory_gb is None:
         return
@@ -607,5 +610,41 @@ def check_memory(cfg, entry: str, plan: Plan | None = None) -> None:
     biggest = sorted(plan.parts.items(), key=lambda kv: -kv[1])
     items = ", ".join(f"{k} {_gib(v)}" for k, v in biggest)
     raise ConfigError(f"scale={cfg.scale.name}: {plan.label} needs {_gib(plan.total)} GiB per device ({items}; peak in "
-                      f"{plan.peak}) > scale.gpu_memory_gb {hw.gpu_memory_gb:g}; {_hint(cfg, entry, arch, hw)} "
+                      f"{plan.peak}) > scale.gpu_memory_gb {hw.gpu_memory_gb:g}; {hint or _hint(cfg, entry, arch, hw)} "
                       "(python -m spolab.plan scale=" + str(cfg.scale.name) + " shows the plan)")
+
+
+BENCH_HINT = ("benchmark LoRA adapters (bench fine_tuning=[lora]) or a smaller model (bench sizes), or set "
+              "scale.micro_batch_size")
+
+
+def bench_plans(cfg) -> list[tuple[object, Plan]]:
+    """(rl config, plan) of every row the benchmark (``cfg``: its configuration) times: each an RL update of
+    its variant on its model size (no validation: the benchmark times train steps), fully fine-tuned or with
+    LoRA (``fine_tuning``), in one process on one device at one device's batch (spolab.perf.bench_rl_config).
+    TRL's peer row is not planned."""
+    from dataclasses import replace
+
+    from spolab.perf import bench_rl_config
+
+    out = []
+    for size in cfg.sizes:
+        for tuning in cfg.fine_tuning:
+            for variant in cfg.variants:
+                if variant == "trl_grpo":
+                    continue
+                rl = bench_rl_config(variant, size, tuning, cfg)
+                arch = architecture(rl.model, rl.task)
+                hw = hardware(rl)
+                plan = plan_bytes(arch, workload(rl, "rl", arch, hw, validation=False), hw, rl.precision)
+                out.append((rl, replace(plan, label=f"bench {variant} ({size}, {'LoRA' if tuning == 'lora' else 'full'})")))
+    return out
+
+
+def check_bench_memory(cfg) -> None:
+    """:func:`check_memory` of every benchmark row (:func:`bench_plans`): the first over budget is refused
+    (nothing is planned without ``scale.gpu_memory_gb``)."""
+    if hardware(cfg).gpu_memory_gb is None:
+        return
+    for rl, plan in bench_plans(cfg):
+        check_memory(rl, "rl", plan, hint=BENCH_HINT)

@@ -116,6 +116,35 @@ def ppo_steps_per_update() -> int:
     return int(a.epochs) * int(a.minibatches)
 
 
+FINE_TUNING = ("full", "lora")  # the benchmark's ways to train: every weight, or LoRA adapters (rl's lora=on)
+
+
+def bench_batch(bench_cfg) -> int:
+    """Trajectories of one benchmarked update: one device's share of the scale's batch, ``batch_size`` /
+    ``scale.world_size`` (the benchmark times one process on one device; the whole batch on a
+    one-device scale)."""
+    return int(bench_cfg.batch_size) // int(bench_cfg.scale.get("world_size") or 1)
+
+
+def bench_rl_config(variant: str, size: str, tuning: str, bench_cfg):
+    """The rl configuration one benchmark row runs (spolab.bench.bench_one) and the memory plan checks
+    (spolab.memory.bench_plans): ``variant``'s algorithm and data mix on model ``size`` at the benchmark's
+    scale and one device's batch (:func:`bench_batch`), the policy itself sampling (data_mix.sync_every 1: no stale copy in memory, the cost of
+    the online setting), LoRA adapters for ``tuning`` lora, in one process (``scale.world_size=1``: the
+    benchmark times one device), with the benchmark's own response length, precision and scale placement
+    (``bench_cfg``: its configuration, overrides included)."""
+    algo_name, mix_name = VARIANTS[variant]
+    steps = [f"algo.steps_per_batch={ppo_steps_per_update()}"] if variant == "spo_ppo_steps" else []
+    scale = bench_cfg.scale
+    placement = [f"scale.{k}={'null' if scale.get(k) is None else scale.get(k)}"
+                 for k in ("gpu_memory_gb", "micro_batch_size", "prompt_tokens") if k in scale]
+    return load_config("rl", [f"algo={algo_name}", f"data_mix={mix_name}", f"model={size}", f"scale={scale.name}",
+                              f"batch_size={bench_batch(bench_cfg)}", f"group_size={bench_cfg.group_size}", "seed=0",
+                              "data_mix.sync_every=1", "scale.world_size=1", *placement, *steps,
+                              f"task.max_new_tokens={bench_cfg.task.max_new_tokens}",
+                              f"precision={bench_cfg.precision}", *(["lora=on"] if tuning == "lora" else [])])
+
+
 def matmul_gflops(threads: int, device, n: int = 2048, repeats: int = 10) -> float:
     """This machine's measured fp32 matmul throughput (GFLOP/s): the limit reported against."""
     torch.set_num_threads(threads)

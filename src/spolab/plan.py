@@ -24,6 +24,7 @@ from spolab.cli import entry
 from spolab.config import load_config, own_keys
 from spolab.errors import ConfigError
 from spolab.memory import (
+    BENCH_HINT,
     GIB,
     ITEMS,
     PLANNED,
@@ -31,6 +32,8 @@ from spolab.memory import (
     Hardware,
     Plan,
     architecture,
+    bench_plans,
+    check_bench_memory,
     check_memory,
     hardware,
     plan_entry,
@@ -95,6 +98,7 @@ def check_scale(scale: str, overrides: list[str] = ()) -> None:
     for name, cfg in entry_configs(scale, list(PLANNED), ["spo", "ppo", "grpo", "rloo"], overrides,
                                    lora=scale_rl_lora(scale)):
         check_memory(cfg, name)
+    check_bench_memory(load_config("bench", [f"scale={scale}", *forwarded(list(overrides), "bench")]))
 
 
 def _unit(plans: list[Plan]) -> tuple[str, int]:
@@ -142,6 +146,10 @@ def run(cfg: DictConfig) -> dict:
         pass
     scale = cfg.scale.name
     plans, arch, hw, configs = scale_plans(scale, list(cfg.entries), list(cfg.algos), overrides, bool(cfg.rl_lora))
+    if cfg.bench:  # the benchmark's rows: each an RL update in one process on one device
+        bench = bench_plans(load_config("bench", [f"scale={scale}", *forwarded(overrides, "bench")]))
+        plans += [p for _, p in bench]
+        configs += [("bench", rl) for rl, _ in bench]
     text = header(scale, arch, hw, configs[0][1]) + "\n\n" + table(plans, hw)
     print(text, flush=True)
     out = Path(cfg.out_dir)
@@ -151,7 +159,7 @@ def run(cfg: DictConfig) -> dict:
     (out / "plan.json").write_text(json.dumps({"scale": scale, "params": arch.params, "critic_params": arch.critic_params,
                                                "hardware": hw.__dict__, "bytes_per_device": rows}, indent=1) + "\n")
     for (name, entry_cfg), plan in zip(configs, plans):  # the first entry point over budget: its job's refusal
-        check_memory(entry_cfg, name, plan)
+        check_memory(entry_cfg, "rl" if name == "bench" else name, plan, BENCH_HINT if name == "bench" else None)
     return rows
 
 

@@ -4,6 +4,10 @@ Writes ``{out_dir}/<source>.jsonl`` for expert, other_policy, decoding and rando
 with its frozen π_ref log-probs cached) and ``{out_dir}/summary.json`` (size, mean reward,
 success rate and distinct programs per prompt of each pool). earlier_run is not built here:
 it is the ``trajectories.jsonl`` a finished RL run dumps (spolab.rl).
+
+With ``scale.world_size`` W > 1, launched by torchrun (:mod:`spolab.dist`), each process builds every pool
+for a contiguous share of the prompts, with its own random stream (seeded by (seed, rank)), and scores its
+share with π_ref; rank 0 gathers the pools in prompt order and alone writes the files and the MLflow run.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import numpy as np
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from spolab import dist
 from spolab.cli import entry
 from spolab.models.build import load_model, load_tokenizer
 from spolab.rollout.collect import attach_ref_logp, collect
@@ -30,7 +35,7 @@ from spolab.rollout.offpolicy import (
 from spolab.rollout.trajectories import save_trajectories
 from spolab.tasks.base import get_task
 from spolab.tasks.io import load_split
-from spolab.tracking import Tracker
+from spolab.tracking import NullTracker, Tracker
 from spolab.utils import autocast, generator, resolve_device, seed_everything, set_threads, write_json
 from spolab.validate import validate
 
@@ -50,12 +55,17 @@ def pool_stats(trajs) -> dict[str, float]:
 def run(cfg: DictConfig) -> dict:
     set_threads()
     validate(cfg, "sources")
-    device = resolve_device(cfg.device)
+    with dist.launch(cfg, "sources", resolve_device(cfg.device), trains=False) as device:  # W > 1: this rank's
+        return _build(cfg, device)
+
+
+def _build(cfg: DictConfig, device) -> dict:
     seed_everything(cfg.seed)
     out = Path(cfg.out_dir)
     tok = load_tokenizer(cfg.sft_dir)
     ref = load_model(cfg.sft_dir, device=device).eval().requires_grad_(False)
-    problems = load_split(cfg.data_dir, "rl")[: cfg.problems]
+    problems = dist.shard(load_split(cfg.data_dir, "rl")[: cfg.problems], even=False)  # this rank's prompts
+    seed = dist.rank_seed(cfg.seed)  # cfg.seed in one process
     task = get_task(cfg.task)
     dsl = task.name == "listdsl"  # the miniature enumerates equivalent programs and draws from its grammar
     builders = {
@@ -66,30 +76,35 @@ def run(cfg: DictConfig) -> dict:
         "other_policy": lambda: collect(ref, tok, problems, group_size=cfg.other_policy.per_problem,
                                         max_new_tokens=cfg.task.max_new_tokens,
                                         temperature=cfg.other_policy.temperature,
-                                        generator=generator(device, cfg.seed), source="other_policy",
+                                        generator=generator(device, seed), source="other_policy",
                                         version=0, reward_kind=cfg.task.reward, batch_size=cfg.forward_batch_size,
                                         task=task)[0],
         "decoding": lambda: decoding_trajectories(ref, tok, problems, restarts=cfg.decoding.restarts,
                                                     max_new_tokens=cfg.task.max_new_tokens,
                                                     reward_kind=cfg.task.reward, batch_size=cfg.forward_batch_size),
         "random": lambda: random_trajectories(problems, tok, per_problem=cfg.random.per_problem,
-                                                max_prims=cfg.task.max_prims, seed=cfg.seed,
+                                                max_prims=cfg.task.max_prims, seed=seed,
                                                 reward_kind=cfg.task.reward)
-        if dsl else foreign_trajectories(problems, tok, task, per_problem=cfg.random.per_problem, seed=cfg.seed,
+        if dsl else foreign_trajectories(problems, tok, task, per_problem=cfg.random.per_problem, seed=seed,
                                          reward_kind=cfg.task.reward),
     }
     summary = {}
-    with Tracker.from_config(out, cfg, run_name="sources",
-                             tags={"stage": "sources", "algo": "ref", "scale": cfg.scale.name}) as tracker, \
-            autocast(device, cfg.precision):
-        for name in tqdm(POOL_SOURCES, desc="sources"):
+    tracker = (Tracker.from_config(out, cfg, run_name="sources", tags={"stage": "sources", "algo": "ref",
+                                                                       "scale": cfg.scale.name})
+               if dist.is_main() else NullTracker())
+    with tracker, autocast(device, cfg.precision):
+        for name in tqdm(POOL_SOURCES, desc="sources", disable=not dist.is_main()):
             trajs = builders[name]()
             attach_ref_logp(ref, trajs, tok.pad_token_id,  # at most scale.micro_batch_size sequences per pass
                             batch_size=min(cfg.forward_batch_size, cfg.scale.get("micro_batch_size") or cfg.forward_batch_size))
-            save_trajectories(out / f"{name}.jsonl", trajs)
-            summary[name] = pool_stats(trajs)
-            log.info("%s: %s", name, {k: round(v, 3) for k, v in summary[name].items()})
-        write_json(out / "summary.json", summary)
+            if dist.world_size() > 1:  # every rank's share, in prompt order
+                trajs = [t for part in dist.gather_object(trajs) for t in part]
+            if dist.is_main():
+                save_trajectories(out / f"{name}.jsonl", trajs)
+                summary[name] = pool_stats(trajs)
+                log.info("%s: %s", name, {k: round(v, 3) for k, v in summary[name].items()})
+        if dist.is_main():
+            write_json(out / "summary.json", summary)
         tracker.log_summary({f"sources/{s}/{k}": v for s, d in summary.items() for k, v in d.items()})
     return summary
 

@@ -37,10 +37,10 @@ from spolab.checks import (  # noqa: F401  re-exported: the entry tables' check 
     registered,
     text,
 )
-from spolab.config import CONF_DIR, SHARDINGS, protocol_path
+from spolab.config import CONF_DIR, LAUNCHERS, SHARDINGS, protocol_path
 from spolab.errors import ConfigError
 from spolab.jsonl import check_manifest, rebuild_data
-from spolab.memory import PLANNED, check_memory
+from spolab.memory import PLANNED, check_bench_memory, check_memory
 from spolab.models.build import resolve_name_or_path
 from spolab.models.lora import check_saved_targets, lora_settings, require_peft
 from spolab.perf import VARIANTS
@@ -103,6 +103,7 @@ SCALE: list[Rule] = [  # the scale's hardware and the memory plan's assumptions 
     ("scale.gpu_memory_gb?", optional(positive())),
     ("scale.micro_batch_size?", optional(integer(1, MAX_BATCH))),
     ("scale.prompt_tokens?", optional(integer(1, 1_048_576))),
+    ("scale.launcher?", one_of(*LAUNCHERS)),
 ]
 
 TRACKING: list[Rule] = [
@@ -226,6 +227,7 @@ BENCH: list[Rule] = [
     *MODEL, *TRACKING, *PLACEMENT,
     ("sizes", items(text())),
     ("variants", items(text())),
+    ("fine_tuning", items(one_of("full", "lora"))),
     ("sft_size", text()),
     ("batch_size", integer(1, MAX_BATCH)),
     ("group_size", integer(1, MAX_GROUP)),
@@ -440,6 +442,10 @@ def _bench(cfg) -> None:
                           f"{grouped[-1]} variants")
     if bs % g:
         raise ConfigError(f"batch_size={bs}: must be a multiple of group_size={g}")
+    w = int(cfg.scale.get("world_size") or 1)  # the benchmark times one device's share (spolab.perf.bench_batch)
+    if bs % (w * g):
+        raise ConfigError(f"batch_size={bs}: must split into scale.world_size={w} shares of whole groups of "
+                          f"group_size={g} (the benchmark times one device's share)")
 
 
 def _exact(cfg) -> None:
@@ -599,5 +605,7 @@ def validate(cfg: DictConfig, entry: str, *, check_paths: bool = True) -> None:
         cross(cfg)
     if entry in PLANNED:  # the memory plan per device within scale.gpu_memory_gb (none set: nothing checked)
         check_memory(cfg, entry)
+    if entry == "bench":  # each row it times, in one process on one device
+        check_bench_memory(cfg)
     if check_paths and paths is not None:
         paths(cfg)

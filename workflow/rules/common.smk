@@ -83,13 +83,14 @@ def hydra_cmd(module):
     """`python -m spolab.<module>` with the job's thread count, the scale and the rule's params.args; an
     entry that runs data-parallel at a scale with `scale.world_size` W > 1 (`world_size`) is launched as W
     processes on this node by `torchrun --standalone --nproc_per_node=W -m spolab.<module>`, each with
-    threads / W of the job's threads (at least 1).
+    threads / W of the job's threads (at least 1); at W = 1 too when the scale sets `scale.launcher: torchrun`
+    (one process under the launcher, as gpu_check checks it).
 
     `python` and `torchrun` are the interpreter running Snakemake and its venv's launcher (PATH, set above).
     """
     ENTRY_POINTS.add(module)
     n = world_size(module)
-    if n == 1:
+    if n == 1 and not (module in DATA_PARALLEL and resolved(module)["scale"].get("launcher") == "torchrun"):
         threads = "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
         launcher = "python -m"
     else:
@@ -102,7 +103,7 @@ def hydra_cmd(module):
 
 def world_size(entry):
     """Processes one job of this entry runs across: the scale's `scale.world_size` for an entry that runs
-    data-parallel under torchrun (spolab.dist.ENTRIES: rl, sft, q0, evaluate), else 1 (sources, bench and the
+    data-parallel under torchrun (spolab.dist.ENTRIES: rl, sft, q0, sources, evaluate), else 1 (bench and the
     CPU-only steps run in one process)."""
     return int(resolved(entry)["scale"].get("world_size") or 1) if entry in DATA_PARALLEL else 1
 

@@ -36,7 +36,7 @@ rule sources:
         f"{PATHS.logs}/sources.log",
     benchmark:
         f"{PATHS.benchmarks}/sources.tsv"
-    threads: 1
+    threads: world_size("sources")  # one per process
     resources:
         gpu=gpus("sources"),
     conda:
