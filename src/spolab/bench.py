@@ -82,7 +82,7 @@ def bench_trl_grpo(size: str, cfg, queue) -> None:
     cfg = OmegaConf.create(cfg)
     torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    rl_cfg = load_config("rl", ["algo=grpo", f"model={size}", f"scale={cfg.scale.name}"])
+    rl_cfg = bench_rl_config("grpo", size, "full", cfg)
     policy, tok, init = _policy_for(size, cfg, rl_cfg)
     problems = load_split(cfg.data_dir, "rl")
     task = task_of(problems)
@@ -276,7 +276,7 @@ def sampler_vs_generate(cfg, size: str, repeats: int = 5) -> list[dict]:
     """Our KV-cached sampler (prefill shared by a prompt's samples, or not) against model.generate."""
     device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads)
-    rl_cfg = load_config("rl", [f"model={size}", f"scale={cfg.scale.name}"])
+    rl_cfg = bench_rl_config("spo", size, "full", cfg)  # the benchmark's response length and model
     policy, tok, _ = _policy_for(size, cfg, rl_cfg)
     policy.to(device).eval()
     probs = load_split(cfg.data_dir, "rl")[: bench_batch(cfg) // cfg.group_size]
