@@ -469,7 +469,7 @@ def paper_small_overrides(fixtures: Path) -> str:
         "device=cpu", "precision=fp32", "model=smollm2", "scale.world_size=2", "scale.gpu_memory_gb=null",
         "scale.micro_batch_size=2", "scale.prompt_tokens=512",
         f"task.paths.rl={cc}", f"task.paths.val={cc}", f"task.paths.test={cc}", f"task.paths.ood={taco}",
-        "task.max_problems.val=2", "task.max_new_tokens=64", "updates=2", "batch_size=8", "group_size=4",
+        "task.max_problems.val=2", "task.max_new_tokens=64", "updates=2", "batch_size=8", "group_size=2",
         "eval_every=2", "ckpt_every=2", "val_problems=2", "val_protocol.n=2", "val_protocol.ks=[1,2]", "n_ref=2", "forward_batch_size=8",
         "problems=2", "n_problems={test:4,ood:4}", "sizes=[smollm2]", "sft_size=smollm2", "variants=[spo,ppo]", "repeats=1",
         "warmup=0"])
