@@ -540,12 +540,13 @@ def plan_bytes(arch: Arch, work: Workload, hw: Hardware, precision: str) -> Plan
     return Plan(work.label, items, sum(parts.values()), peak, parts)
 
 
-def plan_entry(cfg, entry: str, arch: Arch | None = None, hw: Hardware | None = None) -> Plan:
+def plan_entry(cfg, entry: str, arch: Arch | None = None, hw: Hardware | None = None,
+               validation: bool = True) -> Plan:
     """The plan of entry point ``entry`` with its config ``cfg`` (its model: ``architecture(cfg.model,
-    cfg.task)`` unless given; its hardware: ``cfg.scale`` unless given)."""
+    cfg.task)`` unless given; its hardware: ``cfg.scale`` unless given; ``validation``: see :func:`workload`)."""
     arch = arch or architecture(cfg.model, cfg.task)
     hw = hw or hardware(cfg)
-    return plan_bytes(arch, workload(cfg, entry, arch, hw), hw, cfg.precision)
+    return plan_bytes(arch, workload(cfg, entry, arch, hw, validation), hw, cfg.precision)
 
 
 def _gib(nbytes: int) -> str:
@@ -634,9 +635,7 @@ def bench_plans(cfg) -> list[tuple[object, Plan]]:
                 if variant == "trl_grpo":
                     continue
                 rl = bench_rl_config(variant, size, tuning, cfg)
-                arch = architecture(rl.model, rl.task)
-                hw = hardware(rl)
-                plan = plan_bytes(arch, workload(rl, "rl", arch, hw, validation=False), hw, rl.precision)
+                plan = plan_entry(rl, "rl", validation=False)
                 out.append((rl, replace(plan, label=f"bench {variant} ({size}, {'LoRA' if tuning == 'lora' else 'full'})")))
     return out
 

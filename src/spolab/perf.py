@@ -129,8 +129,8 @@ def bench_batch(bench_cfg) -> int:
 def bench_rl_config(variant: str, size: str, tuning: str, bench_cfg):
     """The rl configuration one benchmark row runs (spolab.bench.bench_one) and the memory plan checks
     (spolab.memory.bench_plans): ``variant``'s algorithm and data mix on model ``size`` at the benchmark's
-    scale and one device's batch (:func:`bench_batch`), the policy itself sampling (data_mix.sync_every 1: no stale copy in memory, the cost of
-    the online setting), LoRA adapters for ``tuning`` lora, in one process (``scale.world_size=1``: the
+    scale and one device's batch (:func:`bench_batch`), the policy itself sampling (data_mix.sync_every 1:
+    no stale copy in memory, the cost of the online setting), LoRA adapters for ``tuning`` lora, in one process (``scale.world_size=1``: the
     benchmark times one device), with the benchmark's own response length, precision and scale placement
     (``bench_cfg``: its configuration, overrides included)."""
     algo_name, mix_name = VARIANTS[variant]

@@ -43,7 +43,7 @@ from spolab.jsonl import check_manifest, rebuild_data
 from spolab.memory import PLANNED, check_bench_memory, check_memory
 from spolab.models.build import resolve_name_or_path
 from spolab.models.lora import check_saved_targets, lora_settings, require_peft
-from spolab.perf import VARIANTS
+from spolab.perf import FINE_TUNING, VARIANTS
 from spolab.rollout.mix import check_data_mix
 from spolab.rollout.offpolicy import POOL_SOURCES, allocate
 from spolab.tasks.base import SPLITS, task_class
@@ -227,7 +227,7 @@ BENCH: list[Rule] = [
     *MODEL, *TRACKING, *PLACEMENT,
     ("sizes", items(text())),
     ("variants", items(text())),
-    ("fine_tuning", items(one_of("full", "lora"))),
+    ("fine_tuning", items(one_of(*FINE_TUNING))),
     ("sft_size", text()),
     ("batch_size", integer(1, MAX_BATCH)),
     ("group_size", integer(1, MAX_GROUP)),
